@@ -1,0 +1,122 @@
+"""Frozen dataclass configs, turned into command lines.
+
+Each command has one frozen dataclass (``PrepareConfig``, ...). Fields are declared with
+:func:`option`, whose ``help`` becomes the ``--help`` text, so the dataclass *is* the documentation.
+:func:`run_command` parses ``argv`` into the dataclass, handles ``--print-config``, and turns a
+:class:`~raydd.errors.RayddError` into one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+from raydd.errors import ConfigError, RayddError
+
+C = TypeVar("C")
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def option(default: Any, help: str, *, choices: Sequence[Any] | None = None) -> Any:
+    """A config field with its ``--help`` text and, optionally, the values it may take."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+def flag_name(field_name: str) -> str:
+    """The command-line flag of a config field: ``max_bad_fraction`` -> ``--max-bad-fraction``."""
+    return "--" + field_name.replace("_", "-")
+
+
+def check(condition: bool, field_name: str, allowed: str) -> None:
+    """Raise a :class:`ConfigError` naming the flag and what it accepts unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(f"{flag_name(field_name)}: expected {allowed}")
+
+
+def check_choice(value: Any, field_name: str, choices: Sequence[Any]) -> None:
+    check(value in choices, field_name, f"one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain JSON-able data (what ``--print-config`` prints and MLflow logs)."""
+    return dataclasses.asdict(config)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``prog: error: ...``) instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return hint, False
+
+
+def build_parser(config_cls: type, prog: str, description: str) -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    hints = typing.get_type_hints(config_cls)
+    for field in dataclasses.fields(config_cls):
+        kind, optional = _unwrap_optional(hints[field.name])
+        kwargs: dict[str, Any] = {"help": field.metadata.get("help", ""), "default": field.default}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = kind
+            kwargs["metavar"] = field.name.split("_")[-1].upper()
+            if field.metadata.get("choices"):
+                kwargs["choices"] = list(field.metadata["choices"])
+                kwargs["metavar"] = "{" + ",".join(map(str, kwargs["choices"])) + "}"
+            if optional:
+                kwargs["help"] += " (default: none)" if field.default is None else ""
+        parser.add_argument(flag_name(field.name), dest=field.name, **kwargs)
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as JSON and exit"
+    )
+    return parser
+
+
+def parse_config(config_cls: type[C], argv: Sequence[str], prog: str, description: str = "") -> tuple[C, bool]:
+    """Parse ``argv`` into ``config_cls``; returns the config and whether ``--print-config`` was given."""
+    parser = build_parser(config_cls, prog, description)
+    namespace = vars(parser.parse_args(list(argv)))
+    print_config = namespace.pop("print_config")
+    try:
+        return config_cls(**namespace), print_config
+    except ConfigError as error:
+        parser.error(str(error))
+
+
+def run_command(
+    config_cls: type[C],
+    run: Callable[[C], Any],
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str,
+) -> int:
+    """The body of every ``python -m raydd.<command>``: parse, maybe print the config, run, report."""
+    config, print_config = parse_config(config_cls, sys.argv[1:] if argv is None else argv, prog, description)
+    if print_config:
+        print(json.dumps(to_dict(config), indent=2, sort_keys=True))
+        return 0
+    try:
+        run(config)
+    except RayddError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0

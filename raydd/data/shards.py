@@ -1,0 +1,100 @@
+"""Video shards: Arrow IPC files with one row per clip.
+
+Schema: ``label`` (int32), ``source`` (string: where the clip came from), ``frames`` (a fixed-shape
+uint8 tensor (T, H, W, C)). A shard is written as **one** record batch, so all its frames are one
+contiguous buffer: reading maps the file and views that buffer as an (N, T, H, W, C) numpy array
+without copying or decoding anything per clip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import IO
+
+import numpy as np
+import pyarrow as pa
+
+from raydd.errors import RayddError
+from raydd.storage import Location, read_bytes, storage_errors
+
+SHARD_FORMAT = "raydd.video-shard/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipShard:
+    """The clips of one shard, as zero-copy views of the Arrow buffers."""
+
+    frames_NTHWC: np.ndarray
+    labels: np.ndarray
+    sources: tuple[str, ...]
+    skipped: tuple[dict[str, str], ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _schema(clip_shape: tuple[int, ...], skipped: list[dict[str, str]]) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("label", pa.int32()),
+            pa.field("source", pa.string()),
+            pa.field("frames", pa.fixed_shape_tensor(pa.uint8(), list(clip_shape))),
+        ],
+        metadata={"format": SHARD_FORMAT, "skipped": json.dumps(skipped)},
+    )
+
+
+def write_clip_shard(
+    handle: IO[bytes],
+    frames_NTHWC: np.ndarray,
+    labels: np.ndarray,
+    sources: list[str],
+    skipped: list[dict[str, str]],
+) -> None:
+    """Write one shard (one record batch) to an open binary file."""
+    clip_shape = tuple(frames_NTHWC.shape[1:])
+    if frames_NTHWC.dtype != np.uint8 or len(clip_shape) != 4:
+        raise ValueError(f"frames must be uint8 (N, T, H, W, C), got {frames_NTHWC.dtype} {frames_NTHWC.shape}")
+    tensor_type = pa.fixed_shape_tensor(pa.uint8(), list(clip_shape))
+    flat = pa.array(np.ascontiguousarray(frames_NTHWC).reshape(-1), type=pa.uint8())
+    storage = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(clip_shape)))
+    batch = pa.record_batch(
+        [pa.array(labels, type=pa.int32()), pa.array(sources, type=pa.string()), pa.ExtensionArray.from_storage(tensor_type, storage)],
+        schema=_schema(clip_shape, skipped),
+    )
+    with pa.ipc.new_file(pa.PythonFile(handle, mode="w"), batch.schema) as writer:
+        writer.write_batch(batch)
+
+
+def _open_buffer(location: Location) -> pa.Buffer:
+    """The shard's bytes: memory-mapped when local, fetched in one GET otherwise."""
+    with storage_errors(location):
+        if location.is_local:
+            return pa.memory_map(location.path, "r").read_buffer()
+        return pa.py_buffer(read_bytes(location))
+
+
+def read_clip_shard(location: Location) -> ClipShard:
+    """Read a shard as zero-copy numpy views; a damaged file is a one-line error naming it."""
+    try:
+        reader = pa.ipc.open_file(_open_buffer(location))
+        schema = reader.schema
+        if (schema.metadata or {}).get(b"format") != SHARD_FORMAT.encode():
+            raise RayddError(f"{location} is not a raydd video shard")
+        table = reader.read_all()
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
+        raise RayddError(f"shard {location} is damaged ({error}): delete it and re-run `python -m raydd.prepare`") from None
+    frames_type = schema.field("frames").type
+    shape = tuple(frames_type.shape)
+    if table.num_rows == 0:
+        frames = np.empty((0, *shape), np.uint8)
+    else:
+        column = table.column("frames").combine_chunks()
+        frames = column.storage.flatten().to_numpy(zero_copy_only=True).reshape((-1, *shape))
+    return ClipShard(
+        frames_NTHWC=frames,
+        labels=table.column("label").to_numpy(),
+        sources=tuple(table.column("source").to_pylist()),
+        skipped=tuple(json.loads((schema.metadata or {}).get(b"skipped", b"[]"))),
+    )

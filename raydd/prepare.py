@@ -1,0 +1,120 @@
+"""``python -m raydd.prepare``: raw videos -> Arrow video shards in STORE/datasets/NAME, in parallel on Ray."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from raydd.config import check, option, run_command
+from raydd.data.layouts import index_source
+from raydd.data.prepare import assemble_manifest, plan_shards, write_shard
+from raydd.data.specs import DatasetSpec, dataset_names, get_spec
+from raydd.errors import RayddError
+from raydd.parallel import cluster_cpus, ensure_ray, run_tasks
+from raydd.storage import Location, Manifest, delete, list_names, manifest_or_none, resolve, write_manifest
+
+DEFAULT_STORE = os.environ.get("RAYDD_STORE", "raydd-store")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    dataset: str = option("builtin", "dataset to prepare", choices=dataset_names())
+    source: str | None = option(None, "folder or URI holding the raw videos (builtin needs none)")
+    store: str = option(DEFAULT_STORE, "store URI (path, file://, s3://...); output lands in STORE/datasets/DATASET")
+    frames: int | None = option(None, "frames sampled uniformly per clip (default: the dataset's, e.g. 16 for UCF101)")
+    height: int | None = option(None, "frame height in pixels (default: the dataset's)")
+    width: int | None = option(None, "frame width in pixels (default: the dataset's)")
+    split: int = option(1, "official split number for ucf101, miniucf and hmdb51", choices=(1, 2, 3))
+    test_fraction: float = option(0.3, "fraction of each class held out for testing (folder datasets)")
+    seed: int = option(0, "seed for the builtin dataset and the folder split")
+    shard_mb: float = option(256.0, "target size of one Arrow shard in MiB")
+    max_bad_fraction: float = option(0.05, "stop with an error when more than this fraction of videos is unreadable")
+    workers: int = option(0, "shard writers running at once (0: one per CPU of the Ray cluster)")
+    overwrite: bool = option(False, "replace an existing prepared dataset (the old one stays readable until the new is complete)")
+    ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
+    fail_shard: int = option(-1, "testing aid: the writer of this shard number fails half-way, as a crashed task would")
+
+    def __post_init__(self) -> None:
+        for name in ("frames", "height", "width"):
+            value = getattr(self, name)
+            check(value is None or value > 0, name, "a positive integer")
+        check(0 <= self.test_fraction < 1, "test_fraction", "a number in [0, 1)")
+        check(self.shard_mb > 0, "shard_mb", "a positive number of MiB")
+        check(0 <= self.max_bad_fraction <= 1, "max_bad_fraction", "a number in [0, 1]")
+        check(self.workers >= 0, "workers", "0 (one per CPU) or a positive integer")
+
+    def spec(self) -> DatasetSpec:
+        base = get_spec(self.dataset)
+        return dataclasses.replace(
+            base,
+            num_frames=self.frames or base.num_frames,
+            height=self.height or base.height,
+            width=self.width or base.width,
+            split=self.split,
+            test_fraction=self.test_fraction,
+            seed=self.seed,
+        )
+
+
+def prepare(config: PrepareConfig) -> Manifest:
+    """Prepare ``config.dataset`` into the store; a no-op when it is already complete with the same settings."""
+    spec = config.spec()
+    target = resolve(config.store).child("datasets", spec.name)
+    existing = manifest_or_none(target)
+    if existing is not None and not config.overwrite:
+        if DatasetSpec.from_dict(existing.metadata.get("spec", {})) == spec:
+            print(f"{spec.name} is already prepared at {target} (pass --overwrite to redo it)", file=sys.stderr)
+            return existing
+        raise RayddError(f"{target} already holds {spec.name} prepared with other settings: pass --overwrite to replace it")
+    source = resolve(config.source) if config.source else None
+    index = index_source(spec, source)
+    plans = plan_shards(spec, index, config.shard_mb)
+    ensure_ray(config.ray_address)
+    started = time.perf_counter()
+    calls = [(spec, plan, target.uri, source.uri if source else None, len(index.classes), n == config.fail_shard) for n, plan in enumerate(plans)]
+    results = list(
+        run_tasks(
+            write_shard, calls, description=f"prepare {spec.name}", weights=[len(p.clips) for p in plans],
+            unit="clip", max_in_flight=config.workers or cluster_cpus(),
+        )
+    )  # fmt: skip
+    for result in results:
+        for entry in result.skipped:
+            print(f"warning: skipped {entry['source']}: {entry['reason']}", file=sys.stderr)
+    manifest = assemble_manifest(spec, index, sorted(results, key=lambda r: r.record.name), config.max_bad_fraction)
+    write_manifest(target, manifest)
+    _remove_unreferenced(target, manifest)
+    _print_summary(spec.name, target, manifest, results, time.perf_counter() - started)
+    return manifest
+
+
+def _remove_unreferenced(target: Location, manifest: Manifest) -> None:
+    """Delete shards that no manifest references (an overwritten dataset, a run with other settings)."""
+    keep = {shard.name for shard in manifest.shards}
+    for name in list_names(target):
+        if name.endswith(".arrow") and name not in keep:
+            delete(target.child(name))
+
+
+def _print_summary(name: str, target: Location, manifest: Manifest, results: list, seconds: float) -> None:
+    clips = sum(shard.rows for shard in manifest.shards)
+    written = sum(1 for r in results if not r.reused)
+    size = sum(shard.bytes for shard in manifest.shards)
+    counts = manifest.metadata["clips"]
+    print(
+        f"prepared {name}: {clips} clips ({counts.get('train', 0)} train / {counts.get('test', 0)} test) in {seconds:.1f} s, "
+        f"{clips / max(seconds, 1e-9):.1f} clips/s, {size / 1e6:.1f} MB in {len(manifest.shards)} shards "
+        f"({written} written, {len(results) - written} reused), {manifest.metadata['skipped']['count']} skipped, "
+        f"{manifest.metadata['missing']['count']} missing -> {target}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(PrepareConfig, prepare, argv, "raydd.prepare", "Decode raw videos into Arrow shards, in parallel on Ray.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Storage: URIs, atomic writes and manifests. Knows bytes, not videos.
+
+Every location in raydd is a URI: a local path, ``file://``, ``s3://`` (s3fs, configured from the
+standard AWS variables, ``AWS_ENDPOINT_URL_S3`` included), or anything else fsspec opens.
+
+Invariants every stage relies on:
+
+* A dataset or artifact is a folder of shards plus ``manifest.json``, and the manifest is written
+  **last**. Readers trust only the manifest, so a writer that crashed leaves nothing visible.
+* Every write is atomic: a local file is written under a temporary name and renamed into place; an
+  object store receives one PUT of the whole object. A reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any
+
+import fsspec
+
+from raydd.errors import RayddError
+
+MANIFEST_NAME = "manifest.json"
+_HASH_CHUNK = 8 << 20
+
+
+class ManifestNotFound(RayddError):
+    """A location that should hold a complete dataset or artifact has no manifest."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """A resolved URI: the filesystem that serves it and the path inside that filesystem."""
+
+    uri: str
+    fs: fsspec.AbstractFileSystem
+    path: str
+
+    @property
+    def is_local(self) -> bool:
+        return "file" in _protocols(self.fs)
+
+    def child(self, *parts: str) -> Location:
+        uri = self.uri.rstrip("/")
+        path = self.path.rstrip("/")
+        for part in parts:
+            uri, path = f"{uri}/{part}", f"{path}/{part}"
+        return Location(uri=uri, fs=self.fs, path=path)
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def _s3_options() -> dict[str, Any]:
+    """s3fs options from the standard AWS variables (botocore reads keys and region itself)."""
+    options: dict[str, Any] = {"use_listings_cache": False}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    return options
+
+
+def resolve(uri: str) -> Location:
+    """Turn a URI (or local path) into a :class:`Location`; an unknown scheme is a one-line error."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise RayddError(f"empty storage location {uri!r}: give a local path, file://, s3:// or another fsspec URI")
+    options = _s3_options() if uri.startswith(("s3://", "s3a://")) else {}
+    try:
+        fs, path = fsspec.core.url_to_fs(uri, **options)
+    except (ValueError, ImportError) as error:
+        raise RayddError(
+            f"cannot open storage location {uri!r} ({error}): use a local path, file://, s3:// "
+            "or a protocol fsspec knows, with its package installed"
+        ) from None
+    if "file" in _protocols(fs):
+        uri = path  # normalised absolute local path
+    return Location(uri=uri, fs=fs, path=path)
+
+
+@contextlib.contextmanager
+def storage_errors(location: Location | str) -> Iterator[None]:
+    """Translate filesystem and cloud errors into one-line :class:`RayddError` naming the location."""
+    try:
+        yield
+    except RayddError:
+        raise
+    except PermissionError as error:
+        raise RayddError(f"permission denied at {location} ({error}): check the credentials and the bucket policy") from None
+    except Exception as error:  # noqa: BLE001 - botocore's errors are not importable without boto
+        name = type(error).__name__
+        text = str(error)
+        if name in {"NoCredentialsError", "PartialCredentialsError"} or "Unable to locate credentials" in text:
+            raise RayddError(
+                f"no credentials for {location}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(or AWS_PROFILE), and AWS_ENDPOINT_URL_S3 for a non-AWS endpoint"
+            ) from None
+        if name in {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError"}:
+            raise RayddError(f"cannot reach the storage endpoint for {location} ({text}): check AWS_ENDPOINT_URL_S3") from None
+        if isinstance(error, FileNotFoundError) and "bucket" in text.lower():
+            raise RayddError(f"bucket of {location} does not exist: create it first") from None
+        raise
+
+
+def exists(location: Location) -> bool:
+    with storage_errors(location):
+        return bool(location.fs.exists(location.path))
+
+
+def read_bytes(location: Location) -> bytes:
+    with storage_errors(location):
+        return location.fs.cat_file(location.path)
+
+
+def size(location: Location) -> int:
+    with storage_errors(location):
+        return int(location.fs.size(location.path))
+
+
+def list_names(location: Location) -> list[str]:
+    """Names of the entries directly inside ``location`` ([] if it does not exist)."""
+    with storage_errors(location):
+        if not location.fs.exists(location.path):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in location.fs.ls(location.path, detail=False))
+
+
+def delete(location: Location) -> None:
+    with storage_errors(location):
+        if location.fs.exists(location.path):
+            location.fs.rm(location.path)
+
+
+@contextlib.contextmanager
+def atomic_writer(location: Location) -> Iterator[IO[bytes]]:
+    """A binary file that becomes visible at ``location`` only when the block exits without error.
+
+    Locally the bytes go to a hidden temporary file in the same folder, then ``os.replace`` moves it
+    into place (atomic on POSIX). Elsewhere they are buffered and sent as one PUT (object stores make
+    an object visible only when its upload completes).
+    """
+    with storage_errors(location):
+        if location.is_local:
+            folder, name = os.path.split(location.path)
+            os.makedirs(folder, exist_ok=True)
+            temporary = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex}")
+            try:
+                with open(temporary, "wb") as handle:
+                    yield handle
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, location.path)
+            finally:
+                if os.path.exists(temporary):
+                    os.remove(temporary)
+        else:
+            buffer = io.BytesIO()
+            yield buffer
+            location.fs.pipe_file(location.path, buffer.getvalue())
+
+
+def write_bytes(location: Location, data: bytes) -> None:
+    with atomic_writer(location) as handle:
+        handle.write(data)
+
+
+def sha256(location: Location) -> str:
+    """Streamed SHA-256 of a stored file."""
+    digest = hashlib.sha256()
+    with storage_errors(location), location.fs.open(location.path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardRecord:
+    """One shard as the manifest lists it."""
+
+    name: str
+    rows: int
+    bytes: int
+    sha256: str
+    group: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """The list of complete shards of a dataset or artifact, plus free-form metadata (the spec, counts)."""
+
+    kind: str
+    shards: tuple[ShardRecord, ...]
+    metadata: dict[str, Any]
+    created: str = ""
+    raydd_version: str = ""
+
+    def group(self, name: str) -> tuple[ShardRecord, ...]:
+        return tuple(shard for shard in self.shards if shard.group == name)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        raw = json.loads(text)
+        shards = tuple(ShardRecord(**shard) for shard in raw.pop("shards"))
+        return cls(shards=shards, **raw)
+
+
+def write_manifest(folder: Location, manifest: Manifest) -> None:
+    """Publish ``manifest`` in ``folder``: the last write of any dataset or artifact."""
+    from raydd import __version__
+
+    stamped = dataclasses.replace(
+        manifest,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        raydd_version=__version__,
+    )
+    write_bytes(folder.child(MANIFEST_NAME), stamped.to_json().encode())
+
+
+def read_manifest(folder: Location) -> Manifest:
+    """The manifest of ``folder``; :class:`ManifestNotFound` if there is none (an incomplete or absent write)."""
+    location = folder.child(MANIFEST_NAME)
+    if not exists(location):
+        raise ManifestNotFound(f"no complete dataset at {folder} (no {MANIFEST_NAME})")
+    try:
+        return Manifest.from_json(read_bytes(location).decode())
+    except (ValueError, TypeError, KeyError) as error:
+        raise RayddError(f"unreadable manifest {location} ({error}): delete it and re-run the command that wrote it") from None
+
+
+def manifest_or_none(folder: Location) -> Manifest | None:
+    try:
+        return read_manifest(folder)
+    except ManifestNotFound:
+        return None
