@@ -62,6 +62,7 @@ def run_tasks(
             try:
                 result = ray.get(done[0])
             except ray.exceptions.RayTaskError as error:
+                _drain(pending)
                 cause = error.cause
                 if isinstance(cause, RayddError):
                     raise RayddError(str(cause)) from None
@@ -71,3 +72,12 @@ def run_tasks(
                 ) from None
             bar.update(weights[position])
             yield result
+
+
+def _drain(pending: dict[ray.ObjectRef, int]) -> None:
+    """Let tasks already running finish (their results stay valid for a re-run) and swallow their errors."""
+    for ref in pending:
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayError:
+            pass

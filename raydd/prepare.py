@@ -14,7 +14,7 @@ from raydd.data.prepare import assemble_manifest, plan_shards, write_shard
 from raydd.data.specs import DatasetSpec, dataset_names, get_spec
 from raydd.errors import RayddError
 from raydd.parallel import cluster_cpus, ensure_ray, run_tasks
-from raydd.storage import Location, Manifest, delete, list_names, manifest_or_none, resolve, write_manifest
+from raydd.storage import Location, Manifest, delete, list_names, manifest_or_none, require_writable_root, resolve, write_manifest
 
 DEFAULT_STORE = os.environ.get("RAYDD_STORE", "raydd-store")
 
@@ -62,7 +62,9 @@ class PrepareConfig:
 def prepare(config: PrepareConfig) -> Manifest:
     """Prepare ``config.dataset`` into the store; a no-op when it is already complete with the same settings."""
     spec = config.spec()
-    target = resolve(config.store).child("datasets", spec.name)
+    store = resolve(config.store)
+    require_writable_root(store)
+    target = store.child("datasets", spec.name)
     existing = manifest_or_none(target)
     if existing is not None and not config.overwrite:
         if DatasetSpec.from_dict(existing.metadata.get("spec", {})) == spec:

@@ -118,6 +118,16 @@ def storage_errors(location: Location | str) -> Iterator[None]:
         raise
 
 
+def require_writable_root(location: Location) -> None:
+    """Fail early, before any work, when an object-store location's bucket does not exist."""
+    if location.is_local:
+        return
+    bucket = location.path.split("/", 1)[0]
+    with storage_errors(location):
+        if not location.fs.exists(bucket):
+            raise RayddError(f"bucket {bucket!r} of {location} does not exist: create it first or fix the URI")
+
+
 def exists(location: Location) -> bool:
     with storage_errors(location):
         return bool(location.fs.exists(location.path))

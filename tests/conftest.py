@@ -8,11 +8,10 @@ workers would inherit their environment.
 from __future__ import annotations
 
 import os
-import selectors
 import socket
 import subprocess
 import sys
-import time
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -27,23 +26,19 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait_for_line(process: subprocess.Popen, needle: str, timeout_s: float) -> None:
-    """Block until ``process`` prints a line containing ``needle`` (its readiness banner)."""
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout_s
-    seen = []
-    while time.monotonic() < deadline:
-        if not selector.select(timeout=deadline - time.monotonic()):
-            break
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if needle in line:
-            return
-    process.kill()
-    raise RuntimeError(f"S3 server did not start: {''.join(seen)[-2000:]}")
+def _start_draining(process: subprocess.Popen, needle: str) -> tuple[threading.Event, list[str]]:
+    """Read the server's output forever (so its pipe never fills); set the event once ``needle`` appears."""
+    ready, seen = threading.Event(), []
+
+    def drain() -> None:
+        for line in process.stdout:
+            if len(seen) < 200:
+                seen.append(line)
+            if needle in line:
+                ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    return ready, seen
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +49,10 @@ def s3_endpoint() -> Iterator[str]:
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    _wait_for_line(process, "Running on", S3_START_TIMEOUT_S)
+    ready, seen = _start_draining(process, "Running on")
+    if not ready.wait(S3_START_TIMEOUT_S):
+        process.kill()
+        raise RuntimeError(f"moto S3 server did not start within {S3_START_TIMEOUT_S} s: {''.join(seen)[-2000:]}")
     endpoint = f"http://127.0.0.1:{port}"
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")}
     os.environ.update(

@@ -50,24 +50,47 @@ def _decode_frames(file: BinaryIO, wanted: set[int] | None, height: int, width: 
     return kept, count, header_count
 
 
+def _stated_seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float:
+    """How long the file says its video lasts (0.0 if it does not say)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = (stream.metadata or {}).get("DURATION", "")  # matroska/webm: per-track "HH:MM:SS.nnnnnnnnn"
+    try:
+        hours, minutes, seconds = tag.split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return container.duration / av.time_base if container.duration else 0.0
+
+
+def _stated_count(container: av.container.InputContainer, stream: av.VideoStream) -> int:
+    """Frames the container states: its frame count, else its duration times its frame rate (webm, mkv)."""
+    if stream.frames:
+        return int(stream.frames)
+    rate = stream.average_rate
+    return int(_stated_seconds(container, stream) * float(rate)) if rate else 0
+
+
 def decode_clip(file: BinaryIO, num_frames: int, height: int, width: int) -> np.ndarray:
     """(num_frames, height, width, 3) uint8 frames sampled uniformly from the video in ``file``.
 
     When the container states its frame count, only the sampled frames are converted to RGB; when it
     does not (webm, some mkv) or states it wrongly, every frame is converted and sampled afterwards.
-    A file that ends well short of its stated length is treated as truncated.
+    A file that ends well short of its stated length (its frame count, or for webm/mkv its duration
+    times its frame rate) is treated as truncated.
     """
     try:
         with av.open(file, mode="r") as container:
             if not container.streams.video:
                 raise VideoDecodeError("no video stream")
-            header_count = int(container.streams.video[0].frames or 0)
+            stream = container.streams.video[0]
+            header_count = int(stream.frames or 0)
+            stated_count = _stated_count(container, stream)
         wanted = set(uniform_indices(header_count, num_frames).tolist()) if header_count > 0 else None
         kept, count, _ = _decode_frames(file, wanted, height, width)
         if count == 0:
             raise VideoDecodeError("no decodable frames")
-        if header_count and count < header_count // 2:
-            raise VideoDecodeError(f"truncated: {count} of {header_count} frames decodable")
+        if stated_count and count < stated_count // 2:
+            raise VideoDecodeError(f"truncated: {count} of {stated_count} frames decodable")
         indices = uniform_indices(count, num_frames)
         if not all(int(i) in kept for i in indices):  # the stated frame count was wrong: convert all
             kept, count, _ = _decode_frames(file, None, height, width)

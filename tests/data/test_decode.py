@@ -1,0 +1,148 @@
+"""PyAV decoding of real (tiny) video files written by the tests: sizes, sampling, cropping, bad files."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raydd.data.decode import VideoDecodeError, decode_clip, uniform_indices
+from tests.data.videos import FORMATS, encode_video, ramp_frames, ramp_value, write_video
+
+ALL_FORMATS = [(container, codec) for container, codecs in FORMATS.items() for codec in codecs]
+TOLERANCE = 6  # grey levels lost to YUV conversion and lossy codecs on flat frames
+
+
+def brightness(frames_THWC: np.ndarray) -> np.ndarray:
+    return frames_THWC.reshape(len(frames_THWC), -1).mean(axis=1)
+
+
+@pytest.mark.parametrize(("container", "codec"), ALL_FORMATS, ids=[f"{c}-{k}" for c, k in ALL_FORMATS])
+def test_decode_every_container_samples_uniformly(tmp_path: Path, container: str, codec: str) -> None:
+    path = write_video(tmp_path / f"clip.{container}", ramp_frames(16, 24, 32), codec)
+    with open(path, "rb") as handle:
+        clip = decode_clip(handle, 4, 16, 16)
+    assert clip.shape == (4, 16, 16, 3) and clip.dtype == np.uint8
+    # the centre of each of 4 segments of 16 frames: frames 2, 6, 10, 14
+    expected = [ramp_value(t, 16) for t in (2, 6, 10, 14)]
+    np.testing.assert_allclose(brightness(clip), expected, atol=TOLERANCE)
+    assert np.all(np.diff(brightness(clip)) > 30)
+    # flat frames stay flat: no smearing, no border from scaling
+    assert clip.std(axis=(1, 2, 3)).max() < 3
+
+
+@pytest.mark.parametrize(("container", "codec"), [("mp4", "libx264"), ("webm", "libvpx-vp9"), ("avi", "mpeg4")])
+def test_decode_output_size_is_the_requested_one(container: str, codec: str) -> None:
+    data = encode_video(ramp_frames(6, 30, 50), container, codec)  # odd aspect, not a multiple of the output
+    for size in [(16, 16), (8, 24), (24, 8), (48, 64)]:  # smaller, wider, taller, larger than the source
+        clip = decode_clip(io.BytesIO(data), 3, *size)
+        assert clip.shape == (3, *size, 3) and clip.dtype == np.uint8
+
+
+def test_decode_single_frame_and_whole_video() -> None:
+    data = encode_video(ramp_frames(5, 24, 32), "mp4", "libx264")
+    one = decode_clip(io.BytesIO(data), 1, 16, 16)
+    np.testing.assert_allclose(brightness(one), [ramp_value(2, 5)], atol=TOLERANCE)  # the middle frame
+    every = decode_clip(io.BytesIO(data), 5, 16, 16)
+    np.testing.assert_allclose(brightness(every), [ramp_value(t, 5) for t in range(5)], atol=TOLERANCE)
+
+
+@pytest.mark.parametrize(("container", "codec"), [("mp4", "libx264"), ("mkv", "ffv1")])
+def test_fewer_source_frames_than_requested_repeats_frames(container: str, codec: str) -> None:
+    data = encode_video(ramp_frames(3, 24, 32), container, codec)
+    clip = decode_clip(io.BytesIO(data), 8, 16, 16)
+    assert clip.shape == (8, 16, 16, 3)
+    indices = uniform_indices(3, 8)
+    assert indices.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+    np.testing.assert_allclose(brightness(clip), [ramp_value(int(t), 3) for t in indices], atol=TOLERANCE)
+    # repeated frames are identical copies, not re-decodes that could differ
+    assert np.array_equal(clip[0], clip[1]) and np.array_equal(clip[5], clip[7])
+
+
+def _box_frames(height: int, width: int) -> np.ndarray:
+    """White frames with a black square in the middle and black bars at both ends of the long side."""
+    frames = np.full((2, height, width, 3), 235, np.uint8)
+    long_side = max(height, width)
+    bar, half = long_side // 8, min(height, width) // 4
+    cy, cx = height // 2, width // 2
+    frames[:, cy - half : cy + half, cx - half : cx + half] = 16
+    if width > height:
+        frames[:, :, :bar], frames[:, :, -bar:] = 16, 16
+    else:
+        frames[:, :bar], frames[:, -bar:] = 16, 16
+    return frames
+
+
+@pytest.mark.parametrize("shape", [(32, 64), (64, 32)], ids=["wide", "tall"])
+@pytest.mark.parametrize(("container", "codec"), [("mkv", "ffv1"), ("mp4", "libx264")])
+def test_non_square_source_is_centre_cropped_not_stretched(shape: tuple[int, int], container: str, codec: str) -> None:
+    data = encode_video(_box_frames(*shape), container, codec)
+    clip = decode_clip(io.BytesIO(data), 2, 16, 16)
+    dark = clip[0].mean(axis=-1) < 128
+    # Scaled by 1/2 so that the short side is 16, then the middle 16 of the long side are kept: the
+    # 16x16 black square becomes an 8x8 square in the centre, and the bars at the ends are cut away.
+    # Stretching instead would give an 8x4 (or 4x8) rectangle and black bars at two edges.
+    expected = np.zeros((16, 16), bool)
+    expected[4:12, 4:12] = True
+    assert np.array_equal(dark, expected), dark.astype(int)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"this is not a video\n" * 50, np.random.default_rng(1).integers(0, 256, 20000, dtype=np.uint8).tobytes()],
+    ids=["empty", "text", "random-bytes"],
+)
+@pytest.mark.parametrize("extension", ["mp4", "avi", "webm"])
+def test_garbage_bytes_raise_video_decode_error(tmp_path: Path, content: bytes, extension: str) -> None:
+    path = tmp_path / f"broken.{extension}"
+    path.write_bytes(content)
+    with open(path, "rb") as handle, pytest.raises(VideoDecodeError):
+        decode_clip(handle, 4, 16, 16)
+
+
+def _noise(num_frames: int) -> np.ndarray:
+    """Frames of noise: every frame takes about as many bytes, so half the bytes is about half the video."""
+    return np.random.default_rng(2).integers(0, 256, (num_frames, 48, 64, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(("container", "codec"), ALL_FORMATS, ids=[f"{c}-{k}" for c, k in ALL_FORMATS])
+@pytest.mark.parametrize("content", ["ramp", "noise"])
+def test_truncated_file_raises_video_decode_error(tmp_path: Path, container: str, codec: str, content: str) -> None:
+    frames = ramp_frames(16, 24, 32) if content == "ramp" else _noise(16)
+    whole = encode_video(frames, container, codec)
+    assert decode_clip(io.BytesIO(whole), 4, 16, 16).shape == (4, 16, 16, 3)  # the complete file is fine
+    path = tmp_path / f"cut.{container}"
+    path.write_bytes(whole[: len(whole) // 2])  # an interrupted download
+    with open(path, "rb") as handle, pytest.raises(VideoDecodeError):
+        decode_clip(handle, 4, 16, 16)
+
+
+def test_audio_only_file_raises_video_decode_error() -> None:
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="matroska") as output:
+        stream = output.add_stream("flac", rate=8000)
+        stream.layout = "mono"
+        samples = np.zeros((1, 1024), np.int16)
+        for _ in range(4):
+            frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+            frame.sample_rate = 8000
+            for packet in stream.encode(frame):
+                output.mux(packet)
+        for packet in stream.encode(None):
+            output.mux(packet)
+    with pytest.raises(VideoDecodeError, match="no video stream"):
+        decode_clip(io.BytesIO(buffer.getvalue()), 4, 16, 16)
+
+
+def test_decode_reads_the_same_file_object_twice() -> None:
+    """decode_clip rewinds what it is given: a handle already read from (as fsspec may hand it) still works."""
+    data = encode_video(ramp_frames(8, 24, 32), "mkv", "mpeg4")
+    handle = io.BytesIO(data)
+    handle.read(100)
+    first = decode_clip(handle, 4, 16, 16)
+    second = decode_clip(handle, 4, 16, 16)
+    assert np.array_equal(first, second)
