@@ -7,6 +7,7 @@ so the aspect ratio is never distorted.
 
 from __future__ import annotations
 
+import io
 from typing import BinaryIO
 
 import av
@@ -79,6 +80,10 @@ def decode_clip(file: BinaryIO, num_frames: int, height: int, width: int) -> np.
     times its frame rate) is treated as truncated.
     """
     try:
+        file.seek(0, io.SEEK_END)
+        if file.tell() == 0:  # a failed download; PyAV would raise a bare OSError
+            raise VideoDecodeError("empty file")
+        file.seek(0)
         with av.open(file, mode="r") as container:
             if not container.streams.video:
                 raise VideoDecodeError("no video stream")

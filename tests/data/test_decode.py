@@ -119,17 +119,27 @@ def test_truncated_file_raises_video_decode_error(tmp_path: Path, container: str
         decode_clip(handle, 4, 16, 16)
 
 
+@pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
+def test_truncated_faststart_mp4_raises_video_decode_error(tmp_path: Path, codec: str) -> None:
+    """With its index first, half an mp4 still opens and states 16 frames: the missing half must be noticed."""
+    path = write_video(tmp_path / "whole.mp4", _noise(16), codec, faststart=True)
+    whole = path.read_bytes()
+    assert whole[:64].find(b"moov") > 0
+    np.testing.assert_array_equal(decode_clip(io.BytesIO(whole), 4, 16, 16).shape, (4, 16, 16, 3))
+    with pytest.raises(VideoDecodeError):
+        decode_clip(io.BytesIO(whole[: len(whole) // 2]), 4, 16, 16)
+
+
 def test_audio_only_file_raises_video_decode_error() -> None:
     import av
 
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="matroska") as output:
-        stream = output.add_stream("flac", rate=8000)
+        stream = output.add_stream("pcm_s16le", rate=8000)
         stream.layout = "mono"
-        samples = np.zeros((1, 1024), np.int16)
-        for _ in range(4):
-            frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-            frame.sample_rate = 8000
+        for number in range(4):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.int16), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 8000, number * 1024
             for packet in stream.encode(frame):
                 output.mux(packet)
         for packet in stream.encode(None):

@@ -38,15 +38,12 @@ _CODEC_OPTIONS = {
 TINY_FRAMES, TINY_HEIGHT, TINY_WIDTH = 8, 24, 32
 
 
-def encode_video(frames_THWC: np.ndarray, container: str = "mp4", codec: str | None = None, fps: int = 8) -> bytes:
-    """The bytes of a ``container`` file holding ``frames_THWC`` (uint8 RGB) encoded with ``codec``."""
+def _encode(target: io.BytesIO | str, frames_THWC: np.ndarray, container: str, codec: str | None, fps: int, options: dict[str, str]) -> None:
     frames_THWC = np.asarray(frames_THWC)
     assert frames_THWC.dtype == np.uint8 and frames_THWC.ndim == 4 and frames_THWC.shape[-1] == 3, frames_THWC.shape
     codec = codec or DEFAULT_CODEC[container]
-    buffer = io.BytesIO()
-    buffer.name = f"video.{container}"  # lets libavformat pick the muxer
     fmt = "matroska" if container == "mkv" else container
-    with av.open(buffer, mode="w", format=fmt) as output:
+    with av.open(target, mode="w", format=fmt, options=options) as output:
         stream = output.add_stream(codec, rate=fps)
         stream.width, stream.height = frames_THWC.shape[2], frames_THWC.shape[1]
         stream.pix_fmt = "yuv444p" if codec == "ffv1" else "yuv420p"
@@ -57,14 +54,27 @@ def encode_video(frames_THWC: np.ndarray, container: str = "mp4", codec: str | N
                 output.mux(packet)
         for packet in stream.encode(None):
             output.mux(packet)
+
+
+def encode_video(frames_THWC: np.ndarray, container: str = "mp4", codec: str | None = None, fps: int = 8) -> bytes:
+    """The bytes of a ``container`` file holding ``frames_THWC`` (uint8 RGB) encoded with ``codec``."""
+    buffer = io.BytesIO()
+    _encode(buffer, frames_THWC, container, codec, fps, {})
     return buffer.getvalue()
 
 
-def write_video(path: Path | str, frames_THWC: np.ndarray, codec: str | None = None, fps: int = 8) -> Path:
-    """Write ``frames_THWC`` to ``path`` (container from its extension); returns the path."""
+def write_video(path: Path | str, frames_THWC: np.ndarray, codec: str | None = None, fps: int = 8, faststart: bool = False) -> Path:
+    """Write ``frames_THWC`` to ``path`` (container from its extension); returns the path.
+
+    ``faststart``: an mp4 with its index (moov) before the frames, as web downloads usually are.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode_video(frames_THWC, path.suffix.lstrip(".").lower(), codec, fps))
+    container = path.suffix.lstrip(".").lower()
+    if faststart:
+        _encode(str(path), frames_THWC, container, codec, fps, {"movflags": "faststart"})
+    else:
+        path.write_bytes(encode_video(frames_THWC, container, codec, fps))
     return path
 
 
@@ -231,18 +241,19 @@ def k400_tree(
     classes: Sequence[str] = ("abseiling", "air drumming", "passing American football (in game)"),
     train_per_class: int = 2,
     test_per_class: int = 1,
-    missing_per_class: int = 0,
+    missing: int = 1,
 ) -> Path:
     """Kinetics-400: SOURCE/annotations/{train,val}.csv + SOURCE/{train,val}/<youtube_id>_<start:06d>_<end:06d>.mp4.
 
-    ``missing_per_class`` extra train rows per class whose video was never downloaded.
+    The first class has ``missing`` extra train rows whose videos were never downloaded (as always
+    happens with Kinetics: YouTube videos disappear); one val row names a class absent from train.
     """
     annotations = root / "annotations"
     annotations.mkdir(parents=True, exist_ok=True)
     header = ["label", "youtube_id", "time_start", "time_end", "split"]
     tables = {"train": [], "val": []}
     for label, name in enumerate(classes):
-        counts = {"train": train_per_class + missing_per_class, "val": test_per_class}
+        counts = {"train": train_per_class + (missing if label == 0 else 0), "val": test_per_class}
         for split, count in counts.items():
             for i in range(count):
                 youtube_id = f"{split[:2]}{label}x{i}-AbC_"  # YouTube ids mix case, '-' and '_'
@@ -251,6 +262,8 @@ def k400_tree(
                 if split == "train" and i >= train_per_class:
                     continue  # annotated, but absent
                 put_video(root / split / f"{youtube_id}_{start:06d}_{start + 10:06d}.mp4", label)
+    tables["val"].append(["a class only val has", "zzOnlyVal01", 0, 10, "val"])
+    put_video(root / "val" / "zzOnlyVal01_000000_000010.mp4", 0)
     for split, rows in tables.items():
         with open(annotations / f"{split}.csv", "w", newline="") as handle:
             writer = csv.writer(handle)

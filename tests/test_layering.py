@@ -1,0 +1,43 @@
+"""Dependencies point one way: components never import Ray or MLflow; storage knows no videos or torch."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "raydd"
+
+# Modules allowed to import Ray: the entry modules, the Ray plumbing, and the Ray Data adapter.
+RAY_ALLOWED = {"prepare.py", "parallel.py", "data/ray_reader.py"}
+MLFLOW_ALLOWED = {"tracking.py"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module if node.module.startswith("raydd") else node.module.split(".")[0])
+    return names
+
+
+MODULES = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_only_entry_points_and_adapters_import_ray_or_mlflow(module: str) -> None:
+    imported = _imports(PACKAGE / module)
+    if module not in RAY_ALLOWED:
+        assert "ray" not in imported, f"{module} imports ray"
+    if module not in MLFLOW_ALLOWED:
+        assert "mlflow" not in imported, f"{module} imports mlflow"
+
+
+def test_storage_knows_bytes_not_videos() -> None:
+    imported = _imports(PACKAGE / "storage.py")
+    assert not imported & {"torch", "av", "numpy", "pyarrow", "ray"}
+    assert not any(name.startswith("raydd.data") for name in imported)
