@@ -47,15 +47,17 @@ class PrepareConfig:
         check(self.workers >= 0, "workers", "0 (one per CPU) or a positive integer")
 
     def spec(self) -> DatasetSpec:
+        """The registered spec with this run's overrides; settings a layout ignores keep their defaults,
+        so that changing them does not count as "other settings" for an existing dataset."""
         base = get_spec(self.dataset)
         return dataclasses.replace(
             base,
             num_frames=self.frames or base.num_frames,
             height=self.height or base.height,
             width=self.width or base.width,
-            split=self.split,
-            test_fraction=self.test_fraction,
-            seed=self.seed,
+            split=self.split if base.layout in {"ucf101", "hmdb51"} else base.split,
+            test_fraction=self.test_fraction if base.layout == "folder" else base.test_fraction,
+            seed=self.seed if base.layout in {"folder", "builtin"} else base.seed,
         )
 
 

@@ -197,10 +197,10 @@ def _hmdb51(spec: DatasetSpec, source: Location | None) -> ClipIndex:
 def _k400(spec: DatasetSpec, source: Location | None) -> ClipIndex:
     assert source is not None
     tables = _text_files(source, ".csv")
+    train_rows = _csv_rows(source, _require(tables, "train.csv", spec, source), spec)
     test_name = "val.csv" if "val.csv" in tables else "validate.csv"
     if test_name not in tables:  # name the file the description promises, not only its alias
         raise RayddError(f"{spec.name} source {source} has no val.csv (or validate.csv): expected the layout '{spec.description}'")
-    train_rows = _csv_rows(source, _require(tables, "train.csv", spec, source), spec)
     test_rows = _csv_rows(source, _require(tables, test_name, spec, source), spec)
     classes = tuple(sorted({row["label"] for row in train_rows}))
     label_of = {name: label for label, name in enumerate(classes)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import random
 import time
 
 import numpy as np
@@ -54,6 +55,7 @@ def plan_shards(spec: DatasetSpec, index: ClipIndex, shard_mb: float) -> tuple[S
     plans = []
     for split in SPLITS:
         clips = sorted((c for c in index.clips if c.split == split), key=lambda c: (c.label, c.source))
+        random.Random(f"{spec.seed}:{split}").shuffle(clips)  # every shard mixes classes, reproducibly
         for number, start in enumerate(range(0, len(clips), per_shard)):
             chunk = tuple(clips[start : start + per_shard])
             digest = hashlib.sha256(
@@ -100,16 +102,17 @@ def write_shard(spec: DatasetSpec, plan: ShardPlan, dataset_uri: str, source_uri
         shard = read_clip_shard(location)
         return _result(location, plan, shard.frames_NTHWC, shard.labels, shard.skipped, True, started, n_classes)
     source = resolve(source_uri) if source_uri else None
-    frames, labels, sources, skipped = [], [], [], []
+    frames_NTHWC = np.empty((len(plan.clips), *spec.clip_shape), np.uint8)  # filled in place: no second copy
+    labels, sources, skipped = [], [], []
     for clip in plan.clips:
         try:
-            frames.append(load_clip(spec, clip, source))
+            frames_NTHWC[len(labels)] = load_clip(spec, clip, source)
         except VideoDecodeError as error:
             skipped.append({"source": clip.source, "reason": str(error)})
             continue
         labels.append(clip.label)
         sources.append(clip.source)
-    frames_NTHWC = np.stack(frames) if frames else np.empty((0, *spec.clip_shape), np.uint8)
+    frames_NTHWC = frames_NTHWC[: len(labels)]
     labels_array = np.asarray(labels, dtype=np.int32)
     with atomic_writer(location) as handle:
         if fail:

@@ -1,0 +1,335 @@
+"""Raw dataset layouts on tiny fake source trees: listing (no Ray), then ``prepare`` end to end on Ray.
+
+Every clip's red/green colour encodes its class (tests.data.videos.class_color), so a test can tell
+from decoded or prepared frames alone whether a clip got the right label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raydd.data import open_prepared
+from raydd.data.decode import decode_clip
+from raydd.data.layouts import TEST, TRAIN, ClipIndex, index_source
+from raydd.data.specs import MINIUCF_CLASSES, dataset_names, get_spec
+from raydd.errors import RayddError
+from raydd.prepare import PrepareConfig, prepare
+from raydd.storage import Manifest, resolve
+from tests.data.videos import (
+    TINY_FRAMES,
+    encode_video,
+    folder_tree,
+    hmdb51_tree,
+    k400_tree,
+    label_of_frames,
+    miniucf_tree,
+    put_garbage,
+    ramp_value,
+    ssv2_class_order,
+    ssv2_tree,
+    ucf101_tree,
+)
+
+SMALL = dict(frames=4, height=16, width=16)
+UCF_CLASSES = ("ApplyEyeMakeup", "Basketball", "HandstandPushups")
+UCF_MISSING = "Basketball/v_Basketball_g09_c01.avi"
+
+# what each fake tree holds: classes, clips per split, annotated clips without a video
+EXPECTED = {
+    "folder": (("cat", "dog", "eel"), {TRAIN: 9, TEST: 3}, 0),
+    "ucf101": (UCF_CLASSES, {TRAIN: 5, TEST: 3}, 1),
+    "miniucf": (MINIUCF_CLASSES, {TRAIN: 50, TEST: 50}, 0),
+    "hmdb51": (("brush_hair", "cartwheel", "kick_ball"), {TRAIN: 6, TEST: 3}, 0),
+    "k400": (("abseiling", "air drumming", "passing American football (in game)"), {TRAIN: 6, TEST: 3}, 1),
+    "ssv2": (ssv2_class_order(), {TRAIN: 6, TEST: 3}, 0),
+}
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("sources")
+    return {
+        "folder": folder_tree(root / "folder"),
+        "ucf101": ucf101_tree(root / "ucf101", UCF_CLASSES, missing=(UCF_MISSING,)),
+        "miniucf": miniucf_tree(root / "miniucf"),
+        "hmdb51": hmdb51_tree(root / "hmdb51"),
+        "k400": k400_tree(root / "k400"),
+        "ssv2": ssv2_tree(root / "ssv2"),
+    }
+
+
+def _index(name: str, source: Path | str, **changes) -> ClipIndex:
+    return index_source(dataclasses.replace(get_spec(name), **changes), resolve(str(source)))
+
+
+def _check_index(index: ClipIndex, name: str) -> None:
+    """Classes, counts and missing as EXPECTED, and every clip's video shows its label's colour."""
+    classes, clips, missing = EXPECTED[name]
+    assert index.classes == classes
+    assert {split: sum(c.split == split for c in index.clips) for split in (TRAIN, TEST)} == clips
+    assert len(index.missing) == missing
+    assert len({c.source for c in index.clips}) == len(index.clips)  # no clip listed twice
+    for clip in index.clips:
+        with open(clip.source, "rb") as handle:
+            assert label_of_frames(decode_clip(handle, 2, 8, 8)) == clip.label, clip
+
+
+# ----------------------------------------------------------------------------------- listing, no Ray
+
+
+def test_folder_index(sources: dict[str, Path]) -> None:
+    index = _index("folder", sources["folder"])
+    _check_index(index, "folder")
+    assert all(index.count(TRAIN, label) == 3 and index.count(TEST, label) == 1 for label in range(3))
+    # hidden files and folders and non-video files are not clips
+    assert not any("/." in c.source or c.source.endswith(".txt") for c in index.clips)
+    # the split is seeded (the same seed gives the same split) and follows --test-fraction
+    assert _index("folder", sources["folder"]) == index
+    assert sum(c.split == TEST for c in _index("folder", sources["folder"], test_fraction=0.5).clips) == 6
+
+
+def test_folder_index_through_a_file_uri(sources: dict[str, Path]) -> None:
+    index = index_source(get_spec("folder"), resolve(f"file://{sources['folder']}"))
+    assert index == _index("folder", sources["folder"])
+
+
+def test_folder_without_test_clips_is_an_error(sources: dict[str, Path]) -> None:
+    with pytest.raises(RayddError, match="no test clips.*--test-fraction"):
+        _index("folder", sources["folder"], test_fraction=0.0)
+
+
+def test_ucf101_index(sources: dict[str, Path]) -> None:
+    index = _index("ucf101", sources["ucf101"])
+    _check_index(index, "ucf101")
+    # official split 1: groups 8-25 train, 1-7 test; the missing clip is reported, lower-cased or not
+    assert all("_g08_" in c.source or "_g09_" in c.source for c in index.clips if c.split == TRAIN)
+    assert all("_g01_" in c.source for c in index.clips if c.split == TEST)
+    assert [m.lower() for m in index.missing] == [UCF_MISSING.lower()]
+    # HandstandPushups' folder is spelt HandStandPushups on disk: still found
+    assert index.count(TRAIN, 2) == 2 and index.count(TEST, 2) == 1
+    assert index.count(TRAIN, 1) == 1  # Basketball lost its missing clip
+
+
+def test_miniucf_index_keeps_exactly_the_50_classes(sources: dict[str, Path]) -> None:
+    index = _index("miniucf", sources["miniucf"])
+    _check_index(index, "miniucf")  # labels are positions in MINIUCF_CLASSES, not classInd numbers
+    assert not any("Archery" in c.source or "YoYo" in c.source for c in index.clips)
+    # the same tree read as full UCF101 has all 52 classes, numbered in classInd order
+    full = _index("ucf101", sources["miniucf"])
+    assert len(full.classes) == 52 and full.classes == tuple(sorted(full.classes))
+
+
+def test_miniucf_lacking_a_class_is_an_error(sources: dict[str, Path], tmp_path: Path) -> None:
+    source = shutil.copytree(sources["ucf101"], tmp_path / "ucf101")
+    with pytest.raises(RayddError, match=r"classInd.txt .* lacks classes .*BalanceBeam"):
+        _index("miniucf", source)
+
+
+def test_hmdb51_index(sources: dict[str, Path]) -> None:
+    index = _index("hmdb51", sources["hmdb51"])
+    _check_index(index, "hmdb51")
+    names = {c.source.rsplit("/", 1)[-1]: c.split for c in index.clips}
+    assert not any(name.startswith("unused_") for name in names)  # "0": not in this split
+    assert all(split == TEST for name, split in names.items() if name.startswith("#20_Rhythm"))
+    assert any(name.startswith("Prelinger_[HD]") for name in names)
+    # split 2's files are read for split 2 (everything is train there, so there is no test split)
+    with pytest.raises(RayddError, match="no test clips"):
+        _index("hmdb51", sources["hmdb51"], split=2)
+
+
+def test_k400_index(sources: dict[str, Path]) -> None:
+    index = _index("k400", sources["k400"])
+    _check_index(index, "k400")
+    assert all("/train/" in c.source for c in index.clips if c.split == TRAIN)
+    assert all("/val/" in c.source for c in index.clips if c.split == TEST)
+    assert len(index.missing) == 1 and index.missing[0].endswith("_000013_000023")
+    assert not any("zzOnlyVal01".lower() in c.source.lower() for c in index.clips)  # class not in train.csv
+
+
+def test_ssv2_index(sources: dict[str, Path]) -> None:
+    index = _index("ssv2", sources["ssv2"])
+    _check_index(index, "ssv2")  # labels follow labels.json's numbering, not file order
+    assert all(c.source.endswith(".webm") for c in index.clips)
+
+
+# ------------------------------------------------------------------------------ prepare end to end
+
+
+class Store:
+    """One store shared by the module; each dataset is prepared into it once, on first use."""
+
+    def __init__(self, root: Path, sources: dict[str, Path]) -> None:
+        self.root, self.sources, self.manifests = root, sources, {}
+
+    def prepared(self, name: str) -> Manifest:
+        if name not in self.manifests:
+            # several shards for the folder dataset, so labels must line up across shards
+            shard_mb = 0.01 if name == "folder" else 256.0
+            self.manifests[name] = prepare(PrepareConfig(dataset=name, source=str(self.sources[name]), store=str(self.root), shard_mb=shard_mb, **SMALL))
+        return self.manifests[name]
+
+    def uri(self, name: str) -> str:
+        return str(self.root / "datasets" / name)
+
+    def manifest_bytes(self) -> dict[str, bytes]:
+        return {p.parent.name: p.read_bytes() for p in sorted((self.root / "datasets").glob("*/manifest.json"))}
+
+
+@pytest.fixture(scope="module")
+def store(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory, sources: dict[str, Path]) -> Store:
+    return Store(tmp_path_factory.mktemp("store"), sources)
+
+
+def _check_prepared_split(uri: str, split: str, count: int, n_classes: int) -> None:
+    videos = open_prepared(uri).split(split, verify=True)
+    assert len(videos) == count
+    frames, labels = videos.batch(np.arange(count))
+    assert tuple(frames.shape) == (count, 4, 16, 16, 3) and str(frames.dtype) == "torch.uint8"
+    frames = frames.numpy()
+    assert [label_of_frames(clip) for clip in frames] == labels.tolist()
+    assert set(labels.tolist()) <= set(range(n_classes))
+    # 4 of the 8 source frames, sampled uniformly (frames 1, 3, 5, 7): blue grows along the clip
+    expected_blue = [ramp_value(t, TINY_FRAMES, 30, 220) for t in (1, 3, 5, 7)]
+    np.testing.assert_allclose(frames[..., 2].mean(axis=(2, 3)), np.tile(expected_blue, (count, 1)), atol=8)
+    one_frames, one_label = videos[count - 1]
+    assert tuple(one_frames.shape) == (4, 16, 16, 3) and one_label == labels[-1]
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_prepare_end_to_end(store: Store, name: str) -> None:
+    classes, clips, missing = EXPECTED[name]
+    manifest = store.prepared(name)
+    meta = manifest.metadata
+    assert meta["classes"] == list(classes)
+    assert meta["clips"] == clips
+    assert meta["clip_shape"] == [4, 16, 16, 3]
+    assert meta["spec"]["num_frames"] == 4 and meta["spec"]["height"] == 16 and meta["spec"]["width"] == 16
+    assert meta["skipped"] == {"count": 0, "files": []}
+    assert meta["missing"]["count"] == missing
+    assert sum(meta["class_counts"][TRAIN].values()) == clips[TRAIN]
+    assert all(count >= 1 for count in meta["class_counts"][TRAIN].values())
+    assert {shard.group for shard in manifest.shards} == {TRAIN, TEST}
+    for split, count in clips.items():
+        _check_prepared_split(store.uri(name), split, count, len(classes))
+    opened = open_prepared(store.uri(name))
+    assert opened.classes == classes and len(opened.mean) == 3
+
+
+def test_k400_missing_clip_is_named_in_the_manifest(store: Store) -> None:
+    missing = store.prepared("k400").metadata["missing"]
+    assert missing["count"] == 1 and missing["examples"][0].endswith("_000013_000023")
+
+
+# ------------------------------------------------------------------------------------- bad videos
+
+
+def _tree_with_bad_videos(sources: dict[str, Path], target: Path) -> tuple[Path, set[str]]:
+    """The folder tree plus a file of random bytes (dog) and an avi cut to half its bytes (eel)."""
+    source = shutil.copytree(sources["folder"], target)
+    garbage = put_garbage(source / "dog" / "zz-garbage.mp4")
+    whole = encode_video(np.random.default_rng(3).integers(0, 256, (16, 48, 64, 3), dtype=np.uint8), "avi")
+    truncated = source / "eel" / "truncated.avi"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    return source, {str(garbage), str(truncated)}
+
+
+def test_corrupt_videos_are_skipped_named_and_counted(ray_cluster: None, sources: dict[str, Path], tmp_path: Path) -> None:
+    source, bad = _tree_with_bad_videos(sources, tmp_path / "source")
+    config = PrepareConfig(dataset="folder", source=str(source), store=str(tmp_path / "store"), max_bad_fraction=0.2, **SMALL)
+    manifest = prepare(config)
+    skipped = manifest.metadata["skipped"]
+    assert skipped["count"] == 2
+    assert {entry["source"] for entry in skipped["files"]} == bad
+    assert all(entry["reason"] for entry in skipped["files"])
+    counts = manifest.metadata["clips"]
+    assert counts[TRAIN] + counts[TEST] == 12  # 14 listed, 2 skipped
+    assert sum(shard.rows for shard in manifest.shards) == 12
+    for split, count in counts.items():
+        _check_prepared_split(str(tmp_path / "store" / "datasets" / "folder"), split, count, 3)
+
+
+def test_too_many_bad_videos_raise_and_publish_nothing(ray_cluster: None, sources: dict[str, Path], tmp_path: Path) -> None:
+    source, _ = _tree_with_bad_videos(sources, tmp_path / "source")
+    store = tmp_path / "store"
+    config = PrepareConfig(dataset="folder", source=str(source), store=str(store), max_bad_fraction=0.1, **SMALL)
+    with pytest.raises(RayddError, match=r"2 of 14 videos .* above --max-bad-fraction 0.1") as error:
+        prepare(config)
+    assert "zz-garbage.mp4" in str(error.value) or "truncated.avi" in str(error.value)
+    assert not (store / "datasets" / "folder" / "manifest.json").exists()
+    with pytest.raises(RayddError, match="no prepared dataset"):
+        open_prepared(str(store / "datasets" / "folder"))
+
+
+# --------------------------------------------------------- errors leave a prepared dataset untouched
+
+
+def _empty_class(source: Path) -> tuple[Path, str]:
+    (source / "fox").mkdir()
+    (source / "fox" / "notes.txt").write_text("no videos here\n")
+    return source, r"class folder .*/fox has no videos"
+
+
+def _remove(relative: str, pattern: str):  # noqa: ANN202 - returns a tree editor
+    def edit(source: Path) -> tuple[Path, str]:
+        target = source / relative
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+        return source, pattern
+
+    return edit
+
+
+def _bad_videos(source: Path) -> tuple[Path, str]:
+    put_garbage(source / "dog" / "zz-garbage.mp4")
+    put_garbage(source / "cat" / "zz-garbage.avi", seed=1)
+    return source, r"could not be decoded, above --max-bad-fraction"
+
+
+# (dataset, how its source is broken, error message pattern)
+BROKEN_SOURCES = {
+    "empty class folder": ("folder", _empty_class),
+    "missing source folder": ("folder", None),
+    "too many bad videos": ("folder", _bad_videos),
+    "missing UCF testlist": ("ucf101", _remove("ucfTrainTestlist/testlist01.txt", r"has no testlist01\.txt")),
+    "missing UCF classInd": ("miniucf", _remove("ucfTrainTestlist/classInd.txt", r"has no classInd\.txt")),
+    "missing HMDB splits": ("hmdb51", _remove("testTrainMulti_7030_splits", r"no \*_test_split1\.txt files")),
+    "missing K400 val.csv": ("k400", _remove("annotations/val.csv", r"has no val\.csv")),
+    "missing K400 train.csv": ("k400", _remove("annotations/train.csv", r"has no train\.csv")),
+    "missing SSv2 labels.json": ("ssv2", _remove("labels/labels.json", r"has no labels\.json")),
+    "missing SSv2 validation.json": ("ssv2", _remove("labels/validation.json", r"has no validation\.json")),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_SOURCES))
+def test_broken_source_raises_and_leaves_the_prepared_dataset_intact(store: Store, tmp_path: Path, case: str) -> None:
+    name, breaker = BROKEN_SOURCES[case]
+    before = store.prepared(name)
+    manifests = store.manifest_bytes()
+    if breaker is None:
+        source, pattern = tmp_path / "no-such-folder", r"source .*no-such-folder does not exist or is not a folder"
+    else:
+        source, pattern = breaker(shutil.copytree(store.sources[name], tmp_path / "source"))
+    # overwrite: the new source would replace the dataset if it were good
+    config = PrepareConfig(dataset=name, source=str(source), store=str(store.root), overwrite=True, max_bad_fraction=0.1, **SMALL)
+    with pytest.raises(RayddError, match=pattern):
+        prepare(config)
+    assert store.manifest_bytes() == manifests
+    dataset = open_prepared(store.uri(name))
+    assert dataset.manifest.shards == before.shards
+    assert len(dataset.split(TRAIN, verify=True)) == before.metadata["clips"][TRAIN]
+
+
+def test_unknown_dataset_raises_and_leaves_the_store_intact(store: Store) -> None:
+    store.prepared("folder")
+    manifests = store.manifest_bytes()
+    with pytest.raises(RayddError, match=r"unknown dataset 'kinetics-9000': use one of .*ucf101"):
+        get_spec("kinetics-9000")
+    with pytest.raises(RayddError, match=r"unknown dataset 'kinetics-9000'"):
+        prepare(PrepareConfig(dataset="kinetics-9000", source=str(store.sources["folder"]), store=str(store.root), **SMALL))
+    assert store.manifest_bytes() == manifests
+    assert "kinetics-9000" not in dataset_names()
+    assert not (store.root / "datasets" / "kinetics-9000").exists()
