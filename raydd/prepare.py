@@ -23,7 +23,7 @@ DEFAULT_STORE = os.environ.get("RAYDD_STORE", "raydd-store")
 class PrepareConfig:
     dataset: str = option("builtin", "dataset to prepare", choices=dataset_names())
     source: str | None = option(None, "folder or URI holding the raw videos (builtin needs none)")
-    store: str = option(DEFAULT_STORE, "store URI (path, file://, s3://...); output lands in STORE/datasets/DATASET")
+    store: str = option(DEFAULT_STORE, "store URI (path, file://, s3://...; default $RAYDD_STORE or ./raydd-store); output lands in STORE/datasets/DATASET")
     frames: int | None = option(None, "frames sampled uniformly per clip (default: the dataset's, e.g. 16 for UCF101)")
     height: int | None = option(None, "frame height in pixels (default: the dataset's)")
     width: int | None = option(None, "frame width in pixels (default: the dataset's)")

@@ -154,13 +154,14 @@ def _ucf101(spec: DatasetSpec, source: Location | None) -> ClipIndex:
         for line in _read_text(source, _require(lists, list_name, spec, source)).splitlines():
             if not line.strip():
                 continue
-            relative = line.split()[0].lower()
+            entry = line.split()[0]  # as listed: reported with its case, looked up without
+            relative = entry.lower()
             label = label_of.get(relative.split("/", 1)[0])
             if label is None:
                 continue
             path = files.get(relative) or files.get("ucf-101/" + relative)
             if path is None:
-                missing.append(relative)
+                missing.append(entry)
             else:
                 clips.append(ClipRef(path, label, split))
     return ClipIndex(classes=classes, clips=tuple(clips), missing=tuple(missing))
@@ -210,8 +211,9 @@ def _k400(spec: DatasetSpec, source: Location | None) -> ClipIndex:
         for row in rows:
             if row["label"] not in label_of:
                 continue
-            stem = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}".lower()
-            path = by_stem.get(stem) or by_stem.get(row["youtube_id"].lower())
+            # YouTube ids are case-sensitive: report a missing clip as annotated, look files up without case
+            stem = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
+            path = by_stem.get(stem.lower()) or by_stem.get(row["youtube_id"].lower())
             if path is None:
                 missing.append(stem)
             else:
