@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from raydd.config import check, option, run_command
+from raydd.config import check, check_choice, option, run_command
 from raydd.data.layouts import index_source
 from raydd.data.prepare import assemble_manifest, plan_shards, write_shard
 from raydd.data.specs import DatasetSpec, dataset_names, get_spec
@@ -38,6 +38,7 @@ class PrepareConfig:
     fail_shard: int = option(-1, "testing aid: the writer of this shard number fails half-way, as a crashed task would")
 
     def __post_init__(self) -> None:
+        check_choice(self.dataset, "dataset", dataset_names())
         for name in ("frames", "height", "width"):
             value = getattr(self, name)
             check(value is None or value > 0, name, "a positive integer")

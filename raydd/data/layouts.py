@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
+import os
 import random
 from collections.abc import Callable, Iterable
 
@@ -51,7 +53,9 @@ def index_source(spec: DatasetSpec, source: Location | None) -> ClipIndex:
         with storage_errors(source):
             if not source.fs.isdir(source.path):
                 raise RayddError(f"source {source} does not exist or is not a folder: pass the folder holding the {spec.name} videos")
+    _find.cache_clear()  # list the source once per index, never reuse a listing across runs
     index = _LAYOUTS[spec.layout](spec, source)
+    _find.cache_clear()
     _check_index(spec, index, source)
     return index
 
@@ -65,11 +69,39 @@ def _check_index(spec: DatasetSpec, index: ClipIndex, source: Location | None) -
         raise RayddError(f"{spec.name} at {source} has no test clips: check the split files (or --test-fraction for folder)")
 
 
+@functools.lru_cache(maxsize=4)
+def _find(source: Location) -> list[str]:
+    """Every file below ``source``. Locally, symlinked folders are followed (fsspec's ``find`` skips
+    them), since datasets are often assembled from links to the real class folders."""
+    with storage_errors(source):
+        if not source.is_local:
+            return source.fs.find(source.path)
+        found = []
+        for folder, subfolders, names in os.walk(source.path, followlinks=True):
+            if _links_to_an_ancestor(folder, source.path):  # would loop forever
+                subfolders.clear()
+                continue
+            found += [path for path in (f"{folder}/{name}" for name in names) if os.path.isfile(path)]
+        return sorted(found)
+
+
+def _links_to_an_ancestor(folder: str, root: str) -> bool:
+    real, parent = os.path.realpath(folder), os.path.dirname(folder)
+    while len(parent) >= len(root):
+        if os.path.realpath(parent) == real:
+            return True
+        parent = os.path.dirname(parent)
+    return False
+
+
+def _is_folder(source: Location, entry: dict) -> bool:
+    return entry["type"] == "directory" or bool(entry.get("islink") and source.fs.isdir(entry["name"]))
+
+
 def _video_files(source: Location) -> dict[str, str]:
     """Every video below ``source``: lower-cased path relative to it -> full filesystem path."""
     root = source.path.rstrip("/") + "/"
-    with storage_errors(source):
-        found = source.fs.find(source.path)
+    found = _find(source)
     files = {}
     for path in found:
         name = path.rsplit("/", 1)[-1]
@@ -84,9 +116,7 @@ def _stem(relative: str) -> str:
 
 def _text_files(source: Location, suffix: str) -> dict[str, str]:
     """Annotation files below ``source`` whose names end with ``suffix``: file name -> full path."""
-    with storage_errors(source):
-        found = source.fs.find(source.path)
-    return {path.rsplit("/", 1)[-1]: path for path in found if path.endswith(suffix)}
+    return {path.rsplit("/", 1)[-1]: path for path in _find(source) if path.endswith(suffix)}
 
 
 def _read_text(source: Location, path: str) -> str:
@@ -119,7 +149,7 @@ def _folder(spec: DatasetSpec, source: Location | None) -> ClipIndex:
     assert source is not None
     with storage_errors(source):
         entries = source.fs.ls(source.path, detail=True)
-    class_dirs = sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == "directory")
+        class_dirs = sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if _is_folder(source, e))
     class_dirs = [name for name in class_dirs if not name.startswith(".")]
     if not class_dirs:
         raise RayddError(f"{source} has no class sub-folders: the folder layout is SOURCE/<class>/<video files>")

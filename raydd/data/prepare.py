@@ -108,7 +108,8 @@ def write_shard(spec: DatasetSpec, plan: ShardPlan, dataset_uri: str, source_uri
         try:
             frames_NTHWC[len(labels)] = load_clip(spec, clip, source)
         except VideoDecodeError as error:
-            skipped.append({"source": clip.source, "reason": str(error)})
+            where = clip.source if source is None or source.is_local else source.fs.unstrip_protocol(clip.source)
+            skipped.append({"source": where, "reason": str(error)})
             continue
         labels.append(clip.label)
         sources.append(clip.source)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
 from raydd.data.decode import VideoDecodeError, decode_clip, uniform_indices
-from tests.data.videos import FORMATS, encode_video, ramp_frames, ramp_value, write_video
+from tests.data.videos import FORMATS, encode_video, ramp_frames, ramp_value, set_avi_frame_count, write_video
 
 ALL_FORMATS = [(container, codec) for container, codecs in FORMATS.items() for codec in codecs]
 TOLERANCE = 6  # grey levels lost to YUV conversion and lossy codecs on flat frames
@@ -59,6 +60,24 @@ def test_fewer_source_frames_than_requested_repeats_frames(container: str, codec
     np.testing.assert_allclose(brightness(clip), [ramp_value(int(t), 3) for t in indices], atol=TOLERANCE)
     # repeated frames are identical copies, not re-decodes that could differ
     assert np.array_equal(clip[0], clip[1]) and np.array_equal(clip[5], clip[7])
+
+
+@pytest.mark.parametrize("stated", [8, 30], ids=["states-fewer", "states-more"])
+def test_wrong_stated_frame_count_still_samples_the_real_frames(stated: int) -> None:
+    """A header that misstates the frame count (within a factor of 2) must not shift or break sampling."""
+    data = set_avi_frame_count(encode_video(ramp_frames(16, 24, 32), "avi"), stated)
+    with av.open(io.BytesIO(data)) as container:
+        assert container.streams.video[0].frames == stated  # the decoder believes the header
+    clip = decode_clip(io.BytesIO(data), 4, 16, 16)
+    np.testing.assert_allclose(brightness(clip), [ramp_value(t, 16) for t in (2, 6, 10, 14)], atol=TOLERANCE)
+
+
+def test_bframes_are_sampled_in_display_order() -> None:
+    data = encode_video(ramp_frames(24, 24, 32), "mp4", "libx264")
+    with av.open(io.BytesIO(data)) as container:
+        assert container.streams.video[0].codec_context.has_b_frames
+    clip = decode_clip(io.BytesIO(data), 6, 16, 16)
+    np.testing.assert_allclose(brightness(clip), [ramp_value(t, 24) for t in (2, 6, 10, 14, 18, 22)], atol=TOLERANCE)
 
 
 def _box_frames(height: int, width: int) -> np.ndarray:
@@ -131,8 +150,6 @@ def test_truncated_faststart_mp4_raises_video_decode_error(tmp_path: Path, codec
 
 
 def test_audio_only_file_raises_video_decode_error() -> None:
-    import av
-
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="matroska") as output:
         stream = output.add_stream("pcm_s16le", rate=8000)

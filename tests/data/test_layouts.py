@@ -98,6 +98,29 @@ def test_folder_index_through_a_file_uri(sources: dict[str, Path]) -> None:
     assert index == _index("folder", sources["folder"])
 
 
+def test_symlinked_folders_are_followed(sources: dict[str, Path], tmp_path: Path) -> None:
+    """Datasets assembled from links to the real class folders; dangling links and loops are ignored."""
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for name in ("cat", "dog"):
+        (linked / name).symlink_to(sources["folder"] / name, target_is_directory=True)
+    (linked / "eel").mkdir()
+    for video in sorted((sources["folder"] / "eel").iterdir()):
+        (linked / "eel" / video.name).symlink_to(video)
+    (linked / "eel" / "gone.mp4").symlink_to(tmp_path / "no-such-video.mp4")
+    (linked / "eel" / "loop").symlink_to(linked, target_is_directory=True)
+    index = _index("folder", linked)
+    _check_index(index, "folder")
+    assert all(c.source.startswith(str(linked)) for c in index.clips)
+    (tmp_path / "alias").symlink_to(linked, target_is_directory=True)  # the source itself a link
+    _check_index(_index("folder", tmp_path / "alias"), "folder")
+    # UCF-101 linked from elsewhere next to real list files
+    ucf = tmp_path / "ucf"
+    shutil.copytree(sources["ucf101"] / "ucfTrainTestlist", ucf / "ucfTrainTestlist")
+    (ucf / "UCF-101").symlink_to(sources["ucf101"] / "UCF-101", target_is_directory=True)
+    _check_index(_index("ucf101", ucf), "ucf101")
+
+
 def test_folder_without_test_clips_is_an_error(sources: dict[str, Path]) -> None:
     with pytest.raises(RayddError, match="no test clips.*--test-fraction"):
         _index("folder", sources["folder"], test_fraction=0.0)
@@ -265,6 +288,16 @@ def test_too_many_bad_videos_raise_and_publish_nothing(ray_cluster: None, source
         open_prepared(str(store / "datasets" / "folder"))
 
 
+def test_class_left_without_readable_training_clips_is_an_error(ray_cluster: None, sources: dict[str, Path], tmp_path: Path) -> None:
+    source = shutil.copytree(sources["folder"], tmp_path / "source")
+    put_garbage(source / "gnu" / "a.mp4", seed=4)
+    put_garbage(source / "gnu" / "b.mp4", seed=5)
+    config = PrepareConfig(dataset="folder", source=str(source), store=str(tmp_path / "store"), max_bad_fraction=1.0, **SMALL)
+    with pytest.raises(RayddError, match="class 'gnu' has no readable training clips left"):
+        prepare(config)
+    assert not (tmp_path / "store" / "datasets" / "folder" / "manifest.json").exists()
+
+
 # --------------------------------------------------------- errors leave a prepared dataset untouched
 
 
@@ -328,8 +361,34 @@ def test_unknown_dataset_raises_and_leaves_the_store_intact(store: Store) -> Non
     manifests = store.manifest_bytes()
     with pytest.raises(RayddError, match=r"unknown dataset 'kinetics-9000': use one of .*ucf101"):
         get_spec("kinetics-9000")
-    with pytest.raises(RayddError, match=r"unknown dataset 'kinetics-9000'"):
+    with pytest.raises(RayddError, match=r"--dataset: expected one of .*ucf101.*; got 'kinetics-9000'"):
         prepare(PrepareConfig(dataset="kinetics-9000", source=str(store.sources["folder"]), store=str(store.root), **SMALL))
     assert store.manifest_bytes() == manifests
     assert "kinetics-9000" not in dataset_names()
     assert not (store.root / "datasets" / "kinetics-9000").exists()
+
+
+# ------------------------------------------------------------------------------- source on S3
+
+
+def _upload(local: Path, fs, prefix: str) -> None:  # noqa: ANN001 - an s3fs filesystem
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            fs.pipe_file(f"{prefix}/{path.relative_to(local).as_posix()}", path.read_bytes())
+
+
+@pytest.mark.parametrize("name", ["folder", "ucf101", "k400"])
+def test_source_on_s3_lists_and_prepares_like_a_local_one(ray_cluster: None, s3_bucket: str, sources: dict[str, Path], tmp_path: Path, name: str) -> None:
+    source = resolve(f"{s3_bucket}/raw/{name}")
+    _upload(sources[name], source.fs, source.path)
+    index = index_source(get_spec(name), source)
+    local = _index(name, sources[name])
+    relative = lambda clips, root: sorted((c.source[len(root) :].lower(), c.label, c.split) for c in clips)  # noqa: E731
+    assert index.classes == local.classes and index.missing == local.missing
+    assert relative(index.clips, source.path) == relative(local.clips, str(sources[name]))
+    classes, clips, missing = EXPECTED[name]
+    manifest = prepare(PrepareConfig(dataset=name, source=source.uri, store=str(tmp_path / "store"), **SMALL))
+    assert manifest.metadata["clips"] == clips and manifest.metadata["missing"]["count"] == missing
+    assert manifest.metadata["skipped"]["count"] == 0
+    for split, count in clips.items():
+        _check_prepared_split(str(tmp_path / "store" / "datasets" / name), split, count, len(classes))

@@ -11,6 +11,7 @@ import csv
 import functools
 import io
 import json
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +29,7 @@ FORMATS: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_CODEC = {"mp4": "libx264", "avi": "mpeg4", "webm": "libvpx-vp9", "mkv": "mpeg4"}
 _CODEC_OPTIONS = {
-    "libx264": {"crf": "10", "preset": "ultrafast"},
+    "libx264": {"crf": "10", "bf": "3"},  # B-frames: decode order differs from display order
     "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8", "crf": "10", "b": "0"},
     "libvpx": {"deadline": "realtime", "cpu-used": "8", "crf": "4", "b": "1M"},
     "mpeg4": {"qscale": "2"},
@@ -76,6 +77,16 @@ def write_video(path: Path | str, frames_THWC: np.ndarray, codec: str | None = N
     else:
         path.write_bytes(encode_video(frames_THWC, container, codec, fps))
     return path
+
+
+def set_avi_frame_count(data: bytes, count: int) -> bytes:
+    """An AVI whose headers (avih dwTotalFrames, strh dwLength) state ``count`` frames, whatever it holds."""
+    patched = bytearray(data)
+    avih, strh = patched.find(b"avih"), patched.find(b"strh")
+    assert avih > 0 and strh > 0 and patched[strh + 8 : strh + 12] == b"vids"
+    patched[avih + 24 : avih + 28] = struct.pack("<I", count)
+    patched[strh + 40 : strh + 44] = struct.pack("<I", count)
+    return bytes(patched)
 
 
 def ramp_value(t: int, num_frames: int, low: int = 20, high: int = 235) -> int:
