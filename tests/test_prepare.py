@@ -28,7 +28,7 @@ def _shard_files(dataset_uri: str) -> list[str]:
 def test_builtin_prepares_with_the_manifest_written_last(tmp_path) -> None:
     manifest = prepare(PrepareConfig(store=str(tmp_path), **SMALL))
     dataset = open_prepared(str(tmp_path / "datasets" / "builtin"))
-    assert manifest.metadata["clips"] == {"train": 300, "test": 100}
+    assert manifest.metadata["clips"] == {"train": 300, "test": 200}
     assert set(dataset.manifest.metadata["class_counts"]["train"].values()) == {30}
     assert len(manifest.group("train")) > 1 and len(manifest.group("test")) >= 1
     assert sorted(_shard_files(str(dataset.location))) == sorted(s.name for s in manifest.shards)
@@ -71,7 +71,7 @@ def test_a_crashed_writer_leaves_no_manifest_and_a_rerun_completes(tmp_path) -> 
     manifest = prepare(dataclasses.replace(config, fail_shard=-1))
     names = {shard.name for shard in manifest.shards}
     assert survivors < names  # finished shards were kept and reused, the failed one written now
-    assert manifest.metadata["clips"] == {"train": 300, "test": 100}
+    assert manifest.metadata["clips"] == {"train": 300, "test": 200}
 
 
 def test_crash_while_overwriting_keeps_the_old_dataset_readable(tmp_path) -> None:
@@ -82,7 +82,7 @@ def test_crash_while_overwriting_keeps_the_old_dataset_readable(tmp_path) -> Non
     with pytest.raises(RayddError):
         prepare(dataclasses.replace(config, frames=2, overwrite=True, fail_shard=0))
     assert read_bytes(resolve(dataset_uri).child("manifest.json")) == old_manifest
-    assert len(open_prepared(dataset_uri).split("test")) == 100
+    assert len(open_prepared(dataset_uri).split("test")) == 200
 
 
 def test_s3_round_trip(s3_bucket: str) -> None:
@@ -92,7 +92,7 @@ def test_s3_round_trip(s3_bucket: str) -> None:
     assert dataset.manifest.shards == manifest.shards
     test = dataset.split("test", verify=True)
     frames, labels = test.batch(list(range(len(test))))
-    assert frames.shape == (100, 4, 16, 16, 3)
+    assert frames.shape == (200, 4, 16, 16, 3)
     assert prepare(PrepareConfig(store=store, **SMALL)).shards == manifest.shards  # no-op on S3 too
 
 
@@ -108,6 +108,6 @@ def test_command_line_runs_end_to_end(tmp_path) -> None:
         capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ""},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "prepared builtin: 400 clips (300 train / 100 test)" in result.stdout
+    assert "prepared builtin: 500 clips (300 train / 200 test)" in result.stdout
     assert "clips/s" in result.stdout
     assert open_prepared(str(tmp_path / "datasets" / "builtin")).spec.num_frames == 4

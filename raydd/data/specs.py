@@ -82,7 +82,7 @@ _REGISTRY: dict[str, DatasetSpec] = {
         DatasetSpec(
             name="builtin", layout="builtin", num_frames=8, height=32, width=32,
             classes=BUILTIN_STATIC_CLASSES + BUILTIN_DYNAMIC_CLASSES, static_classes=BUILTIN_STATIC_CLASSES,
-            train_per_class=30, test_per_class=10,
+            train_per_class=30, test_per_class=20,
             description="generated from a seed, no download: 5 appearance-only + 5 motion-only classes",
         ),
         DatasetSpec(

@@ -59,7 +59,7 @@ def test_batch_and_dataloader_agree(prepared: str) -> None:
 
 def test_ray_data_reads_the_same_clips(prepared: str) -> None:
     rows = ray_dataset(prepared, "test").take_all()
-    assert len(rows) == 100
+    assert len(rows) == 200
     test = open_prepared(prepared).split("test")
     assert sorted(int(r["label"]) for r in rows) == sorted(test.labels.tolist())
     assert rows[0]["frames"].shape == (4, 16, 16, 3) and rows[0]["frames"].dtype == np.uint8
