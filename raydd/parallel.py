@@ -42,6 +42,7 @@ def run_tasks(
     unit: str,
     max_in_flight: int,
     num_cpus: float = 1,
+    num_gpus: float = 0,
 ) -> Iterator[R]:
     """Run ``function(*args)`` for every ``args`` in ``calls`` as Ray tasks, yielding results as they finish.
 
@@ -49,7 +50,7 @@ def run_tasks(
     when call ``i`` finishes. A failing task stops the run with one line; tasks already running finish
     on their own (their writes are atomic, so a re-run can reuse them).
     """
-    remote = ray.remote(num_cpus=num_cpus, max_retries=2)(function)
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=2)(function)
     pending: dict[ray.ObjectRef, int] = {}
     queue = list(range(len(calls)))
     with tqdm(total=sum(weights), desc=description, unit=unit, file=sys.stderr, mininterval=0.5) as bar:

@@ -1,0 +1,67 @@
+"""Decide what an evaluation trains on and check it against the test split before anything runs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from raydd.data.reader import PreparedDataset, open_prepared
+from raydd.distilled_set import DISTILLED_KIND, load_distilled
+from raydd.errors import RayddError
+from raydd.evaluation.presets import FREPO, STANDARD, lr_and_epochs
+from raydd.evaluation.runs import DISTILLED, RANDOM_REAL, REAL, RunTask
+from raydd.evaluation.train import TrainSettings
+from raydd.storage import manifest_or_none, resolve
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationPlan:
+    tasks: tuple[RunTask, ...]
+    kind: str
+    reference: PreparedDataset  # the prepared dataset whose test split scores every run
+    train_clips: int
+
+
+def plan_evaluation(
+    *, data: str, test: str | None, model: str, runs: int, random_ipc: int, preset: str, epochs: int | None,
+    lr: float | None, batch_size: int, momentum: float, weight_decay: float, seed: int, device: str,
+) -> EvaluationPlan:  # fmt: skip
+    manifest = manifest_or_none(resolve(data))
+    if manifest is not None and manifest.kind == DISTILLED_KIND:
+        if random_ipc:
+            raise RayddError("--random-ipc samples real clips: give --data a prepared dataset, not a distilled set")
+        distilled = load_distilled(data)
+        reference = open_prepared(test or distilled.dataset_uri)
+        _check_compatible(reference, distilled.classes, distilled.clip_shape, f"distilled set {data}")
+        kind, train_clips, method = DISTILLED, len(distilled.labels), distilled.metadata.get("method", "")
+    else:
+        source = open_prepared(data)
+        reference = open_prepared(test) if test else source
+        _check_compatible(reference, source.classes, tuple(source.manifest.metadata["clip_shape"]), f"dataset {data}")
+        kind, method = (RANDOM_REAL, "") if random_ipc else (REAL, "")
+        counts = source.manifest.metadata["class_counts"]["train"].values()
+        train_clips = sum(min(random_ipc, n) for n in counts) if random_ipc else sum(counts)
+    chosen = preset if preset != "auto" else (FREPO if method.startswith("frepo") else STANDARD)
+    preset_lr, preset_epochs = lr_and_epochs(model, chosen)
+    tasks = tuple(
+        RunTask(
+            run=run,
+            settings=TrainSettings(model, epochs or preset_epochs, lr or preset_lr, batch_size, momentum, weight_decay, seed + run),
+            kind=kind, data_uri=data, test_uri=str(reference.location), random_ipc=random_ipc, device=device,
+        )  # fmt: skip
+        for run in range(runs)
+    )
+    return EvaluationPlan(tasks=tasks, kind=kind, reference=reference, train_clips=train_clips)
+
+
+def _check_compatible(reference: PreparedDataset, classes: tuple[str, ...], clip_shape: tuple[int, ...], what: str) -> None:
+    expected_shape = tuple(reference.manifest.metadata["clip_shape"])
+    if tuple(classes) != reference.classes:
+        raise RayddError(
+            f"{what} has {len(classes)} classes ({', '.join(classes[:3])}, ...) but the test split of {reference.location} "
+            f"has {len(reference.classes)} ({', '.join(reference.classes[:3])}, ...): evaluate against the dataset it was made from (--test)"
+        )
+    if tuple(clip_shape) != expected_shape:
+        raise RayddError(
+            f"{what} has clips of shape {tuple(clip_shape)} (T, H, W, C) but the test split of {reference.location} has "
+            f"{expected_shape}: prepare the test data with the same --frames/--height/--width"
+        )

@@ -1,0 +1,62 @@
+"""Training and test sets as batch sources in model-input space (float, standardised, (N, C, T, H, W)).
+
+Real clips stay uint8 until a batch is on the device; distilled sets already live in model-input space.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from raydd.data.reader import PreparedVideos
+
+
+class BatchSource(Protocol):
+    labels: torch.Tensor
+
+    def __len__(self) -> int: ...
+    def batch(self, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class RealClips:
+    """Clips of a prepared split (all, or the subset ``indices``), standardised with ``mean``/``std``."""
+
+    def __init__(self, videos: PreparedVideos, mean: tuple[float, ...], std: tuple[float, ...], indices: np.ndarray | None = None) -> None:
+        self.videos = videos
+        self.indices = np.arange(len(videos)) if indices is None else np.asarray(indices)
+        self.labels = videos.labels[torch.from_numpy(self.indices)]
+        self._mean = torch.tensor(mean).view(1, -1, 1, 1, 1) * 255
+        self._std = torch.tensor(std).view(1, -1, 1, 1, 1) * 255
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batch(self, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        frames_NTHWC, labels = self.videos.batch(self.indices[indices.numpy()])
+        videos = frames_NTHWC.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float()
+        videos = (videos - self._mean.to(device)) / self._std.to(device)
+        return videos, labels.to(device)
+
+
+class TensorClips:
+    """A distilled set: videos already in model-input space."""
+
+    def __init__(self, videos_NCTHW: torch.Tensor, labels: torch.Tensor) -> None:
+        self.videos = videos_NCTHW
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.videos[indices].to(device), self.labels[indices].to(device)
+
+
+def random_per_class(labels: torch.Tensor, per_class: int, num_classes: int, seed: int) -> np.ndarray:
+    """``per_class`` random indices of each class (all of a class if it has fewer), seeded."""
+    rng = np.random.default_rng(seed)
+    labels_np = labels.numpy()
+    chosen = [rng.permutation(np.flatnonzero(labels_np == c))[:per_class] for c in range(num_classes)]
+    return np.sort(np.concatenate(chosen))

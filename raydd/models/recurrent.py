@@ -1,0 +1,41 @@
+"""CNN+GRU and CNN+LSTM (Suppl. 11.1): a per-frame 2D CNN, a single-layer recurrent net, a linear classifier."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class RecurrentVideoNet(nn.Module):
+    """Per frame: three [3x3 conv (stride 1, padding 1) -> ReLU -> 2x2 average pool] blocks, then a
+    global average over space. Over time: one GRU or LSTM layer; the last hidden state goes to a
+    linear classifier.
+
+    The paper gives widths only in a figure; raydd uses 64, 128, 128 channels and a 128-wide
+    recurrent state (a field: ``widths``, ``hidden``). Input (N, 3, T, H, W); output (N, num_classes).
+    """
+
+    def __init__(self, *, num_classes: int, cell: str, channels: int = 3, height: int = 112, width: int = 112, widths: tuple[int, ...] = (64, 128, 128), hidden: int = 128) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels = channels
+        for out_channels in widths:
+            layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True)]
+            if height > 1 and width > 1:
+                layers.append(nn.AvgPool2d(2))
+                height, width = height // 2, width // 2
+            in_channels = out_channels
+        self.frame_features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        recurrent = {"gru": nn.GRU, "lstm": nn.LSTM}[cell]
+        self.recurrent = recurrent(in_channels, hidden, num_layers=1, batch_first=True)
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def embed(self, videos_NCTHW: Tensor) -> Tensor:
+        """(N, hidden) last hidden state."""
+        n, c, t, h, w = videos_NCTHW.shape
+        frames = videos_NCTHW.transpose(1, 2).reshape(n * t, c, h, w)
+        sequence = self.frame_features(frames).reshape(n, t, -1)
+        outputs, _ = self.recurrent(sequence)
+        return outputs[:, -1]
+
+    def forward(self, videos_NCTHW: Tensor) -> Tensor:
+        return self.classifier(self.embed(videos_NCTHW))

@@ -1,0 +1,150 @@
+"""Experiment tracking: MLflow behind a small :class:`Tracker` protocol.
+
+Components receive a ``Tracker`` and never import MLflow. The tracking URI is
+``MLFLOW_TRACKING_URI`` when set (a cluster points every run at one MLflow server), else a SQLite
+file in the command's store: ``sqlite:///<store>/mlflow.db``. Only the driver / rank 0 logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from raydd.errors import RayddError
+
+_PARAM_LIMIT = 6000  # MLflow's limit on one parameter value
+
+
+class Tracker(Protocol):
+    """What components may log. Implementations: :class:`MlflowTracker`, :class:`NullTracker`."""
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+    def log_dict(self, data: Mapping[str, Any], name: str) -> None: ...
+    def log_artifact(self, path: str) -> None: ...
+
+
+class NullTracker:
+    """Logs nothing (non-zero ranks, library use without tracking)."""
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+    def log_dict(self, data: Mapping[str, Any], name: str) -> None: ...
+    def log_artifact(self, path: str) -> None: ...
+
+
+def tracking_uri(store: str) -> str:
+    """``MLFLOW_TRACKING_URI`` if set; else SQLite in a local store (or in ./raydd-store for a remote one)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    from raydd.storage import resolve
+
+    location = resolve(store)
+    folder = Path(location.path if location.is_local else "raydd-store").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder}/mlflow.db"
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> ``{"a.b": "value"}`` strings, as MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            text = json.dumps(value) if isinstance(value, (list, tuple, bool)) or value is None else str(value)
+            flat[name] = text[:_PARAM_LIMIT]
+    return flat
+
+
+def git_commit() -> str:
+    """The commit of the raydd checkout, or ``unknown`` outside a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def checksum(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+class MlflowTracker:
+    """A :class:`Tracker` writing to the active MLflow run of an :class:`mlflow.MlflowClient`."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = flatten(params)
+        items = [Param(key, value) for key, value in flat.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_dict(self, data: Mapping[str, Any], name: str) -> None:
+        self.client.log_dict(self.run_id, dict(data), name)
+
+    def log_artifact(self, path: str) -> None:
+        self.client.log_artifact(self.run_id, path)
+
+
+@contextlib.contextmanager
+def mlflow_run(store: str, experiment: str, run_name: str, config: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> Iterator[MlflowTracker]:
+    """One MLflow run: logs the config verbatim (params + ``config.json``), the git commit and ``tags``;
+    ends FINISHED, or FAILED if the block raises."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri(store)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=_artifact_root(uri, experiment))
+    except mlflow.exceptions.MlflowException as error:
+        raise RayddError(f"cannot use the MLflow tracking store {uri} ({error}): check MLFLOW_TRACKING_URI") from None
+    run = client.create_run(experiment_id, run_name=run_name, tags={"raydd.git_commit": git_commit(), "raydd.command": " ".join(sys.argv), **(tags or {})})
+    tracker = MlflowTracker(client, run.info.run_id)
+    tracker.log_params(config)
+    tracker.log_dict(config, "config.json")
+    try:
+        yield tracker
+    except BaseException:
+        client.set_terminated(run.info.run_id, status="FAILED")
+        raise
+    client.set_terminated(run.info.run_id, status="FINISHED")
+
+
+def _artifact_root(uri: str, experiment: str) -> str | None:
+    """Artifacts beside a SQLite store (mlartifacts/<experiment>); a server decides its own."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :]).parent.joinpath("mlartifacts", experiment).as_uri()
+    return None
