@@ -8,7 +8,7 @@ Run from the repository root::
 What it does:
 
 1. Generates a folder dataset of real encoded videos with PyAV (SOURCE/<class>/<n>.mp4) in a temp dir.
-2. Prepares it (16 frames at 112x112 by default) three ways, each into a fresh store, ``--repeats`` times:
+2. Prepares it (16 frames at 112x112 by default) four ways, each into a fresh store, ``--repeats`` times:
    * ``plain``: one process, no Ray: ``decode_clip`` for every clip + ``write_clip_shard`` per shard,
      with the same shard partition as ``plan_shards`` (the work ``prepare`` fans out, minus Ray);
    * ``engine``: one process, no Ray: ``raydd.data.prepare.write_shard`` per shard + manifest (also
@@ -31,6 +31,7 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUM
 
 import argparse
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -55,6 +56,7 @@ MB = 1e6
 TARGET_SPEEDUP = 1.7
 TARGET_OVERHEAD = 0.15
 TARGET_READ_MBPS = 1000.0
+NOISY_CORES = 0.1  # other processes busier than this during a timed run make its timing unreliable
 
 
 # ------------------------------------------------------------------------------------------ video data
@@ -108,6 +110,92 @@ def generate_videos(source: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {"videos": len(jobs), "bytes": int(sum(sizes)), "seconds": time.perf_counter() - started}
 
 
+# ------------------------------------------------------------------------------------------ CPU accounting
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """Every process: pid -> (parent pid, command line, CPU seconds it used so far)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+        found[int(entry)] = (int(fields[1]), cmdline or stat.split("(", 1)[1].split(")")[0], cpu)
+    return found
+
+
+def _machine_seconds() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as handle:
+        fields = [int(x) for x in handle.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    steal = fields[7] if len(fields) > 7 else 0
+    return (user + nice + system + irq + softirq) / _TICK, steal / _TICK
+
+
+def machine_load(seconds: float = 0.5) -> float:
+    """Average busy cores of the whole machine over ``seconds``."""
+    busy, _ = _machine_seconds()
+    time.sleep(seconds)
+    return (_machine_seconds()[0] - busy) / seconds
+
+
+def wait_until_quiet(budget: dict[str, float], threshold: float = 0.25) -> float:
+    """Wait (out of ``budget['left']`` seconds in all) until the machine is nearly idle; returns the load seen."""
+    load = machine_load()
+    while load > threshold and budget["left"] > 0:
+        started = time.perf_counter()
+        load = machine_load(1.0)
+        budget["left"] -= time.perf_counter() - started
+    return load
+
+
+class CpuMeter:
+    """CPU used during a block, in average busy cores: this driver, its Ray worker processes, the rest of
+    its Ray session (raylet, GCS, dashboard, agents), everything else on the machine (background load:
+    other people's jobs, which make timings noisy), and steal (the hypervisor running other VMs)."""
+
+    def __enter__(self) -> CpuMeter:
+        self._before, self._machine, self._started = _processes(), _machine_seconds(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after, machine, seconds = _processes(), _machine_seconds(), time.perf_counter() - self._started
+        children: dict[int, list[int]] = {}
+        for pid, (parent, _, _) in after.items():
+            children.setdefault(parent, []).append(pid)
+        mine, stack = set(), [os.getpid()]
+        while stack:
+            pid = stack.pop()
+            mine.add(pid)
+            stack.extend(children.get(pid, []))
+        used = dict.fromkeys(("driver", "ray workers", "ray system"), 0.0)
+        for pid in mine:
+            _, cmdline, cpu = after[pid]
+            delta = max(cpu - self._before.get(pid, (0, "", 0.0))[2], 0.0)
+            if pid == os.getpid():
+                used["driver"] += delta
+            elif cmdline.startswith("ray::") and "Agent" not in cmdline:
+                used["ray workers"] += delta
+            else:
+                used["ray system"] += delta
+        busy = machine[0] - self._machine[0]
+        self.seconds = seconds
+        self.cores = {group: cpu / seconds for group, cpu in used.items()}
+        self.cores["other processes"] = max(busy - sum(used.values()), 0.0) / seconds
+        self.cores["steal"] = (machine[1] - self._machine[1]) / seconds
+
+
 # ------------------------------------------------------------------------------------------ prepare runs
 
 
@@ -130,7 +218,7 @@ def run_plain(args: argparse.Namespace, source: Path, store: Path) -> dict[str, 
 
     config = _config(args, source, store, 1)
     spec = config.spec()
-    started, cpu_started = time.perf_counter(), time.process_time()
+    started, cpu_started, thread_started = time.perf_counter(), time.process_time(), time.thread_time()
     index = index_source(spec, resolve(str(source)))
     plans = plan_shards(spec, index, config.shard_mb)
     out = store / "datasets" / spec.name
@@ -155,6 +243,8 @@ def run_plain(args: argparse.Namespace, source: Path, store: Path) -> dict[str, 
     return {
         "seconds": seconds, "clips": clips, "shards": len(plans), "decode_seconds": decode_s, "write_seconds": write_s,
         "cpu_seconds": time.process_time() - cpu_started,
+        # CPU of threads other than this one (libswscale/libavcodec helper threads): should be ~0
+        "helper_thread_cpu_seconds": (time.process_time() - cpu_started) - (time.thread_time() - thread_started),
     }  # fmt: skip
 
 
@@ -195,7 +285,8 @@ def run_ray(args: argparse.Namespace, source: Path, store: Path, workers: int) -
     entry.assemble_manifest = capture
     try:
         started, cpu_started = time.perf_counter(), time.process_time()
-        manifest = entry.prepare(_config(args, source, store, workers))
+        with contextlib.redirect_stdout(sys.stderr):  # prepare's one-line summary; the table owns stdout
+            manifest = entry.prepare(_config(args, source, store, workers))
         seconds = time.perf_counter() - started
     finally:
         entry.assemble_manifest = original
@@ -235,14 +326,14 @@ def bench_prepare(args: argparse.Namespace, source: Path, work: Path) -> dict[st
         shutil.rmtree(path, ignore_errors=True)
 
     started = time.perf_counter()
-    ray.init(num_cpus=args.ray_cpus, include_dashboard=args.dashboard, configure_logging=False)
+    ray.init(num_cpus=2, include_dashboard=args.dashboard, configure_logging=False)
     ray_init_s = time.perf_counter() - started
 
     # Warm-up: starts (and imports raydd/av/pyarrow in) every worker process, and warms the page cache.
     warmups = []
     for _ in range(2):
         store = fresh_store()
-        warmups.append(run_ray(args, source, store, args.ray_cpus)["seconds"])
+        warmups.append(run_ray(args, source, store, 2)["seconds"])
         drop(store)
     plain_warm = fresh_store()
     run_plain(args, source, plain_warm)  # warms the driver process too (imports, codec init)
@@ -250,15 +341,28 @@ def bench_prepare(args: argparse.Namespace, source: Path, work: Path) -> dict[st
 
     runs: dict[str, list[dict[str, Any]]] = {"plain": [], "engine": [], "ray-1": [], "ray-2": []}
     last_ray2: Path | None = None
+    quiet_budget = {"left": float(args.max_wait)}
     for _ in range(args.repeats):  # interleaved, so drift (thermal, page cache) hits every variant alike
         for name in runs:
-            store = fresh_store()
-            if name == "plain":
-                runs[name].append(run_plain(args, source, store))
-            elif name == "engine":
-                runs[name].append(run_engine(args, source, store))
-            else:
-                runs[name].append(run_ray(args, source, store, int(name.split("-")[1])))
+            for attempt in range(2):  # a run disturbed by other processes is redone once, if the wait budget allows
+                store = fresh_store()
+                load_before = wait_until_quiet(quiet_budget)
+                with CpuMeter() as meter:
+                    if name == "plain":
+                        run = run_plain(args, source, store)
+                    elif name == "engine":
+                        run = run_engine(args, source, store)
+                    else:
+                        run = run_ray(args, source, store, int(name.split("-")[1]))
+                run["cpu_cores"] = meter.cores
+                run["machine_load_before"] = load_before
+                noisy = meter.cores["other processes"] > NOISY_CORES
+                if noisy:
+                    print(f"warning: background load of {meter.cores['other processes']:.2f} cores during {name}", file=sys.stderr)
+                if not noisy or attempt == 1 or quiet_budget["left"] <= 0:
+                    break
+                drop(store)
+            runs[name].append(run)
             if name == "ray-2":  # keep the last one for the read test
                 if last_ray2 is not None:
                     drop(last_ray2)
@@ -266,6 +370,7 @@ def bench_prepare(args: argparse.Namespace, source: Path, work: Path) -> dict[st
             else:
                 drop(store)
     results = {name: _summary(r) for name, r in runs.items()}
+    results["quiet_wait_seconds"] = args.max_wait - max(quiet_budget["left"], 0.0)
     results["ray_init_seconds"] = ray_init_s
     results["warmup_seconds"] = warmups  # the first includes starting and importing in the worker processes
     results["prepared_uri"] = str(last_ray2 / "datasets" / "folder")
@@ -318,7 +423,7 @@ def read_throughput(uri: str, args: argparse.Namespace) -> dict[str, Any]:
         videos = open_prepared(uri).split("train")  # fresh open: the first epoch faults the maps in
         open_s = time.perf_counter() - t0
         n = len(videos)
-        epochs = []
+        epochs, first_seconds = [], 0.0
         for _ in range(args.read_epochs):
             indices = np.arange(n) if order == "sequential" else rng.permutation(n)
             delivered = 0
@@ -328,10 +433,12 @@ def read_throughput(uri: str, args: argparse.Namespace) -> dict[str, Any]:
                 assert isinstance(frames, torch.Tensor) and frames.dtype == torch.uint8
                 delivered += frames.numel()
             seconds = time.perf_counter() - started
+            first_seconds = first_seconds or seconds
             epochs.append(delivered / MB / seconds)
         out[order] = {
             "open_seconds": open_s, "clips": n, "bytes_per_epoch": delivered, "mb_per_s_epochs": epochs,
             "first_epoch_mb_per_s": epochs[0], "mb_per_s": statistics.median(epochs[1:] or epochs),
+            "first_epoch_with_open_mb_per_s": delivered / MB / (open_s + first_seconds),
         }  # fmt: skip
     return out
 
@@ -390,13 +497,19 @@ def report(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         _row("Ray overhead vs plain loop (1 - plain/ray-1)", f"{overhead:.1%}", f"<= {TARGET_OVERHEAD:.0%}", status("ray_overhead_vs_plain")),
         _row("  of which engine extras (1 - plain/engine)", f"{1 - plain['seconds'] / engine['seconds']:.1%}"),
         _row("  Ray itself (1 - engine/ray-1)", f"{overhead_engine:.1%}"),
+        _row("write_shard time in Ray worker vs in-process", f"{sum(r1['best_run']['task_seconds']) / sum(engine['best_run']['task_seconds']) - 1:+.1%} (1w) {sum(r2['best_run']['task_seconds']) / sum(engine['best_run']['task_seconds']) - 1:+.1%} (2w)"),
+        _row("plain loop CPU in helper threads (swscale...)", f"{plain['best_run']['helper_thread_cpu_seconds'] / plain['best_run']['cpu_seconds']:.0%} of its CPU"),
         _row("worker busy fraction, 1 / 2 workers", f"{r1['best_run']['worker_busy_fraction']:.0%} / {r2['best_run']['worker_busy_fraction']:.0%}"),
+        _row("background load (other processes), max", f"{max(v['best_run']['cpu_cores']['other processes'] for v in (plain, engine, r1, r2)):.2f} cores", f"<= {NOISY_CORES:.2f}", "ok" if max(v['best_run']['cpu_cores']['other processes'] for v in (plain, engine, r1, r2)) <= NOISY_CORES else "NOISY"),
+        _row("cores used in ray-2: workers/ray system/driver", "/".join(f"{r2['best_run']['cpu_cores'][g]:.2f}" for g in ("ray workers", "ray system", "driver"))),
         _row("ray.init / first (warm-up) run", f"{prep['ray_init_seconds']:.1f} s / {prep['warmup_seconds'][0]:.1f} s"),
         _row("read prepared train split, sequential", f"{read['prepared']['sequential']['mb_per_s']:.0f} MB/s"),
         _row("read prepared train split, shuffled", f"{read['prepared']['shuffled']['mb_per_s']:.0f} MB/s"),
         _row(f"read synthetic {read['synthetic_info']['bytes'] / MB:.0f} MB, sequential (batch {cfg['batch']})", f"{seq:.0f} MB/s", f">= {TARGET_READ_MBPS:.0f}", status("read_sequential_mb_per_s")),
         _row(f"read synthetic {read['synthetic_info']['bytes'] / MB:.0f} MB, shuffled (batch {cfg['batch']})", f"{shuf:.0f} MB/s", f">= {TARGET_READ_MBPS:.0f}", status("read_shuffled_mb_per_s")),
         _row("  first epoch after open, seq / shuffled", f"{read['synthetic']['sequential']['first_epoch_mb_per_s']:.0f} / {read['synthetic']['shuffled']['first_epoch_mb_per_s']:.0f}"),
+        _row("  open + first epoch, seq / shuffled", f"{read['synthetic']['sequential']['first_epoch_with_open_mb_per_s']:.0f} / {read['synthetic']['shuffled']['first_epoch_with_open_mb_per_s']:.0f}"),
+        _row("  open_prepared().split() time, seq / shuffled", f"{read['synthetic']['sequential']['open_seconds']:.2f} / {read['synthetic']['shuffled']['open_seconds']:.2f} s"),
         _row("  memcpy reference (one np.copyto)", f"{read['memcpy_mb_per_s']:.0f} MB/s"),
     ]  # fmt: skip
     return "\n".join(lines), targets
@@ -406,30 +519,30 @@ def report(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small smoke run (fewer, smaller videos; one repeat; 64 MiB read test)")
     parser.add_argument("--videos", type=int, default=None, help="videos to generate (default 192, quick 48)")
-    parser.add_argument("--classes", type=int, default=6, help="class folders")
+    parser.add_argument("--classes", type=int, default=6, help="class folders (default 6)")
     parser.add_argument("--video-frames", type=int, default=None, help="frames per generated video (default 64, quick 48)")
     parser.add_argument("--video-width", type=int, default=None, help="generated width (default 320, quick 160)")
     parser.add_argument("--video-height", type=int, default=None, help="generated height (default 240, quick 120)")
-    parser.add_argument("--codec", default="libx264", choices=("libx264", "mpeg4"), help="video codec")
-    parser.add_argument("--clip-frames", type=int, default=16, help="frames per prepared clip")
-    parser.add_argument("--clip-size", type=int, default=112, help="prepared clip height and width")
-    parser.add_argument("--shards", type=int, default=16, help="aim for about this many shards (sets --shard-mb)")
+    parser.add_argument("--codec", default="libx264", choices=("libx264", "mpeg4"), help="video codec (default libx264)")
+    parser.add_argument("--clip-frames", type=int, default=16, help="frames per prepared clip (default 16)")
+    parser.add_argument("--clip-size", type=int, default=112, help="prepared clip height and width (default 112)")
+    parser.add_argument("--shards", type=int, default=None, help="aim for about this many shards, sets --shard-mb (default 16, quick 8)")
     parser.add_argument("--shard-mb", type=float, default=None, help="shard size in MiB (overrides --shards)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs of each variant, best reported (default 2, quick 1)")
-    parser.add_argument("--ray-cpus", type=int, default=2, help="ray.init(num_cpus=...); the scaling run uses this many workers")
-    parser.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True, help="start the Ray dashboard (as `python -m raydd.prepare` does)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs of each variant, best reported (default 3, quick 1)")
+    parser.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True, help="start the Ray dashboard, as `python -m raydd.prepare` does (default on)")
+    parser.add_argument("--max-wait", type=float, default=60.0, help="seconds in all to wait for other processes to go quiet before timed runs (default 60)")
     parser.add_argument("--read-mb", type=float, default=None, help="MiB of frames in the synthetic read dataset (default 512, quick 64)")
-    parser.add_argument("--read-shard-mb", type=float, default=64.0, help="MiB per synthetic shard")
-    parser.add_argument("--read-epochs", type=int, default=4, help="epochs per read order (the first is reported separately)")
-    parser.add_argument("--batch", type=int, default=64, help="clips per .batch() call")
+    parser.add_argument("--read-shard-mb", type=float, default=64.0, help="MiB per synthetic shard (default 64)")
+    parser.add_argument("--read-epochs", type=int, default=4, help="epochs per read order; the first is reported separately (default 4)")
+    parser.add_argument("--batch", type=int, default=64, help="clips per .batch() call (default 64)")
     parser.add_argument("--workdir", default=None, help="where videos and stores go (default: a new temp dir, removed at the end)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "prepare.json"), help="JSON results file")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "prepare.json"), help="JSON results file (default benchmarks/results/prepare.json)")
     args = parser.parse_args(argv)
-    defaults = {"videos": (192, 48), "video_frames": (64, 48), "video_width": (320, 160), "video_height": (240, 120), "repeats": (2, 1), "read_mb": (512.0, 64.0)}
+    defaults = {"videos": (192, 48), "video_frames": (64, 48), "video_width": (320, 160), "video_height": (240, 120), "repeats": (3, 1), "read_mb": (512.0, 64.0), "shards": (16, 8)}
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
