@@ -33,7 +33,7 @@ class PrepareConfig:
     shard_mb: float = option(256.0, "target size of one Arrow shard in MiB")
     max_bad_fraction: float = option(0.05, "stop with an error when more than this fraction of videos is unreadable")
     workers: int = option(0, "shard writers running at once (0: one per CPU of the Ray cluster)")
-    overwrite: bool = option(False, "replace an existing prepared dataset (the old one stays readable until the new is complete)")
+    overwrite: bool = option(False, "replace a prepared dataset made with other settings (it stays readable until the new one is complete; shards whose inputs are unchanged are reused)")
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
     fail_shard: int = option(-1, "testing aid: the writer of this shard number fails half-way, as a crashed task would")
 

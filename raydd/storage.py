@@ -157,13 +157,42 @@ def delete(location: Location) -> None:
             location.fs.rm(location.path)
 
 
+class HashingWriter(io.RawIOBase):
+    """A write-only file that counts and SHA-256-hashes what passes through it (no re-read to checksum)."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        super().__init__()
+        self._handle = handle
+        self._digest = hashlib.sha256()
+        self.bytes_written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # noqa: ANN001 - bytes-like
+        view = memoryview(data)
+        self._digest.update(view)
+        self._handle.write(view)
+        self.bytes_written += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self.bytes_written
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 @contextlib.contextmanager
-def atomic_writer(location: Location) -> Iterator[IO[bytes]]:
+def atomic_writer(location: Location) -> Iterator[HashingWriter]:
     """A binary file that becomes visible at ``location`` only when the block exits without error.
 
     Locally the bytes go to a hidden temporary file in the same folder, then ``os.replace`` moves it
     into place (atomic on POSIX). Elsewhere they are buffered and sent as one PUT (object stores make
-    an object visible only when its upload completes).
+    an object visible only when its upload completes). The file counts and hashes what is written.
     """
     with storage_errors(location):
         if location.is_local:
@@ -172,7 +201,7 @@ def atomic_writer(location: Location) -> Iterator[IO[bytes]]:
             temporary = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex}")
             try:
                 with open(temporary, "wb") as handle:
-                    yield handle
+                    yield HashingWriter(handle)
                     handle.flush()
                     os.fsync(handle.fileno())
                 os.replace(temporary, location.path)
@@ -181,7 +210,7 @@ def atomic_writer(location: Location) -> Iterator[IO[bytes]]:
                     os.remove(temporary)
         else:
             buffer = io.BytesIO()
-            yield buffer
+            yield HashingWriter(buffer)
             location.fs.pipe_file(location.path, buffer.getvalue())
 
 

@@ -24,31 +24,39 @@ def uniform_indices(num_available: int, num_frames: int) -> np.ndarray:
     return np.minimum(positions.astype(np.int64), num_available - 1)
 
 
+# PyAV >= 17 lets swscale run threaded by default; one clip per core is our parallelism, so ask for one.
+_REFORMAT_THREADS = {"threads": 1} if "threads" in (av.VideoFrame.reformat.__doc__ or "") else {}
+
+
 def _to_rgb(frame: av.VideoFrame, height: int, width: int) -> np.ndarray:
     scale = max(height / frame.height, width / frame.width)
     scaled_h, scaled_w = max(height, round(frame.height * scale)), max(width, round(frame.width * scale))
-    rgb = frame.reformat(width=scaled_w, height=scaled_h, format="rgb24").to_ndarray()
+    rgb = frame.reformat(width=scaled_w, height=scaled_h, format="rgb24", **_REFORMAT_THREADS).to_ndarray()
     top, left = (scaled_h - height) // 2, (scaled_w - width) // 2
     return rgb[top : top + height, left : left + width]
 
 
-def _decode_frames(file: BinaryIO, wanted: set[int] | None, height: int, width: int) -> tuple[dict[int, np.ndarray], int, int]:
-    """Decode every frame, converting those in ``wanted`` (all if None); returns frames, count, header count."""
+def _open_video(file: BinaryIO) -> tuple[av.container.InputContainer, av.VideoStream]:
     file.seek(0)
+    container = av.open(file, mode="r")
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError("no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "SLICE"  # one decode thread per clip: parallelism comes from Ray tasks
+    stream.codec_context.thread_count = 1
+    return container, stream
+
+
+def _decode_frames(container: av.container.InputContainer, stream: av.VideoStream, wanted: set[int] | None, height: int, width: int) -> tuple[dict[int, np.ndarray], int]:
+    """Decode every frame, converting those in ``wanted`` (all if None); returns the frames and the count."""
     kept: dict[int, np.ndarray] = {}
     count = 0
-    with av.open(file, mode="r") as container:
-        if not container.streams.video:
-            raise VideoDecodeError("no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "SLICE"  # one decode thread per clip: parallelism comes from Ray tasks
-        stream.codec_context.thread_count = 1
-        header_count = int(stream.frames or 0)
-        for frame in container.decode(stream):
-            if wanted is None or count in wanted:
-                kept[count] = _to_rgb(frame, height, width)
-            count += 1
-    return kept, count, header_count
+    for frame in container.decode(stream):
+        if wanted is None or count in wanted:
+            kept[count] = _to_rgb(frame, height, width)
+        count += 1
+    return kept, count
 
 
 def _stated_seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float:
@@ -84,21 +92,21 @@ def decode_clip(file: BinaryIO, num_frames: int, height: int, width: int) -> np.
         if file.tell() == 0:  # a failed download; PyAV would raise a bare OSError
             raise VideoDecodeError("empty file")
         file.seek(0)
-        with av.open(file, mode="r") as container:
-            if not container.streams.video:
-                raise VideoDecodeError("no video stream")
-            stream = container.streams.video[0]
+        container, stream = _open_video(file)
+        with container:
             header_count = int(stream.frames or 0)
             stated_count = _stated_count(container, stream)
-        wanted = set(uniform_indices(header_count, num_frames).tolist()) if header_count > 0 else None
-        kept, count, _ = _decode_frames(file, wanted, height, width)
+            wanted = set(uniform_indices(header_count, num_frames).tolist()) if header_count > 0 else None
+            kept, count = _decode_frames(container, stream, wanted, height, width)
         if count == 0:
             raise VideoDecodeError("no decodable frames")
         if stated_count and count < stated_count // 2:
             raise VideoDecodeError(f"truncated: {count} of {stated_count} frames decodable")
         indices = uniform_indices(count, num_frames)
         if not all(int(i) in kept for i in indices):  # the stated frame count was wrong: convert all
-            kept, count, _ = _decode_frames(file, None, height, width)
+            container, stream = _open_video(file)
+            with container:
+                kept, count = _decode_frames(container, stream, None, height, width)
             indices = uniform_indices(count, num_frames)
         return np.stack([kept[int(i)] for i in indices])
     except VideoDecodeError:

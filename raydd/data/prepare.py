@@ -75,17 +75,19 @@ def load_clip(spec: DatasetSpec, clip: ClipRef, source: Location | None) -> np.n
         return decode_clip(handle, spec.num_frames, spec.height, spec.width)
 
 
-def _histogram(frames_NTHWC: np.ndarray) -> tuple[tuple[int, ...], ...]:
-    return tuple(tuple(np.bincount(frames_NTHWC[..., c].reshape(-1), minlength=256).tolist()) for c in range(frames_NTHWC.shape[-1]))
+def clip_histogram(frames: np.ndarray) -> np.ndarray:
+    """(C, 256) counts of each uint8 value per channel, in one bincount (channels offset by 256)."""
+    channels = frames.shape[-1]
+    offsets = (np.arange(channels, dtype=np.uint16) * 256)
+    return np.bincount((frames.reshape(-1, channels) + offsets).ravel(), minlength=256 * channels).reshape(channels, 256)
 
 
-def _result(location: Location, plan: ShardPlan, frames: np.ndarray, labels: np.ndarray, skipped, reused: bool, started: float, n_classes: int) -> ShardResult:
-    record = ShardRecord(name=plan.name, rows=len(labels), bytes=size(location), sha256=sha256(location), group=plan.split)
+def _summary(plan: ShardPlan, record: ShardRecord, labels: np.ndarray, histogram: np.ndarray, skipped, reused: bool, started: float, n_classes: int) -> ShardResult:
     return ShardResult(
         record=record,
         skipped=tuple(skipped),
         class_counts=tuple(np.bincount(labels, minlength=n_classes).tolist()),
-        histogram=_histogram(frames),
+        histogram=tuple(tuple(row) for row in histogram.tolist()),
         reused=reused,
         seconds=time.perf_counter() - started,
     )
@@ -100,9 +102,12 @@ def write_shard(spec: DatasetSpec, plan: ShardPlan, dataset_uri: str, source_uri
     location = resolve(dataset_uri).child(plan.name)
     if exists(location):
         shard = read_clip_shard(location)
-        return _result(location, plan, shard.frames_NTHWC, shard.labels, shard.skipped, True, started, n_classes)
+        record = ShardRecord(plan.name, len(shard), size(location), sha256(location), plan.split)
+        histogram = sum((clip_histogram(clip) for clip in shard.frames_NTHWC), np.zeros((3, 256), np.int64))
+        return _summary(plan, record, shard.labels, histogram, shard.skipped, True, started, n_classes)
     source = resolve(source_uri) if source_uri else None
     frames_NTHWC = np.empty((len(plan.clips), *spec.clip_shape), np.uint8)  # filled in place: no second copy
+    histogram = np.zeros((spec.clip_shape[-1], 256), np.int64)
     labels, sources, skipped = [], [], []
     for clip in plan.clips:
         try:
@@ -111,16 +116,17 @@ def write_shard(spec: DatasetSpec, plan: ShardPlan, dataset_uri: str, source_uri
             where = clip.source if source is None or source.is_local else source.fs.unstrip_protocol(clip.source)
             skipped.append({"source": where, "reason": str(error)})
             continue
+        histogram += clip_histogram(frames_NTHWC[len(labels)])  # while the clip is still in cache
         labels.append(clip.label)
         sources.append(clip.source)
-    frames_NTHWC = frames_NTHWC[: len(labels)]
     labels_array = np.asarray(labels, dtype=np.int32)
     with atomic_writer(location) as handle:
         if fail:
             handle.write(b"ARROW1-partial")
             raise RuntimeError(f"injected fault while writing {plan.name}")
-        write_clip_shard(handle, frames_NTHWC, labels_array, sources, skipped)
-    return _result(location, plan, frames_NTHWC, labels_array, skipped, False, started, n_classes)
+        write_clip_shard(handle, frames_NTHWC[: len(labels)], labels_array, sources, skipped)
+    record = ShardRecord(plan.name, len(labels), handle.bytes_written, handle.hexdigest(), plan.split)
+    return _summary(plan, record, labels_array, histogram, skipped, False, started, n_classes)
 
 
 def channel_stats(histograms: list[tuple[tuple[int, ...], ...]]) -> tuple[list[float], list[float]]:

@@ -109,9 +109,8 @@ class PreparedVideos(Dataset):
         indices = np.asarray(indices, dtype=np.int64)
         shards, rows = self._locate(indices)
         out = np.empty((len(indices), *self.clip_shape), np.uint8)
-        for shard in np.unique(shards):
-            mask = shards == shard
-            out[mask] = self._frames[shard][rows[mask]]
+        for position, (shard, row) in enumerate(zip(shards.tolist(), rows.tolist())):
+            out[position] = self._frames[shard][row]  # one copy straight from the mapped file
         return torch.from_numpy(out), self.labels[torch.from_numpy(indices)]
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:

@@ -90,7 +90,8 @@ def read_clip_shard(location: Location) -> ClipShard:
     if table.num_rows == 0:
         frames = np.empty((0, *shape), np.uint8)
     else:
-        column = table.column("frames").combine_chunks()
+        chunks = table.column("frames")
+        column = chunks.chunk(0) if chunks.num_chunks == 1 else chunks.combine_chunks()  # one batch: no copy
         frames = column.storage.flatten().to_numpy(zero_copy_only=True).reshape((-1, *shape))
     return ClipShard(
         frames_NTHWC=frames,
