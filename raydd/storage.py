@@ -193,6 +193,9 @@ def atomic_writer(location: Location) -> Iterator[HashingWriter]:
     Locally the bytes go to a hidden temporary file in the same folder, then ``os.replace`` moves it
     into place (atomic on POSIX). Elsewhere they are buffered and sent as one PUT (object stores make
     an object visible only when its upload completes). The file counts and hashes what is written.
+
+    There is no fsync: everything raydd stores can be made again, and a file cut short by a power
+    failure no longer matches the size and checksum its manifest lists, so readers name it.
     """
     with storage_errors(location):
         if location.is_local:
@@ -202,8 +205,6 @@ def atomic_writer(location: Location) -> Iterator[HashingWriter]:
             try:
                 with open(temporary, "wb") as handle:
                     yield HashingWriter(handle)
-                    handle.flush()
-                    os.fsync(handle.fileno())
                 os.replace(temporary, location.path)
             finally:
                 if os.path.exists(temporary):

@@ -103,7 +103,9 @@ def write_shard(spec: DatasetSpec, plan: ShardPlan, dataset_uri: str, source_uri
     if exists(location):
         shard = read_clip_shard(location)
         record = ShardRecord(plan.name, len(shard), size(location), sha256(location), plan.split)
-        histogram = sum((clip_histogram(clip) for clip in shard.frames_NTHWC), np.zeros((3, 256), np.int64))
+        histogram = np.zeros((shard.frames_NTHWC.shape[-1], 256), np.int64)
+        if plan.split == TRAIN:
+            histogram = sum((clip_histogram(clip[:, ::2, ::2]) for clip in shard.frames_NTHWC), histogram)
         return _summary(plan, record, shard.labels, histogram, shard.skipped, True, started, n_classes)
     source = resolve(source_uri) if source_uri else None
     frames_NTHWC = np.empty((len(plan.clips), *spec.clip_shape), np.uint8)  # filled in place: no second copy
@@ -116,7 +118,8 @@ def write_shard(spec: DatasetSpec, plan: ShardPlan, dataset_uri: str, source_uri
             where = clip.source if source is None or source.is_local else source.fs.unstrip_protocol(clip.source)
             skipped.append({"source": where, "reason": str(error)})
             continue
-        histogram += clip_histogram(frames_NTHWC[len(labels)])  # while the clip is still in cache
+        if plan.split == TRAIN:  # mean/std come from the training clips; a quarter of the pixels is plenty
+            histogram += clip_histogram(frames_NTHWC[len(labels), :, ::2, ::2])
         labels.append(clip.label)
         sources.append(clip.source)
     labels_array = np.asarray(labels, dtype=np.int32)
@@ -130,7 +133,8 @@ def write_shard(spec: DatasetSpec, plan: ShardPlan, dataset_uri: str, source_uri
 
 
 def channel_stats(histograms: list[tuple[tuple[int, ...], ...]]) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in [0, 1] units from summed per-shard value histograms (exact)."""
+    """Per-channel mean and std in [0, 1] units from summed per-shard value histograms (of every other
+    row and column of every clip: a quarter of the pixels, at a quarter of the cost, same statistics)."""
     counts = np.sum([np.asarray(h, dtype=np.float64) for h in histograms], axis=0)  # (C, 256)
     values = np.arange(256) / 255.0
     total = counts.sum(axis=1)
