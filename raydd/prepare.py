@@ -71,7 +71,7 @@ def prepare(config: PrepareConfig) -> Manifest:
     existing = manifest_or_none(target)
     if existing is not None and not config.overwrite:
         if DatasetSpec.from_dict(existing.metadata.get("spec", {})) == spec:
-            print(f"{spec.name} is already prepared at {target} (pass --overwrite to redo it)", file=sys.stderr)
+            print(f"{spec.name} is already prepared at {target} with these settings: nothing to do", file=sys.stderr)
             return existing
         raise RayddError(f"{target} already holds {spec.name} prepared with other settings: pass --overwrite to replace it")
     source = resolve(config.source) if config.source else None
