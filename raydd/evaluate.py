@@ -57,6 +57,7 @@ def evaluate(config: EvalConfig) -> dict[str, float]:
     ensure_ray(config.ray_address)
     tags = {"raydd.dataset": reference.spec.name, "raydd.dataset_manifest_sha256": checksum(reference.manifest.to_json()), "raydd.train_kind": plan.kind}
     with mlflow_run(config.store, config.experiment, f"{config.model}-{plan.kind}-{reference.spec.name}", fields, tags) as tracker:
+        tracker.log_params({"input.mean": list(reference.mean), "input.std": list(reference.std), "input.test_dataset": str(reference.location)})
         calls = [(task,) for task in plan.tasks]
         results = sorted(
             run_tasks(execute, calls, description=f"evaluate {config.model}", weights=[1] * len(calls), unit="run",

@@ -44,6 +44,8 @@ def test_evaluation_logs_a_run_that_mlflow_reads_back(store: str) -> None:
     assert run.data.params["model"] == "cnn_gru" and run.data.params["runs"] == "2" and run.data.params["epochs"] == "2"
     assert run.data.metrics["top1_mean"] == pytest.approx(metrics["top1_mean"])
     assert run.data.metrics["train_clips"] == 300
+    mean = open_prepared(f"{store}/datasets/builtin").mean
+    assert run.data.params["input.mean"] == str(list(mean))  # the standardisation is recorded
     assert len(client.get_metric_history(run.info.run_id, "run1/train_loss")) == 2
     assert run.data.tags["raydd.dataset"] == "builtin" and len(run.data.tags["raydd.dataset_manifest_sha256"]) == 64
 
