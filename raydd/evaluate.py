@@ -29,7 +29,7 @@ class EvalConfig:
     preset: str = option("auto", "lr/epochs preset: standard, frepo (lr 1e-4, 1000 epochs), auto (frepo for FRePo sets)", choices=PRESET_NAMES)
     epochs: int | None = option(None, "training epochs (default: the preset's)")
     lr: float | None = option(None, "SGD learning rate (default: the preset's); x0.1 at half the epochs")
-    batch_size: int = option(256, "training batch size")
+    batch_size: int = option(256, "training batch size (256 as the reference for distilled sets; use 32-64 on full real data)")
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(5e-4, "SGD weight decay")
     seed: int = option(0, "seed of run 0; run i uses seed + i")

@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "raydd"
 
 # Modules allowed to import Ray: the entry modules, the Ray plumbing, and the Ray Data adapter.
-RAY_ALLOWED = {"prepare.py", "parallel.py", "data/ray_reader.py"}
+RAY_ALLOWED = {"prepare.py", "parallel.py", "data/ray_reader.py", "experts/__main__.py"}
 MLFLOW_ALLOWED = {"tracking.py"}
 
 
