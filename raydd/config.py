@@ -72,18 +72,16 @@ def build_parser(config_cls: type, prog: str, description: str) -> argparse.Argu
     )
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
-        kind, optional = _unwrap_optional(hints[field.name])
+        kind, _ = _unwrap_optional(hints[field.name])
         kwargs: dict[str, Any] = {"help": field.metadata.get("help", ""), "default": field.default}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = kind
-            kwargs["metavar"] = field.name.split("_")[-1].upper()
+            kwargs["metavar"] = kind.__name__.upper()
             if field.metadata.get("choices"):
                 kwargs["choices"] = list(field.metadata["choices"])
                 kwargs["metavar"] = "{" + ",".join(map(str, kwargs["choices"])) + "}"
-            if optional:
-                kwargs["help"] += " (default: none)" if field.default is None else ""
         parser.add_argument(flag_name(field.name), dest=field.name, **kwargs)
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config as JSON and exit"

@@ -16,7 +16,7 @@ from raydd.evaluation.runs import execute
 from raydd.models.registry import CLASSIFIERS
 from raydd.parallel import cluster_cpus, ensure_ray, run_tasks
 from raydd.prepare import DEFAULT_STORE
-from raydd.tracking import checksum, mlflow_run
+from raydd.tracking import mlflow_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ def evaluate(config: EvalConfig) -> dict[str, float]:
     plan = plan_evaluation(**{k: fields[k] for k in ("data", "test", "model", "runs", "random_ipc", "preset", "epochs", "lr", "batch_size", "momentum", "weight_decay", "seed", "device")})
     reference = plan.reference
     ensure_ray(config.ray_address)
-    tags = {"raydd.dataset": reference.spec.name, "raydd.dataset_manifest_sha256": checksum(reference.manifest.to_json()), "raydd.train_kind": plan.kind}
+    tags = {"raydd.dataset": reference.spec.name, "raydd.dataset_manifest_sha256": reference.manifest.content_sha256(), "raydd.train_kind": plan.kind}
     with mlflow_run(config.store, config.experiment, f"{config.model}-{plan.kind}-{reference.spec.name}", fields, tags) as tracker:
         tracker.log_params({"input.mean": list(reference.mean), "input.std": list(reference.std), "input.test_dataset": str(reference.location)})
         calls = [(task,) for task in plan.tasks]

@@ -62,13 +62,14 @@ def run_tasks(
             position = pending.pop(done[0])
             try:
                 result = ray.get(done[0])
-            except ray.exceptions.RayTaskError as error:
+            except ray.exceptions.RayError as error:  # an exception in the task, or its worker died every retry
                 _drain(pending)
-                cause = error.cause
+                cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else error
                 if isinstance(cause, RayddError):
                     raise RayddError(str(cause)) from None
+                reason = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
                 raise RayddError(
-                    f"{description} task {position} failed ({type(cause).__name__}: {cause}): "
+                    f"{description} task {position} failed ({type(cause).__name__}: {reason}): "
                     "re-run the same command to resume; finished work is kept"
                 ) from None
             bar.update(weights[position])

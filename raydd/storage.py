@@ -113,7 +113,7 @@ def storage_errors(location: Location | str) -> Iterator[None]:
             ) from None
         if name in {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError"}:
             raise RayddError(f"cannot reach the storage endpoint for {location} ({text}): check AWS_ENDPOINT_URL_S3") from None
-        if isinstance(error, FileNotFoundError) and "bucket" in text.lower():
+        if isinstance(error, FileNotFoundError) and "specified bucket does not exist" in text.lower():
             raise RayddError(f"bucket of {location} does not exist: create it first") from None
         raise
 
@@ -255,6 +255,12 @@ class Manifest:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def content_sha256(self) -> str:
+        """A fingerprint of what the manifest lists (shards and metadata), not of when it was written:
+        re-making identical data gives the same value."""
+        content = {"kind": self.kind, "shards": [dataclasses.asdict(s) for s in self.shards], "metadata": self.metadata}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:

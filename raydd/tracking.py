@@ -8,7 +8,6 @@ file in the command's store: ``sqlite:///<store>/mlflow.db``. Only the driver / 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import subprocess
@@ -76,10 +75,6 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return result.stdout.strip() if result.returncode == 0 else "unknown"
-
-
-def checksum(text: str | bytes) -> str:
-    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
 
 
 class MlflowTracker:

@@ -87,3 +87,13 @@ def test_missing_credentials_are_named(s3_bucket: str, tmp_path) -> None:
     assert result.returncode != 0
     assert "RayddError: no credentials for s3://" in result.stderr
     assert "AWS_ACCESS_KEY_ID" in result.stderr
+
+
+def test_content_fingerprint_ignores_when_the_manifest_was_written(tmp_path) -> None:
+    folder = resolve(str(tmp_path))
+    manifest = Manifest(kind="test/1", shards=(ShardRecord("a.arrow", 3, 10, "ff"),), metadata={"k": 1})
+    write_manifest(folder, manifest)
+    first = read_manifest(folder)
+    rewritten = Manifest(kind="test/1", shards=manifest.shards, metadata={"k": 1}, created="2000-01-01T00:00:00")
+    assert first.content_sha256() == rewritten.content_sha256() == manifest.content_sha256()
+    assert Manifest(kind="test/1", shards=manifest.shards, metadata={"k": 2}).content_sha256() != manifest.content_sha256()

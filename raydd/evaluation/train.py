@@ -44,7 +44,7 @@ class RunResult:
     seconds: float
 
 
-def _frame_picker(model_name: str) -> Callable[[torch.Tensor, bool], torch.Tensor]:
+def frame_picker(model_name: str) -> Callable[[torch.Tensor, bool], torch.Tensor]:
     if model_name not in IMAGE_MODELS:
         return lambda videos, training: videos
 
@@ -74,7 +74,7 @@ def train_and_test(
     model = build_model(settings.model, num_classes=num_classes, clip_shape=clip_shape).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[max(1, settings.epochs // 2)], gamma=0.1)
-    to_input = _frame_picker(settings.model)
+    to_input = frame_picker(settings.model)
     losses = []
     for epoch in range(settings.epochs):
         model.train()
@@ -93,12 +93,12 @@ def train_and_test(
         losses.append(total / seen)
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
-    top1, top5, top_k, per_class = _score(model, test, num_classes, device, to_input)
+    top1, top5, top_k, per_class = score(model, test, num_classes, device, to_input)
     return RunResult(run, top1, top5, top_k, per_class, tuple(losses), len(train), time.perf_counter() - started)
 
 
 @torch.no_grad()
-def _score(model: nn.Module, test: BatchSource, num_classes: int, device: torch.device, to_input) -> tuple[float, float, int, tuple[float, ...]]:  # noqa: ANN001
+def score(model: nn.Module, test: BatchSource, num_classes: int, device: torch.device, to_input) -> tuple[float, float, int, tuple[float, ...]]:  # noqa: ANN001
     model.eval()
     top_k = min(5, num_classes)
     correct1 = torch.zeros(num_classes)
