@@ -28,12 +28,12 @@ def minic3d(*, num_classes: int, clip_shape: tuple[int, int, int, int], widths: 
     return MiniC3D(num_classes=num_classes, channels=c, frames=t, height=h, width=w, widths=tuple(widths))
 
 
-def cnn_gru(*, num_classes: int, clip_shape: tuple[int, int, int, int], widths: tuple[int, ...] = (64, 128, 128), hidden: int = 128) -> nn.Module:
+def cnn_gru(*, num_classes: int, clip_shape: tuple[int, int, int, int], widths: tuple[int, ...] = (32, 64, 64), hidden: int = 128) -> nn.Module:
     _, h, w, c = clip_shape
     return RecurrentVideoNet(num_classes=num_classes, cell="gru", channels=c, height=h, width=w, widths=tuple(widths), hidden=hidden)
 
 
-def cnn_lstm(*, num_classes: int, clip_shape: tuple[int, int, int, int], widths: tuple[int, ...] = (64, 128, 128), hidden: int = 128) -> nn.Module:
+def cnn_lstm(*, num_classes: int, clip_shape: tuple[int, int, int, int], widths: tuple[int, ...] = (32, 64, 64), hidden: int = 128) -> nn.Module:
     _, h, w, c = clip_shape
     return RecurrentVideoNet(num_classes=num_classes, cell="lstm", channels=c, height=h, width=w, widths=tuple(widths), hidden=hidden)
 

@@ -50,8 +50,9 @@ def test_minic3d_matches_the_reference_parameter_count() -> None:
     ("model", "shape", "classes", "expected"),
     [
         ("minic3d", (8, 32, 32, 3), 10, 3_642_506),
-        ("cnn_gru", (16, 112, 112, 3), 50, 328_754),
-        ("cnn_lstm", (16, 112, 112, 3), 50, 361_778),
+        ("cnn_gru", (16, 112, 112, 3), 50, 4_929_906),  # 64 x 14 x 14 frame features into a 128-wide GRU
+        ("cnn_lstm", (16, 112, 112, 3), 50, 6_552_178),
+        ("cnn_gru", (8, 32, 32, 3), 10, 501_066),
         ("convnet", (8, 32, 32, 3), 10, 320_010),  # depth 3, width 128, 4x4x128 features
         ("convnet", (16, 112, 112, 3), 50, 1_553_970),
     ],
