@@ -1,0 +1,10 @@
+"""Expert trajectories for MTT: networks trained on real data, parameters stored after every epoch.
+
+``python -m raydd.experts`` trains them in parallel on Ray into Arrow trajectory shards under
+``STORE/experts/DATASET/MODEL``; :func:`read_epoch` / :class:`Trajectory` read one epoch of one
+trajectory without reading the rest.
+"""
+
+from raydd.experts.trajectories import ModelSpec, Trajectory, load_parameters, open_trajectory, read_epoch, unflatten_parameters
+
+__all__ = ["ModelSpec", "Trajectory", "load_parameters", "open_trajectory", "read_epoch", "unflatten_parameters"]
