@@ -16,6 +16,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import TensorDataset
 
+from raydd.data.shards import tensor_array, tensor_numpy
 from raydd.errors import RayddError
 from raydd.storage import Manifest, ManifestNotFound, ShardRecord, atomic_writer, read_bytes, read_manifest, resolve, sha256, size, write_manifest
 
@@ -40,9 +41,7 @@ def write_distilled(uri: str, videos_NCTHW: torch.Tensor, labels: torch.Tensor, 
     """Write a distilled set of full videos (shard first, manifest last)."""
     videos = videos_NCTHW.detach().to("cpu", torch.float32).contiguous().numpy()
     n, c, t, h, w = videos.shape
-    tensor_type = pa.fixed_shape_tensor(pa.float32(), [c, t, h, w])
-    storage = pa.FixedSizeListArray.from_arrays(pa.array(videos.reshape(-1)), c * t * h * w)
-    table = pa.table({"label": pa.array(labels.cpu().numpy().astype(np.int32)), "videos": pa.ExtensionArray.from_storage(tensor_type, storage)})
+    table = pa.table({"label": pa.array(labels.cpu().numpy().astype(np.int32)), "videos": tensor_array(videos)})
     folder = resolve(uri)
     with atomic_writer(folder.child(SHARD_NAME)) as handle, pa.ipc.new_file(pa.PythonFile(handle, mode="w"), table.schema) as writer:
         writer.write_table(table)
@@ -70,8 +69,7 @@ def load_distilled(uri: str) -> DistilledSet:
     if manifest.kind != DISTILLED_KIND:
         raise RayddError(f"{folder} holds a {manifest.kind!r}, not a distilled set")
     table = pa.ipc.open_file(pa.py_buffer(read_bytes(folder.child(SHARD_NAME)))).read_all()
-    column = table.column("videos").combine_chunks()
-    videos = column.storage.flatten().to_numpy().reshape((-1, *column.type.shape))
+    videos = tensor_numpy(table.column("videos"))
     meta = manifest.metadata
     return DistilledSet(
         videos_NCTHW=torch.from_numpy(videos.copy()),

@@ -34,6 +34,23 @@ class ClipShard:
         return len(self.labels)
 
 
+def tensor_array(values_N: np.ndarray) -> pa.ExtensionArray:
+    """An Arrow fixed-shape tensor column whose row i is ``values_N[i]`` (one contiguous buffer)."""
+    row_shape = list(values_N.shape[1:])
+    flat = pa.array(np.ascontiguousarray(values_N).reshape(-1))
+    storage = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(row_shape)))
+    return pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(flat.type, row_shape), storage)
+
+
+def tensor_numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """(N, *shape) numpy view of a fixed-shape tensor column; no copy when it is a single chunk."""
+    array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    shape = tuple(array.type.shape)
+    if len(array) == 0:
+        return np.empty((0, *shape), array.type.value_type.to_pandas_dtype())
+    return array.storage.flatten().to_numpy(zero_copy_only=True).reshape((-1, *shape))
+
+
 def _schema(clip_shape: tuple[int, ...], skipped: list[dict[str, str]]) -> pa.Schema:
     return pa.schema(
         [
@@ -56,11 +73,8 @@ def write_clip_shard(
     clip_shape = tuple(frames_NTHWC.shape[1:])
     if frames_NTHWC.dtype != np.uint8 or len(clip_shape) != 4:
         raise ValueError(f"frames must be uint8 (N, T, H, W, C), got {frames_NTHWC.dtype} {frames_NTHWC.shape}")
-    tensor_type = pa.fixed_shape_tensor(pa.uint8(), list(clip_shape))
-    flat = pa.array(np.ascontiguousarray(frames_NTHWC).reshape(-1), type=pa.uint8())
-    storage = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(clip_shape)))
     batch = pa.record_batch(
-        [pa.array(labels, type=pa.int32()), pa.array(sources, type=pa.string()), pa.ExtensionArray.from_storage(tensor_type, storage)],
+        [pa.array(labels, type=pa.int32()), pa.array(sources, type=pa.string()), tensor_array(frames_NTHWC)],
         schema=_schema(clip_shape, skipped),
     )
     with pa.ipc.new_file(pa.PythonFile(handle, mode="w"), batch.schema) as writer:
@@ -85,14 +99,7 @@ def read_clip_shard(location: Location) -> ClipShard:
         table = reader.read_all()
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
         raise RayddError(f"shard {location} is damaged ({error}): delete it and re-run `python -m raydd.prepare`") from None
-    frames_type = schema.field("frames").type
-    shape = tuple(frames_type.shape)
-    if table.num_rows == 0:
-        frames = np.empty((0, *shape), np.uint8)
-    else:
-        chunks = table.column("frames")
-        column = chunks.chunk(0) if chunks.num_chunks == 1 else chunks.combine_chunks()  # one batch: no copy
-        frames = column.storage.flatten().to_numpy(zero_copy_only=True).reshape((-1, *shape))
+    frames = tensor_numpy(table.column("frames"))
     return ClipShard(
         frames_NTHWC=frames,
         labels=table.column("label").to_numpy(),
