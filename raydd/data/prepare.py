@@ -21,12 +21,11 @@ import numpy as np
 from raydd.data.builtin import generate_clip, parse_builtin_source
 from raydd.data.decode import VideoDecodeError, decode_clip
 from raydd.data.layouts import SPLITS, TRAIN, ClipIndex, ClipRef
-from raydd.data.shards import SHARD_FORMAT, read_clip_shard, write_clip_shard
+from raydd.data.shards import DATASET_KIND, SHARD_FORMAT, read_clip_shard, write_clip_shard
 from raydd.data.specs import DatasetSpec
 from raydd.errors import RayddError
 from raydd.storage import Location, Manifest, ShardRecord, atomic_writer, exists, resolve, sha256, size, storage_errors
 
-DATASET_KIND = "raydd.dataset/1"
 
 
 @dataclasses.dataclass(frozen=True)

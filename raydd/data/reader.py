@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from raydd.data.prepare import DATASET_KIND
-from raydd.data.shards import read_clip_shard
+from raydd.data.shards import DATASET_KIND, read_clip_shard
 from raydd.data.specs import DatasetSpec
 from raydd.errors import RayddError
 from raydd.storage import Location, Manifest, ManifestNotFound, read_manifest, resolve, sha256, size

@@ -19,6 +19,7 @@ from raydd.errors import RayddError
 from raydd.storage import Location, read_bytes, storage_errors
 
 SHARD_FORMAT = "raydd.video-shard/1"
+DATASET_KIND = "raydd.dataset/1"  # the manifest kind of a prepared dataset (a folder of these shards)
 
 
 @dataclasses.dataclass(frozen=True)
