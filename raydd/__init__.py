@@ -1,6 +1,17 @@
 """raydd: distributed video dataset distillation (static-dynamic disentanglement) on Ray."""
 
+from typing import Any
+
 from raydd.errors import ConfigError, RayddError
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "RayddError", "__version__"]
+__all__ = ["ConfigError", "RayddError", "__version__", "load_distilled"]
+
+
+def __getattr__(name: str) -> Any:
+    """``raydd.load_distilled(uri)`` without importing torch on ``import raydd``."""
+    if name == "load_distilled":
+        from raydd.distilled_set import load_distilled
+
+        return load_distilled
+    raise AttributeError(f"module 'raydd' has no attribute {name!r}")

@@ -1,14 +1,22 @@
-"""The distilled-set artifact: synthetic training videos, their labels, and where they came from.
+"""The distilled-set artifact: what distillation produces and evaluation trains on.
 
-A distilled set is a folder with one Arrow shard (``videos``: float32 (C, T, H, W) in the model-input
-space, i.e. standardised with the real dataset's mean/std; ``label``) and a manifest (kind
-``raydd.distilled/1``) whose metadata names the classes, the clip shape, the prepared dataset it was
-distilled from, the method, and the storage size. :func:`load_distilled` is the one call a user needs.
+A distilled set is a folder of Arrow shards plus a manifest (kind ``raydd.distilled/1``) written last.
+Two representations, named by the manifest's ``representation``:
+
+* ``videos``: ``videos.arrow`` (``label``, ``values``: float32 (C, T, H, W) videos);
+* ``static-dynamic``: ``static.arrow`` (still images (C, H, W)), ``dynamic.arrow`` (dynamic memories
+  (Cd, Td, Hd, Wd)) and ``hallucinator.arrow`` (H's flattened parameters). Only these are stored;
+  :func:`load_distilled` renders the videos with H.
+
+All values live in model-input space (standardised with the real dataset's mean/std). The metadata
+names the classes, the clip shape, the source dataset, the method, and the storage size in bytes
+(everything needed to rebuild the videos, float32) with its ratio to IPC full videos per class.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -18,10 +26,12 @@ from torch.utils.data import TensorDataset
 
 from raydd.data.shards import tensor_array, tensor_numpy
 from raydd.errors import RayddError
-from raydd.storage import Manifest, ManifestNotFound, ShardRecord, atomic_writer, read_bytes, read_manifest, resolve, sha256, size, write_manifest
+from raydd.models.hallucinator import Hallucinator
+from raydd.storage import Location, Manifest, ManifestNotFound, ShardRecord, atomic_writer, read_bytes, read_manifest, resolve, sha256, size, write_manifest
 
 DISTILLED_KIND = "raydd.distilled/1"
-SHARD_NAME = "videos.arrow"
+VIDEOS, STATIC_DYNAMIC = "videos", "static-dynamic"
+BYTES_PER_VALUE = 4  # float32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,30 +47,86 @@ class DistilledSet:
         return TensorDataset(self.videos_NCTHW, self.labels)
 
 
-def write_distilled(uri: str, videos_NCTHW: torch.Tensor, labels: torch.Tensor, *, classes: tuple[str, ...], dataset_uri: str, method: str, extra: dict[str, Any] | None = None) -> Manifest:
-    """Write a distilled set of full videos (shard first, manifest last)."""
-    videos = videos_NCTHW.detach().to("cpu", torch.float32).contiguous().numpy()
-    n, c, t, h, w = videos.shape
-    table = pa.table({"label": pa.array(labels.cpu().numpy().astype(np.int32)), "videos": tensor_array(videos)})
-    folder = resolve(uri)
-    with atomic_writer(folder.child(SHARD_NAME)) as handle, pa.ipc.new_file(pa.PythonFile(handle, mode="w"), table.schema) as writer:
+def write_tensor_shard(folder: Location, name: str, values_N: torch.Tensor, labels: torch.Tensor) -> ShardRecord:
+    values = values_N.detach().to("cpu", torch.float32).contiguous().numpy()
+    table = pa.table({"label": pa.array(labels.cpu().numpy().astype(np.int32)), "values": tensor_array(values)})
+    location = folder.child(name)
+    with atomic_writer(location) as handle, pa.ipc.new_file(pa.PythonFile(handle, mode="w"), table.schema) as writer:
         writer.write_table(table)
-    shard = folder.child(SHARD_NAME)
-    metadata = {
-        "classes": list(classes),
-        "clip_shape": [t, h, w, c],
-        "dataset_uri": dataset_uri,
-        "method": method,
-        "storage_bytes": int(videos.nbytes),
-        **(extra or {}),
-    }
-    manifest = Manifest(kind=DISTILLED_KIND, shards=(ShardRecord(SHARD_NAME, n, size(shard), sha256(shard)),), metadata=metadata)
+    return ShardRecord(name, len(values), size(location), sha256(location))
+
+
+def read_tensor_shard(folder: Location, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    table = pa.ipc.open_file(pa.py_buffer(read_bytes(folder.child(name)))).read_all()
+    values = torch.from_numpy(tensor_numpy(table.column("values")).copy())
+    return values, torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
+
+
+def _storage(values: int, num_classes: int, clip_shape: tuple[int, ...]) -> dict[str, Any]:
+    return {"storage_values": values, "storage_bytes": values * BYTES_PER_VALUE, "full_video_values_per_class": math.prod(clip_shape), "num_classes": num_classes}
+
+
+def _finish(folder: Location, shards: list[ShardRecord], metadata: dict[str, Any]) -> Manifest:
+    per_class = len(metadata["classes"]) * metadata["full_video_values_per_class"]
+    metadata["storage_ratio"] = metadata["storage_values"] / (per_class * metadata["ipc"]) if metadata.get("ipc") else None
+    manifest = Manifest(kind=DISTILLED_KIND, shards=tuple(shards), metadata=metadata)
     write_manifest(folder, manifest)
     return manifest
 
 
+def write_distilled(
+    uri: str, videos_NCTHW: torch.Tensor, labels: torch.Tensor, *, classes: tuple[str, ...], dataset_uri: str, method: str,
+    ipc: int | None = None, extra: dict[str, Any] | None = None,
+) -> Manifest:  # fmt: skip
+    """Write a distilled set of full videos (shards first, manifest last)."""
+    n, c, t, h, w = videos_NCTHW.shape
+    folder = resolve(uri)
+    shard = write_tensor_shard(folder, "videos.arrow", videos_NCTHW, labels)
+    metadata = {
+        "representation": VIDEOS, "classes": list(classes), "clip_shape": [t, h, w, c], "dataset_uri": dataset_uri, "method": method,
+        "ipc": ipc or n // max(1, len(classes)), **_storage(videos_NCTHW.numel(), len(classes), (t, h, w, c)), **(extra or {}),
+    }  # fmt: skip
+    return _finish(folder, [shard], metadata)
+
+
+def write_static_dynamic(
+    uri: str, *, static_NCHW: torch.Tensor, dynamic_NCTHW: torch.Tensor, hallucinator: Hallucinator, variant: str, classes: tuple[str, ...],
+    frames: int, dataset_uri: str, method: str, ipc: int, extra: dict[str, Any] | None = None,
+) -> Manifest:  # fmt: skip
+    """Write static images, dynamic memories and H (class-major; shards first, manifest last)."""
+    num_classes = len(classes)
+    c, h, w = static_NCHW.shape[1:]
+    folder = resolve(uri)
+    spc, dpc = static_NCHW.shape[0] // num_classes, dynamic_NCTHW.shape[0] // num_classes
+    per_class = lambda count: torch.arange(num_classes).repeat_interleave(count)  # noqa: E731
+    flat_P = torch.cat([p.detach().reshape(-1).cpu() for p in hallucinator.parameters()])
+    shards = [
+        write_tensor_shard(folder, "static.arrow", static_NCHW, per_class(spc)),
+        write_tensor_shard(folder, "dynamic.arrow", dynamic_NCTHW, per_class(dpc)),
+        write_tensor_shard(folder, "hallucinator.arrow", flat_P.unsqueeze(0), torch.zeros(1)),
+    ]
+    values = static_NCHW.numel() + dynamic_NCTHW.numel() + flat_P.numel()
+    metadata = {
+        "representation": STATIC_DYNAMIC, "classes": list(classes), "clip_shape": [frames, h, w, c], "dataset_uri": dataset_uri, "method": method,
+        "ipc": ipc, "spc": spc, "dpc": dpc, "dynamic_shape": list(dynamic_NCTHW.shape[1:]),
+        "hallucinator": {"variant": variant, "dynamic_channels": int(dynamic_NCTHW.shape[1])},
+        **_storage(values, num_classes, (frames, h, w, c)), **(extra or {}),
+    }  # fmt: skip
+    return _finish(folder, shards, metadata)
+
+
+def render_pairs(num_classes: int, spc: int, dpc: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The videos a static-dynamic set stands for: per class, video k pairs static k mod SPC with dynamic
+    k mod DPC, k < max(SPC, DPC), so every stored memory is shown once. Returns (label, static, dynamic)
+    indices."""
+    per_class = max(spc, dpc)
+    k = torch.arange(num_classes * per_class)
+    label, slot = k // per_class, k % per_class
+    return label, label * spc + slot % spc, label * dpc + slot % dpc
+
+
 def load_distilled(uri: str) -> DistilledSet:
-    """Load the distilled set at ``uri`` (videos in model-input space, labels, and its metadata)."""
+    """Load the distilled set at ``uri``: videos in model-input space, labels, and its metadata."""
     folder = resolve(uri)
     try:
         manifest = read_manifest(folder)
@@ -68,14 +134,28 @@ def load_distilled(uri: str) -> DistilledSet:
         raise RayddError(f"no distilled set at {folder}: run `python -m raydd.distill` first") from None
     if manifest.kind != DISTILLED_KIND:
         raise RayddError(f"{folder} holds a {manifest.kind!r}, not a distilled set")
-    table = pa.ipc.open_file(pa.py_buffer(read_bytes(folder.child(SHARD_NAME)))).read_all()
-    videos = tensor_numpy(table.column("videos"))
     meta = manifest.metadata
+    for record in manifest.shards:
+        if size(folder.child(record.name)) != record.bytes:
+            raise RayddError(f"{folder.child(record.name)} does not match its manifest: it was modified or truncated; distil it again")
+    if meta.get("representation", VIDEOS) == VIDEOS:
+        videos, labels = read_tensor_shard(folder, "videos.arrow")
+    else:
+        videos, labels = _render(folder, meta)
     return DistilledSet(
-        videos_NCTHW=torch.from_numpy(videos.copy()),
-        labels=torch.from_numpy(table.column("label").to_numpy().astype(np.int64)),
-        classes=tuple(meta["classes"]),
-        clip_shape=tuple(meta["clip_shape"]),
-        dataset_uri=meta["dataset_uri"],
-        metadata=meta,
-    )
+        videos_NCTHW=videos, labels=labels, classes=tuple(meta["classes"]), clip_shape=tuple(meta["clip_shape"]),
+        dataset_uri=meta["dataset_uri"], metadata=meta,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def _render(folder: Location, meta: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    static, _ = read_tensor_shard(folder, "static.arrow")
+    dynamic, _ = read_tensor_shard(folder, "dynamic.arrow")
+    flat, _ = read_tensor_shard(folder, "hallucinator.arrow")
+    frames, _, _, channels = meta["clip_shape"]
+    spec = meta["hallucinator"]
+    hallucinator = Hallucinator(frames=frames, channels=channels, dynamic_channels=spec["dynamic_channels"], variant=spec["variant"])
+    torch.nn.utils.vector_to_parameters(flat[0], hallucinator.parameters())
+    label, static_index, dynamic_index = render_pairs(len(meta["classes"]), meta["spc"], meta["dpc"])
+    return hallucinator(static[static_index], dynamic[dynamic_index]), label
