@@ -1,0 +1,1 @@
+"""Distillation: synthetic sets, matching methods, the loop, and its Ray Train driver."""

@@ -1,0 +1,45 @@
+"""The interface between the distillation loop and a matching method.
+
+A *matching sample* is one independent draw of whatever a method compares the synthetic set against:
+a freshly initialised network and real batches (DM), an expert and a start epoch (MTT), a pool model
+and a real batch (FRePo). Each has its own seeded generator, so a sample is the same computation on
+whichever worker draws it: that is what makes N workers exactly N x the samples of one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from raydd.distill.real import RealData
+from raydd.distill.synthetic import SyntheticSet
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchingSample:
+    generator: torch.Generator  # every random choice of this sample comes from here
+    seed: int  # the generator's seed (for network initialisation through torch's global RNG)
+    real: RealData
+    device: torch.device
+
+
+class Method(Protocol):
+    """``accumulate`` computes one sample's loss and adds ``weight`` x its gradient to the ``.grad`` of
+    the synthetic set's parameters (and the method's own, e.g. MTT's learnable lr); returns the loss.
+    Methods that keep state between iterations (FRePo's model pool) update it in ``after_step``."""
+
+    def learnable(self) -> list[nn.Parameter]: ...
+    def accumulate(self, synthetic: SyntheticSet, sample: MatchingSample, weight: float) -> float: ...
+    def after_step(self, synthetic: SyntheticSet, generator: torch.Generator) -> None: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> object: ...
+
+
+def fresh_network(build, seed: int, device: torch.device) -> nn.Module:  # noqa: ANN001
+    """A network initialised from ``seed`` without touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build().to(device)

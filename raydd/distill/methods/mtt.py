@@ -1,0 +1,118 @@
+"""Matching training trajectories (MTT, Cazenavette et al. 2022).
+
+Each sample picks a random expert and a start epoch t < ``max_start_epoch``, trains a student from
+the expert's parameters at t for ``syn_steps`` SGD steps on synthetic batches with a (learnable) lr,
+and scores ||theta_student - theta_{t+E}||^2 / ||theta_t - theta_{t+E}||^2.
+
+Two ways to differentiate through the unrolled student, with the same gradient:
+
+* ``plain``: one autograd graph over all steps (memory grows with ``syn_steps`` x activations);
+* ``memory_bounded``: the forward pass keeps only the parameter vector of every step; the backward
+  pass walks the steps in reverse, rebuilding one step's graph at a time (the same synthetic batch,
+  the same random static/dynamic pairing, from a stored per-step seed) and pushing the gradient
+  through it. Memory is one step's graph plus ``syn_steps`` parameter vectors, for one extra forward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from raydd.distill.experts_bank import ExpertBank
+from raydd.distill.methods.base import MatchingSample
+from raydd.distill.synthetic import SyntheticSet
+from raydd.experts.trajectories import unflatten_parameters
+
+MIN_SYN_LR = 1e-3  # the reference clips the learned lr here after every update
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentStep:
+    indices: Tensor  # synthetic instances of this step's batch
+    draw_seed: int  # seeds the random choices of drawing them (static/dynamic pairing)
+
+
+class TrajectoryMatching(nn.Module):
+    def __init__(
+        self, bank: ExpertBank, *, syn_steps: int, batch_syn: int | None, expert_epochs: int, max_start_epoch: int,
+        lr_teacher: float, learn_lr: bool, memory_bounded: bool,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        bank.require_epochs(max_start_epoch + expert_epochs)
+        self.bank = bank
+        self.syn_steps, self.batch_syn = syn_steps, batch_syn
+        self.expert_epochs, self.max_start_epoch = expert_epochs, max_start_epoch
+        self.learn_lr, self.memory_bounded = learn_lr, memory_bounded
+        self.syn_lr = nn.Parameter(torch.tensor(float(lr_teacher)), requires_grad=learn_lr)
+        self._student = (bank.spec.build().requires_grad_(False),)  # a tuple: not a submodule, not checkpointed
+
+    def learnable(self) -> list[nn.Parameter]:
+        return [self.syn_lr] if self.learn_lr else []
+
+    def _plan(self, synthetic: SyntheticSet, generator: torch.Generator, device: torch.device) -> list[StudentStep]:
+        """The reference's batching: a random permutation of the synthetic set, cut into ``batch_syn``
+        chunks, refilled when used up."""
+        batch = min(self.batch_syn or len(synthetic), len(synthetic))
+        steps: list[StudentStep] = []
+        chunks: list[Tensor] = []
+        for _ in range(self.syn_steps):
+            if not chunks:
+                chunks = list(torch.randperm(len(synthetic), generator=generator).split(batch))
+            indices = chunks.pop(0)
+            steps.append(StudentStep(indices.to(device), int(torch.randint(2**62, (1,), generator=generator))))
+        return steps
+
+    def _draw(self, synthetic: SyntheticSet, step: StudentStep) -> Tensor:
+        return synthetic.draw(step.indices, torch.Generator().manual_seed(step.draw_seed))
+
+    def _step(self, theta_P: Tensor, inputs: Tensor, labels: Tensor, *, create_graph: bool) -> Tensor:
+        logits = functional_call(self._student[0], unflatten_parameters(theta_P, self.bank.spec), (inputs,))
+        grad_P = torch.autograd.grad(F.cross_entropy(logits, labels), theta_P, create_graph=create_graph)[0]
+        return theta_P - self.syn_lr * grad_P
+
+    @staticmethod
+    def _distance(theta_P: Tensor, start_P: Tensor, target_P: Tensor) -> Tensor:
+        return ((theta_P - target_P) ** 2).sum() / ((start_P - target_P) ** 2).sum()
+
+    def accumulate(self, synthetic: SyntheticSet, sample: MatchingSample, weight: float) -> float:
+        generator, device = sample.generator, sample.device
+        self._student[0].to(device)
+        expert = int(torch.randint(self.bank.num_experts, (1,), generator=generator))
+        start = int(torch.randint(self.max_start_epoch, (1,), generator=generator))
+        start_P = self.bank.epoch(expert, start).to(device)
+        target_P = self.bank.epoch(expert, start + self.expert_epochs).to(device)
+        steps = self._plan(synthetic, generator, device)
+        if self.memory_bounded:
+            return self._bounded(synthetic, steps, start_P, target_P, weight)
+        theta_P = start_P.clone().requires_grad_(True)
+        for step in steps:
+            theta_P = self._step(theta_P, self._draw(synthetic, step), synthetic.labels[step.indices], create_graph=True)
+        loss = self._distance(theta_P, start_P, target_P)
+        (loss * weight).backward()
+        return loss.item()
+
+    def _bounded(self, synthetic: SyntheticSet, steps: list[StudentStep], start_P: Tensor, target_P: Tensor, weight: float) -> float:
+        thetas = [start_P]
+        for step in steps:
+            with torch.no_grad():
+                inputs = self._draw(synthetic, step)
+            theta_P = thetas[-1].detach().requires_grad_(True)
+            thetas.append(self._step(theta_P, inputs, synthetic.labels[step.indices], create_graph=False).detach())
+        final_P = thetas[-1].requires_grad_(True)
+        loss = self._distance(final_P, start_P, target_P)
+        (grad_P,) = torch.autograd.grad(loss * weight, final_P)
+        for step, theta_P in zip(reversed(steps), reversed(thetas[:-1])):
+            theta_P = theta_P.detach().requires_grad_(True)
+            after_P = self._step(theta_P, self._draw(synthetic, step), synthetic.labels[step.indices], create_graph=True)
+            after_P.backward(grad_P)
+            grad_P = theta_P.grad
+        return loss.item()
+
+    def after_step(self, synthetic: SyntheticSet, generator: torch.Generator) -> None:
+        if self.learn_lr:
+            with torch.no_grad():
+                self.syn_lr.clamp_(min=MIN_SYN_LR)
