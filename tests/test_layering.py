@@ -9,8 +9,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "raydd"
 
-# Modules allowed to import Ray: the entry modules, the Ray plumbing, and the Ray Data adapter.
-RAY_ALLOWED = {"prepare.py", "parallel.py", "data/ray_reader.py", "experts/__main__.py"}
+# Modules allowed to import Ray: the entry modules, the Ray plumbing, the Ray Data and Ray Train adapters.
+RAY_ALLOWED = {"prepare.py", "parallel.py", "data/ray_reader.py", "experts/__main__.py", "distill/ray_train.py"}
 MLFLOW_ALLOWED = {"tracking.py"}
 
 
@@ -35,6 +35,13 @@ def test_only_entry_points_and_adapters_import_ray_or_mlflow(module: str) -> Non
         assert "ray" not in imported, f"{module} imports ray"
     if module not in MLFLOW_ALLOWED:
         assert "mlflow" not in imported, f"{module} imports mlflow"
+
+
+def test_distillation_components_know_neither_ray_nor_files_of_their_own() -> None:
+    """The loop, methods and synthetic sets are pure torch: only the Ray Train adapter touches Ray."""
+    for module in ("distill/loop.py", "distill/synthetic.py", "distill/methods/dm.py", "distill/methods/mtt.py", "distill/methods/frepo.py"):
+        imported = _imports(PACKAGE / module)
+        assert not imported & {"ray", "mlflow", "fsspec"}, module
 
 
 def test_storage_knows_bytes_not_videos() -> None:

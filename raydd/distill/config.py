@@ -1,0 +1,132 @@
+"""``DistillConfig``: the command line of ``python -m raydd.distill``, one frozen dataclass.
+
+Besides the run's own flags, every :class:`~raydd.distill.presets.Preset` field is a flag whose
+default ``None`` means "the preset's value"; :meth:`DistillConfig.resolved_preset` applies table ->
+``--preset FILE`` -> flags, in that order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from typing import Any
+
+from raydd.config import check, check_choice, option
+from raydd.data.specs import dataset_names
+from raydd.devices import DEVICE_CHOICES
+from raydd.distill.presets import METHODS, PARADIGMS, Preset, load_preset_file, table_preset
+from raydd.errors import RayddError
+from raydd.models.hallucinator import VARIANTS
+from raydd.prepare import DEFAULT_STORE
+from raydd.storage import read_bytes, resolve
+
+PRESET_HELP = {
+    "iterations": "distillation iterations per stage",
+    "lr_img": "naive: lr of the synthetic videos",
+    "lr_static": "static-dynamic stage 1: lr of the still images",
+    "lr_dynamic": "static-dynamic stage 2: lr of the dynamic memories",
+    "lr_hal": "static-dynamic stage 2: lr of the hallucinator H",
+    "momentum": "SGD momentum of the synthetic tensors",
+    "batch_real": "DM: real clips per class per matching sample; FRePo: real clips per sample",
+    "batch_syn": "MTT: synthetic instances per student step (default: all)",
+    "syn_steps": "MTT: student steps on synthetic data per sample",
+    "expert_epochs": "MTT: expert epochs between start and target parameters",
+    "max_start_epoch": "MTT: start epochs are drawn from [0, this)",
+    "lr_teacher": "MTT: the student's initial lr",
+    "learn_lr": "MTT: learn the student's lr",
+    "lr_lr": "MTT: lr of the learned student lr",
+    "hallucinator": "H: one Conv3D (conv) or Conv3D + ConvTranspose3d (convtranspose)",
+    "static_per_ipc": "SPC = this x IPC still images per class",
+    "dynamic_per_ipc": "DPC = this x IPC dynamic memories per class",
+    "dynamic_channels": "channels of a dynamic memory",
+    "dynamic_frames": "frames of a dynamic memory (default: the clip's)",
+    "dynamic_scale": "dynamic memories are H/scale x W/scale pixels",
+    "init": "naive and stage 1 start from random real clips/frames (real) or noise",
+    "network_width": "width of the matching networks (ConvNet; MiniC3D w/2, w, w)",
+}
+PRESET_CHOICES = {"hallucinator": VARIANTS, "init": ("real", "noise")}
+
+
+@dataclasses.dataclass(frozen=True)
+class _RunFields:
+    dataset: str = option("builtin", "prepared dataset to distil (STORE/datasets/DATASET)", choices=dataset_names())
+    method: str = option("dm", "base method", choices=METHODS)
+    paradigm: str = option("static-dynamic", "naive (full videos) or static-dynamic (stage 1 images, stage 2 dynamic memories + H)", choices=PARADIGMS)
+    ipc: int = option(1, "instances per class (storage budget of IPC full videos)")
+    store: str = option(DEFAULT_STORE, "store URI (path, file://, s3://...): reads datasets/ and experts/, writes distill/ and distilled/")
+    preset: str | None = option(None, "JSON preset file (from python -m raydd.tune) overriding the table's values; flags override it")
+    static: str | None = option(None, "reuse stage 1's still images from this URI (STORE/distill/static/...) instead of distilling them")
+    experts: str | None = option(None, "MTT experts folder of stage 2 / naive (default STORE/experts/DATASET/minic3d; stage 1 uses .../convnet)")
+    output: str | None = option(None, "where the distilled set goes (default STORE/distilled/DATASET/METHOD-PARADIGM-ipcK-HASH)")
+    workers: int = option(1, "Ray Train workers; each draws its own matching samples, gradients are all-reduced")
+    use_gpu: bool = option(False, "one GPU per Ray Train worker (NCCL); otherwise CPU workers (gloo)")
+    cpus_per_worker: float = option(1.0, "CPUs per Ray Train worker (its torch threads)")
+    samples_per_worker: int = option(1, "matching samples per worker per iteration")
+    memory_bounded: bool = option(False, "MTT: rebuild one student step at a time in the backward pass (same gradient, memory independent of syn_steps)")
+    checkpoint_every: int = option(50, "iterations between checkpoints (in STORE/distill/runs)")
+    max_failures: int = option(1, "times Ray Train restarts a failed worker group from the last checkpoint")
+    seed: int = option(0, "seed of every random choice (initialisation, batches, experts, pairing)")
+    device: str = option("auto", "device of each worker when --no-use-gpu", choices=DEVICE_CHOICES)
+    eval_runs: int = option(3, "evaluation runs of the distilled set at the end (0: none)")
+    eval_epochs: int | None = option(None, "evaluation epochs (default: the evaluation preset's, e.g. 500 for MiniC3D)")
+    eval_model: str = option("minic3d", "network the evaluation trains", choices=("minic3d", "cnn_gru", "cnn_lstm"))
+    overwrite: bool = option(False, "distil again even when the output already holds this distilled set")
+    experiment: str = option("raydd-distill", "MLflow experiment name")
+    ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
+    fail_at_iteration: int = option(-1, "testing aid: the first attempt of the last stage dies after this iteration, as a lost worker would")
+
+
+def _override_fields() -> list[tuple[str, Any, dataclasses.Field]]:
+    hints = typing.get_type_hints(Preset)
+    fields = []
+    for field in dataclasses.fields(Preset):
+        base = typing.get_args(hints[field.name])[0] if typing.get_origin(hints[field.name]) in (typing.Union, __import__("types").UnionType) else hints[field.name]
+        fields.append((field.name, base | None, option(None, f"{PRESET_HELP[field.name]} (default: the preset's)", choices=PRESET_CHOICES.get(field.name))))
+    return fields
+
+
+def _validate(config: Any) -> None:
+    check_choice(config.dataset, "dataset", dataset_names())
+    check_choice(config.method, "method", METHODS)
+    check_choice(config.paradigm, "paradigm", PARADIGMS)
+    for name in ("ipc", "workers", "samples_per_worker", "checkpoint_every"):
+        check(getattr(config, name) >= 1, name, "a positive integer")
+    check(config.cpus_per_worker > 0, "cpus_per_worker", "a positive number")
+    check(config.max_failures >= 0 and config.eval_runs >= 0, "max_failures" if config.max_failures < 0 else "eval_runs", "0 or a positive integer")
+    for name in ("iterations", "batch_real", "batch_syn", "syn_steps", "expert_epochs", "max_start_epoch", "static_per_ipc", "dynamic_per_ipc", "dynamic_channels", "dynamic_frames", "dynamic_scale", "network_width", "eval_epochs"):
+        check(getattr(config, name) is None or getattr(config, name) >= 1, name, "a positive integer")
+    for name in ("lr_img", "lr_static", "lr_dynamic", "lr_hal", "lr_teacher", "lr_lr"):
+        check(getattr(config, name) is None or getattr(config, name) > 0, name, "a positive number")
+    check(config.momentum is None or 0 <= config.momentum < 1, "momentum", "a number in [0, 1)")
+
+
+def _resolved_preset(config: Any) -> Preset:
+    table = table_preset(config.method, config.paradigm, config.dataset, config.ipc)
+    fields = table.to_dict() if table is not None else {}
+    if config.preset:
+        fields.update(load_preset_file(read_bytes(resolve(config.preset)).decode(), config.preset))
+    fields.update({f.name: getattr(config, f.name) for f in dataclasses.fields(Preset) if getattr(config, f.name) is not None})
+    needed = ("lr_img",) if config.paradigm == "naive" else ("lr_static", "lr_dynamic", "lr_hal")
+    missing = [name for name in needed if fields.get(name) is None and not (name == "lr_static" and config.static)]
+    if table is None and missing:
+        raise RayddError(
+            f"no preset for {config.method} {config.paradigm} on {config.dataset} at IPC {config.ipc} (the seed's tables have none): "
+            f"pass {' '.join('--' + n.replace('_', '-') + ' LR' for n in missing)} or --preset FILE"
+        )
+    return Preset(**fields)
+
+
+def _settings_hash(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+DistillConfig = dataclasses.make_dataclass(
+    "DistillConfig",
+    [(f.name, f.type, f) for f in dataclasses.fields(_RunFields)] + _override_fields(),
+    frozen=True,
+    namespace={"__post_init__": _validate, "resolved_preset": _resolved_preset, "__module__": __name__,
+               "__doc__": "The flags of python -m raydd.distill (run flags + one override per preset field)."},
+)  # fmt: skip
+settings_hash = _settings_hash

@@ -1,0 +1,165 @@
+"""The driver of ``python -m raydd.distill``: stage 1 (or its reuse), stage 2 (or naive), the artifact,
+the MLflow run, and the evaluation at the end. Ray Train runs the stages (:mod:`.ray_train`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from raydd.config import to_dict
+from raydd.data.reader import PreparedDataset, open_prepared
+from raydd.distill.artifact import static_exists, write_static
+from raydd.distill.config import settings_hash
+from raydd.distill.presets import Preset
+from raydd.distill.preview import preview_gif
+from raydd.distill.ray_train import RunSettings, fit_stage
+from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec
+from raydd.distilled_set import load_distilled, write_distilled, write_static_dynamic
+from raydd.errors import RayddError
+from raydd.models.hallucinator import Hallucinator
+from raydd.parallel import ensure_ray
+from raydd.storage import Location, Manifest, manifest_or_none, require_writable_root, resolve
+from raydd.tracking import Tracker, mlflow_run
+
+# Preset fields that only stage 2 reads: changing them keeps stage 1's images reusable.
+STAGE2_ONLY = ("lr_dynamic", "lr_hal", "hallucinator", "dynamic_per_ipc", "dynamic_channels", "dynamic_frames", "dynamic_scale", "lr_img")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillOutcome:
+    output: str
+    manifest: Manifest
+    static_uri: str | None
+    evaluation: dict[str, float]
+    seconds: float
+
+
+def _experts_uri(config: Any, store: Location, dataset: PreparedDataset, model: str) -> str:
+    uri = store.child("experts", dataset.spec.name, model).uri if (model == "convnet" or not config.experts) else config.experts
+    if manifest_or_none(resolve(uri)) is None:
+        raise RayddError(f"MTT needs expert trajectories at {uri}: run `python -m raydd.experts --dataset {dataset.spec.name} --model {model} --store {config.store}` first")
+    return uri
+
+
+def _stage_key(spec: StageSpec, exclude: tuple[str, ...] = ()) -> str:
+    data = dataclasses.asdict(spec)
+    data["preset"] = {k: v for k, v in data["preset"].items() if k not in exclude}
+    data.pop("device")
+    return settings_hash(data)
+
+
+def distill(config: Any) -> DistillOutcome:
+    started = time.perf_counter()
+    preset: Preset = config.resolved_preset()
+    store = resolve(config.store)
+    require_writable_root(store)
+    dataset = open_prepared(store.child("datasets", config.dataset).uri)
+    base = StageSpec(
+        stage=NAIVE, method=config.method, dataset_uri=str(dataset.location.uri), ipc=config.ipc, preset=preset, seed=config.seed,
+        samples_per_worker=config.samples_per_worker, memory_bounded=config.memory_bounded, device=config.device,
+    )  # fmt: skip
+    video_experts = _experts_uri(config, store, dataset, "minic3d") if config.method == "mtt" else None
+    key = settings_hash({"spec": _stage_key(base), "paradigm": config.paradigm, "iterations": preset.iterations, "static": config.static, "workers": config.workers})
+    output = resolve(config.output) if config.output else store.child("distilled", dataset.spec.name, f"{config.method}-{config.paradigm}-ipc{config.ipc}-{key}")
+    existing = manifest_or_none(output)
+    if existing is not None and not config.overwrite:
+        print(f"{output} already holds this distilled set: nothing to do (--overwrite distils it again)", file=sys.stderr)
+        return DistillOutcome(output.uri, existing, existing.metadata.get("static_uri"), {}, 0.0)
+    ensure_ray(config.ray_address)
+    run_settings = RunSettings(
+        iterations=preset.iterations, checkpoint_every=config.checkpoint_every, workers=config.workers, use_gpu=config.use_gpu,
+        cpus_per_worker=config.cpus_per_worker, max_failures=config.max_failures,
+    )  # fmt: skip
+    runs = store.child("distill", "runs")
+    tags = {"raydd.dataset": dataset.spec.name, "raydd.dataset_manifest_sha256": dataset.manifest.content_sha256(), "raydd.method": f"{config.method}-{config.paradigm}"}
+    name = f"{config.method}-{config.paradigm}-ipc{config.ipc}-{dataset.spec.name}"
+    with mlflow_run(config.store, config.experiment, name, to_dict(config), tags) as tracker:
+        tracker.log_params({f"preset.{k}": v for k, v in preset.to_dict().items()})
+        last = dataclasses.replace(run_settings, fail_at_iteration=config.fail_at_iteration)
+        static_uri = None
+        if config.paradigm == "naive":
+            spec = dataclasses.replace(base, experts_uri=video_experts)
+            state = _fit(spec, last, runs, tracker)
+            videos = state["synthetic"]["values"]
+            labels = torch.arange(len(dataset.classes)).repeat_interleave(config.ipc)
+            manifest = write_distilled(output.uri, videos, labels, classes=dataset.classes, dataset_uri=str(dataset.location.uri), method=f"{config.method}-naive", ipc=config.ipc, extra=_extra(config, preset))
+        else:
+            static_spec = dataclasses.replace(base, stage=STATIC, experts_uri=_experts_uri(config, store, dataset, "convnet") if config.method == "mtt" and not config.static else None)
+            static_uri = config.static or store.child("distill", "static", dataset.spec.name, f"{config.method}-spc{static_spec.per_class}-{_stage_key(static_spec, STAGE2_ONLY)}-{preset.iterations}it").uri
+            if static_exists(static_uri):
+                print(f"stage 1: reusing the still images at {static_uri}", flush=True)
+            else:
+                state = _fit(static_spec, run_settings, runs, tracker)
+                labels = torch.arange(len(dataset.classes)).repeat_interleave(static_spec.per_class)
+                write_static(static_uri, state["synthetic"]["values"], labels, {"dataset_uri": str(dataset.location.uri), "method": config.method, "preset": preset.to_dict()})
+            spec = dataclasses.replace(base, stage=DYNAMIC, static_uri=static_uri, experts_uri=video_experts)
+            state = _fit(spec, last, runs, tracker)
+            manifest = _write_static_dynamic(output.uri, state["synthetic"], preset, dataset, config)
+        tracker.log_metrics({"storage_bytes": manifest.metadata["storage_bytes"], "storage_ratio": manifest.metadata["storage_ratio"]})
+        tracker.log_dict(manifest.metadata, "distilled_set.json")
+        tracker.set_tags({"raydd.output": output.uri})
+        _log_preview(tracker, output.uri, dataset)
+        evaluation = _evaluate(config, output.uri, tracker) if config.eval_runs else {}
+    seconds = time.perf_counter() - started
+    ratio = manifest.metadata["storage_ratio"]
+    print(
+        f"distilled {dataset.spec.name} with {config.method} {config.paradigm} at IPC {config.ipc}: {manifest.metadata['storage_bytes'] / 1e3:.1f} kB "
+        f"({ratio:.3f} x of {config.ipc} full video(s) per class) in {seconds:.0f} s -> {output.uri}"
+    )  # fmt: skip
+    return DistillOutcome(output.uri, manifest, static_uri, evaluation, seconds)
+
+
+def _fit(spec: StageSpec, run: RunSettings, runs: Location, tracker: Tracker) -> dict[str, Any]:
+    # The worker count is part of what an iteration computes (workers x samples_per_worker samples), so it
+    # names the run folder too: a run with another count must not resume this one's checkpoints.
+    key = settings_hash({"spec": _stage_key(spec, ("iterations",)), "workers": run.workers})
+    name = f"{Path(spec.dataset_uri).name}-{spec.method}-{spec.stage}-ipc{spec.ipc}-{key}"
+    print(f"stage {spec.stage}: {run.iterations} iterations on {run.workers} Ray Train worker(s), checkpoints in {runs.child(name)}", flush=True)
+    state = _checked(fit_stage(spec, run, runs=runs, name=name), spec, run)
+    history = state["history"]
+    for iteration, (loss, seconds, samples) in enumerate(zip(history["loss"], history["seconds"], history["samples"])):
+        tracker.log_metrics({f"{spec.stage}/loss": loss, f"{spec.stage}/seconds_per_iteration": seconds, f"{spec.stage}/samples_per_second": samples / seconds}, step=iteration)
+    tracker.log_metrics({f"{spec.stage}/median_seconds_per_iteration": statistics.median(history["seconds"])})
+    return state
+
+
+def _checked(state: dict[str, Any], spec: StageSpec, run: RunSettings) -> dict[str, Any]:
+    if state["iteration"] < run.iterations:
+        raise RayddError(f"stage {spec.stage} stopped at iteration {state['iteration']} of {run.iterations}: re-run the same command to resume")
+    return state
+
+
+def _extra(config: Any, preset: Preset) -> dict[str, Any]:
+    return {"preset": preset.to_dict(), "seed": config.seed, "workers": config.workers}
+
+
+def _write_static_dynamic(uri: str, synthetic: dict[str, torch.Tensor], preset: Preset, dataset: PreparedDataset, config: Any) -> Manifest:
+    t, _, _, c = dataset.manifest.metadata["clip_shape"]
+    hallucinator = Hallucinator(frames=t, channels=c, dynamic_channels=preset.dynamic_channels, variant=preset.hallucinator)
+    hallucinator.load_state_dict({k.removeprefix("hallucinator."): v for k, v in synthetic.items() if k.startswith("hallucinator.")})
+    return write_static_dynamic(
+        uri, static_NCHW=synthetic["static"], dynamic_NCTHW=synthetic["dynamic"], hallucinator=hallucinator, variant=preset.hallucinator,
+        classes=dataset.classes, frames=t, dataset_uri=str(dataset.location.uri), method=f"{config.method}-static-dynamic", ipc=config.ipc,
+        extra=_extra(config, preset),
+    )  # fmt: skip
+
+
+def _log_preview(tracker: Tracker, uri: str, dataset: PreparedDataset) -> None:
+    distilled = load_distilled(uri)
+    with tempfile.TemporaryDirectory() as folder:
+        tracker.log_artifact(str(preview_gif(distilled.videos_NCTHW, dataset.mean, dataset.std, Path(folder) / "preview.gif")))
+
+
+def _evaluate(config: Any, uri: str, tracker: Tracker) -> dict[str, float]:
+    from raydd.evaluate import EvalConfig, evaluate
+
+    metrics = evaluate(EvalConfig(data=uri, model=config.eval_model, runs=config.eval_runs, epochs=config.eval_epochs, store=config.store, seed=config.seed, ray_address=config.ray_address))
+    tracker.log_metrics({f"eval/{key}": value for key, value in metrics.items()})
+    return metrics

@@ -1,0 +1,155 @@
+"""Hyper-parameter presets: the seed's Suppl. Tables 10 (MTT), 11 (DM) and 12 (FRePo) as data.
+
+Keyed by (method, paradigm, dataset, ipc). Settings the tables leave to the text (Suppl. 11.3) or to
+the reference scripts are defaults of :class:`Preset`: lr_teacher 0.01, expert_epochs 1,
+max_start_epoch 10, H the single Conv3D (ConvTranspose for DM+static-dynamic on MiniUCF IPC 1),
+SPC = DPC = 2 x IPC with one-channel dynamic memories of T frames at full resolution (the reference
+scripts' --spc 2 --dpc 2 per video), and a learned synthetic lr except for naive MTT on MiniUCF IPC 1.
+
+``builtin`` presets are raydd's own: sized so the whole pipeline runs in minutes on 2 CPU cores.
+A preset file (``--preset FILE``, written by ``python -m raydd.tune``) is a JSON object of these
+fields; any field it omits keeps the table's value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from raydd.errors import RayddError
+
+METHODS = ("dm", "mtt", "frepo")
+PARADIGMS = ("naive", "static-dynamic")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    iterations: int = 5000  # per stage
+    lr_img: float | None = None  # naive: the synthetic videos' lr
+    lr_static: float | None = None  # static-dynamic stage 1: the still images' lr (image distillation)
+    lr_dynamic: float | None = None  # stage 2: the dynamic memories' lr
+    lr_hal: float | None = None  # stage 2: H's lr
+    momentum: float = 0.5  # SGD momentum of the synthetic tensors (the reference: 0.5 naive, 0.95 static-dynamic)
+    batch_real: int = 64  # DM: real clips per class per sample; FRePo: real clips per sample
+    batch_syn: int | None = None  # MTT: synthetic instances per student step (None: all)
+    syn_steps: int = 10
+    expert_epochs: int = 1
+    max_start_epoch: int = 10
+    lr_teacher: float = 0.01  # MTT: the student's initial (synthetic) lr
+    learn_lr: bool = True  # MTT: learn the student's lr
+    lr_lr: float = 1e-5  # MTT: lr of the learned lr
+    hallucinator: str = "conv"  # conv | convtranspose
+    static_per_ipc: int = 2  # SPC = this x IPC
+    dynamic_per_ipc: int = 2  # DPC = this x IPC
+    dynamic_channels: int = 1
+    dynamic_frames: int | None = None  # None: the clip's T
+    dynamic_scale: int = 1  # dynamic memories are H/scale x W/scale
+    init: str = "real"  # naive and stage 1: start from random real clips/frames, or "noise"
+    network_width: int = 128  # matching networks' width (ConvNet width; MiniC3D (w/2, w, w))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _rows(method: str, paradigm: str, base: dict[str, Any], rows: dict[tuple[str, int], dict[str, Any]]) -> dict[tuple[str, str, str, int], dict[str, Any]]:
+    return {(method, paradigm, dataset, ipc): {**base, **row} for (dataset, ipc), row in rows.items()}
+
+
+_MTT = {"iterations": 8000, "momentum": 0.5, "lr_static": 1000.0}
+_MTT_SD = {"iterations": 10000, "momentum": 0.95, "lr_static": 1000.0}
+_DM = {"iterations": 5000, "momentum": 0.5, "lr_static": 1.0}
+_DM_SD = {"iterations": 5000, "momentum": 0.95, "lr_static": 1.0}
+_FREPO = {"iterations": 5000, "momentum": 0.0, "lr_static": 1e-3, "batch_real": 256}
+
+TABLES: dict[tuple[str, str, str, int], dict[str, Any]] = {
+    # Suppl. Table 10 (a) MTT and (b) MTT+Ours.
+    **_rows("mtt", "naive", _MTT, {
+        ("miniucf", 1): {"lr_img": 1e5, "batch_syn": 50, "syn_steps": 10, "learn_lr": False},
+        ("miniucf", 5): {"lr_img": 1e5, "batch_syn": 128, "syn_steps": 5},
+        ("hmdb51", 1): {"lr_img": 1e4, "batch_syn": 51, "syn_steps": 10},
+        ("hmdb51", 5): {"lr_img": 1e6, "batch_syn": 128, "syn_steps": 5},
+        ("k400", 1): {"lr_img": 5e5, "batch_syn": 256, "syn_steps": 10},
+        ("k400", 5): {"lr_img": 1e7, "batch_syn": 256, "syn_steps": 5},
+        ("ssv2", 1): {"lr_img": 1e5, "batch_syn": 256, "syn_steps": 10},
+        ("ssv2", 5): {"lr_img": 1e6, "batch_syn": 256, "syn_steps": 5},
+    }),
+    **_rows("mtt", "static-dynamic", _MTT_SD, {
+        ("miniucf", 1): {"lr_dynamic": 1e4, "lr_hal": 1e-3, "batch_syn": 50, "syn_steps": 10},
+        ("miniucf", 5): {"lr_dynamic": 1e4, "lr_hal": 1e-3, "batch_syn": 128, "syn_steps": 5},
+        ("hmdb51", 1): {"lr_dynamic": 1e5, "lr_hal": 1e-2, "batch_syn": 51, "syn_steps": 10},
+        ("hmdb51", 5): {"lr_dynamic": 1e6, "lr_hal": 1e-2, "batch_syn": 128, "syn_steps": 5},
+        ("k400", 1): {"lr_dynamic": 1e3, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 10},
+        ("k400", 5): {"lr_dynamic": 1e7, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 5},
+        ("ssv2", 1): {"lr_dynamic": 1e4, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 10},
+        ("ssv2", 5): {"lr_dynamic": 1e5, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 5},
+    }),
+    # Suppl. Table 11 (a) DM and (b) DM+Ours.
+    **_rows("dm", "naive", _DM, {
+        ("miniucf", 1): {"lr_img": 30.0, "batch_real": 64},
+        ("miniucf", 5): {"lr_img": 100.0, "batch_real": 64},
+        ("hmdb51", 1): {"lr_img": 30.0, "batch_real": 64},
+        ("hmdb51", 5): {"lr_img": 300.0, "batch_real": 64},
+        ("k400", 1): {"lr_img": 100.0, "batch_real": 64},
+        ("k400", 5): {"lr_img": 500.0, "batch_real": 128},
+        ("ssv2", 1): {"lr_img": 10.0, "batch_real": 64},
+        ("ssv2", 5): {"lr_img": 100.0, "batch_real": 128},
+    }),
+    **_rows("dm", "static-dynamic", _DM_SD, {
+        ("miniucf", 1): {"lr_dynamic": 1e-4, "lr_hal": 1e-5, "batch_real": 64, "hallucinator": "convtranspose"},
+        ("miniucf", 5): {"lr_dynamic": 1e3, "lr_hal": 1e-6, "batch_real": 64},
+        ("hmdb51", 1): {"lr_dynamic": 10.0, "lr_hal": 1e-6, "batch_real": 64},
+        ("hmdb51", 5): {"lr_dynamic": 10.0, "lr_hal": 1e-5, "batch_real": 64},
+        ("k400", 1): {"lr_dynamic": 1.0, "lr_hal": 1e-5, "batch_real": 64},
+        ("k400", 5): {"lr_dynamic": 10.0, "lr_hal": 1e-5, "batch_real": 128},
+        ("ssv2", 1): {"lr_dynamic": 1.0, "lr_hal": 1e-5, "batch_real": 64},
+        ("ssv2", 5): {"lr_dynamic": 100.0, "lr_hal": 1e-5, "batch_real": 128},
+    }),
+    # Suppl. Table 12 (a) FRePo and (b) FRePo+Ours: MiniUCF and HMDB51 only.
+    **_rows("frepo", "naive", _FREPO, {
+        ("miniucf", 1): {"lr_img": 1e-3}, ("miniucf", 5): {"lr_img": 1e-3},
+        ("hmdb51", 1): {"lr_img": 1e-3}, ("hmdb51", 5): {"lr_img": 1e-3},
+    }),
+    **_rows("frepo", "static-dynamic", _FREPO, {
+        ("miniucf", 1): {"lr_dynamic": 1e-4, "lr_hal": 1e-3}, ("miniucf", 5): {"lr_dynamic": 1e-1, "lr_hal": 1e-3},
+        ("hmdb51", 1): {"lr_dynamic": 1e-1, "lr_hal": 1e-3}, ("hmdb51", 5): {"lr_dynamic": 1e-2, "lr_hal": 1e-3},
+    }),
+}  # fmt: skip
+
+# raydd's presets for the built-in dataset (10 classes, 8 x 32 x 32): few, cheap iterations on CPU with
+# width-32 matching networks; lrs set from the gradient scale of one iteration and a check on the
+# training split (never the test split). Its experts (python -m raydd.pipeline trains them) use
+# lr_teacher 0.05, batch 32 and 11 epochs, so that they move in the first epochs that MTT matches.
+_BUILTIN = {"iterations": 200, "network_width": 32, "batch_real": 16, "syn_steps": 10, "lr_teacher": 0.05, "max_start_epoch": 8, "expert_epochs": 2, "learn_lr": False}
+for _ipc in (1, 5, 10):
+    TABLES[("dm", "naive", "builtin", _ipc)] = {**_BUILTIN, "momentum": 0.5, "lr_img": 100.0}
+    TABLES[("dm", "static-dynamic", "builtin", _ipc)] = {**_BUILTIN, "momentum": 0.95, "lr_static": 1.0, "lr_dynamic": 10.0, "lr_hal": 1e-4}
+    TABLES[("mtt", "naive", "builtin", _ipc)] = {**_BUILTIN, "momentum": 0.5, "lr_img": 100.0}
+    TABLES[("mtt", "static-dynamic", "builtin", _ipc)] = {**_BUILTIN, "momentum": 0.95, "lr_static": 100.0, "lr_dynamic": 10.0, "lr_hal": 1e-4}
+    TABLES[("frepo", "naive", "builtin", _ipc)] = {**_BUILTIN, "momentum": 0.0, "lr_img": 1e-2, "batch_real": 128}
+    TABLES[("frepo", "static-dynamic", "builtin", _ipc)] = {**_BUILTIN, "momentum": 0.0, "lr_static": 1e-2, "lr_dynamic": 1e-2, "lr_hal": 1e-3, "batch_real": 128}
+
+# Datasets without their own rows borrow another's (UCF101 in full uses MiniUCF's numbers).
+ALIASES = {"ucf101": "miniucf"}
+
+
+def table_preset(method: str, paradigm: str, dataset: str, ipc: int) -> Preset | None:
+    """The table's preset, or ``None`` where the seed gives none (the caller asks for explicit lrs)."""
+    row = TABLES.get((method, paradigm, ALIASES.get(dataset, dataset), ipc))
+    return None if row is None else Preset(**row)
+
+
+def load_preset_file(text: str, source: str) -> dict[str, Any]:
+    """The fields of a preset file, checked against :class:`Preset`."""
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RayddError(f"preset file {source} is not JSON ({error}): write it with `python -m raydd.tune` or fix it") from None
+    if not isinstance(fields, dict):
+        raise RayddError(f"preset file {source} must hold a JSON object of preset fields")
+    fields = fields.get("preset", fields)
+    known = {field.name for field in dataclasses.fields(Preset)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise RayddError(f"preset file {source} has unknown fields {', '.join(unknown)}: known fields are {', '.join(sorted(known))}")
+    return fields

@@ -1,0 +1,123 @@
+"""A distillation stage as a Ray Train ``TorchTrainer`` run.
+
+Every worker builds the stage from its :class:`~raydd.distill.stages.StageSpec`, runs the iterations
+(gradients all-reduced over torch.distributed: gloo on CPU, NCCL on GPU) and, every
+``checkpoint_every`` iterations, reports a checkpoint (rank 0 writes it) to the run folder in the
+store, ``s3://`` included. The run folder's name is fixed by the stage's settings, so Ray Train's
+``FailureConfig`` restarts and a re-run of the same command both resume from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from raydd.devices import pick_device
+from raydd.distill.loop import SingleProcess, TorchDistributed
+from raydd.distill.stages import StageSpec, build_stage
+from raydd.errors import RayddError
+from raydd.storage import Location, exists, resolve, write_bytes
+
+STATE_FILE = "state.pt"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    iterations: int
+    checkpoint_every: int
+    workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    max_failures: int = 0
+    fail_at_iteration: int = -1  # testing aid: the first attempt's rank 0 dies after this iteration
+    log_every: int = 10
+
+
+def _worker(config: dict[str, Any]) -> None:
+    import ray.train
+
+    spec: StageSpec = config["spec"]
+    run: RunSettings = config["run"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(max(1, int(run.cpus_per_worker)))
+    device = ray.train.torch.get_device() if run.use_gpu else pick_device(spec.device)
+    distiller = build_stage(spec, TorchDistributed() if world > 1 else SingleProcess(), device)
+    start, history = 0, {"loss": [], "seconds": [], "samples": []}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=False)
+        start, history = distiller.restore(state), state["history"]
+        if rank == 0:
+            print(f"[{spec.stage}] resuming at iteration {start}/{run.iterations} from the last checkpoint", flush=True)
+    for iteration in range(start, run.iterations):
+        result = distiller.step(iteration)
+        for key, value in (("loss", result.loss), ("seconds", result.seconds), ("samples", result.samples)):
+            history[key].append(value)
+        if rank == 0 and ((iteration + 1) % run.log_every == 0 or iteration == start):
+            print(f"[{spec.stage}] iteration {iteration + 1}/{run.iterations} loss {result.loss:.5g} {result.seconds:.2f} s/it", flush=True)
+        if iteration == run.fail_at_iteration and rank == 0 and not exists(marker := resolve(config["fail_marker"])):
+            write_bytes(marker, b"failed once\n")
+            # Die as a worker lost *after* Ray Train committed its last report would: without this wait the
+            # controller may not have taken in the last checkpoint yet, and the restart would begin earlier.
+            ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+            os._exit(1)
+        if (iteration + 1) % run.checkpoint_every == 0 or iteration + 1 == run.iterations:
+            metrics = {"iteration": iteration + 1, "loss": result.loss, "samples_per_s": result.samples / result.seconds}
+            if rank == 0:
+                with tempfile.TemporaryDirectory() as folder:
+                    torch.save({**distiller.state(iteration + 1), "history": history, "saved_at": time.time()}, Path(folder) / STATE_FILE)
+                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+            else:
+                ray.train.report(metrics, checkpoint=None)
+
+
+def _storage(runs: Location) -> tuple[str, Any]:
+    if runs.is_local:
+        Path(runs.path).mkdir(parents=True, exist_ok=True)
+        return runs.path, None
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return runs.path, PyFileSystem(FSSpecHandler(runs.fs))
+
+
+def fit_stage(spec: StageSpec, run: RunSettings, *, runs: Location, name: str) -> dict[str, Any]:
+    """Run (or resume) one stage under Ray Train; returns the final state (synthetic tensors, history)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    path, filesystem = _storage(runs)
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"spec": spec, "run": run, "fail_marker": runs.child(name, "fail-marker").uri},
+        torch_config=TorchConfig(backend="nccl" if run.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=run.workers, use_gpu=run.use_gpu, resources_per_worker={"CPU": run.cpus_per_worker, **({"GPU": 1} if run.use_gpu else {})}),
+        run_config=RunConfig(
+            name=name, storage_path=path, storage_filesystem=filesystem,
+            failure_config=FailureConfig(max_failures=run.max_failures), checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )  # fmt: skip
+    try:
+        result = trainer.fit()
+    except Exception as error:  # Ray Train wraps worker errors; keep the user's one line
+        raise RayddError(_first_line(error, spec)) from None
+    if result.checkpoint is None:
+        raise RayddError(f"stage {spec.stage} finished without a checkpoint in {runs.child(name)}: re-run the same command")
+    with result.checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def _first_line(error: BaseException, spec: StageSpec) -> str:
+    text = str(error)
+    for marker in ("RayddError: ", "raydd.errors.RayddError: "):
+        if marker in text:
+            return text.split(marker, 1)[1].splitlines()[0]
+    last = [line for line in text.splitlines() if line.strip()]
+    return f"stage {spec.stage} failed: {last[-1] if last else type(error).__name__}; re-run the same command to resume from its last checkpoint"

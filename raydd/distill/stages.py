@@ -1,0 +1,124 @@
+"""Build one stage's :class:`~raydd.distill.loop.Distiller` from a picklable :class:`StageSpec`.
+
+Stages: ``naive`` (full videos, video network), ``static`` (stage 1: still images matched on single
+frames with the image ConvNet) and ``dynamic`` (stage 2: dynamic memories + H, static images frozen,
+video network). Each Ray Train worker calls :func:`build_stage` itself, so only this small spec
+travels, and every worker builds bit-identical initial tensors from the seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from raydd.data.reader import open_prepared
+from raydd.distill.artifact import read_static
+from raydd.distill.experts_bank import ExpertBank
+from raydd.distill.loop import Collective, Distiller, LearningRate, build_optimizer, sample_seed
+from raydd.distill.methods.dm import DistributionMatching
+from raydd.distill.methods.mtt import TrajectoryMatching
+from raydd.distill.presets import Preset
+from raydd.distill.real import RealData
+from raydd.distill.synthetic import FreeTensors, StaticDynamic, SyntheticSet
+from raydd.errors import RayddError
+from raydd.models.hallucinator import Hallucinator
+from raydd.models.registry import build_model
+
+NAIVE, STATIC, DYNAMIC = "naive", "static", "dynamic"
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    stage: str  # NAIVE, STATIC or DYNAMIC
+    method: str
+    dataset_uri: str
+    ipc: int
+    preset: Preset
+    seed: int = 0
+    static_uri: str | None = None  # DYNAMIC: stage 1's images
+    experts_uri: str | None = None  # MTT: STORE/experts/DATASET/MODEL
+    samples_per_worker: int = 1
+    memory_bounded: bool = False  # MTT
+    device: str = "auto"
+
+    @property
+    def per_class(self) -> int:
+        """Free tensors per class: IPC videos (naive) or SPC still images (stage 1)."""
+        return self.ipc * self.preset.static_per_ipc if self.stage == STATIC else self.ipc
+
+    @property
+    def dpc(self) -> int:
+        return self.ipc * self.preset.dynamic_per_ipc
+
+
+def matching_network(spec: StageSpec, num_classes: int, clip_shape: tuple[int, int, int, int]) -> Callable[[], nn.Module]:
+    width = spec.preset.network_width
+    if spec.stage == STATIC:
+        return lambda: build_model("convnet", num_classes=num_classes, clip_shape=clip_shape, net_width=width)
+    return lambda: build_model("minic3d", num_classes=num_classes, clip_shape=clip_shape, widths=(max(1, width // 2), width, width))
+
+
+def dynamic_shape(spec: StageSpec, clip_shape: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    t, h, w, _ = clip_shape
+    p = spec.preset
+    return (p.dynamic_channels, p.dynamic_frames or t, max(1, h // p.dynamic_scale), max(1, w // p.dynamic_scale))
+
+
+def _synthetic(spec: StageSpec, real: RealData, num_classes: int, clip_shape: tuple[int, int, int, int], device: torch.device) -> tuple[SyntheticSet, list[LearningRate]]:
+    t, h, w, c = clip_shape
+    init = torch.Generator().manual_seed(sample_seed(spec.seed, spec.stage + "/init", 0, 0))
+    p = spec.preset
+    if spec.stage in (NAIVE, STATIC):
+        item = (c, h, w) if spec.stage == STATIC else (c, t, h, w)
+        initial = real.per_class(spec.per_class, init).cpu() if p.init == "real" else torch.randn((num_classes * spec.per_class, *item), generator=init)
+        synthetic = FreeTensors(num_classes, spec.per_class, item, initial=initial)
+        flag, lr = ("lr_static", p.lr_static) if spec.stage == STATIC else ("lr_img", p.lr_img)
+        return synthetic.to(device), [LearningRate(flag, [synthetic.values], _required(lr, flag))]
+    if spec.static_uri is None:
+        raise RayddError("stage 2 needs the static images of stage 1 (--static URI)")
+    static, _ = read_static(spec.static_uri, num_classes=num_classes, image_shape=(c, h, w))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(sample_seed(spec.seed, "hallucinator", 0, 0))
+        hallucinator = Hallucinator(frames=t, channels=c, dynamic_channels=p.dynamic_channels, variant=p.hallucinator)
+    dynamic = torch.randn((num_classes * spec.dpc, *dynamic_shape(spec, clip_shape)), generator=init)
+    synthetic = StaticDynamic(static, num_classes=num_classes, dpc=spec.dpc, dynamic_shape=dynamic_shape(spec, clip_shape), hallucinator=hallucinator, initial_dynamic=dynamic)
+    groups = [LearningRate("lr_dynamic", [synthetic.dynamic], _required(p.lr_dynamic, "lr_dynamic")), LearningRate("lr_hal", list(hallucinator.parameters()), _required(p.lr_hal, "lr_hal"))]
+    return synthetic.to(device), groups
+
+
+def _required(lr: float | None, flag: str) -> float:
+    if lr is None:
+        raise RayddError(f"no preset gives {flag} for this dataset, method and IPC: pass --{flag.replace('_', '-')}")
+    return lr
+
+
+def build_stage(spec: StageSpec, collective: Collective, device: torch.device) -> Distiller:
+    dataset = open_prepared(spec.dataset_uri)
+    clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
+    num_classes = len(dataset.classes)
+    real = RealData(dataset.split("train"), dataset.mean, dataset.std, device, frames=spec.stage == STATIC)
+    synthetic, groups = _synthetic(spec, real, num_classes, clip_shape, device)
+    p = spec.preset
+    if spec.method == "dm":
+        method: nn.Module = DistributionMatching(matching_network(spec, num_classes, clip_shape), batch_real=p.batch_real)
+    elif spec.method == "mtt":
+        bank = ExpertBank(spec.experts_uri or "", make_them=f"python -m raydd.experts --dataset {dataset.spec.name} --model {'convnet' if spec.stage == STATIC else 'minic3d'}")
+        bank.check_fits(num_classes, clip_shape)
+        method = TrajectoryMatching(
+            bank, syn_steps=p.syn_steps, batch_syn=p.batch_syn, expert_epochs=p.expert_epochs, max_start_epoch=p.max_start_epoch,
+            lr_teacher=p.lr_teacher, learn_lr=p.learn_lr, memory_bounded=spec.memory_bounded,
+        )  # fmt: skip
+        groups.append(LearningRate("lr_lr", method.learnable(), p.lr_lr))
+    else:
+        from raydd.distill.methods.frepo import FeatureRegression
+
+        method = FeatureRegression(matching_network(spec, num_classes, clip_shape), batch_real=p.batch_real, seed=spec.seed)
+    method.to(device)
+    optimizer = build_optimizer(groups, kind="adam" if spec.method == "frepo" else "sgd", momentum=p.momentum)
+    return Distiller(
+        stage=spec.stage, synthetic=synthetic, method=method, real=real, groups=groups, optimizer=optimizer, collective=collective,
+        samples_per_worker=spec.samples_per_worker, seed=spec.seed, device=device,
+    )  # fmt: skip
