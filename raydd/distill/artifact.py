@@ -7,8 +7,11 @@ from typing import Any
 
 import torch
 
-from raydd.distilled_set import read_tensor_shard, write_tensor_shard
+from raydd.data.reader import PreparedDataset
+from raydd.distill.presets import Preset
+from raydd.distilled_set import read_tensor_shard, write_static_dynamic, write_tensor_shard
 from raydd.errors import RayddError
+from raydd.models.hallucinator import Hallucinator
 from raydd.storage import Manifest, manifest_or_none, resolve, size, write_manifest
 
 STATIC_KIND = "raydd.static/1"
@@ -43,3 +46,14 @@ def read_static(uri: str, *, num_classes: int, image_shape: tuple[int, int, int]
             f"not class-major {num_classes} classes of {tuple(image_shape)}: distil them for this dataset (drop --static)"
         )
     return static, manifest.metadata
+
+
+def write_static_dynamic_state(uri: str, synthetic: dict[str, torch.Tensor], preset: Preset, dataset: PreparedDataset, *, method: str, ipc: int, extra: dict[str, Any]) -> Manifest:
+    """The distilled set of a finished stage 2, from its ``StaticDynamic`` state dict."""
+    t, _, _, c = dataset.manifest.metadata["clip_shape"]
+    hallucinator = Hallucinator(frames=t, channels=c, dynamic_channels=preset.dynamic_channels, variant=preset.hallucinator)
+    hallucinator.load_state_dict({k.removeprefix("hallucinator."): v for k, v in synthetic.items() if k.startswith("hallucinator.")})
+    return write_static_dynamic(
+        uri, static_NCHW=synthetic["static"], dynamic_NCTHW=synthetic["dynamic"], hallucinator=hallucinator, variant=preset.hallucinator,
+        classes=dataset.classes, frames=t, dataset_uri=str(dataset.location.uri), method=f"{method}-static-dynamic", ipc=ipc, extra=extra,
+    )  # fmt: skip

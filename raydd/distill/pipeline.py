@@ -15,15 +15,14 @@ import torch
 
 from raydd.config import to_dict
 from raydd.data.reader import PreparedDataset, open_prepared
-from raydd.distill.artifact import static_exists, write_static
+from raydd.distill.artifact import static_exists, write_static, write_static_dynamic_state
 from raydd.distill.config import settings_hash
 from raydd.distill.presets import Preset
 from raydd.distill.preview import preview_gif
 from raydd.distill.ray_train import RunSettings, fit_stage
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec
-from raydd.distilled_set import load_distilled, write_distilled, write_static_dynamic
+from raydd.distilled_set import load_distilled, write_distilled
 from raydd.errors import RayddError
-from raydd.models.hallucinator import Hallucinator
 from raydd.parallel import ensure_ray
 from raydd.storage import Location, Manifest, manifest_or_none, require_writable_root, resolve
 from raydd.tracking import Tracker, mlflow_run
@@ -101,7 +100,7 @@ def distill(config: Any) -> DistillOutcome:
                 write_static(static_uri, state["synthetic"]["values"], labels, {"dataset_uri": str(dataset.location.uri), "method": config.method, "preset": preset.to_dict()})
             spec = dataclasses.replace(base, stage=DYNAMIC, static_uri=static_uri, experts_uri=video_experts)
             state = _fit(spec, last, runs, tracker)
-            manifest = _write_static_dynamic(output.uri, state["synthetic"], preset, dataset, config)
+            manifest = write_static_dynamic_state(output.uri, state["synthetic"], preset, dataset, method=config.method, ipc=config.ipc, extra=_extra(config, preset))
         tracker.log_metrics({"storage_bytes": manifest.metadata["storage_bytes"], "storage_ratio": manifest.metadata["storage_ratio"]})
         tracker.log_dict(manifest.metadata, "distilled_set.json")
         tracker.set_tags({"raydd.output": output.uri})
@@ -138,17 +137,6 @@ def _checked(state: dict[str, Any], spec: StageSpec, run: RunSettings) -> dict[s
 
 def _extra(config: Any, preset: Preset) -> dict[str, Any]:
     return {"preset": preset.to_dict(), "seed": config.seed, "workers": config.workers}
-
-
-def _write_static_dynamic(uri: str, synthetic: dict[str, torch.Tensor], preset: Preset, dataset: PreparedDataset, config: Any) -> Manifest:
-    t, _, _, c = dataset.manifest.metadata["clip_shape"]
-    hallucinator = Hallucinator(frames=t, channels=c, dynamic_channels=preset.dynamic_channels, variant=preset.hallucinator)
-    hallucinator.load_state_dict({k.removeprefix("hallucinator."): v for k, v in synthetic.items() if k.startswith("hallucinator.")})
-    return write_static_dynamic(
-        uri, static_NCHW=synthetic["static"], dynamic_NCTHW=synthetic["dynamic"], hallucinator=hallucinator, variant=preset.hallucinator,
-        classes=dataset.classes, frames=t, dataset_uri=str(dataset.location.uri), method=f"{config.method}-static-dynamic", ipc=config.ipc,
-        extra=_extra(config, preset),
-    )  # fmt: skip
 
 
 def _log_preview(tracker: Tracker, uri: str, dataset: PreparedDataset) -> None:
