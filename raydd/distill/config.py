@@ -44,9 +44,11 @@ PRESET_HELP = {
     "dynamic_frames": "frames of a dynamic memory (default: the clip's)",
     "dynamic_scale": "dynamic memories are H/scale x W/scale pixels",
     "init": "naive and stage 1 start from random real clips/frames (real) or noise",
+    "hal_init": "stage 2 starts H at random (the reference) or as the identity composition video = static + dynamic",
+    "dynamic_std": "stage 2 initialises the dynamic memories as Gaussian noise of this std (the reference: 1)",
     "network_width": "width of the matching networks (ConvNet; MiniC3D w/2, w, w)",
 }
-PRESET_CHOICES = {"hallucinator": VARIANTS, "init": ("real", "noise")}
+PRESET_CHOICES = {"hallucinator": VARIANTS, "init": ("real", "noise"), "hal_init": ("random", "identity")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +102,7 @@ def _validate(config: Any) -> None:
     for name in ("lr_img", "lr_static", "lr_dynamic", "lr_hal", "lr_teacher", "lr_lr"):
         check(getattr(config, name) is None or getattr(config, name) > 0, name, "a positive number")
     check(config.momentum is None or 0 <= config.momentum < 1, "momentum", "a number in [0, 1)")
+    check(config.dynamic_std is None or config.dynamic_std >= 0, "dynamic_std", "0 or a positive number")
 
 
 def _resolved_preset(config: Any) -> Preset:

@@ -83,10 +83,28 @@ def _synthetic(spec: StageSpec, real: RealData, num_classes: int, clip_shape: tu
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(sample_seed(spec.seed, "hallucinator", 0, 0))
         hallucinator = Hallucinator(frames=t, channels=c, dynamic_channels=p.dynamic_channels, variant=p.hallucinator)
-    dynamic = torch.randn((num_classes * spec.dpc, *dynamic_shape(spec, clip_shape)), generator=init)
+    dynamic = p.dynamic_std * torch.randn((num_classes * spec.dpc, *dynamic_shape(spec, clip_shape)), generator=init)
+    if p.hal_init == "identity":
+        identity_composition(hallucinator)
     synthetic = StaticDynamic(static, num_classes=num_classes, dpc=spec.dpc, dynamic_shape=dynamic_shape(spec, clip_shape), hallucinator=hallucinator, initial_dynamic=dynamic)
     groups = [LearningRate("lr_dynamic", [synthetic.dynamic], _required(p.lr_dynamic, "lr_dynamic")), LearningRate("lr_hal", list(hallucinator.parameters()), _required(p.lr_hal, "lr_hal"))]
     return synthetic.to(device), groups
+
+
+@torch.no_grad()
+def identity_composition(hallucinator: Hallucinator) -> None:
+    """H starts as video = static image + mean of the dynamic channels, in every frame and colour: the
+    rendered videos begin as the stage-1 images (real-data statistics) instead of a random linear
+    mix of them, which the test videos never look like."""
+    conv = hallucinator.net
+    if not isinstance(conv, nn.Conv3d):
+        raise RayddError("--hal-init identity needs --hallucinator conv")
+    colours, dynamic_channels = conv.out_channels, conv.in_channels - conv.out_channels
+    conv.weight.zero_()
+    conv.bias.zero_()
+    for c in range(colours):
+        conv.weight[c, c, 1, 1, 1] = 1.0
+        conv.weight[c, colours:, 1, 1, 1] = 1.0 / dynamic_channels
 
 
 def _required(lr: float | None, flag: str) -> float:

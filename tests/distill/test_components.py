@@ -129,3 +129,19 @@ def test_a_static_dynamic_artifact_loads_as_the_videos_the_set_renders(tmp_path:
     torch.testing.assert_close(loaded.videos_NCTHW, synthetic.render(), rtol=1e-5, atol=1e-6)
     assert torch.equal(loaded.labels, synthetic.labels) and loaded.classes == classes
     assert loaded.clip_shape == (FRAMES, SIDE, SIDE, 3)
+
+
+def test_identity_hallucinator_renders_static_plus_dynamic() -> None:
+    """--hal-init identity: H starts as video = still image + mean of the dynamic channels, every frame."""
+    from raydd.distill.stages import identity_composition
+    from raydd.errors import RayddError
+    from raydd.models.hallucinator import Hallucinator
+
+    hallucinator = Hallucinator(frames=4, channels=3, dynamic_channels=2)
+    identity_composition(hallucinator)
+    static = torch.randn(5, 3, 6, 6)
+    dynamic = torch.randn(5, 2, 4, 6, 6)
+    expected = static.unsqueeze(2) + dynamic.mean(dim=1, keepdim=True)
+    assert torch.allclose(hallucinator(static, dynamic), expected, atol=1e-6)
+    with pytest.raises(RayddError, match="--hallucinator conv"):
+        identity_composition(Hallucinator(frames=4, variant="convtranspose"))
