@@ -1,0 +1,141 @@
+"""The command line of ``python -m raydd.distill``: its flags, the one-line refusals that name the command
+to run first, and a repeated command that has nothing to do."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from raydd.distill.__main__ import main
+from raydd.distill.config import DistillConfig
+from raydd.distill.presets import Preset
+from raydd.prepare import PrepareConfig, prepare
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _local_mlflow() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def prepared(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("prepared")
+    prepare(PrepareConfig(store=str(root), frames=4, height=16, width=16))
+    return root / "datasets"
+
+
+@pytest.fixture
+def store(prepared: Path, tmp_path: Path) -> str:
+    """A fresh store holding the prepared built-in dataset and nothing else (no experts)."""
+    shutil.copytree(prepared, tmp_path / "store" / "datasets")
+    return str(tmp_path / "store")
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The command's one error line (Ray may forward its workers' late log lines to the same stderr)."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("raydd.distill:")]
+    assert len(lines) == 1 and lines[0].startswith("raydd.distill: error: "), err
+    return lines[0]
+
+
+def test_print_config_prints_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--print-config", "--method", "mtt", "--paradigm", "naive", "--lr-dynamic", "3", "--workers", "2", "--no-learn-lr", "--hallucinator", "convtranspose"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    fields = {field.name for field in dataclasses.fields(DistillConfig)}
+    assert set(printed) == fields and set(Preset.__dataclass_fields__) < fields  # run flags + one per preset field
+    assert printed["method"] == "mtt" and printed["paradigm"] == "naive" and printed["workers"] == 2 and printed["experiment"] == "raydd-distill"
+    assert printed["lr_dynamic"] == 3.0 and printed["learn_lr"] is False and printed["hallucinator"] == "convtranspose"
+    assert printed["lr_img"] is None and printed["iterations"] is None  # unset preset fields: the preset's value
+    assert printed["fail_at_iteration"] == -1 and printed["eval_runs"] == 3
+
+
+def test_help_documents_the_preset_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--lr-dynamic" in text and "static-dynamic stage 2: lr of the dynamic memories (default: the preset's)" in text
+    assert "--samples-per-worker" in text and "--fail-at-iteration" in text and "--print-config" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--ipc", "0"], "--ipc: expected a positive integer"),
+        (["--momentum", "1"], r"--momentum: expected a number in \[0, 1\)"),
+        (["--lr-hal", "-1"], "--lr-hal: expected a positive number"),
+        (["--max-failures", "-1"], "--max-failures: expected 0 or a positive integer"),
+        (["--hallucinator", "deconv"], "argument --hallucinator: invalid choice: 'deconv'"),
+        (["--method", "kip"], "argument --method: invalid choice: 'kip'"),
+    ],
+)
+def test_a_bad_flag_is_a_usage_error(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    line = _one_error_line(capsys)
+    assert line.endswith("(see --help)")
+    assert re.search(message, line), line
+
+
+def test_an_unprepared_dataset_names_the_prepare_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--store", str(tmp_path), "--eval-runs", "0"]) == 1
+    line = _one_error_line(capsys)
+    assert f"no prepared dataset at {tmp_path}/datasets/builtin: run `python -m raydd.prepare" in line and line.endswith("(it writes STORE/datasets/NAME)")
+    assert not (tmp_path / "distill").exists() and not (tmp_path / "distilled").exists()
+
+
+def test_mtt_without_experts_names_the_experts_command(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--store", store, "--method", "mtt", "--paradigm", "naive", "--eval-runs", "0"]) == 1
+    line = _one_error_line(capsys)
+    assert f"MTT needs expert trajectories at {store}/experts/builtin/minic3d" in line
+    assert line.endswith(f"run `python -m raydd.experts --dataset builtin --model minic3d --store {store}` first")
+    assert main(["--store", store, "--method", "mtt", "--experts", str(tmp_path / "elsewhere"), "--eval-runs", "0"]) == 1
+    assert f"expert trajectories at {tmp_path / 'elsewhere'}" in _one_error_line(capsys)
+    assert not (Path(store) / "distill").exists() and not (Path(store) / "mlflow.db").exists()  # refused before any work
+
+
+def test_a_dataset_without_a_preset_asks_for_the_learning_rates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The preset is resolved before the dataset is opened: k400 is not prepared here, and that is not the complaint.
+    assert main(["--store", str(tmp_path), "--method", "frepo", "--dataset", "k400"]) == 1
+    line = _one_error_line(capsys)
+    assert "no preset for frepo static-dynamic on k400 at IPC 1" in line and line.endswith("pass --lr-static LR --lr-dynamic LR --lr-hal LR or --preset FILE")
+    assert "python -m raydd.prepare" not in line
+    assert main(["--store", str(tmp_path), "--method", "frepo", "--dataset", "k400", "--paradigm", "naive"]) == 1
+    line = _one_error_line(capsys)
+    assert "--lr-img LR" in line and "--lr-dynamic" not in line
+    # With the learning rates given, the next thing missing is the dataset itself.
+    assert main(["--store", str(tmp_path), "--method", "frepo", "--dataset", "k400", "--lr-static", "0.01", "--lr-dynamic", "0.01", "--lr-hal", "0.001"]) == 1
+    assert "python -m raydd.prepare" in _one_error_line(capsys)
+
+
+def test_a_second_identical_run_has_nothing_to_do(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    command = ["--store", store, "--method", "dm", "--paradigm", "naive", "--iterations", "2", "--checkpoint-every", "2", "--network-width", "8", "--batch-real", "4", "--eval-runs", "0"]
+    assert main(command) == 0
+    (output,) = (Path(store) / "distilled" / "builtin").iterdir()
+    assert f"-> {output}" in capsys.readouterr().out
+    files = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(Path(store).rglob("*")) if path.is_file() and "mlflow" not in str(path)}
+    assert {p.name for p in files if p.parent == output} == {"manifest.json", "videos.arrow"}
+
+    assert main(command) == 0
+    captured = capsys.readouterr()
+    assert f"{output} already holds this distilled set: nothing to do (--overwrite distils it again)" in captured.err
+    assert "stage naive" not in captured.out
+    again = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(Path(store).rglob("*")) if path.is_file() and "mlflow" not in str(path)}
+    assert again == files  # neither the artifact nor the checkpoints were touched
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    assert len(client.search_runs([client.get_experiment_by_name("raydd-distill").experiment_id])) == 1  # and no second MLflow run
+    assert len(os.listdir(Path(store) / "distill" / "runs")) == 1
