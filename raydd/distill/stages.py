@@ -86,7 +86,7 @@ def _synthetic(spec: StageSpec, real: RealData, num_classes: int, clip_shape: tu
     dynamic = p.dynamic_std * torch.randn((num_classes * spec.dpc, *dynamic_shape(spec, clip_shape)), generator=init)
     if p.hal_init == "identity":
         identity_composition(hallucinator)
-    synthetic = StaticDynamic(static, num_classes=num_classes, dpc=spec.dpc, dynamic_shape=dynamic_shape(spec, clip_shape), hallucinator=hallucinator, initial_dynamic=dynamic, videos_per_class=spec.ipc)
+    synthetic = StaticDynamic(static, num_classes=num_classes, dpc=spec.dpc, dynamic_shape=dynamic_shape(spec, clip_shape), hallucinator=hallucinator, initial_dynamic=dynamic)
     groups = [LearningRate("lr_dynamic", [synthetic.dynamic], _required(p.lr_dynamic, "lr_dynamic")), LearningRate("lr_hal", list(hallucinator.parameters()), _required(p.lr_hal, "lr_hal"))]
     return synthetic.to(device), groups
 

@@ -73,19 +73,17 @@ class FreeTensors(SyntheticSet):
 class StaticDynamic(SyntheticSet):
     """Frozen static images + learnable dynamic memories + H.
 
-    ``per_class`` (videos per class in one draw of the whole set; default max(SPC, DPC)) is the
-    reference's ``vpc``: raydd passes IPC, so with SPC = DPC = 2 x IPC each drawn video picks one of its
-    class's 2 x IPC still images and dynamic memories at random, as the reference does.
-    :func:`~raydd.distilled_set.render_pairs` says which pairs ``render`` shows (every stored memory once).
+    ``per_class`` (the videos per class that a draw of the whole set and ``render`` give) is
+    max(SPC, DPC); :func:`~raydd.distilled_set.render_pairs` says which pairs ``render`` shows.
     """
 
-    def __init__(self, static_NCHW: Tensor, *, num_classes: int, dpc: int, dynamic_shape: tuple[int, int, int, int], hallucinator: Hallucinator, initial_dynamic: Tensor | None = None, videos_per_class: int | None = None) -> None:
+    def __init__(self, static_NCHW: Tensor, *, num_classes: int, dpc: int, dynamic_shape: tuple[int, int, int, int], hallucinator: Hallucinator, initial_dynamic: Tensor | None = None) -> None:
         super().__init__()
         if static_NCHW.shape[0] % num_classes:
             raise ValueError(f"{static_NCHW.shape[0]} static images do not divide into {num_classes} classes")
         self.num_classes = num_classes
         self.spc, self.dpc = static_NCHW.shape[0] // num_classes, dpc
-        self.per_class = videos_per_class or max(self.spc, dpc)
+        self.per_class = max(self.spc, dpc)
         self.register_buffer("static", static_NCHW.detach().clone().float())
         shape = (num_classes * dpc, *dynamic_shape)
         self.dynamic = nn.Parameter(initial_dynamic.clone().float() if initial_dynamic is not None else torch.randn(shape))
