@@ -28,7 +28,7 @@ from raydd.storage import Location, Manifest, manifest_or_none, require_writable
 from raydd.tracking import Tracker, mlflow_run
 
 # Preset fields that only stage 2 reads: changing them keeps stage 1's images reusable.
-STAGE2_ONLY = ("lr_dynamic", "lr_hal", "hallucinator", "dynamic_per_ipc", "dynamic_channels", "dynamic_frames", "dynamic_scale", "lr_img")
+STAGE2_ONLY = ("lr_dynamic", "lr_hal", "hallucinator", "hal_init", "dynamic_per_ipc", "dynamic_channels", "dynamic_frames", "dynamic_scale", "dynamic_std", "lr_img")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +100,8 @@ def distill(config: Any) -> DistillOutcome:
                 write_static(static_uri, state["synthetic"]["values"], labels, {"dataset_uri": str(dataset.location.uri), "method": config.method, "preset": preset.to_dict()})
             spec = dataclasses.replace(base, stage=DYNAMIC, static_uri=static_uri, experts_uri=video_experts)
             state = _fit(spec, last, runs, tracker)
-            manifest = write_static_dynamic_state(output.uri, state["synthetic"], preset, dataset, method=config.method, ipc=config.ipc, extra=_extra(config, preset))
+            extra = {**_extra(config, preset), "static_uri": static_uri}
+            manifest = write_static_dynamic_state(output.uri, state["synthetic"], preset, dataset, method=config.method, ipc=config.ipc, extra=extra)
         tracker.log_metrics({"storage_bytes": manifest.metadata["storage_bytes"], "storage_ratio": manifest.metadata["storage_ratio"]})
         tracker.log_dict(manifest.metadata, "distilled_set.json")
         tracker.set_tags({"raydd.output": output.uri})
