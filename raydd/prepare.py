@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from raydd import metrics
 from raydd.config import check, check_choice, option, run_command
 from raydd.data.layouts import index_source
 from raydd.data.prepare import assemble_manifest, plan_shards, write_shard
@@ -92,7 +93,9 @@ def prepare(config: PrepareConfig) -> Manifest:
     manifest = assemble_manifest(spec, index, sorted(results, key=lambda r: r.record.name), config.max_bad_fraction)
     write_manifest(target, manifest)
     _remove_unreferenced(target, manifest)
-    _print_summary(spec.name, target, manifest, results, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    metrics.set_gauge(metrics.PREPARE_CLIPS_PER_SECOND, sum(s.rows for s in manifest.shards) / max(seconds, 1e-9), dataset=spec.name)
+    _print_summary(spec.name, target, manifest, results, seconds)
     return manifest
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from raydd import metrics
 from raydd.devices import pick_device
 from raydd.distill.loop import SingleProcess, TorchDistributed
 from raydd.distill.stages import StageSpec, build_stage
@@ -50,17 +51,21 @@ def _worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device() if run.use_gpu else pick_device(spec.device)
     distiller = build_stage(spec, TorchDistributed() if world > 1 else SingleProcess(), device)
     start, history = 0, {"loss": [], "seconds": [], "samples": []}
+    saved_at = time.time()  # age of the work a crash would lose: since the last checkpoint, else since the start
+    tags = {"stage": spec.stage, "method": spec.method, "dataset": spec.dataset_uri.rstrip("/").rsplit("/", 1)[-1]}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=False)
-        start, history = distiller.restore(state), state["history"]
+        start, history, saved_at = distiller.restore(state), state["history"], state.get("saved_at", saved_at)
         if rank == 0:
             print(f"[{spec.stage}] resuming at iteration {start}/{run.iterations} from the last checkpoint", flush=True)
     for iteration in range(start, run.iterations):
         result = distiller.step(iteration)
         for key, value in (("loss", result.loss), ("seconds", result.seconds), ("samples", result.samples)):
             history[key].append(value)
+        if rank == 0:
+            metrics.record_distill_iteration(loss=result.loss, seconds=result.seconds, samples=result.samples, checkpoint_age_s=time.time() - saved_at, tags=tags)
         if rank == 0 and ((iteration + 1) % run.log_every == 0 or iteration == start):
             print(f"[{spec.stage}] iteration {iteration + 1}/{run.iterations} loss {result.loss:.5g} {result.seconds:.2f} s/it", flush=True)
         if iteration == run.fail_at_iteration and rank == 0 and not exists(marker := resolve(config["fail_marker"])):
@@ -70,13 +75,14 @@ def _worker(config: dict[str, Any]) -> None:
             ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
             os._exit(1)
         if (iteration + 1) % run.checkpoint_every == 0 or iteration + 1 == run.iterations:
-            metrics = {"iteration": iteration + 1, "loss": result.loss, "samples_per_s": result.samples / result.seconds}
+            reported = {"iteration": iteration + 1, "loss": result.loss, "samples_per_s": result.samples / result.seconds}
             if rank == 0:
+                saved_at = time.time()
                 with tempfile.TemporaryDirectory() as folder:
-                    torch.save({**distiller.state(iteration + 1), "history": history, "saved_at": time.time()}, Path(folder) / STATE_FILE)
-                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+                    torch.save({**distiller.state(iteration + 1), "history": history, "saved_at": saved_at}, Path(folder) / STATE_FILE)
+                    ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(folder))
             else:
-                ray.train.report(metrics, checkpoint=None)
+                ray.train.report(reported, checkpoint=None)
 
 
 def _storage(runs: Location) -> tuple[str, Any]:

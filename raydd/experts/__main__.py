@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from raydd import metrics
 from raydd.config import check, check_choice, option, run_command, to_dict
 from raydd.data.reader import PreparedDataset, open_prepared
 from raydd.data.specs import dataset_names
@@ -112,6 +113,7 @@ def experts(config: ExpertsConfig) -> Manifest:
                 num_cpus=config.cpus_per_expert, num_gpus=config.gpus_per_expert,
             ):  # fmt: skip
                 results.append(result)
+                metrics.increment(metrics.EXPERTS_FINISHED_TOTAL, dataset=config.dataset, model=config.model)
         finally:
             if results:  # publish what finished, even when another expert failed
                 manifest = experts_manifest(settings.to_dict(), [*done.values(), *(r.record for r in results)])
