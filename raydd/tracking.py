@@ -113,9 +113,12 @@ class MlflowTracker:
 
 
 @contextlib.contextmanager
-def mlflow_run(store: str, experiment: str, run_name: str, config: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> Iterator[MlflowTracker]:
+def mlflow_run(
+    store: str, experiment: str, run_name: str, config: Mapping[str, Any], tags: Mapping[str, str] | None = None, *, resume_run_id: str | None = None
+) -> Iterator[MlflowTracker]:
     """One MLflow run: logs the config verbatim (params + ``config.json``), the git commit and ``tags``;
-    ends FINISHED, or FAILED if the block raises."""
+    ends FINISHED, or FAILED if the block raises. ``resume_run_id``: continue that run (a resumed sweep's
+    parent run) instead of creating one; its params are not logged again."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -126,10 +129,15 @@ def mlflow_run(store: str, experiment: str, run_name: str, config: Mapping[str, 
         experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=_artifact_root(uri, experiment))
     except mlflow.exceptions.MlflowException as error:
         raise RayddError(f"cannot use the MLflow tracking store {uri} ({error}): check MLFLOW_TRACKING_URI") from None
-    run = client.create_run(experiment_id, run_name=run_name, tags={"raydd.git_commit": git_commit(), "raydd.command": " ".join(sys.argv), **(tags or {})})
-    tracker = MlflowTracker(client, run.info.run_id)
-    tracker.log_params(config)
-    tracker.log_dict(config, "config.json")
+    if resume_run_id is not None:
+        client.update_run(resume_run_id, status="RUNNING")
+        run = client.get_run(resume_run_id)
+        tracker = MlflowTracker(client, run.info.run_id)
+    else:
+        run = client.create_run(experiment_id, run_name=run_name, tags={"raydd.git_commit": git_commit(), "raydd.command": " ".join(sys.argv), **(tags or {})})
+        tracker = MlflowTracker(client, run.info.run_id)
+        tracker.log_params(config)
+        tracker.log_dict(config, "config.json")
     try:
         yield tracker
     except BaseException:

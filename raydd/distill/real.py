@@ -1,12 +1,14 @@
 """Real training clips as matching data: uint8 until a batch is on the device, then standardised.
 
 ``frames=True`` is stage 1's view (one random frame per clip, (N, C, H, W)); otherwise whole clips
-(N, C, T, H, W). Batches are drawn from an explicit ``torch.Generator`` so that every matching sample
+(N, C, T, H, W). ``indices`` restricts the data to a subset of the split (a sweep holds out its
+validation clips this way). Batches are drawn from an explicit ``torch.Generator`` so that every matching sample
 is reproducible from its seed, whichever worker draws it.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -15,13 +17,16 @@ from raydd.errors import RayddError
 
 
 class RealData:
-    def __init__(self, videos: PreparedVideos, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, *, frames: bool) -> None:
+    def __init__(
+        self, videos: PreparedVideos, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, *, frames: bool, indices: np.ndarray | None = None
+    ) -> None:
         self.videos = videos
         self.device = device
         self.frames = frames
         self.num_classes = len(videos.dataset.classes)
-        labels = videos.labels
-        self.class_indices = [torch.nonzero(labels == c).flatten() for c in range(self.num_classes)]
+        self.indices = torch.arange(len(videos)) if indices is None else torch.as_tensor(np.array(indices, dtype=np.int64))
+        labels = videos.labels[self.indices]
+        self.class_indices = [self.indices[torch.nonzero(labels == c).flatten()] for c in range(self.num_classes)]
         empty = [videos.dataset.classes[c] for c, idx in enumerate(self.class_indices) if len(idx) == 0]
         if empty:
             raise RayddError(f"class {empty[0]!r} has no training clips in {videos.dataset.location}: re-prepare the dataset with clips of every class")
@@ -50,5 +55,5 @@ class RealData:
 
     def random(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """``n`` clips drawn uniformly from the split and their labels."""
-        indices = torch.randperm(len(self.videos), generator=generator)[:n]
+        indices = self.indices[torch.randperm(len(self.indices), generator=generator)[:n]]
         return self._inputs(indices, generator), self.videos.labels[indices].to(self.device)

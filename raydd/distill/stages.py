@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -113,11 +114,12 @@ def _required(lr: float | None, flag: str) -> float:
     return lr
 
 
-def build_stage(spec: StageSpec, collective: Collective, device: torch.device) -> Distiller:
+def build_stage(spec: StageSpec, collective: Collective, device: torch.device, *, real_indices: np.ndarray | None = None) -> Distiller:
+    """``real_indices``: the training clips the stage may match (default: the whole train split)."""
     dataset = open_prepared(spec.dataset_uri)
     clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
     num_classes = len(dataset.classes)
-    real = RealData(dataset.split("train"), dataset.mean, dataset.std, device, frames=spec.stage == STATIC)
+    real = RealData(dataset.split("train"), dataset.mean, dataset.std, device, frames=spec.stage == STATIC, indices=real_indices)
     synthetic, groups = _synthetic(spec, real, num_classes, clip_shape, device)
     p = spec.preset
     if spec.method == "dm":

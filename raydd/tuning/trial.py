@@ -1,0 +1,100 @@
+"""One trial of a sweep, pure torch: stage 2 with the trial's lrs, its loss reported as it goes, then a
+short evaluation whose validation accuracy is the sweep's objective.
+
+The validation clips are a seeded fraction of every class of the *train* split. Neither stage 1 nor
+stage 2 of a sweep matches them, and no trial reads the test split: choosing hyper-parameters on the
+test split would make the reported test accuracy optimistic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from raydd.data.reader import open_prepared
+from raydd.devices import pick_device
+from raydd.distill.artifact import write_static
+from raydd.distill.loop import SingleProcess
+from raydd.distill.stages import STATIC, StageSpec, build_stage
+from raydd.errors import RayddError
+from raydd.evaluation.presets import FREPO, STANDARD, lr_and_epochs
+from raydd.evaluation.sources import RealClips, TensorClips
+from raydd.evaluation.train import TrainSettings, train_and_test
+from raydd.tracking import Tracker
+
+
+def validation_split(labels: torch.Tensor, num_classes: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices of a split: ``fraction`` of every class (at least one clip, never all)
+    held out, chosen by ``seed``."""
+    rng = np.random.default_rng(seed)
+    labels_np = labels.numpy()
+    train, validation = [], []
+    for c in range(num_classes):
+        members = rng.permutation(np.flatnonzero(labels_np == c))
+        if len(members) < 2:
+            raise RayddError(f"class {c} has {len(members)} training clip(s): a validation split needs at least 2 per class")
+        held = min(len(members) - 1, max(1, round(fraction * len(members))))
+        validation.append(members[:held])
+        train.append(members[held:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(validation))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSpec:
+    stage: StageSpec  # DYNAMIC with static_uri; lr_dynamic and lr_hal come from each trial
+    validation_fraction: float
+    eval_epochs: int
+    eval_model: str = "minic3d"
+    report_every: int = 1
+
+    def split(self) -> tuple[np.ndarray, np.ndarray]:
+        dataset = open_prepared(self.stage.dataset_uri)
+        return validation_split(dataset.split("train").labels, len(dataset.classes), self.validation_fraction, self.stage.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialResult:
+    losses: tuple[float, ...]
+    val_top1: float  # percent
+    seconds: float
+
+
+def fit_static(spec: StageSpec, train_indices: np.ndarray, static_uri: str) -> str:
+    """Stage 1 on the sweep's training clips, written where every trial's stage 2 reads it."""
+    dataset = open_prepared(spec.dataset_uri)
+    distiller = build_stage(spec, SingleProcess(), pick_device(spec.device), real_indices=train_indices)
+    for iteration in range(spec.preset.iterations):
+        distiller.step(iteration)
+    labels = torch.arange(len(dataset.classes)).repeat_interleave(spec.per_class)
+    write_static(static_uri, distiller.synthetic.values.detach().cpu(), labels, {"dataset_uri": spec.dataset_uri, "method": spec.method, "preset": spec.preset.to_dict(), "stage": STATIC})
+    return static_uri
+
+
+def run_trial(spec: TrialSpec, lr_dynamic: float, lr_hal: float, report: Callable[[int, float], None], tracker: Tracker) -> TrialResult:
+    """Stage 2 for the preset's iterations, ``report(iteration, loss)`` every ``report_every`` iterations
+    but the last, then train ``eval_model`` on the rendered set and score it on the validation clips."""
+    started = time.perf_counter()
+    stage = dataclasses.replace(spec.stage, preset=dataclasses.replace(spec.stage.preset, lr_dynamic=lr_dynamic, lr_hal=lr_hal))
+    device = pick_device(stage.device)
+    dataset = open_prepared(stage.dataset_uri)
+    train_indices, validation_indices = spec.split()
+    distiller = build_stage(stage, SingleProcess(), device, real_indices=train_indices)
+    iterations, losses = stage.preset.iterations, []
+    for iteration in range(iterations):
+        losses.append(distiller.step(iteration).loss)
+        tracker.log_metrics({"loss": losses[-1]}, step=iteration)
+        if (iteration + 1) % spec.report_every == 0 and iteration + 1 < iterations:
+            report(iteration + 1, losses[-1])
+    synthetic = distiller.synthetic
+    train = TensorClips(synthetic.render().detach().cpu(), synthetic.labels.cpu())
+    validation = RealClips(dataset.split("train"), dataset.mean, dataset.std, validation_indices)
+    lr, _ = lr_and_epochs(spec.eval_model, FREPO if stage.method == "frepo" else STANDARD)
+    settings = TrainSettings(model=spec.eval_model, epochs=spec.eval_epochs, lr=lr, batch_size=256, seed=stage.seed)
+    clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
+    result = train_and_test(settings, train, validation, num_classes=len(dataset.classes), clip_shape=clip_shape, device=device)
+    tracker.log_metrics({"val_top1": 100 * result.top1, "validation_clips": len(validation_indices)})
+    return TrialResult(tuple(losses), 100 * result.top1, time.perf_counter() - started)
