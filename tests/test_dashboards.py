@@ -4,24 +4,17 @@ distill publishes raydd's metrics where that config makes Prometheus scrape."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import ray
 import yaml
 
 from raydd import metrics
+from tests.ray_head import ray_head, stop, wait_for
 
 DASHBOARDS = Path(__file__).resolve().parents[1] / "dashboards"
 RAY_DASHBOARDS = Path(ray.__file__).parent / "dashboard" / "modules" / "metrics" / "dashboards"
@@ -84,54 +77,12 @@ def test_prometheus_reads_rays_service_discovery_file() -> None:
     assert files == [f for sd in rays["scrape_configs"][0]["file_sd_configs"] for f in sd["files"]]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _scrape(target: str) -> str:
     try:
         with urllib.request.urlopen(f"http://{target}/metrics", timeout=5) as response:
             return response.read().decode()
     except OSError:
         return ""
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM (a Ray head then stops the processes it started); if that hangs, SIGKILL its process group."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-
-
-@pytest.fixture
-def ray_head(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str]]]:
-    """A Ray head of its own (not the session's cluster), with its dashboard so that it writes the
-    Prometheus discovery file; yields (address, temp dir, environment for its clients)."""
-    temp = Path(tempfile.mkdtemp(prefix="rdd", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    # Workers report their metrics to the node's agent every second instead of every 10 s.
-    env.update(RAY_AUTH_MODE="disabled", RAY_metrics_report_interval_ms="1000", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2", RAY_USAGE_STATS_ENABLED="0")
-    env.update(RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")  # a test cluster has nothing to drain on SIGTERM
-    env.pop("MLFLOW_TRACKING_URI", None)
-    port = _free_port()
-    head = subprocess.Popen(
-        [
-            sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-            "--num-cpus=2", f"--metrics-export-port={_free_port()}", f"--dashboard-port={_free_port()}", f"--temp-dir={temp}",
-        ],
-        env=env, stdout=(tmp_path / "ray-start.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        yield f"127.0.0.1:{port}", temp, env
-    finally:
-        _stop(head)
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _discovered_targets(temp: Path) -> list[str]:
@@ -141,39 +92,37 @@ def _discovered_targets(temp: Path) -> list[str]:
         return []
 
 
-def test_a_running_distill_publishes_its_metrics_where_prometheus_scrapes(ray_head: tuple[str, Path, dict[str, str]], tmp_path: Path) -> None:
-    address, temp, env = ray_head
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not (targets := _discovered_targets(temp)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert targets, f"the Ray head wrote no {DISCOVERY_FILE} in {START_TIMEOUT_S} s: {(tmp_path / 'ray-start.log').read_text()[-2000:]}"
-    store = tmp_path / "store"
-    small = ["--frames", "4", "--height", "16", "--width", "16"]
-    prepared = subprocess.run(
-        [sys.executable, "-m", "raydd.prepare", "--store", str(store), *small, "--ray-address", address],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert prepared.returncode == 0, prepared.stderr[-2000:]
-    distill_log = tmp_path / "distill.log"
-    # Far more iterations than the test waits for: the gauges live while the stage runs.
-    distill = subprocess.Popen(
-        [
-            sys.executable, "-m", "raydd.distill", "--dataset", "builtin", "--paradigm", "naive", "--iterations", "100000", "--checkpoint-every", "10",
-            "--network-width", "8", "--batch-real", "4", "--eval-runs", "0", "--store", str(store), "--ray-address", address,
-        ],
-        env=env, stdout=distill_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    published: dict[str, str] = {}
-    try:
-        deadline = time.monotonic() + PUBLISH_TIMEOUT_S
-        while len(published) < len(DISTILL_METRICS) and distill.poll() is None and time.monotonic() < deadline:
-            text = "\n".join(_scrape(target) for target in _discovered_targets(temp))
-            published = {
-                name: line for name in DISTILL_METRICS for line in text.splitlines() if line.startswith(metrics.PROMETHEUS_PREFIX + name + "{")
-            }  # fmt: skip
-            time.sleep(0.5)
-    finally:
-        _stop(distill)
+def test_a_running_distill_publishes_its_metrics_where_prometheus_scrapes(tmp_path: Path) -> None:
+    # Workers report their metrics to the node's agent every second instead of every 10 s.
+    with ray_head(tmp_path, RAY_metrics_report_interval_ms="1000") as head:
+        targets = wait_for(lambda: _discovered_targets(head.temp), within_s=START_TIMEOUT_S, watching=head.process, what=f"the Ray head's {DISCOVERY_FILE}", log=head.log)
+        assert targets
+        store = tmp_path / "store"
+        small = ["--frames", "4", "--height", "16", "--width", "16"]
+        prepared = subprocess.run(
+            [sys.executable, "-m", "raydd.prepare", "--store", str(store), *small, "--ray-address", head.address],
+            env=head.env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert prepared.returncode == 0, prepared.stderr[-2000:]
+        distill_log = tmp_path / "distill.log"
+        # Far more iterations than the test waits for: the gauges live while the stage runs.
+        distill = subprocess.Popen(
+            [
+                sys.executable, "-m", "raydd.distill", "--dataset", "builtin", "--paradigm", "naive", "--iterations", "100000", "--checkpoint-every", "10",
+                "--network-width", "8", "--batch-real", "4", "--eval-runs", "0", "--store", str(store), "--ray-address", head.address,
+            ],
+            env=head.env, stdout=distill_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+        def all_published() -> dict[str, str]:
+            text = "\n".join(_scrape(target) for target in _discovered_targets(head.temp))
+            found = {name: line for name in DISTILL_METRICS for line in text.splitlines() if line.startswith(metrics.PROMETHEUS_PREFIX + name + "{")}
+            return found if len(found) == len(DISTILL_METRICS) else {}
+
+        try:
+            published = wait_for(all_published, within_s=PUBLISH_TIMEOUT_S, watching=distill, what=f"all of {DISTILL_METRICS} on the metrics endpoints", log=distill_log)
+        finally:
+            stop(distill)
     assert len(published) == len(DISTILL_METRICS), f"published only {sorted(published)}; distill log: {distill_log.read_text()[-3000:]}"
     loss = published[metrics.DISTILL_LOSS]
     assert 'stage="naive"' in loss and 'method="dm"' in loss and 'dataset="builtin"' in loss, loss

@@ -4,12 +4,8 @@ built-in dataset, the job succeeds, and its MLflow run names the distilled set i
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +15,7 @@ from mlflow import MlflowClient
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from raydd.distilled_set import load_distilled
-from tests.test_dashboards import _free_port, _stop
+from tests.ray_head import RayHead, ray_head, wait_for
 
 RAY = Path(sys.executable).parent / "ray"
 START_TIMEOUT_S, JOB_TIMEOUT_S = 60, 120
@@ -35,40 +31,17 @@ def _answers(url: str) -> bool:
 
 
 @pytest.fixture
-def job_server(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
-    """A Ray head of its own (never the session's cluster, never `ray stop`) with its dashboard, which
-    serves the job API; yields (the job server's http address, the cluster's address, environment for its clients)."""
-    temp = Path(tempfile.mkdtemp(prefix="rdj", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env.update(RAY_AUTH_MODE="disabled", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2", RAY_USAGE_STATS_ENABLED="0", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
-    gcs, dashboard, agent = f"127.0.0.1:{_free_port()}", f"http://127.0.0.1:{_free_port()}", f"http://127.0.0.1:{_free_port()}"
-    head = subprocess.Popen(
-        [
-            sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs.rsplit(':', 1)[1]}",
-            "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard.rsplit(':', 1)[1]}",
-            # Every port of its own: the defaults (e.g. the agent's 52365) may belong to another cluster on this machine.
-            f"--dashboard-agent-listen-port={agent.rsplit(':', 1)[1]}", f"--dashboard-agent-grpc-port={_free_port()}",
-            f"--runtime-env-agent-port={_free_port()}", f"--ray-client-server-port={_free_port()}", f"--metrics-export-port={_free_port()}",
-            f"--temp-dir={temp}",
-        ],
-        env=env, stdout=(tmp_path / "ray-start.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
+def head(tmp_path: Path) -> Iterator[RayHead]:
+    with ray_head(tmp_path) as started:
         # The job server (in the dashboard) hands a job to the head's dashboard agent, which registers itself
         # right after its HTTP server starts; the job server waits 10 s for that registration, not longer.
-        ready = [f"{dashboard}/api/version", f"{agent}/api/healthz"]
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not all(map(_answers, ready)) and head.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert all(map(_answers, ready)), f"no job server at {dashboard} or no agent at {agent}: {(tmp_path / 'ray-start.log').read_text()[-2000:]}"
-        yield dashboard, gcs, env
-    finally:
-        _stop(head)
-        shutil.rmtree(temp, ignore_errors=True)
+        ready = [f"{started.dashboard}/api/version", f"{started.agent}/api/healthz"]
+        wait_for(lambda: all(map(_answers, ready)), within_s=START_TIMEOUT_S, watching=started.process, what=f"the job server and agent ({', '.join(ready)})", log=started.log)
+        yield started
 
 
-def test_ray_job_submit_runs_distill_to_success_and_its_mlflow_run_names_the_distilled_set(job_server: tuple[str, str, dict[str, str]], tmp_path: Path) -> None:
-    address, cluster, env = job_server
+def test_ray_job_submit_runs_distill_to_success_and_its_mlflow_run_names_the_distilled_set(head: RayHead, tmp_path: Path) -> None:
+    address, cluster, env = head.dashboard, head.address, head.env
     store, tracking = tmp_path / "store", f"sqlite:///{tmp_path}/mlflow.db"  # not the store's default: the runtime env must carry it
     prepared = subprocess.run(
         [sys.executable, "-m", "raydd.prepare", "--store", str(store), *SMALL, "--ray-address", cluster], env=env, capture_output=True, text=True, timeout=120
@@ -88,9 +61,9 @@ def test_ray_job_submit_runs_distill_to_success_and_its_mlflow_run_names_the_dis
     assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
 
     client = JobSubmissionClient(address)
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while not (status := client.get_job_status(submission_id)).is_terminal() and time.monotonic() < deadline:
-        time.sleep(0.5)
+    status = wait_for(
+        lambda: (s := client.get_job_status(submission_id)).is_terminal() and s, within_s=JOB_TIMEOUT_S, watching=head.process, what=f"job {submission_id} ending", log=head.log
+    )  # fmt: skip
     logs = client.get_job_logs(submission_id)
     assert status == JobStatus.SUCCEEDED, f"job {submission_id} is {status} after at most {JOB_TIMEOUT_S} s; its log:\n{logs[-4000:]}"
     assert "distilled builtin with dm naive" in logs, logs[-4000:]

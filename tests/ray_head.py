@@ -1,0 +1,88 @@
+"""A Ray head of a test's own (never the session's cluster, never `ray stop`), and waiting on it.
+
+Other sessions may run Ray clusters on the same machine, so every port is a free one of its own and the
+head is stopped by signalling its own `ray start --block` process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from tests.conftest import _free_port
+
+T = TypeVar("T")
+CHECK_EVERY_S = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class RayHead:
+    address: str  # the cluster (GCS), for --ray-address
+    dashboard: str  # http address of the dashboard and its job server
+    agent: str  # http address of the head's dashboard agent
+    temp: Path  # Ray's temp dir (its discovery file for Prometheus lands here)
+    env: dict[str, str]  # environment for processes that use this head
+    process: subprocess.Popen
+    log: Path
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM (a Ray head then stops the processes it started); if that hangs, SIGKILL its process group."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def wait_for(check: Callable[[], T], *, within_s: float, watching: subprocess.Popen, what: str, log: Path) -> T:
+    """``check()``'s first truthy value within ``within_s`` seconds. Between checks it waits on the
+    ``watching`` process, so a crash of that process ends the wait at once with its log instead of
+    running out the deadline. For state that gives no notification (files Ray rewrites, HTTP endpoints,
+    job status), this is the condition wait."""
+    deadline = time.monotonic() + within_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} not within {within_s} s; log of the watched process:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            watching.wait(timeout=min(CHECK_EVERY_S, max(0.0, deadline - time.monotonic())))
+        if watching.poll() is not None:
+            raise AssertionError(f"{what}: the process stopped (exit {watching.returncode}); its log:\n{log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def ray_head(tmp_path: Path, **env_overrides: str) -> Iterator[RayHead]:
+    temp = Path(tempfile.mkdtemp(prefix="rdh", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(RAY_AUTH_MODE="disabled", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2", RAY_USAGE_STATS_ENABLED="0", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0", **env_overrides)
+    port, dashboard_port, agent_port = _free_port(), _free_port(), _free_port()
+    log = tmp_path / "ray-start.log"
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+            f"--dashboard-agent-listen-port={agent_port}", f"--dashboard-agent-grpc-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
+            f"--ray-client-server-port={_free_port()}", f"--metrics-export-port={_free_port()}", f"--temp-dir={temp}",
+        ],
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", f"http://127.0.0.1:{agent_port}", temp, env, process, log)
+    finally:
+        stop(process)
+        shutil.rmtree(temp, ignore_errors=True)
