@@ -8,12 +8,14 @@ workers would inherit their environment.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +88,28 @@ def ray_cluster(s3_endpoint: str) -> Iterator[None]:
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_datasets(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in dataset prepared once per session at 4 x 16 x 16 (a store's ``datasets`` folder):
+    copy it into a fresh store with :func:`store_holding`."""
+    from raydd.prepare import PrepareConfig, prepare
+
+    root = tmp_path_factory.mktemp("tiny")
+    prepare(PrepareConfig(store=str(root), frames=4, height=16, width=16))
+    return root / "datasets"
+
+
+def store_holding(datasets: Path, root: Path) -> str:
+    """A fresh store at ``root`` holding a copy of ``datasets`` and nothing else."""
+    shutil.copytree(datasets, root / "datasets")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def mlflow_in_each_store() -> Iterator[None]:
+    """MLflow in each store's own mlflow.db: MLFLOW_TRACKING_URI unset for the module."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield

@@ -5,8 +5,6 @@ once, and an interrupted sweep resumes with the same command."""
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,33 +14,14 @@ from mlflow import MlflowClient
 from raydd.config import parse_config
 from raydd.distill.config import DistillConfig
 from raydd.distill.presets import Preset
-from raydd.prepare import PrepareConfig, prepare
 from raydd.tune import TuneConfig, main
 from raydd.tuning.trial import validation_split
+from tests.conftest import store_holding
 
-pytestmark = pytest.mark.usefixtures("ray_cluster")
+pytestmark = pytest.mark.usefixtures("ray_cluster", "mlflow_in_each_store")
 
 TINY = ["--dataset", "builtin", "--method", "dm", "--num-samples", "2", "--max-concurrent", "1", "--iterations", "3", "--eval-epochs", "2",
         "--network-width", "8", "--batch-real", "4", "--grace-period", "3"]  # fmt: skip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _environment() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        yield
-
-
-@pytest.fixture(scope="module")
-def prepared(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("prepared")
-    prepare(PrepareConfig(store=str(root), frames=4, height=16, width=16))
-    return root / "datasets"
-
-
-def _store(prepared: Path, root: Path) -> str:
-    shutil.copytree(prepared, root / "datasets")
-    return str(root)
 
 
 def _sweep(store: str) -> Path:
@@ -64,8 +43,8 @@ def test_the_validation_split_holds_out_a_seeded_fraction_of_every_class() -> No
     assert validation.tolist() == validation_split(labels, 4, 0.2, seed=0)[1].tolist() != validation_split(labels, 4, 0.2, seed=1)[1].tolist()
 
 
-def test_a_sweep_writes_a_usable_preset_and_nested_runs_with_stage_one_once(prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    store = _store(prepared, tmp_path)
+def test_a_sweep_writes_a_usable_preset_and_nested_runs_with_stage_one_once(tiny_datasets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = store_holding(tiny_datasets, tmp_path)
     assert main(["--store", store, *TINY]) == 0
     out = capsys.readouterr().out
     folder = _sweep(store)
@@ -88,8 +67,8 @@ def test_a_sweep_writes_a_usable_preset_and_nested_runs_with_stage_one_once(prep
     assert "val top-1" in out and out.count(" DONE") == 2
 
 
-def test_an_interrupted_sweep_resumes_with_the_same_command(prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    store = _store(prepared, tmp_path)
+def test_an_interrupted_sweep_resumes_with_the_same_command(tiny_datasets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = store_holding(tiny_datasets, tmp_path)
     command = ["--store", store, *TINY, "--interrupt-after-trials", "1"]
     assert main(command) == 1
     assert "re-run the same command to resume" in capsys.readouterr().err

@@ -7,8 +7,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,30 +15,15 @@ from mlflow import MlflowClient
 from raydd.distill.__main__ import main
 from raydd.distill.config import DistillConfig
 from raydd.distill.presets import Preset
-from raydd.prepare import PrepareConfig, prepare
+from tests.conftest import store_holding
 
-pytestmark = pytest.mark.usefixtures("ray_cluster")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _local_mlflow() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        yield
-
-
-@pytest.fixture(scope="module")
-def prepared(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("prepared")
-    prepare(PrepareConfig(store=str(root), frames=4, height=16, width=16))
-    return root / "datasets"
+pytestmark = pytest.mark.usefixtures("ray_cluster", "mlflow_in_each_store")
 
 
 @pytest.fixture
-def store(prepared: Path, tmp_path: Path) -> str:
+def store(tiny_datasets: Path, tmp_path: Path) -> str:
     """A fresh store holding the prepared built-in dataset and nothing else (no experts)."""
-    shutil.copytree(prepared, tmp_path / "store" / "datasets")
-    return str(tmp_path / "store")
+    return store_holding(tiny_datasets, tmp_path / "store")
 
 
 def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:

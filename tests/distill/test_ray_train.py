@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,9 @@ from raydd.experts.__main__ import main as experts_main
 from raydd.prepare import PrepareConfig, prepare
 from raydd.storage import Location, list_names, resolve
 from raydd.tracking import flatten
+from tests.conftest import store_holding
 
-pytestmark = pytest.mark.usefixtures("ray_cluster")
+pytestmark = pytest.mark.usefixtures("ray_cluster", "mlflow_in_each_store")
 
 SMALL = dict(frames=4, height=16, width=16)
 # DM, naive, 4 iterations with checkpoints after iterations 2 and 4: the uninterrupted reference run. The large
@@ -40,29 +40,16 @@ MTT = [
 
 @pytest.fixture(scope="module", autouse=True)
 def _environment() -> Iterator[None]:
-    """MLflow in each store's mlflow.db; Ray Train polls its workers often so a tiny stage is not dominated by waiting."""
+    """Ray Train polls its workers often so a tiny stage is not dominated by waiting."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         patch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
         yield
 
 
 @pytest.fixture(scope="module")
-def prepared(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("prepared")
-    prepare(PrepareConfig(store=str(root), **SMALL))
-    return root / "datasets"
-
-
-def _new_store(prepared: Path, root: Path) -> str:
-    shutil.copytree(prepared, root / "datasets")
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def reference(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def reference(tiny_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The uninterrupted run: one worker, one sample per iteration, seed 0; returns its final state."""
-    store = _new_store(prepared, tmp_path_factory.mktemp("reference"))
+    store = store_holding(tiny_datasets, tmp_path_factory.mktemp("reference"))
     assert main(["--store", store, *NAIVE]) == 0
     (states,) = _checkpoints(resolve(f"{store}/distill/runs")).values()
     assert [s["iteration"] for s in states] == [2, 4]
@@ -112,8 +99,8 @@ def test_two_workers_compute_what_one_worker_with_two_samples_computes(reference
     assert finals[1]["loss"] == pytest.approx(finals[2]["loss"], rel=1e-5) and finals[0]["loss"] != pytest.approx(finals[1]["loss"], rel=1e-3)
 
 
-def test_a_killed_worker_is_restarted_from_the_last_checkpoint_within_the_command(prepared: Path, tmp_path: Path, reference: dict[str, Any]) -> None:
-    store = _new_store(prepared, tmp_path)
+def test_a_killed_worker_is_restarted_from_the_last_checkpoint_within_the_command(tiny_datasets: Path, tmp_path: Path, reference: dict[str, Any]) -> None:
+    store = store_holding(tiny_datasets, tmp_path)
     assert main(["--store", store, *NAIVE, "--fail-at-iteration", "2", "--max-failures", "1"]) == 0
     folder, states = _only_run(store)
     marker = folder / "fail-marker"
@@ -127,8 +114,8 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint_within_the_comman
     assert torch.equal(load_distilled(str(output)).videos_NCTHW, states[-1]["synthetic"]["values"])
 
 
-def test_a_failed_command_resumes_when_run_again(prepared: Path, tmp_path: Path, reference: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    store = _new_store(prepared, tmp_path)
+def test_a_failed_command_resumes_when_run_again(tiny_datasets: Path, tmp_path: Path, reference: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    store = store_holding(tiny_datasets, tmp_path)
     command = ["--store", store, *NAIVE, "--fail-at-iteration", "2", "--max-failures", "0"]
     capsys.readouterr()
     assert main(command) == 1
@@ -150,9 +137,9 @@ def test_a_failed_command_resumes_when_run_again(prepared: Path, tmp_path: Path,
 
 
 @pytest.fixture(scope="module")
-def mtt_store(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def mtt_store(tiny_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A store with tiny experts (ConvNet and MiniC3D) and one static-dynamic MTT run, evaluated once."""
-    store = _new_store(prepared, tmp_path_factory.mktemp("mtt"))
+    store = store_holding(tiny_datasets, tmp_path_factory.mktemp("mtt"))
     for model in ("convnet", "minic3d"):
         assert experts_main(["--store", store, "--model", model, "--num-experts", "2", "--epochs", "3", "--width", "8", "--batch-size", "64"]) == 0
     argv = ["--store", store, *MTT, "--eval-runs", "1", "--eval-epochs", "2"]
@@ -166,7 +153,7 @@ def mtt_store(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 
 def test_stage_one_is_reused_when_only_stage_two_changes_and_skipped_with_static(
-    mtt_store: dict[str, Any], prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    mtt_store: dict[str, Any], tiny_datasets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store, static = mtt_store["store"], mtt_store["static"]
     images, labels = read_tensor_shard(resolve(str(static)), "static.arrow")
@@ -187,7 +174,7 @@ def test_stage_one_is_reused_when_only_stage_two_changes_and_skipped_with_static
     assert torch.equal(read_tensor_shard(resolve(str(second)), "static.arrow")[0], images)
 
     # --static URI: another store with no ConvNet experts and no stage 1 of its own.
-    other = _new_store(prepared, tmp_path)
+    other = store_holding(tiny_datasets, tmp_path)
     minic3d = f"{store}/experts/builtin/minic3d"
     assert main(["--store", other, *MTT, "--static", str(static), "--experts", minic3d, "--eval-runs", "0"]) == 0
     assert "stage static:" not in capsys.readouterr().out
@@ -198,7 +185,7 @@ def test_stage_one_is_reused_when_only_stage_two_changes_and_skipped_with_static
     assert load_distilled(str(third)).videos_NCTHW.shape == (20, 3, 4, 16, 16)
 
 
-def test_an_s3_store_holds_the_checkpoints_and_the_artifact(prepared: Path, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: dict[str, Any]) -> None:
+def test_an_s3_store_holds_the_checkpoints_and_the_artifact(tiny_datasets: Path, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: dict[str, Any]) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     store = f"{s3_bucket}/store"
     prepare(PrepareConfig(store=store, **SMALL))
