@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ class Tracker(Protocol):
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def log_series(self, series: Mapping[str, Sequence[float]]) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_dict(self, data: Mapping[str, Any], name: str) -> None: ...
     def log_artifact(self, path: str) -> None: ...
@@ -36,6 +37,7 @@ class NullTracker:
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def log_series(self, series: Mapping[str, Sequence[float]]) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_dict(self, data: Mapping[str, Any], name: str) -> None: ...
     def log_artifact(self, path: str) -> None: ...
@@ -100,6 +102,18 @@ class MlflowTracker:
         now = int(time.time() * 1000)
         items = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
         self.client.log_batch(self.run_id, metrics=items)
+
+    def log_series(self, series: Mapping[str, Sequence[float]]) -> None:
+        """Whole curves at once (value i at step i), in batches of MLflow's 1000-metric limit: a stage's
+        thousands of iterations are a few requests, not one per iteration."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(key, float(value), now, step) for key, values in series.items() for step, value in enumerate(values)]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():

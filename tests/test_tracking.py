@@ -35,5 +35,17 @@ def test_a_run_logs_config_metrics_tags_and_status(tmp_path, monkeypatch: pytest
     assert (tmp_path / "mlartifacts" / "exp").is_dir()
 
 
+def test_a_series_logs_every_value_at_its_step_across_batches(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    curve = [1.0 / (i + 1) for i in range(1500)]  # more than one 1000-metric batch
+    with mlflow_run(str(tmp_path), "exp", "series", {}) as tracker:
+        tracker.log_series({"stage/loss": curve, "stage/seconds": [0.5, 0.25]})
+        run_id = tracker.run_id
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    history = sorted(client.get_metric_history(run_id, "stage/loss"), key=lambda m: m.step)
+    assert [m.step for m in history] == list(range(1500)) and [m.value for m in history] == pytest.approx(curve)
+    assert [m.value for m in sorted(client.get_metric_history(run_id, "stage/seconds"), key=lambda m: m.step)] == [0.5, 0.25]
+
+
 def test_flatten_keeps_every_field() -> None:
     assert flatten({"a": 1, "b": {"c": True, "d": (1, 2)}}) == {"a": "1", "b.c": "true", "b.d": "[1, 2]"}

@@ -124,8 +124,11 @@ def _fit(spec: StageSpec, run: RunSettings, runs: Location, tracker: Tracker) ->
     print(f"stage {spec.stage}: {run.iterations} iterations on {run.workers} Ray Train worker(s), checkpoints in {runs.child(name)}", flush=True)
     state = _checked(fit_stage(spec, run, runs=runs, name=name), spec, run)
     history = state["history"]
-    for iteration, (loss, seconds, samples) in enumerate(zip(history["loss"], history["seconds"], history["samples"])):
-        tracker.log_metrics({f"{spec.stage}/loss": loss, f"{spec.stage}/seconds_per_iteration": seconds, f"{spec.stage}/samples_per_second": samples / seconds}, step=iteration)
+    tracker.log_series({
+        f"{spec.stage}/loss": history["loss"],
+        f"{spec.stage}/seconds_per_iteration": history["seconds"],
+        f"{spec.stage}/samples_per_second": [samples / seconds for samples, seconds in zip(history["samples"], history["seconds"])],
+    })  # fmt: skip
     tracker.log_metrics({f"{spec.stage}/median_seconds_per_iteration": statistics.median(history["seconds"])})
     return state
 
