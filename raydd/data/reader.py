@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from raydd.data.cache import cached, local_shards
+from raydd.data.cache import cached, local_shard, local_shards
 from raydd.data.shards import DATASET_KIND, map_clip_frames, read_label_column
 from raydd.data.specs import DatasetSpec
 from raydd.errors import RayddError
@@ -104,8 +104,14 @@ class PreparedVideos(Dataset):
         paths = local_shards(locations, records, verify=verify)
         self._frames: list[np.ndarray] = []
         labels = []
-        for path, location in zip(paths, locations):
-            frames_NTHWC, shard_labels = map_clip_frames(path, location)
+        for path, location, record in zip(paths, locations, records):
+            try:
+                frames_NTHWC, shard_labels = map_clip_frames(path, location)
+            except RayddError:
+                if location.is_local:
+                    raise
+                # a cache entry damaged in place (right size): re-hashing it fetches it again
+                frames_NTHWC, shard_labels = map_clip_frames(local_shard(location, record, verify=True), location)
             self._frames.append(frames_NTHWC)
             labels.append(shard_labels)
         self._starts = np.cumsum([0] + [len(f) for f in self._frames])

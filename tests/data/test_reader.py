@@ -85,3 +85,13 @@ def test_truncated_and_corrupt_shards_are_named(tmp_path) -> None:
 def test_unprepared_location_names_the_command(tmp_path) -> None:
     with pytest.raises(RayddError, match="python -m raydd.prepare"):
         open_prepared(str(tmp_path / "datasets" / "k400"))
+
+
+def test_class_rows_are_the_label_arrays_rows(prepared: str) -> None:
+    train = open_prepared(prepared).split("train")
+    labels = train.labels.numpy()
+    for c in range(len(train.dataset.classes)):
+        assert np.array_equal(train.class_rows(c), np.flatnonzero(labels == c))
+    assert sum(len(rows) for rows in train.rows_by_class) == len(train)
+    with pytest.raises(IndexError):
+        train.class_rows(len(train.dataset.classes))
