@@ -122,6 +122,11 @@ class PreparedVideos(Dataset):
     def __len__(self) -> int:
         return int(self._starts[-1])
 
+    def __reduce__(self) -> tuple[type, tuple[PreparedDataset, str]]:
+        """Pickled as where it is, not as its frames: a DataLoader worker or a Ray task maps the shards
+        again from its own node's cache."""
+        return PreparedVideos, (self.dataset, self.split)
+
     def _locate(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"clip index out of range for {len(self)} clips")

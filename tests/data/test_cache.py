@@ -209,3 +209,19 @@ def test_labels_come_from_the_label_column_alone(s3_dataset: str, s3_endpoint: s
         assert np.array_equal(labels[split], videos.labels.numpy())
         assert np.array_equal(read_labels(dataset, split), labels[split])  # now from the cache's maps
         assert np.array_equal(class_counts(dataset, split), np.bincount(labels[split], minlength=len(dataset.classes)))
+
+
+def test_the_tune_drivers_validation_split_reads_labels_only(s3_dataset: str, s3_endpoint: str, empty_cache: Path) -> None:
+    from raydd.distill.presets import Preset
+    from raydd.distill.stages import DYNAMIC, StageSpec
+    from raydd.tuning.trial import TrialSpec, validation_split
+
+    trial = TrialSpec(StageSpec(stage=DYNAMIC, method="dm", dataset_uri=s3_dataset, ipc=1, preset=Preset()), validation_fraction=0.2, eval_epochs=1)
+    with Recording(s3_endpoint) as recording:
+        train, validation = trial.split()
+    shards = [(name, byte_range) for name, byte_range in recording.gets() if name != "manifest.json"]
+    assert shards and all(byte_range is not None for _, byte_range in shards)  # ranged reads of the label column
+    assert cached_files(empty_cache) == []
+    dataset = open_prepared(s3_dataset)
+    expected = validation_split(dataset.split("train").labels, len(dataset.classes), 0.2, seed=0)
+    assert np.array_equal(train, expected[0]) and np.array_equal(validation, expected[1])
