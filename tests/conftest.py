@@ -61,7 +61,8 @@ def s3_endpoint(node_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     recording = tmp_path_factory.mktemp("moto") / "recording.jsonl"
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "MOTO_RECORDER_FILEPATH": str(recording)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "MOTO_RECORDER_FILEPATH": str(recording)},
     )  # fmt: skip
     ready, seen = _start_draining(process, "Running on")
     if not ready.wait(S3_START_TIMEOUT_S):

@@ -20,6 +20,7 @@ The cache is never evicted by raydd: ``rm -r $RAYDD_CACHE`` frees it when no ray
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import glob
 import hashlib
@@ -60,7 +61,7 @@ def cache_entry(record: ShardRecord) -> Path:
 def cached(record: ShardRecord) -> Path | None:
     """The complete cache entry of ``record`` (right size), or None; never fetches anything."""
     entry = cache_entry(record)
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         if entry.stat().st_size == record.bytes:
             return entry
     return None
@@ -103,7 +104,13 @@ def local_shards(locations: Sequence[Location], records: Sequence[ShardRecord], 
 def _fill_lock(record: ShardRecord) -> Iterator[None]:
     """An exclusive lock on one cache entry, shared by every process of the node (released if one dies)."""
     folder = cache_root() / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (cache_root() / "shards").mkdir(exist_ok=True)
+    except OSError as error:
+        raise RayddError(
+            f"cannot use {cache_root()} as the node cache ({error}): set {CACHE_ENV} to a writable local folder"
+        ) from None
     with open(folder / f"{record.sha256}.lock", "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -115,14 +122,21 @@ def _fill_lock(record: ShardRecord) -> Iterator[None]:
 def _fill(location: Location, record: ShardRecord) -> Path:
     """Download ``location`` into its cache entry; call with the entry's lock held."""
     entry = cache_entry(record)
-    entry.parent.mkdir(parents=True, exist_ok=True)
     for stale in glob.glob(str(entry.parent / f".{record.sha256}.tmp-*")):  # left by a killed fill
         os.remove(stale)
     entry.unlink(missing_ok=True)  # a damaged entry: replaced below, or gone if the store's copy is bad too
     temporary = entry.parent / f".{record.sha256}.tmp-{uuid.uuid4().hex}"
     try:
-        with storage_errors(location):
-            location.fs.get_file(location.path, str(temporary), **_one_stream(location))
+        try:
+            with storage_errors(location):
+                location.fs.get_file(location.path, str(temporary), **_one_stream(location))
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            raise RayddError(
+                f"the node cache {cache_root()} is full ({error}): "
+                f"free space there or set {CACHE_ENV} to a larger local disk"
+            ) from None
         actual_bytes = temporary.stat().st_size
         actual_sha = _file_sha256(temporary) if actual_bytes == record.bytes else "not computed"
         if actual_bytes != record.bytes or actual_sha != record.sha256:

@@ -106,7 +106,9 @@ def fingerprint(uri: str, dataset: PreparedDataset | None = None) -> str:
     return digest.hexdigest()
 
 
-def _read_in_a_new_process(uri: str, barrier: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue) -> None:
+def _read_in_a_new_process(
+    uri: str, barrier: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue
+) -> None:
     dataset = open_prepared(uri)  # the manifest, and the S3 client made
     barrier.wait()  # both processes reach the empty cache at once
     results.put(fingerprint(uri, dataset))
@@ -130,7 +132,9 @@ def cached_files(root: Path) -> list[str]:
     return sorted(path.name for path in (root / "shards").iterdir()) if (root / "shards").exists() else []
 
 
-def test_two_processes_fill_the_node_cache_once_and_a_restart_fetches_nothing(s3_dataset: str, local_dataset: Path, s3_endpoint: str, empty_cache: Path) -> None:
+def test_two_processes_fill_the_node_cache_once_and_a_restart_fetches_nothing(
+    s3_dataset: str, local_dataset: Path, s3_endpoint: str, empty_cache: Path
+) -> None:
     dataset = open_prepared(s3_dataset)
     expected = fingerprint(str(local_dataset))
     with Recording(s3_endpoint) as recording:
@@ -174,7 +178,9 @@ def test_a_damaged_cache_entry_is_fetched_again(s3_dataset: str, s3_endpoint: st
     assert fingerprint(s3_dataset) == expected
 
 
-def test_a_store_copy_that_does_not_match_its_manifest_is_refused_and_not_cached(s3_dataset: str, s3_endpoint: str, empty_cache: Path) -> None:
+def test_a_store_copy_that_does_not_match_its_manifest_is_refused_and_not_cached(
+    s3_dataset: str, s3_endpoint: str, empty_cache: Path
+) -> None:
     import s3fs
 
     dataset = open_prepared(s3_dataset)
@@ -182,7 +188,8 @@ def test_a_store_copy_that_does_not_match_its_manifest_is_refused_and_not_cached
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
     data = fs.cat_file(f"{s3_dataset}/{record.name}")
     fs.pipe_file(f"{s3_dataset}/{record.name}", flip(data, len(data) // 2))
-    with pytest.raises(RayddError, match=f"shard {s3_dataset}/{record.name} does not match its manifest .*SHA-256") as error:
+    refused = f"shard {s3_dataset}/{record.name} does not match its manifest .*SHA-256"
+    with pytest.raises(RayddError, match=refused) as error:
         dataset.split("test")
     assert "\n" not in str(error.value)
     assert f"{record.sha256}.arrow" not in cached_files(empty_cache)
@@ -211,12 +218,15 @@ def test_labels_come_from_the_label_column_alone(s3_dataset: str, s3_endpoint: s
         assert np.array_equal(class_counts(dataset, split), np.bincount(labels[split], minlength=len(dataset.classes)))
 
 
-def test_the_tune_drivers_validation_split_reads_labels_only(s3_dataset: str, s3_endpoint: str, empty_cache: Path) -> None:
+def test_the_tune_drivers_validation_split_reads_labels_only(
+    s3_dataset: str, s3_endpoint: str, empty_cache: Path
+) -> None:
     from raydd.distill.presets import Preset
     from raydd.distill.stages import DYNAMIC, StageSpec
     from raydd.tuning.trial import TrialSpec, validation_split
 
-    trial = TrialSpec(StageSpec(stage=DYNAMIC, method="dm", dataset_uri=s3_dataset, ipc=1, preset=Preset()), validation_fraction=0.2, eval_epochs=1)
+    stage = StageSpec(stage=DYNAMIC, method="dm", dataset_uri=s3_dataset, ipc=1, preset=Preset())
+    trial = TrialSpec(stage, validation_fraction=0.2, eval_epochs=1)
     with Recording(s3_endpoint) as recording:
         train, validation = trial.split()
     shards = [(name, byte_range) for name, byte_range in recording.gets() if name != "manifest.json"]
@@ -225,3 +235,21 @@ def test_the_tune_drivers_validation_split_reads_labels_only(s3_dataset: str, s3
     dataset = open_prepared(s3_dataset)
     expected = validation_split(dataset.split("train").labels, len(dataset.classes), 0.2, seed=0)
     assert np.array_equal(train, expected[0]) and np.array_equal(validation, expected[1])
+
+
+def test_a_cache_folder_that_cannot_be_made_is_named_with_the_fix(
+    s3_dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "a-file" / "cache"))
+    with pytest.raises(RayddError, match=f"cannot use {tmp_path / 'a-file' / 'cache'} as the node cache .*RAYDD_CACHE"):
+        open_prepared(s3_dataset).split("test")
+
+
+def test_the_default_cache_is_the_users_cache_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == (tmp_path / "xdg" / "raydd").resolve()
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_root() == (tmp_path / "home" / ".cache" / "raydd").resolve()

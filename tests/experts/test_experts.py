@@ -128,7 +128,8 @@ def test_s3_store_in_bfloat16(s3_bucket: str, tmp_path: Path, monkeypatch: pytes
     config = _config(store, model="minic3d", width=8, dtype="bfloat16")
     manifest = experts(config)
     dataset = open_prepared(f"{store}/datasets/builtin")
-    assert all(cache_entry(record).stat().st_size == record.bytes for record in dataset.manifest.shards)  # read via the node cache
+    # the tasks read the dataset through the node cache
+    assert all(cache_entry(record).stat().st_size == record.bytes for record in dataset.manifest.shards)
     folder = f"{store}/experts/builtin/minic3d"
     assert list_names(resolve(folder)) == ["expert-00000.arrow", "expert-00001.arrow", "manifest.json"]
     assert read_manifest(resolve(folder)).shards == manifest.shards
