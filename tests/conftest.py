@@ -43,13 +43,26 @@ def _start_draining(process: subprocess.Popen, needle: str) -> tuple[threading.E
     return ready, seen
 
 
+@pytest.fixture(scope="session", autouse=True)
+def node_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's node cache (RAYDD_CACHE), set before the Ray cluster starts so that its workers
+    inherit it: tests never read or fill the user's own cache."""
+    root = tmp_path_factory.mktemp("raydd-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAYDD_CACHE", str(root))
+        yield root
+
+
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """moto's standalone S3 server on 127.0.0.1, with the AWS variables pointing at it."""
+def s3_endpoint(node_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's standalone S3 server on 127.0.0.1, with the AWS variables pointing at it. Its request
+    recorder (``/moto-api/recorder/...``, off until started) writes into a temporary folder."""
     port = _free_port()
+    recording = tmp_path_factory.mktemp("moto") / "recording.jsonl"
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "MOTO_RECORDER_FILEPATH": str(recording)},
     )  # fmt: skip
     ready, seen = _start_draining(process, "Running on")
     if not ready.wait(S3_START_TIMEOUT_S):
@@ -81,8 +94,8 @@ def s3_bucket(s3_endpoint: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(s3_endpoint: str) -> Iterator[None]:
-    """One real local Ray cluster with 2 CPUs for the whole session."""
+def ray_cluster(s3_endpoint: str, node_cache: Path) -> Iterator[None]:
+    """One real local Ray cluster with 2 CPUs for the whole session (its workers see the session's node cache)."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)

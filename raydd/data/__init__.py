@@ -11,12 +11,17 @@ from typing import Any
 
 from raydd.data.specs import DatasetSpec, dataset_names, get_spec
 
-__all__ = ["DatasetSpec", "PreparedDataset", "PreparedVideos", "dataset_names", "get_spec", "open_prepared", "ray_dataset"]
+__all__ = [
+    "DatasetSpec", "PreparedDataset", "PreparedVideos", "class_counts", "dataset_names", "get_spec", "open_prepared",
+    "ray_dataset", "read_labels",
+]
 
 _LAZY = {
     "PreparedDataset": "raydd.data.reader",
     "PreparedVideos": "raydd.data.reader",
     "open_prepared": "raydd.data.reader",
+    "read_labels": "raydd.data.reader",
+    "class_counts": "raydd.data.reader",
     "ray_dataset": "raydd.data.ray_reader",
 }
 

@@ -1,7 +1,9 @@
 """Reading prepared datasets into torch, trusting only the manifest.
 
-Frames stay uint8 and are never decoded per clip: each shard is memory-mapped (or fetched once from
-an object store) and viewed as an (N, T, H, W, C) array; a batch is one gather per shard.
+Frames stay uint8 and are never decoded per clip: each shard is memory-mapped, in place when the store
+is local and from the node's cache otherwise (:mod:`raydd.data.cache`), and viewed as an (N, T, H, W, C)
+array. A process holds per clip only its label (and, once asked, its class position); the frames stay in
+the page cache, shared by the node's processes, and a batch copies just its own clips.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from raydd.data.shards import DATASET_KIND, read_clip_shard
+from raydd.data.cache import cached, local_shard, local_shards
+from raydd.data.shards import DATASET_KIND, map_clip_frames, read_label_column
 from raydd.data.specs import DatasetSpec
 from raydd.errors import RayddError
-from raydd.storage import Location, Manifest, ManifestNotFound, read_manifest, resolve, sha256, size
+from raydd.storage import Location, Manifest, ManifestNotFound, ShardRecord, read_manifest, resolve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,36 +65,67 @@ def open_prepared(uri: str) -> PreparedDataset:
     return PreparedDataset(location, manifest)
 
 
+def _records(dataset: PreparedDataset, split: str) -> tuple[ShardRecord, ...]:
+    records = dataset.manifest.group(split)
+    if not records:
+        raise RayddError(f"{dataset.location} has no {split!r} split: splits are train and test")
+    return records
+
+
+def read_labels(dataset: PreparedDataset, split: str) -> np.ndarray:
+    """The labels (int64, in row order) of a split, reading only the shards' label column: a few KB a
+    shard, from the local store, the node's cache when it holds the shard, or ranged reads of the store.
+    For drivers (the tune driver's validation split) that need labels but no frames."""
+    labels = []
+    for record in _records(dataset, split):
+        entry = None if dataset.location.is_local else cached(record)
+        labels.append(read_label_column(resolve(str(entry)) if entry else dataset.location.child(record.name)))
+    return np.concatenate(labels).astype(np.int64)
+
+
+def class_counts(dataset: PreparedDataset, split: str) -> np.ndarray:
+    """Clips of every class in a split (int64, class order), from the manifest alone."""
+    counts = dataset.manifest.metadata["class_counts"][split]
+    return np.asarray([counts[name] for name in dataset.classes], dtype=np.int64)
+
+
 class PreparedVideos(Dataset):
     """One split of a prepared dataset as a torch dataset of ``(frames uint8 (T, H, W, C), label)``.
 
-    ``verify=True`` checks every shard's SHA-256 against the manifest; the default checks sizes only.
+    ``verify=True`` checks every shard's SHA-256 against the manifest; the default checks sizes only
+    (a remote shard is always checked when the node's cache is filled).
     """
 
     def __init__(self, dataset: PreparedDataset, split: str, *, verify: bool = False) -> None:
-        records = dataset.manifest.group(split)
-        if not records:
-            raise RayddError(f"{dataset.location} has no {split!r} split: splits are train and test")
+        records = _records(dataset, split)
         self.dataset = dataset
         self.split = split
+        locations = [dataset.location.child(record.name) for record in records]
+        paths = local_shards(locations, records, verify=verify)
         self._frames: list[np.ndarray] = []
         labels = []
-        for record in records:
-            location = dataset.location.child(record.name)
-            actual = size(location)
-            if actual != record.bytes or (verify and sha256(location) != record.sha256):
-                raise RayddError(
-                    f"shard {location} does not match its manifest ({actual} bytes, expected {record.bytes}): "
-                    f"it was modified or truncated; re-run `python -m raydd.prepare --overwrite`"
-                )
-            shard = read_clip_shard(location)
-            self._frames.append(shard.frames_NTHWC)
-            labels.append(shard.labels)
+        for path, location, record in zip(paths, locations, records):
+            try:
+                frames_NTHWC, shard_labels = map_clip_frames(path, location)
+            except RayddError:
+                if location.is_local:
+                    raise
+                # a cache entry damaged in place (right size): re-hashing it fetches it again
+                frames_NTHWC, shard_labels = map_clip_frames(local_shard(location, record, verify=True), location)
+            self._frames.append(frames_NTHWC)
+            labels.append(shard_labels)
         self._starts = np.cumsum([0] + [len(f) for f in self._frames])
         self.labels = torch.from_numpy(np.concatenate(labels).astype(np.int64))
+        self._class_order: np.ndarray | None = None
+        self._class_starts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self._starts[-1])
+
+    def __reduce__(self) -> tuple[type, tuple[PreparedDataset, str]]:
+        """Pickled as where it is, not as its frames: a DataLoader worker or a Ray task maps the shards
+        again from its own node's cache."""
+        return PreparedVideos, (self.dataset, self.split)
 
     def _locate(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
@@ -104,12 +138,13 @@ class PreparedVideos(Dataset):
         return torch.from_numpy(np.array(self._frames[shard[0]][row[0]])), int(self.labels[index])
 
     def batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(frames uint8 (N, T, H, W, C), labels int64 (N,))`` for ``indices``, one gather per shard."""
+        """``(frames uint8 (N, T, H, W, C), labels int64 (N,))`` for ``indices``: each clip copied once,
+        straight from the mapped file, in file order (sequential reads where a batch allows them)."""
         indices = np.asarray(indices, dtype=np.int64)
         shards, rows = self._locate(indices)
         out = np.empty((len(indices), *self.clip_shape), np.uint8)
-        for position, (shard, row) in enumerate(zip(shards.tolist(), rows.tolist())):
-            out[position] = self._frames[shard][row]  # one copy straight from the mapped file
+        for position in np.lexsort((rows, shards)).tolist():
+            out[position] = self._frames[shards[position]][rows[position]]
         return torch.from_numpy(out), self.labels[torch.from_numpy(indices)]
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
@@ -120,3 +155,24 @@ class PreparedVideos(Dataset):
     @property
     def clip_shape(self) -> tuple[int, ...]:
         return tuple(self.dataset.manifest.metadata["clip_shape"])
+
+    def _by_class(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._class_order is None:
+            labels = self.labels.numpy()
+            self._class_order = np.argsort(labels, kind="stable")
+            counts = np.bincount(labels, minlength=len(self.dataset.classes))
+            self._class_starts = np.concatenate([[0], np.cumsum(counts)])
+        return self._class_order, self._class_starts
+
+    def class_rows(self, c: int) -> np.ndarray:
+        """Rows of class ``c`` in this split (int64, ascending), from the label column alone: sampling by
+        class touches the frames of the clips it draws and no others."""
+        order, starts = self._by_class()
+        if not 0 <= c < len(starts) - 1:
+            raise IndexError(f"class {c} out of range for {len(starts) - 1} classes")
+        return order[starts[c] : starts[c + 1]]
+
+    @property
+    def rows_by_class(self) -> tuple[np.ndarray, ...]:
+        """:meth:`class_rows` of every class, in class order."""
+        return tuple(self.class_rows(c) for c in range(len(self.dataset.classes)))

@@ -86,24 +86,51 @@ def _open_buffer(location: Location) -> pa.Buffer:
     """The shard's bytes: memory-mapped when local, fetched in one GET otherwise."""
     with storage_errors(location):
         if location.is_local:
-            return pa.memory_map(location.path, "r").read_buffer()
+            return map_file(location.path)
         return pa.py_buffer(read_bytes(location))
 
 
-def read_clip_shard(location: Location) -> ClipShard:
-    """Read a shard as zero-copy numpy views; a damaged file is a one-line error naming it."""
+def map_file(path: str) -> pa.Buffer:
+    """A read-only memory map of a local file: its pages belong to the page cache, shared by every
+    process of the node, not to this process's private memory."""
+    return pa.memory_map(path, "r").read_buffer()
+
+
+def _open_table(source: pa.Buffer | pa.NativeFile, name: object, columns: list[int] | None = None) -> pa.Table:
+    """The shard's table (only ``columns`` when given); a damaged file is a one-line error naming it."""
     try:
-        reader = pa.ipc.open_file(_open_buffer(location))
-        schema = reader.schema
-        if (schema.metadata or {}).get(b"format") != SHARD_FORMAT.encode():
-            raise RayddError(f"{location} is not a raydd video shard")
-        table = reader.read_all()
+        options = pa.ipc.IpcReadOptions(included_fields=columns) if columns is not None else None
+        reader = pa.ipc.open_file(source, options=options)
+        if (reader.schema.metadata or {}).get(b"format") != SHARD_FORMAT.encode():
+            raise RayddError(f"{name} is not a raydd video shard")
+        return reader.read_all()
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as error:
-        raise RayddError(f"shard {location} is damaged ({error}): delete it and re-run `python -m raydd.prepare`") from None
-    frames = tensor_numpy(table.column("frames"))
+        raise RayddError(f"shard {name} is damaged ({error}): delete it and re-run `python -m raydd.prepare`") from None
+
+
+def read_clip_shard(location: Location) -> ClipShard:
+    """Read a shard as zero-copy numpy views, its sources as Python strings (one per clip: for
+    inspection; readers of frames use :func:`map_clip_frames`)."""
+    table = _open_table(_open_buffer(location), location)
     return ClipShard(
-        frames_NTHWC=frames,
+        frames_NTHWC=tensor_numpy(table.column("frames")),
         labels=table.column("label").to_numpy(),
         sources=tuple(table.column("source").to_pylist()),
-        skipped=tuple(json.loads((schema.metadata or {}).get(b"skipped", b"[]"))),
+        skipped=tuple(json.loads((table.schema.metadata or {}).get(b"skipped", b"[]"))),
     )
+
+
+def map_clip_frames(path: str, name: object) -> tuple[np.ndarray, np.ndarray]:
+    """``(frames uint8 (N, T, H, W, C), labels int32 (N,))`` of the local shard file ``path``, both
+    read-only views of its memory map: nothing per clip is copied or turned into Python objects."""
+    table = _open_table(map_file(path), name)
+    return tensor_numpy(table.column("frames")), table.column("label").to_numpy()
+
+
+def read_label_column(location: Location) -> np.ndarray:
+    """The ``label`` column (int32) of a stored shard, reading only it: a few KB of the file (the footer,
+    the batch header and the labels), by memory map when local and by ranged reads otherwise."""
+    if location.is_local:
+        return _open_table(map_file(location.path), location, [0]).column("label").to_numpy()
+    with storage_errors(location), location.fs.open(location.path, "rb", cache_type="none") as handle:
+        return _open_table(pa.PythonFile(handle, mode="r"), location, [0]).column("label").to_numpy()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from raydd.data.reader import open_prepared
+from raydd.data.reader import open_prepared, read_labels
 from raydd.devices import pick_device
 from raydd.distill.artifact import write_static
 from raydd.distill.loop import SingleProcess
@@ -52,8 +52,10 @@ class TrialSpec:
     report_every: int = 1
 
     def split(self) -> tuple[np.ndarray, np.ndarray]:
+        """From the label column alone: the tune driver never maps (or, on S3, fetches) a frame."""
         dataset = open_prepared(self.stage.dataset_uri)
-        return validation_split(dataset.split("train").labels, len(dataset.classes), self.validation_fraction, self.stage.seed)
+        labels = torch.from_numpy(read_labels(dataset, "train"))
+        return validation_split(labels, len(dataset.classes), self.validation_fraction, self.stage.seed)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -85,3 +87,21 @@ def test_truncated_and_corrupt_shards_are_named(tmp_path) -> None:
 def test_unprepared_location_names_the_command(tmp_path) -> None:
     with pytest.raises(RayddError, match="python -m raydd.prepare"):
         open_prepared(str(tmp_path / "datasets" / "k400"))
+
+
+def test_class_rows_are_the_label_arrays_rows(prepared: str) -> None:
+    train = open_prepared(prepared).split("train")
+    labels = train.labels.numpy()
+    for c in range(len(train.dataset.classes)):
+        assert np.array_equal(train.class_rows(c), np.flatnonzero(labels == c))
+    assert sum(len(rows) for rows in train.rows_by_class) == len(train)
+    with pytest.raises(IndexError):
+        train.class_rows(len(train.dataset.classes))
+
+
+def test_a_split_pickles_as_its_location_not_its_frames(prepared: str) -> None:
+    train = open_prepared(prepared).split("train")
+    data = pickle.dumps(train)
+    assert len(data) < 20_000 < train.clip_shape[0] * 16 * 16 * 3 * len(train)
+    copy = pickle.loads(data)
+    assert torch.equal(copy.batch([3, 7])[0], train.batch([3, 7])[0]) and torch.equal(copy.labels, train.labels)

@@ -16,6 +16,7 @@ import torch
 from mlflow import MlflowClient
 
 from raydd.data import open_prepared
+from raydd.data.cache import cache_entry
 from raydd.errors import RayddError
 from raydd.experts import load_parameters, open_trajectory, read_epoch
 from raydd.experts.__main__ import ExpertsConfig, experts, main, settings_for, train_with_fault
@@ -126,6 +127,9 @@ def test_s3_store_in_bfloat16(s3_bucket: str, tmp_path: Path, monkeypatch: pytes
     prepare(PrepareConfig(store=store, **SMALL))
     config = _config(store, model="minic3d", width=8, dtype="bfloat16")
     manifest = experts(config)
+    dataset = open_prepared(f"{store}/datasets/builtin")
+    # the tasks read the dataset through the node cache
+    assert all(cache_entry(record).stat().st_size == record.bytes for record in dataset.manifest.shards)
     folder = f"{store}/experts/builtin/minic3d"
     assert list_names(resolve(folder)) == ["expert-00000.arrow", "expert-00001.arrow", "manifest.json"]
     assert read_manifest(resolve(folder)).shards == manifest.shards
