@@ -24,6 +24,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import TensorDataset
 
+from raydd.data.cache import local_shard
 from raydd.data.shards import tensor_array, tensor_numpy
 from raydd.errors import RayddError
 from raydd.models.hallucinator import Hallucinator
@@ -56,8 +57,15 @@ def write_tensor_shard(folder: Location, name: str, values_N: torch.Tensor, labe
     return ShardRecord(name, len(values), size(location), sha256(location))
 
 
-def read_tensor_shard(folder: Location, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    table = pa.ipc.open_file(pa.py_buffer(read_bytes(folder.child(name)))).read_all()
+def read_tensor_shard(folder: Location, name: str, record: ShardRecord | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shard's values and labels. With its manifest ``record``, the bytes come through the node cache
+    (fetched once per node, checked against the record), as every worker of a stage reads the same artifact."""
+    location = folder.child(name)
+    if record is None:
+        buffer = pa.py_buffer(read_bytes(location))
+    else:
+        buffer = pa.memory_map(local_shard(location, record), "r").read_buffer()
+    table = pa.ipc.open_file(buffer).read_all()
     values = torch.from_numpy(tensor_numpy(table.column("values")).copy())
     return values, torch.from_numpy(table.column("label").to_numpy().astype(np.int64))
 
@@ -138,10 +146,11 @@ def load_distilled(uri: str) -> DistilledSet:
     for record in manifest.shards:
         if size(folder.child(record.name)) != record.bytes:
             raise RayddError(f"{folder.child(record.name)} does not match its manifest: it was modified or truncated; distil it again")
+    records = {record.name: record for record in manifest.shards}
     if meta.get("representation", VIDEOS) == VIDEOS:
-        videos, labels = read_tensor_shard(folder, "videos.arrow")
+        videos, labels = read_tensor_shard(folder, "videos.arrow", records["videos.arrow"])
     else:
-        videos, labels = _render(folder, meta)
+        videos, labels = _render(folder, meta, records)
     return DistilledSet(
         videos_NCTHW=videos, labels=labels, classes=tuple(meta["classes"]), clip_shape=tuple(meta["clip_shape"]),
         dataset_uri=meta["dataset_uri"], metadata=meta,
@@ -149,10 +158,10 @@ def load_distilled(uri: str) -> DistilledSet:
 
 
 @torch.no_grad()
-def _render(folder: Location, meta: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    static, _ = read_tensor_shard(folder, "static.arrow")
-    dynamic, _ = read_tensor_shard(folder, "dynamic.arrow")
-    flat, _ = read_tensor_shard(folder, "hallucinator.arrow")
+def _render(folder: Location, meta: dict[str, Any], records: dict[str, ShardRecord]) -> tuple[torch.Tensor, torch.Tensor]:
+    static, _ = read_tensor_shard(folder, "static.arrow", records["static.arrow"])
+    dynamic, _ = read_tensor_shard(folder, "dynamic.arrow", records["dynamic.arrow"])
+    flat, _ = read_tensor_shard(folder, "hallucinator.arrow", records["hallucinator.arrow"])
     frames, _, _, channels = meta["clip_shape"]
     spec = meta["hallucinator"]
     hallucinator = Hallucinator(frames=frames, channels=channels, dynamic_channels=spec["dynamic_channels"], variant=spec["variant"])

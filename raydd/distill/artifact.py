@@ -39,7 +39,7 @@ def read_static(uri: str, *, num_classes: int, image_shape: tuple[int, int, int]
     record = manifest.shards[0]
     if size(folder.child(record.name)) != record.bytes:
         raise RayddError(f"{folder.child(record.name)} does not match its manifest: delete {folder} and distil the static images again")
-    static, labels = read_tensor_shard(folder, record.name)
+    static, labels = read_tensor_shard(folder, record.name, record)
     if tuple(static.shape[1:]) != tuple(image_shape) or static.shape[0] % num_classes or not torch.equal(labels, torch.arange(num_classes).repeat_interleave(static.shape[0] // num_classes)):
         raise RayddError(
             f"static images at {folder} have shape {tuple(static.shape)} for {int(labels.max()) + 1} classes, "
