@@ -8,7 +8,8 @@ Invariants every stage relies on:
 * A dataset or artifact is a folder of shards plus ``manifest.json``, and the manifest is written
   **last**. Readers trust only the manifest, so a writer that crashed leaves nothing visible.
 * Every write is atomic: a local file is written under a temporary name and renamed into place; an
-  object store receives one PUT of the whole object. A reader never sees half a file.
+  object store receives a multipart upload (or one PUT when small) that makes the object visible only
+  when it completes, and is aborted when the writer fails. A reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from raydd.errors import RayddError
 
 MANIFEST_NAME = "manifest.json"
 _HASH_CHUNK = 8 << 20
+# Stores whose files upload in parts as they are written and publish the object only on close (s3fs).
+_STREAMED_PROTOCOLS = {"s3", "s3a"}
+# One part of a multipart upload to an object store (S3 takes 5 MiB to 5 GiB): what a writer holds in memory.
+UPLOAD_PART_BYTES = 8 << 20
 
 
 class ManifestNotFound(RayddError):
@@ -158,21 +163,27 @@ def delete(location: Location) -> None:
 
 
 class HashingWriter(io.RawIOBase):
-    """A write-only file that counts and SHA-256-hashes what passes through it (no re-read to checksum)."""
+    """A write-only file that counts and SHA-256-hashes what passes through it (no re-read to checksum).
 
-    def __init__(self, handle: IO[bytes]) -> None:
+    Large writes reach the file underneath in pieces of at most ``piece_bytes``, so that a buffering
+    file (an object-store upload) sends each part as it fills instead of copying the whole write first.
+    """
+
+    def __init__(self, handle: IO[bytes], piece_bytes: int = UPLOAD_PART_BYTES) -> None:
         super().__init__()
         self._handle = handle
         self._digest = hashlib.sha256()
+        self._piece_bytes = piece_bytes
         self.bytes_written = 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, data) -> int:  # noqa: ANN001 - bytes-like
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         self._digest.update(view)
-        self._handle.write(view)
+        for start in range(0, view.nbytes, self._piece_bytes):
+            self._handle.write(view[start : start + self._piece_bytes])
         self.bytes_written += view.nbytes
         return view.nbytes
 
@@ -191,8 +202,10 @@ def atomic_writer(location: Location) -> Iterator[HashingWriter]:
     """A binary file that becomes visible at ``location`` only when the block exits without error.
 
     Locally the bytes go to a hidden temporary file in the same folder, then ``os.replace`` moves it
-    into place (atomic on POSIX). Elsewhere they are buffered and sent as one PUT (object stores make
-    an object visible only when its upload completes). The file counts and hashes what is written.
+    into place (atomic on POSIX). On an object store they stream out as a multipart upload, one part
+    of :data:`UPLOAD_PART_BYTES` at a time (so a writer holds one part, never the whole object); the
+    object appears only when the upload completes, and a failure aborts the upload, leaving nothing.
+    The file counts and hashes what is written.
 
     There is no fsync: everything raydd stores can be made again, and a file cut short by a power
     failure no longer matches the size and checksum its manifest lists, so readers name it.
@@ -209,7 +222,23 @@ def atomic_writer(location: Location) -> Iterator[HashingWriter]:
             finally:
                 if os.path.exists(temporary):
                     os.remove(temporary)
-        else:
+        elif _STREAMED_PROTOCOLS & set(_protocols(location.fs)):
+            # Not a `with` block: closing the file completes the upload, which must not happen on failure.
+            upload = location.fs.open(location.path, "wb", block_size=UPLOAD_PART_BYTES)
+            try:
+                yield HashingWriter(upload)
+            except BaseException:
+                try:
+                    upload.discard()  # aborts the multipart upload, if one was started
+                finally:
+                    upload.closed = True  # a later close(), the garbage collector's too, would publish it
+                raise
+            try:
+                upload.close()
+            except BaseException:
+                upload.discard()  # the upload failed to complete: do not leave its parts behind
+                raise
+        else:  # other fsspec stores: buffered, then one write of the whole object
             buffer = io.BytesIO()
             yield HashingWriter(buffer)
             location.fs.pipe_file(location.path, buffer.getvalue())
