@@ -41,6 +41,25 @@ class ManifestNotFound(RayddError):
     """A location that should hold a complete dataset or artifact has no manifest."""
 
 
+class StorageUnreachable(RayddError, ConnectionError):
+    """The storage endpoint did not answer: a wrong URL, or a network blip (so Ray tasks retry it, as an OSError)."""
+
+
+def transient_storage_errors() -> tuple[type[BaseException], ...]:
+    """Errors that may pass on their own: OSError (a dropped connection, a timeout, s3fs's translation of a 5xx
+    or of throttling), and botocore's and aiohttp's connection, HTTP and service errors that reach us untranslated.
+    Errors a user must fix are :class:`RayddError` (credentials, permissions, missing buckets) and are not here."""
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        import aiohttp
+        import botocore.exceptions as boto
+
+        errors += [boto.ConnectionError, boto.HTTPClientError, boto.ClientError, aiohttp.ClientError]
+    except ImportError:  # no s3fs: nothing but OSError can come from storage
+        pass
+    return tuple(errors)
+
+
 @dataclasses.dataclass(frozen=True)
 class Location:
     """A resolved URI: the filesystem that serves it and the path inside that filesystem."""
@@ -117,7 +136,7 @@ def storage_errors(location: Location | str) -> Iterator[None]:
                 "(or AWS_PROFILE), and AWS_ENDPOINT_URL_S3 for a non-AWS endpoint"
             ) from None
         if name in {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError"}:
-            raise RayddError(f"cannot reach the storage endpoint for {location} ({text}): check AWS_ENDPOINT_URL_S3") from None
+            raise StorageUnreachable(f"cannot reach the storage endpoint for {location} ({text}): check AWS_ENDPOINT_URL_S3") from None
         if isinstance(error, FileNotFoundError) and "specified bucket does not exist" in text.lower():
             raise RayddError(f"bucket of {location} does not exist: create it first") from None
         raise
