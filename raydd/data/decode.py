@@ -137,6 +137,7 @@ def _read_index(container: av.container.InputContainer, stream: av.VideoStream) 
 def _decode_planned(container: av.container.InputContainer, stream: av.VideoStream, index: _Index, wanted: set[int], height: int, width: int) -> dict[int, np.ndarray]:
     """The frames whose timestamps are in ``wanted``, decoding from the keyframe before each one only as far as it."""
     position_of = {pts: position for position, pts in enumerate(index.pts)}
+    codec = stream.codec_context
     kept: dict[int, np.ndarray] = {}
     packets = None  # the running demuxer
     next_position = 0  # decode-order position of the packet it yields next
@@ -146,13 +147,15 @@ def _decode_planned(container: av.container.InputContainer, stream: av.VideoStre
         start = index.keyframe_before(position_of[pts])
         if packets is None or start > next_position:  # a keyframe lies ahead: skip to it
             container.seek(index.pts[start], stream=stream, backward=True)
-            stream.codec_context.flush_buffers()
+            codec.flush_buffers()
             packets = container.demux(stream)
         for packet in packets:
             if packet.size:
                 if packet.pts is None or int(packet.pts) not in position_of:
                     raise _PlanFailed("a packet the index does not list")
                 next_position = position_of[int(packet.pts)] + 1
+                # a frame nothing refers to and nobody wants need not be decoded at all (B-frames, mostly)
+                codec.skip_frame = "DEFAULT" if int(packet.pts) in wanted else "NONREF"
             for frame in packet.decode():
                 if frame.pts in wanted and frame.pts not in kept:
                     kept[frame.pts] = _to_rgb(frame, height, width)
