@@ -140,6 +140,7 @@ def _decode_planned(container: av.container.InputContainer, stream: av.VideoStre
     codec = stream.codec_context
     kept: dict[int, np.ndarray] = {}
     packets = None  # the running demuxer
+    sought = False  # no packet read since the last seek
     next_position = 0  # decode-order position of the packet it yields next
     for pts in sorted(wanted):
         if pts in kept:
@@ -148,12 +149,15 @@ def _decode_planned(container: av.container.InputContainer, stream: av.VideoStre
         if packets is None or start > next_position:  # a keyframe lies ahead: skip to it
             container.seek(index.pts[start], stream=stream, backward=True)
             codec.flush_buffers()
-            packets = container.demux(stream)
+            packets, sought = container.demux(stream), True
         for packet in packets:
             if packet.size:
                 if packet.pts is None or int(packet.pts) not in position_of:
                     raise _PlanFailed("a packet the index does not list")
                 next_position = position_of[int(packet.pts)] + 1
+                if sought and next_position - 1 > start:  # an imprecise seek (MPEG-TS): frames would lack their references
+                    raise _PlanFailed("the seek landed after the keyframe")
+                sought = False
                 # a frame nothing refers to and nobody wants need not be decoded at all (B-frames, mostly)
                 codec.skip_frame = "DEFAULT" if int(packet.pts) in wanted else "NONREF"
             for frame in packet.decode():
@@ -170,9 +174,16 @@ def _decode_all(file: BinaryIO, num_frames: int, height: int, width: int) -> np.
     """Every frame decoded and converted, then sampled by position: for files whose timestamps cannot be planned on."""
     container, stream = _open_video(file)
     with container:
-        frames = [_to_rgb(frame, height, width) for frame in container.decode(stream)]
+        frames, times = [], []
+        for frame in container.decode(stream):
+            frames.append(_to_rgb(frame, height, width))
+            times.append(frame.time)
+        stated = _stated_seconds(container, stream)
+        step = 1 / float(stream.average_rate) if stream.average_rate else 0.0
     if not frames:
         raise VideoDecodeError("no decodable frames")
+    if stated and None not in times and max(times) - min(times) + step < TRUNCATED_BELOW * stated:
+        raise VideoDecodeError(f"truncated: frames end after {max(times) - min(times) + step:.2f} s of the {stated:.2f} s the file states")
     return np.stack([frames[int(i)] for i in uniform_indices(len(frames), num_frames)])
 
 

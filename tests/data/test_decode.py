@@ -210,6 +210,16 @@ def test_sample_by_time_takes_the_frame_on_screen_at_each_segment_centre() -> No
     assert sample_by_time([0, 100, 900], 1000, 5) == [1, 1, 1, 1, 2]
 
 
+@pytest.mark.parametrize("container", ["h264", "mpegts"], ids=["no-timestamps", "imprecise-seeks"])
+def test_streams_the_plan_cannot_serve_are_decoded_whole_and_sampled_by_position(container: str) -> None:
+    """A raw H.264 stream has no timestamps to plan on; MPEG-TS seeks land near, not on, a keyframe (decoding
+    from there would give frames without their references): every frame is decoded instead."""
+    data = encode_video(ramp_frames(16, 24, 32), container, "libx264")
+    clip = decode_clip(io.BytesIO(data), 4, 16, 16)
+    np.testing.assert_allclose(brightness(clip), [ramp_value(t, 16) for t in (2, 6, 10, 14)], atol=TOLERANCE)
+    assert clip.std(axis=(1, 2, 3)).max() < 3  # whole frames, no decoding artefacts
+
+
 # Shown at irregular times over 2 s, with holes: 15 frames where 24 fps would need 48.
 IRREGULAR_MS = [0, 42, 83, 125, 500, 542, 583, 1000, 1042, 1500, 1542, 1583, 1625, 1917, 1958]
 
