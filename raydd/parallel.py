@@ -89,7 +89,8 @@ def run_tasks(
     task stops the run with one line; tasks already running finish on their own (their writes are
     atomic, so a re-run can reuse them).
     """
-    options = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=MAX_RETRIES, retry_exceptions=list(transient_storage_errors()))
+    retry_on = list(transient_storage_errors())
+    options = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=MAX_RETRIES, retry_exceptions=retry_on)
     board = _ProgressBoard.remote() if reports_progress else None
     if board is None:
         remote = ray.remote(**options)(function)

@@ -84,8 +84,9 @@ def prepare(config: PrepareConfig) -> Manifest:
     ensure_ray(config.ray_address)
     started = time.perf_counter()
     fail_once_dir = os.environ.get(FAIL_ONCE_ENV) or None
+    source_uri = source.uri if source else None
     calls = [
-        (spec, plan, target.uri, source.uri if source else None, len(index.classes), n == config.fail_shard, fail_once_dir)
+        (spec, plan, target.uri, source_uri, len(index.classes), n == config.fail_shard, fail_once_dir)
         for n, plan in enumerate(plans)
     ]
     results = list(

@@ -136,7 +136,9 @@ def storage_errors(location: Location | str) -> Iterator[None]:
                 "(or AWS_PROFILE), and AWS_ENDPOINT_URL_S3 for a non-AWS endpoint"
             ) from None
         if name in {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError"}:
-            raise StorageUnreachable(f"cannot reach the storage endpoint for {location} ({text}): check AWS_ENDPOINT_URL_S3") from None
+            raise StorageUnreachable(
+                f"cannot reach the storage endpoint for {location} ({text}): check AWS_ENDPOINT_URL_S3"
+            ) from None
         if isinstance(error, FileNotFoundError) and "specified bucket does not exist" in text.lower():
             raise RayddError(f"bucket of {location} does not exist: create it first") from None
         raise

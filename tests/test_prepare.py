@@ -88,13 +88,16 @@ def test_crash_while_overwriting_keeps_the_old_dataset_readable(tmp_path) -> Non
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
-def test_a_transient_storage_error_is_retried_and_gives_the_same_shards(where: str, tmp_path, monkeypatch: pytest.MonkeyPatch, request) -> None:
+def test_a_transient_storage_error_is_retried_and_gives_the_same_shards(
+    where: str, tmp_path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     """Every shard's first write fails half-way with a dropped connection; Ray runs the task again and the retry
     writes the very same shard (same fingerprinted name, bytes and checksum) with nothing left of the first."""
     store = str(tmp_path / "store") if where == "local" else request.getfixturevalue("s3_bucket") + "/store"
     monkeypatch.setenv(FAIL_ONCE_ENV, str(tmp_path / "faults"))
     manifest = prepare(PrepareConfig(store=store, **SMALL))
-    assert sorted(os.listdir(tmp_path / "faults")) == sorted(shard.name for shard in manifest.shards)  # each failed once
+    # every shard's first write failed
+    assert sorted(os.listdir(tmp_path / "faults")) == sorted(shard.name for shard in manifest.shards)
     monkeypatch.delenv(FAIL_ONCE_ENV)
     clean = prepare(PrepareConfig(store=str(tmp_path / "clean"), **SMALL))
     assert manifest.shards == clean.shards

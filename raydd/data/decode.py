@@ -101,6 +101,7 @@ class _Index:
 
     pts: list[int]  # presentation timestamps, decode order
     keyframe: list[bool]
+    shown: list[int]  # sorted timestamps of the frames a player shows (not those an edit list cuts away)
     end: int  # when the last frame stops being shown (its timestamp plus its duration)
 
     def keyframe_before(self, position: int) -> int:
@@ -115,7 +116,7 @@ class _Index:
 
 def _read_index(container: av.container.InputContainer, stream: av.VideoStream) -> _Index | None:
     """The frame index from one pass over the packets; None when a packet has no timestamp."""
-    pts, keyframe, durations = [], [], []
+    pts, keyframe, durations, shown = [], [], [], []
     for packet in container.demux(stream):
         if packet.size == 0:  # the end-of-stream marker
             continue
@@ -124,17 +125,26 @@ def _read_index(container: av.container.InputContainer, stream: av.VideoStream) 
         pts.append(int(packet.pts))
         keyframe.append(bool(packet.is_keyframe))
         durations.append(int(packet.duration or 0))
-    if not pts:
-        return _Index([], [], 0)
+        if not packet.is_discard:
+            shown.append(int(packet.pts))
+    if not shown:
+        return _Index([], [], [], 0)
     last = max(range(len(pts)), key=pts.__getitem__)
     step = durations[last]
     if step <= 0:  # no stated duration: the typical gap between frames
-        gaps = np.diff(sorted(set(pts)))
+        gaps = np.diff(sorted(set(shown)))
         step = int(np.median(gaps)) if len(gaps) else 1
-    return _Index(pts, keyframe, pts[last] + step)
+    return _Index(pts, keyframe, sorted(shown), pts[last] + step)
 
 
-def _decode_planned(container: av.container.InputContainer, stream: av.VideoStream, index: _Index, wanted: set[int], height: int, width: int) -> dict[int, np.ndarray]:
+def _decode_planned(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    index: _Index,
+    wanted: set[int],
+    height: int,
+    width: int,
+) -> dict[int, np.ndarray]:
     """The frames whose timestamps are in ``wanted``, decoding from the keyframe before each one only as far as it."""
     position_of = {pts: position for position, pts in enumerate(index.pts)}
     codec = stream.codec_context
@@ -155,7 +165,7 @@ def _decode_planned(container: av.container.InputContainer, stream: av.VideoStre
                 if packet.pts is None or int(packet.pts) not in position_of:
                     raise _PlanFailed("a packet the index does not list")
                 next_position = position_of[int(packet.pts)] + 1
-                if sought and next_position - 1 > start:  # an imprecise seek (MPEG-TS): frames would lack their references
+                if sought and next_position - 1 > start:  # an imprecise seek (MPEG-TS): frames would miss references
                     raise _PlanFailed("the seek landed after the keyframe")
                 sought = False
                 # a frame nothing refers to and nobody wants need not be decoded at all (B-frames, mostly)
@@ -168,6 +178,10 @@ def _decode_planned(container: av.container.InputContainer, stream: av.VideoStre
         if pts not in kept:  # the seek landed after the frame, or the decoder never gave it
             raise _PlanFailed(f"frame at {pts} not decoded")
     return kept
+
+
+def _truncated(shown: float, stated: float) -> VideoDecodeError:
+    return VideoDecodeError(f"truncated: frames end after {shown:.2f} s of the {stated:.2f} s the file states")
 
 
 def _decode_all(file: BinaryIO, num_frames: int, height: int, width: int) -> np.ndarray:
@@ -183,7 +197,7 @@ def _decode_all(file: BinaryIO, num_frames: int, height: int, width: int) -> np.
     if not frames:
         raise VideoDecodeError("no decodable frames")
     if stated and None not in times and max(times) - min(times) + step < TRUNCATED_BELOW * stated:
-        raise VideoDecodeError(f"truncated: frames end after {max(times) - min(times) + step:.2f} s of the {stated:.2f} s the file states")
+        raise _truncated(max(times) - min(times) + step, stated)
     return np.stack([frames[int(i)] for i in uniform_indices(len(frames), num_frames)])
 
 
@@ -201,15 +215,14 @@ def decode_clip(file: BinaryIO, num_frames: int, height: int, width: int) -> np.
         container, stream = _open_video(file)
         with container:
             index = _read_index(container, stream)
-            if index is not None and not index.pts:
+            if index is not None and not index.shown:
                 raise VideoDecodeError("no decodable frames")
             stated = _stated_seconds(container, stream)
             if index is not None:
-                shown = float((index.end - min(index.pts)) * stream.time_base)
-                if stated and shown < TRUNCATED_BELOW * stated:
-                    raise VideoDecodeError(f"truncated: frames end after {shown:.2f} s of the {stated:.2f} s the file states")
-                order = sorted(index.pts)
-                chosen = [order[i] for i in sample_by_time(order, index.end, num_frames)]
+                seconds = float((index.end - index.shown[0]) * stream.time_base)
+                if stated and seconds < TRUNCATED_BELOW * stated:
+                    raise _truncated(seconds, stated)
+                chosen = [index.shown[i] for i in sample_by_time(index.shown, index.end, num_frames)]
                 try:
                     kept = _decode_planned(container, stream, index, set(chosen), height, width)
                     return np.stack([kept[pts] for pts in chosen])

@@ -279,7 +279,9 @@ def test_corrupt_videos_are_skipped_named_and_counted(ray_cluster: None, sources
         _check_prepared_split(str(tmp_path / "store" / "datasets" / "folder"), split, count, 3)
 
 
-def test_variable_frame_rate_video_is_prepared_and_a_truncated_one_named(ray_cluster: None, sources: dict[str, Path], tmp_path: Path) -> None:
+def test_variable_frame_rate_video_is_prepared_and_a_truncated_one_named(
+    ray_cluster: None, sources: dict[str, Path], tmp_path: Path
+) -> None:
     """15 frames at irregular times over 2 s (24 fps would be 48 frames) are a valid clip, sampled by time; the same
     kind of file cut to half its bytes ends well before the 2 s its container states and is skipped, by name."""
     source = shutil.copytree(sources["folder"], tmp_path / "source")
@@ -290,14 +292,14 @@ def test_variable_frame_rate_video_is_prepared_and_a_truncated_one_named(ray_clu
     whole = encode_timed_video(noise, shown_ms, "webm", "libvpx-vp9")
     cut = source / "eel" / "cut-vfr.webm"
     cut.write_bytes(whole[: len(whole) // 2])
-    config = PrepareConfig(dataset="folder", source=str(source), store=str(tmp_path / "store"), max_bad_fraction=0.2, **SMALL)
-    manifest = prepare(config)
-    skipped = manifest.metadata["skipped"]
-    assert [entry["source"] for entry in skipped["files"]] == [str(cut)] and "truncated" in skipped["files"][0]["reason"]
+    store = str(tmp_path / "store")
+    manifest = prepare(PrepareConfig(dataset="folder", source=str(source), store=store, max_bad_fraction=0.2, **SMALL))
+    [entry] = manifest.metadata["skipped"]["files"]
+    assert entry["source"] == str(cut) and "truncated" in entry["reason"]
     assert manifest.metadata["clips"][TRAIN] + manifest.metadata["clips"][TEST] == 13  # 12 + the valid one
     dataset = resolve(str(tmp_path / "store" / "datasets" / "folder"))
     shards = [read_clip_shard(dataset.child(shard.name)) for shard in manifest.shards]
-    [clip] = [shard.frames_NTHWC[n] for shard in shards for n, name in enumerate(shard.sources) if name.endswith("vfr.mkv")]
+    [clip] = [s.frames_NTHWC[n] for s in shards for n, name in enumerate(s.sources) if name.endswith("vfr.mkv")]
     assert label_of_frames(clip) == 1
     # the frames on screen at 250, 750, 1250 and 1750 ms: frames 3, 6, 8 and 12 of 15
     expected_blue = [ramp_value(t, len(shown_ms), 30, 220) for t in (3, 6, 8, 12)]

@@ -77,7 +77,9 @@ def encode_video(frames_THWC: np.ndarray, container: str = "mp4", codec: str | N
     return buffer.getvalue()
 
 
-def encode_timed_video(frames_THWC: np.ndarray, pts_ms: Sequence[int], container: str = "mkv", codec: str | None = None, fps: int = 24) -> bytes:
+def encode_timed_video(
+    frames_THWC: np.ndarray, pts_ms: Sequence[int], container: str = "mkv", codec: str | None = None, fps: int = 24
+) -> bytes:
     """Like :func:`encode_video`, but frame ``i`` is shown at ``pts_ms[i]`` milliseconds: a variable frame
     rate, or dropped frames (fewer frames than ``fps`` times the duration), as phone and screen recordings have."""
     assert len(pts_ms) == len(frames_THWC) and list(pts_ms) == sorted(set(pts_ms))
