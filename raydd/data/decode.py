@@ -1,10 +1,11 @@
 """Decode one video with PyAV into a fixed-size uint8 clip, decoding only the frames the clip keeps.
 
 Frames are sampled by presentation time: the frame on screen at the centre of each of T equal segments
-of the video's duration (Suppl. 8: uniform segments work best). On a constant-frame-rate file that is
-the centre frame of T equal segments of its frames; on a variable-frame-rate one (irregular timestamps,
-dropped frames) it is the frame a viewer sees at that moment. Each kept frame is scaled so that it
-covers H x W and centre-cropped, so the aspect ratio is never distorted.
+of the video's duration (Suppl. 8: uniform segments work best), from its first frame's timestamp to the
+end of its last as the packets say, so a header that misstates the length shifts nothing. On a
+constant-frame-rate file that is the centre frame of T equal segments of its frames; on a
+variable-frame-rate one (irregular timestamps, dropped frames) it is the frame a viewer sees at that
+moment. Each kept frame is scaled so that it covers H x W and centre-cropped, so the aspect ratio is never distorted.
 
 Cost: one pass reads the packets (compressed data, nothing decoded) to learn every frame's timestamp
 and the keyframes; then, for each wanted frame, decoding seeks to the keyframe before it and runs only
@@ -46,9 +47,9 @@ def sample_by_time(timestamps: list[int], end: int, num_frames: int) -> list[int
     """Positions in sorted ``timestamps`` of the frames on screen at the centre of ``num_frames`` equal time
     segments of [first timestamp, ``end``) (repeats if there are too few frames).
 
-    The centres move later by a quarter of a segment's step in average frames, so that a timestamp
-    rounded to the container's time base (a 30 fps file in milliseconds) still picks the frame that
-    frame-index sampling picks on a constant-frame-rate file.
+    The centres move later by 1/(4T) of an average frame (half the least distance between a centre and
+    a frame's edge on a constant-frame-rate file), so that timestamps rounded to the container's time
+    base (a 30 fps file in milliseconds) still pick the frames that frame-index sampling picks.
     """
     first, count = timestamps[0], len(timestamps)
     span = Fraction(max(end - first, 1))
