@@ -5,7 +5,8 @@ of the video's duration (Suppl. 8: uniform segments work best), from its first f
 end of its last as the packets say, so a header that misstates the length shifts nothing. On a
 constant-frame-rate file that is the centre frame of T equal segments of its frames; on a
 variable-frame-rate one (irregular timestamps, dropped frames) it is the frame a viewer sees at that
-moment. Each kept frame is scaled so that it covers H x W and centre-cropped, so the aspect ratio is never distorted.
+moment. Each kept frame is scaled so that it covers H x W and centre-cropped, so the aspect ratio is
+never distorted.
 
 Cost: one pass reads the packets (compressed data, nothing decoded) to learn every frame's timestamp
 and the keyframes; then, for each wanted frame, decoding seeks to the keyframe before it and runs only
