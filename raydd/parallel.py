@@ -1,6 +1,9 @@
 """Ray plumbing shared by the commands: joining a cluster and running tasks with a progress bar.
 
-Components never import Ray; entry modules use this to fan their pure functions out as tasks.
+Components never import Ray; entry modules use this to fan their pure functions out as tasks. A task
+that fails on a transient storage error (see :func:`raydd.storage.transient_storage_errors`) is run
+again; that is safe because every write is atomic and named by what it holds, so a retried task
+either finds its output complete or writes it whole.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ import ray
 from tqdm import tqdm
 
 from raydd.errors import RayddError
+from raydd.storage import transient_storage_errors
 
 R = TypeVar("R")
+MAX_RETRIES = 2  # a task runs at most 3 times: worker deaths and transient storage errors
+PROGRESS_POLL_S = 0.5  # how often the bar asks running tasks how far they are
 
 
 def ensure_ray(address: str | None = None) -> None:
@@ -33,6 +39,30 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+@ray.remote(num_cpus=0)
+class _ProgressBoard:
+    """Units each running call has reported done (the most it reported: a retried call counts from 0 again)."""
+
+    def __init__(self) -> None:
+        self._done: dict[int, int] = {}
+
+    def report(self, position: int, done: int) -> None:
+        if done > self._done.get(position, 0):
+            self._done[position] = done
+
+    def snapshot(self) -> dict[int, int]:
+        return self._done
+
+
+def _call_reporting(function: Callable[..., R], board: ray.actor.ActorHandle, position: int, *args: Any) -> R:
+    """Run ``function(*args)`` handing it a ``progress(done)`` callable that posts to ``board``."""
+
+    def progress(done: int) -> None:
+        board.report.remote(position, done)  # fire and forget: the bar is best effort
+
+    return function(*args, progress=progress)
+
+
 def run_tasks(
     function: Callable[..., R],
     calls: Sequence[tuple[Any, ...]],
@@ -43,37 +73,75 @@ def run_tasks(
     max_in_flight: int,
     num_cpus: float = 1,
     num_gpus: float = 0,
+    reports_progress: bool = False,
+    on_progress: Callable[[int], None] | None = None,
 ) -> Iterator[R]:
     """Run ``function(*args)`` for every ``args`` in ``calls`` as Ray tasks, yielding results as they finish.
 
     At most ``max_in_flight`` tasks run at once; the progress bar advances by ``weights[i]`` ``unit``
-    when call ``i`` finishes. A failing task stops the run with one line; tasks already running finish
-    on their own (their writes are atomic, so a re-run can reuse them).
+    when call ``i`` finishes. With ``reports_progress`` the function also takes a ``progress`` keyword,
+    a callable it calls with how many of its ``weights[i]`` units it has done so far, and the bar moves
+    as those arrive (a shard's clips one by one, not the whole shard at its end). ``on_progress``, on
+    the driver, is called with the units done so far each time that number grows.
+
+    A task that raises a transient storage error is retried, as is one whose worker died, up to
+    :data:`MAX_RETRIES` times; any other error (a :class:`RayddError`, bad input) is not. A failing
+    task stops the run with one line; tasks already running finish on their own (their writes are
+    atomic, so a re-run can reuse them).
     """
-    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=2)(function)
+    retry_on = list(transient_storage_errors())
+    options = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=MAX_RETRIES, retry_exceptions=retry_on)
+    board = _ProgressBoard.remote() if reports_progress else None
+    if board is None:
+        remote = ray.remote(**options)(function)
+    else:
+        remote = ray.remote(**options)(_call_reporting).options(name=getattr(function, "__name__", "task"))
     pending: dict[ray.ObjectRef, int] = {}
     queue = list(range(len(calls)))
-    with tqdm(total=sum(weights), desc=description, unit=unit, file=sys.stderr, mininterval=0.5) as bar:
-        while queue or pending:
-            while queue and len(pending) < max_in_flight:
-                position = queue.pop(0)
-                pending[remote.remote(*calls[position])] = position
-            done, _ = ray.wait(list(pending), num_returns=1)
-            position = pending.pop(done[0])
-            try:
-                result = ray.get(done[0])
-            except ray.exceptions.RayError as error:  # an exception in the task, or its worker died every retry
-                _drain(pending)
-                cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else error
-                if isinstance(cause, RayddError):
-                    raise RayddError(str(cause)) from None
-                reason = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-                raise RayddError(
-                    f"{description} task {position} failed ({type(cause).__name__}: {reason}): "
-                    "re-run the same command to resume; finished work is kept"
-                ) from None
-            bar.update(weights[position])
-            yield result
+    finished_units = shown_units = 0
+    try:
+        with tqdm(total=sum(weights), desc=description, unit=unit, file=sys.stderr, mininterval=0.5) as bar:
+            while queue or pending:
+                while queue and len(pending) < max_in_flight:
+                    position = queue.pop(0)
+                    args = calls[position] if board is None else (function, board, position, *calls[position])
+                    pending[remote.remote(*args)] = position
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=None if board is None else PROGRESS_POLL_S)
+                if done:
+                    position = pending.pop(done[0])
+                    result = _result(done[0], position, pending, description)
+                    finished_units += weights[position]
+                units = finished_units
+                if board is not None:
+                    running = set(pending.values())
+                    reported = ray.get(board.snapshot.remote())
+                    units += sum(min(count, weights[p]) for p, count in reported.items() if p in running)
+                if units > shown_units:
+                    bar.update(units - shown_units)
+                    shown_units = units
+                    if on_progress is not None:
+                        on_progress(units)
+                if done:
+                    yield result
+    finally:
+        if board is not None:
+            ray.kill(board)
+
+
+def _result(ref: ray.ObjectRef, position: int, pending: dict[ray.ObjectRef, int], description: str) -> Any:
+    """The task's result, or its failure (after Ray's retries) as one :class:`RayddError` line."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as error:  # an exception in the task, or its worker died every retry
+        _drain(pending)
+        cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else error
+        if isinstance(cause, RayddError):
+            raise RayddError(str(cause)) from None
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        raise RayddError(
+            f"{description} task {position} failed ({type(cause).__name__}: {reason}): "
+            "re-run the same command to resume; finished work is kept"
+        ) from None
 
 
 def _drain(pending: dict[ray.ObjectRef, int]) -> None:

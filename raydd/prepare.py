@@ -18,6 +18,9 @@ from raydd.parallel import cluster_cpus, ensure_ray, run_tasks
 from raydd.storage import Location, Manifest, delete, list_names, manifest_or_none, require_writable_root, resolve, write_manifest
 
 DEFAULT_STORE = os.environ.get("RAYDD_STORE", "raydd-store")
+# Testing aid, not a flag: a local folder; the first attempt at writing each shard then fails with a transient
+# storage error (a dropped connection), and Ray's retry of the task writes it (see write_shard).
+FAIL_ONCE_ENV = "RAYDD_TEST_FAIL_ONCE_DIR"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,11 +83,16 @@ def prepare(config: PrepareConfig) -> Manifest:
     plans = plan_shards(spec, index, config.shard_mb)
     ensure_ray(config.ray_address)
     started = time.perf_counter()
-    calls = [(spec, plan, target.uri, source.uri if source else None, len(index.classes), n == config.fail_shard) for n, plan in enumerate(plans)]
+    fail_once_dir = os.environ.get(FAIL_ONCE_ENV) or None
+    source_uri = source.uri if source else None
+    calls = [
+        (spec, plan, target.uri, source_uri, len(index.classes), n == config.fail_shard, fail_once_dir)
+        for n, plan in enumerate(plans)
+    ]
     results = list(
         run_tasks(
             write_shard, calls, description=f"prepare {spec.name}", weights=[len(p.clips) for p in plans],
-            unit="clip", max_in_flight=config.workers or cluster_cpus(),
+            unit="clip", max_in_flight=config.workers or cluster_cpus(), reports_progress=True,
         )
     )  # fmt: skip
     for result in results:

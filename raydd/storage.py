@@ -8,7 +8,8 @@ Invariants every stage relies on:
 * A dataset or artifact is a folder of shards plus ``manifest.json``, and the manifest is written
   **last**. Readers trust only the manifest, so a writer that crashed leaves nothing visible.
 * Every write is atomic: a local file is written under a temporary name and renamed into place; an
-  object store receives one PUT of the whole object. A reader never sees half a file.
+  object store receives a multipart upload (or one PUT when small) that makes the object visible only
+  when it completes, and is aborted when the writer fails. A reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -30,10 +31,33 @@ from raydd.errors import RayddError
 
 MANIFEST_NAME = "manifest.json"
 _HASH_CHUNK = 8 << 20
+# Stores whose files upload in parts as they are written and publish the object only on close (s3fs).
+_STREAMED_PROTOCOLS = {"s3", "s3a"}
+# One part of a multipart upload to an object store (S3 takes 5 MiB to 5 GiB): what a writer holds in memory.
+UPLOAD_PART_BYTES = 8 << 20
 
 
 class ManifestNotFound(RayddError):
     """A location that should hold a complete dataset or artifact has no manifest."""
+
+
+class StorageUnreachable(RayddError, ConnectionError):
+    """The storage endpoint did not answer: a wrong URL, or a network blip (so Ray tasks retry it, as an OSError)."""
+
+
+def transient_storage_errors() -> tuple[type[BaseException], ...]:
+    """Errors that may pass on their own: OSError (a dropped connection, a timeout, s3fs's translation of a 5xx
+    or of throttling), and botocore's and aiohttp's connection, HTTP and service errors that reach us untranslated.
+    Errors a user must fix are :class:`RayddError` (credentials, permissions, missing buckets) and are not here."""
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        import aiohttp
+        import botocore.exceptions as boto
+
+        errors += [boto.ConnectionError, boto.HTTPClientError, boto.ClientError, aiohttp.ClientError]
+    except ImportError:  # no s3fs: nothing but OSError can come from storage
+        pass
+    return tuple(errors)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +136,9 @@ def storage_errors(location: Location | str) -> Iterator[None]:
                 "(or AWS_PROFILE), and AWS_ENDPOINT_URL_S3 for a non-AWS endpoint"
             ) from None
         if name in {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError"}:
-            raise RayddError(f"cannot reach the storage endpoint for {location} ({text}): check AWS_ENDPOINT_URL_S3") from None
+            raise StorageUnreachable(
+                f"cannot reach the storage endpoint for {location} ({text}): check AWS_ENDPOINT_URL_S3"
+            ) from None
         if isinstance(error, FileNotFoundError) and "specified bucket does not exist" in text.lower():
             raise RayddError(f"bucket of {location} does not exist: create it first") from None
         raise
@@ -158,21 +184,27 @@ def delete(location: Location) -> None:
 
 
 class HashingWriter(io.RawIOBase):
-    """A write-only file that counts and SHA-256-hashes what passes through it (no re-read to checksum)."""
+    """A write-only file that counts and SHA-256-hashes what passes through it (no re-read to checksum).
 
-    def __init__(self, handle: IO[bytes]) -> None:
+    Large writes reach the file underneath in pieces of at most ``piece_bytes``, so that a buffering
+    file (an object-store upload) sends each part as it fills instead of copying the whole write first.
+    """
+
+    def __init__(self, handle: IO[bytes], piece_bytes: int = UPLOAD_PART_BYTES) -> None:
         super().__init__()
         self._handle = handle
         self._digest = hashlib.sha256()
+        self._piece_bytes = piece_bytes
         self.bytes_written = 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, data) -> int:  # noqa: ANN001 - bytes-like
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         self._digest.update(view)
-        self._handle.write(view)
+        for start in range(0, view.nbytes, self._piece_bytes):
+            self._handle.write(view[start : start + self._piece_bytes])
         self.bytes_written += view.nbytes
         return view.nbytes
 
@@ -191,8 +223,10 @@ def atomic_writer(location: Location) -> Iterator[HashingWriter]:
     """A binary file that becomes visible at ``location`` only when the block exits without error.
 
     Locally the bytes go to a hidden temporary file in the same folder, then ``os.replace`` moves it
-    into place (atomic on POSIX). Elsewhere they are buffered and sent as one PUT (object stores make
-    an object visible only when its upload completes). The file counts and hashes what is written.
+    into place (atomic on POSIX). On an object store they stream out as a multipart upload, one part
+    of :data:`UPLOAD_PART_BYTES` at a time (so a writer holds one part, never the whole object); the
+    object appears only when the upload completes, and a failure aborts the upload, leaving nothing.
+    The file counts and hashes what is written.
 
     There is no fsync: everything raydd stores can be made again, and a file cut short by a power
     failure no longer matches the size and checksum its manifest lists, so readers name it.
@@ -209,7 +243,23 @@ def atomic_writer(location: Location) -> Iterator[HashingWriter]:
             finally:
                 if os.path.exists(temporary):
                     os.remove(temporary)
-        else:
+        elif _STREAMED_PROTOCOLS & set(_protocols(location.fs)):
+            # Not a `with` block: closing the file completes the upload, which must not happen on failure.
+            upload = location.fs.open(location.path, "wb", block_size=UPLOAD_PART_BYTES)
+            try:
+                yield HashingWriter(upload)
+            except BaseException:
+                try:
+                    upload.discard()  # aborts the multipart upload, if one was started
+                finally:
+                    upload.closed = True  # a later close(), the garbage collector's too, would publish it
+                raise
+            try:
+                upload.close()
+            except BaseException:
+                upload.discard()  # the upload failed to complete: do not leave its parts behind
+                raise
+        else:  # other fsspec stores: buffered, then one write of the whole object
             buffer = io.BytesIO()
             yield HashingWriter(buffer)
             location.fs.pipe_file(location.path, buffer.getvalue())

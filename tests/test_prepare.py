@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from raydd.data import open_prepared
+from raydd.data.layouts import index_source
+from raydd.data.prepare import plan_shards, write_shard
 from raydd.errors import RayddError
-from raydd.prepare import PrepareConfig, prepare
+from raydd.prepare import FAIL_ONCE_ENV, PrepareConfig, prepare
 from raydd.storage import list_names, read_bytes, resolve
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -83,6 +85,41 @@ def test_crash_while_overwriting_keeps_the_old_dataset_readable(tmp_path) -> Non
         prepare(dataclasses.replace(config, frames=2, overwrite=True, fail_shard=0))
     assert read_bytes(resolve(dataset_uri).child("manifest.json")) == old_manifest
     assert len(open_prepared(dataset_uri).split("test")) == 200
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_transient_storage_error_is_retried_and_gives_the_same_shards(
+    where: str, tmp_path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """Every shard's first write fails half-way with a dropped connection; Ray runs the task again and the retry
+    writes the very same shard (same fingerprinted name, bytes and checksum) with nothing left of the first."""
+    store = str(tmp_path / "store") if where == "local" else request.getfixturevalue("s3_bucket") + "/store"
+    monkeypatch.setenv(FAIL_ONCE_ENV, str(tmp_path / "faults"))
+    manifest = prepare(PrepareConfig(store=store, **SMALL))
+    # every shard's first write failed
+    assert sorted(os.listdir(tmp_path / "faults")) == sorted(shard.name for shard in manifest.shards)
+    monkeypatch.delenv(FAIL_ONCE_ENV)
+    clean = prepare(PrepareConfig(store=str(tmp_path / "clean"), **SMALL))
+    assert manifest.shards == clean.shards
+    dataset_uri = f"{store}/datasets/builtin"
+    assert sorted(list_names(resolve(dataset_uri))) == sorted([s.name for s in manifest.shards] + ["manifest.json"])
+    assert len(open_prepared(dataset_uri).split("test", verify=True)) == 200
+
+
+def test_a_shard_reports_progress_clip_by_clip(tmp_path) -> None:
+    config = PrepareConfig(store=str(tmp_path), **SMALL)
+    spec = config.spec()
+    index = index_source(spec, None)
+    plans = plan_shards(spec, index, config.shard_mb)
+    assert len(plans) < len(index.clips)
+    plan = plans[0]
+    target = str(tmp_path / "datasets" / "builtin")
+    for reused in (False, True):
+        reports: list[int] = []
+        result = write_shard(spec, plan, target, None, len(index.classes), progress=reports.append)
+        assert result.reused == reused
+        # one report a clip while writing; one for all of them when the shard is found already written
+        assert reports == ([len(plan.clips)] if reused else list(range(1, len(plan.clips) + 1)))
 
 
 def test_s3_round_trip(s3_bucket: str) -> None:

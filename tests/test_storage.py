@@ -6,10 +6,14 @@ import os
 import subprocess
 import sys
 
+import hashlib
+
+import numpy as np
 import pytest
 
 from raydd.errors import RayddError
 from raydd.storage import (
+    UPLOAD_PART_BYTES,
     Manifest,
     ManifestNotFound,
     ShardRecord,
@@ -48,6 +52,34 @@ def test_a_failed_write_leaves_nothing_behind(root: str) -> None:
         raise RuntimeError("writer crashed")
     assert read_bytes(folder.child("keep.bin")) == b"old"
     assert list_names(folder) == ["keep.bin"]
+
+
+def test_an_object_larger_than_one_part_streams_up_in_parts_and_round_trips(s3_bucket: str) -> None:
+    location = resolve(s3_bucket).child("big", "shard.arrow")
+    payload = np.random.default_rng(0).integers(0, 256, 2 * UPLOAD_PART_BYTES + 12345, dtype=np.uint8)
+    with atomic_writer(location) as handle:
+        handle.write(b"head")
+        handle.write(payload)  # one write of 2.5 parts: handed on a part at a time
+        handle.write(memoryview(b"tail"))
+    expected = b"head" + payload.tobytes() + b"tail"
+    assert handle.bytes_written == len(expected)
+    assert handle.hexdigest() == hashlib.sha256(expected).hexdigest() == sha256(location)
+    assert read_bytes(location) == expected
+    etag = location.fs.info(location.path)["ETag"].strip('"')
+    assert etag.endswith("-3")  # a multipart upload of 3 parts, not one PUT of a buffered copy
+
+
+def test_a_failed_multipart_write_leaves_no_object_and_no_upload(s3_bucket: str) -> None:
+    folder = resolve(s3_bucket).child("folder")
+    write_bytes(folder.child("keep.bin"), b"old")
+    for name in ("keep.bin", "new.bin"):
+        with pytest.raises(RuntimeError), atomic_writer(folder.child(name)) as handle:
+            handle.write(bytes(UPLOAD_PART_BYTES + 1))  # a first part is already uploaded
+            raise RuntimeError("writer crashed")
+    assert read_bytes(folder.child("keep.bin")) == b"old"
+    assert list_names(folder) == ["keep.bin"]
+    bucket = s3_bucket.removeprefix("s3://")
+    assert folder.fs.list_multipart_uploads(bucket) == []  # aborted, not left to accrue storage charges
 
 
 def test_manifest_round_trip_and_absence(root: str) -> None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -92,11 +94,24 @@ def _summary(plan: ShardPlan, record: ShardRecord, labels: np.ndarray, histogram
     )
 
 
-def write_shard(spec: DatasetSpec, plan: ShardPlan, dataset_uri: str, source_uri: str | None, n_classes: int, fail: bool = False) -> ShardResult:
+def write_shard(
+    spec: DatasetSpec,
+    plan: ShardPlan,
+    dataset_uri: str,
+    source_uri: str | None,
+    n_classes: int,
+    fail: bool = False,
+    fail_once_dir: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ShardResult:
     """Write one shard atomically (or reuse it if a previous run finished it) and summarise it.
 
-    ``fail`` is a testing aid: the writer raises half-way through writing, as a crashed task would.
+    ``progress`` is called with the number of the shard's clips done so far, after each clip.
+    ``fail`` and ``fail_once_dir`` are testing aids: with ``fail`` the writer raises half-way through
+    writing, as a crashed task would; with ``fail_once_dir`` (a local folder) the first attempt at each
+    shard raises an OSError half-way, as a dropped storage connection would, and the next one succeeds.
     """
+    report = progress or (lambda done: None)
     started = time.perf_counter()
     location = resolve(dataset_uri).child(plan.name)
     if exists(location):
@@ -105,30 +120,44 @@ def write_shard(spec: DatasetSpec, plan: ShardPlan, dataset_uri: str, source_uri
         histogram = np.zeros((shard.frames_NTHWC.shape[-1], 256), np.int64)
         if plan.split == TRAIN:
             histogram = sum((clip_histogram(clip[:, ::2, ::2]) for clip in shard.frames_NTHWC), histogram)
+        report(len(plan.clips))
         return _summary(plan, record, shard.labels, histogram, shard.skipped, True, started, n_classes)
     source = resolve(source_uri) if source_uri else None
     frames_NTHWC = np.empty((len(plan.clips), *spec.clip_shape), np.uint8)  # filled in place: no second copy
     histogram = np.zeros((spec.clip_shape[-1], 256), np.int64)
     labels, sources, skipped = [], [], []
-    for clip in plan.clips:
+    for done, clip in enumerate(plan.clips, 1):
         try:
             frames_NTHWC[len(labels)] = load_clip(spec, clip, source)
         except VideoDecodeError as error:
             where = clip.source if source is None or source.is_local else source.fs.unstrip_protocol(clip.source)
             skipped.append({"source": where, "reason": str(error)})
+            report(done)
             continue
         if plan.split == TRAIN:  # mean/std come from the training clips; a quarter of the pixels is plenty
             histogram += clip_histogram(frames_NTHWC[len(labels), :, ::2, ::2])
         labels.append(clip.label)
         sources.append(clip.source)
+        report(done)
     labels_array = np.asarray(labels, dtype=np.int32)
     with atomic_writer(location) as handle:
-        if fail:
+        if fail or (fail_once_dir and _first_attempt(fail_once_dir, plan.name)):
             handle.write(b"ARROW1-partial")
-            raise RuntimeError(f"injected fault while writing {plan.name}")
+            error = RuntimeError if fail else ConnectionResetError
+            raise error(f"injected fault while writing {plan.name}")
         write_clip_shard(handle, frames_NTHWC[: len(labels)], labels_array, sources, skipped)
     record = ShardRecord(plan.name, len(labels), handle.bytes_written, handle.hexdigest(), plan.split)
     return _summary(plan, record, labels_array, histogram, skipped, False, started, n_classes)
+
+
+def _first_attempt(folder: str, name: str) -> bool:
+    """True the first time it is asked about ``name`` (it leaves a marker file named so in ``folder``)."""
+    os.makedirs(folder, exist_ok=True)
+    try:
+        with open(os.path.join(folder, name), "x"):
+            return True
+    except FileExistsError:
+        return False
 
 
 def channel_stats(histograms: list[tuple[tuple[int, ...], ...]]) -> tuple[list[float], list[float]]:

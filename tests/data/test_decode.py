@@ -9,8 +9,16 @@ import av
 import numpy as np
 import pytest
 
-from raydd.data.decode import VideoDecodeError, decode_clip, uniform_indices
-from tests.data.videos import FORMATS, encode_video, ramp_frames, ramp_value, set_avi_frame_count, write_video
+from raydd.data.decode import VideoDecodeError, decode_clip, sample_by_time, uniform_indices
+from tests.data.videos import (
+    FORMATS,
+    encode_timed_video,
+    encode_video,
+    ramp_frames,
+    ramp_value,
+    set_avi_frame_count,
+    write_video,
+)
 
 ALL_FORMATS = [(container, codec) for container, codecs in FORMATS.items() for codec in codecs]
 TOLERANCE = 6  # grey levels lost to YUV conversion and lossy codecs on flat frames
@@ -173,3 +181,63 @@ def test_decode_reads_the_same_file_object_twice() -> None:
     first = decode_clip(handle, 4, 16, 16)
     second = decode_clip(handle, 4, 16, 16)
     assert np.array_equal(first, second)
+
+
+def _decode_every_frame(data: bytes, num_frames: int, height: int, width: int) -> np.ndarray:
+    """The reference: decode and convert every frame, keep the centre frame of each of T equal segments of frames."""
+    from raydd.data.decode import _to_rgb
+
+    with av.open(io.BytesIO(data)) as container:
+        frames = [_to_rgb(frame, height, width) for frame in container.decode(video=0)]
+    return np.stack([frames[int(i)] for i in uniform_indices(len(frames), num_frames)])
+
+
+@pytest.mark.parametrize(("container", "codec"), ALL_FORMATS, ids=[f"{c}-{k}" for c, k in ALL_FORMATS])
+@pytest.mark.parametrize(("count", "fps"), [(37, 30), (16, 8), (24, 25)])
+def test_time_sampling_picks_the_frames_of_index_sampling_on_constant_frame_rate_files(
+    container: str, codec: str, count: int, fps: int
+) -> None:
+    """Seeking and sampling by timestamps gives exactly the frames a full decode sampled by position gives,
+    also where timestamps are rounded (30 and 25 fps in milliseconds) and segment centres fall on frame edges."""
+    frames = ramp_frames(count, 24, 32)
+    frames[..., 0] = (np.arange(count) * 37 % 256)[:, None, None]  # every frame distinct in red too
+    data = encode_video(frames, container, codec, fps=fps)
+    for num_frames in (1, 3, 4, 8, 16):
+        expected = _decode_every_frame(data, num_frames, 16, 16)
+        np.testing.assert_array_equal(decode_clip(io.BytesIO(data), num_frames, 16, 16), expected)
+
+
+def test_sample_by_time_takes_the_frame_on_screen_at_each_segment_centre() -> None:
+    assert sample_by_time([0, 10, 20, 30], 40, 2) == uniform_indices(4, 2).tolist() == [1, 3]
+    assert sample_by_time([0, 100, 900], 1000, 2) == [1, 1]  # at 250 and 750 the frame from 100 is still shown
+    assert sample_by_time([0, 100, 900], 1000, 5) == [1, 1, 1, 1, 2]
+
+
+@pytest.mark.parametrize("container", ["h264", "mpegts"], ids=["no-timestamps", "imprecise-seeks"])
+def test_streams_the_plan_cannot_serve_are_decoded_whole_and_sampled_by_position(container: str) -> None:
+    """A raw H.264 stream has no timestamps to plan on; MPEG-TS seeks land near, not on, a keyframe (decoding
+    from there would give frames without their references): every frame is decoded instead."""
+    data = encode_video(ramp_frames(16, 24, 32), container, "libx264")
+    clip = decode_clip(io.BytesIO(data), 4, 16, 16)
+    np.testing.assert_allclose(brightness(clip), [ramp_value(t, 16) for t in (2, 6, 10, 14)], atol=TOLERANCE)
+    assert clip.std(axis=(1, 2, 3)).max() < 3  # whole frames, no decoding artefacts
+
+
+# Shown at irregular times over 2 s, with holes: 15 frames where 24 fps would need 48.
+IRREGULAR_MS = [0, 42, 83, 125, 500, 542, 583, 1000, 1042, 1500, 1542, 1583, 1625, 1917, 1958]
+
+
+@pytest.mark.parametrize(
+    ("container", "codec"), [("mkv", "mpeg4"), ("webm", "libvpx-vp9"), ("mp4", "libx264"), ("mkv", "ffv1")]
+)
+def test_variable_frame_rate_video_is_sampled_by_time(container: str, codec: str) -> None:
+    count = len(IRREGULAR_MS)
+    data = encode_timed_video(ramp_frames(count, 24, 32), IRREGULAR_MS, container, codec, fps=24)
+    with av.open(io.BytesIO(data)) as opened:
+        stream = opened.streams.video[0]
+        assert len(list(opened.decode(stream))) == count < 24 * 2  # fewer than 2 s at 24 fps would hold
+    clip = decode_clip(io.BytesIO(data), 4, 16, 16)
+    # Centres of 4 segments of [0, 2000) ms: 250, 750, 1250, 1750 -> the frames on screen then (shown since 125,
+    # 583, 1042 and 1625 ms): frames 3, 6, 8, 12. Sampling by position would take frames 1, 5, 9, 13.
+    np.testing.assert_allclose(brightness(clip), [ramp_value(t, count) for t in (3, 6, 8, 12)], atol=TOLERANCE)
+

@@ -16,12 +16,15 @@ import pytest
 from raydd.data import open_prepared
 from raydd.data.decode import decode_clip
 from raydd.data.layouts import TEST, TRAIN, ClipIndex, index_source
+from raydd.data.shards import read_clip_shard
 from raydd.data.specs import MINIUCF_CLASSES, dataset_names, get_spec
 from raydd.errors import RayddError
 from raydd.prepare import PrepareConfig, prepare
 from raydd.storage import Manifest, resolve
 from tests.data.videos import (
     TINY_FRAMES,
+    class_frames,
+    encode_timed_video,
     encode_video,
     folder_tree,
     hmdb51_tree,
@@ -274,6 +277,33 @@ def test_corrupt_videos_are_skipped_named_and_counted(ray_cluster: None, sources
     assert sum(shard.rows for shard in manifest.shards) == 12
     for split, count in counts.items():
         _check_prepared_split(str(tmp_path / "store" / "datasets" / "folder"), split, count, 3)
+
+
+def test_variable_frame_rate_video_is_prepared_and_a_truncated_one_named(
+    ray_cluster: None, sources: dict[str, Path], tmp_path: Path
+) -> None:
+    """15 frames at irregular times over 2 s (24 fps would be 48 frames) are a valid clip, sampled by time; the same
+    kind of file cut to half its bytes ends well before the 2 s its container states and is skipped, by name."""
+    source = shutil.copytree(sources["folder"], tmp_path / "source")
+    shown_ms = [0, 42, 83, 125, 500, 542, 583, 1000, 1042, 1500, 1542, 1583, 1625, 1917, 1958]
+    vfr = source / "dog" / "vfr.mkv"
+    vfr.write_bytes(encode_timed_video(class_frames(1, len(shown_ms)), shown_ms, "mkv", "ffv1"))
+    noise = np.random.default_rng(5).integers(0, 256, (len(shown_ms), 48, 64, 3), dtype=np.uint8)
+    whole = encode_timed_video(noise, shown_ms, "webm", "libvpx-vp9")
+    cut = source / "eel" / "cut-vfr.webm"
+    cut.write_bytes(whole[: len(whole) // 2])
+    store = str(tmp_path / "store")
+    manifest = prepare(PrepareConfig(dataset="folder", source=str(source), store=store, max_bad_fraction=0.2, **SMALL))
+    [entry] = manifest.metadata["skipped"]["files"]
+    assert entry["source"] == str(cut) and "truncated" in entry["reason"]
+    assert manifest.metadata["clips"][TRAIN] + manifest.metadata["clips"][TEST] == 13  # 12 + the valid one
+    dataset = resolve(str(tmp_path / "store" / "datasets" / "folder"))
+    shards = [read_clip_shard(dataset.child(shard.name)) for shard in manifest.shards]
+    [clip] = [s.frames_NTHWC[n] for s in shards for n, name in enumerate(s.sources) if name.endswith("vfr.mkv")]
+    assert label_of_frames(clip) == 1
+    # the frames on screen at 250, 750, 1250 and 1750 ms: frames 3, 6, 8 and 12 of 15
+    expected_blue = [ramp_value(t, len(shown_ms), 30, 220) for t in (3, 6, 8, 12)]
+    np.testing.assert_allclose(clip[..., 2].mean(axis=(1, 2)), expected_blue, atol=8)
 
 
 def test_too_many_bad_videos_raise_and_publish_nothing(ray_cluster: None, sources: dict[str, Path], tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import io
 import json
 import struct
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -39,7 +40,15 @@ _CODEC_OPTIONS = {
 TINY_FRAMES, TINY_HEIGHT, TINY_WIDTH = 8, 24, 32
 
 
-def _encode(target: io.BytesIO | str, frames_THWC: np.ndarray, container: str, codec: str | None, fps: int, options: dict[str, str]) -> None:
+def _encode(
+    target: io.BytesIO | str,
+    frames_THWC: np.ndarray,
+    container: str,
+    codec: str | None,
+    fps: int,
+    options: dict[str, str],
+    pts_ms: Sequence[int] | None = None,
+) -> None:
     frames_THWC = np.asarray(frames_THWC)
     assert frames_THWC.dtype == np.uint8 and frames_THWC.ndim == 4 and frames_THWC.shape[-1] == 3, frames_THWC.shape
     codec = codec or DEFAULT_CODEC[container]
@@ -49,8 +58,12 @@ def _encode(target: io.BytesIO | str, frames_THWC: np.ndarray, container: str, c
         stream.width, stream.height = frames_THWC.shape[2], frames_THWC.shape[1]
         stream.pix_fmt = "yuv444p" if codec == "ffv1" else "yuv420p"
         stream.options = dict(_CODEC_OPTIONS.get(codec, {}))
-        for image in frames_THWC:
+        if pts_ms is not None:
+            stream.time_base = Fraction(1, 1000)
+        for number, image in enumerate(frames_THWC):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            if pts_ms is not None:
+                frame.pts, frame.time_base = pts_ms[number], Fraction(1, 1000)
             for packet in stream.encode(frame):
                 output.mux(packet)
         for packet in stream.encode(None):
@@ -61,6 +74,17 @@ def encode_video(frames_THWC: np.ndarray, container: str = "mp4", codec: str | N
     """The bytes of a ``container`` file holding ``frames_THWC`` (uint8 RGB) encoded with ``codec``."""
     buffer = io.BytesIO()
     _encode(buffer, frames_THWC, container, codec, fps, {})
+    return buffer.getvalue()
+
+
+def encode_timed_video(
+    frames_THWC: np.ndarray, pts_ms: Sequence[int], container: str = "mkv", codec: str | None = None, fps: int = 24
+) -> bytes:
+    """Like :func:`encode_video`, but frame ``i`` is shown at ``pts_ms[i]`` milliseconds: a variable frame
+    rate, or dropped frames (fewer frames than ``fps`` times the duration), as phone and screen recordings have."""
+    assert len(pts_ms) == len(frames_THWC) and list(pts_ms) == sorted(set(pts_ms))
+    buffer = io.BytesIO()
+    _encode(buffer, frames_THWC, container, codec, fps, {}, pts_ms)
     return buffer.getvalue()
 
 
