@@ -37,6 +37,17 @@ class SyntheticSet(nn.Module):
     def draw(self, indices: Tensor, generator: torch.Generator) -> Tensor:
         raise NotImplementedError
 
+    def draw_classes(self, classes: range, generator: torch.Generator) -> Tensor:
+        """The instances of ``classes`` with the random choices that drawing the whole set makes for them
+        (what a worker of a class-split sample draws: its share of the one-worker draw)."""
+        rows = torch.arange(classes.start * self.per_class, classes.stop * self.per_class, device=self.labels.device)
+        return self.draw(torch.arange(len(self), device=self.labels.device), generator)[rows]
+
+    def class_parameters(self) -> list[nn.Parameter]:
+        """Learnable tensors whose rows are class-major (row ``i`` belongs to class ``i // (rows / num_classes)``):
+        under a class split each worker updates only its own classes' rows of these."""
+        return []
+
     def render(self) -> Tensor:
         raise NotImplementedError
 
@@ -62,6 +73,12 @@ class FreeTensors(SyntheticSet):
 
     def draw(self, indices: Tensor, generator: torch.Generator) -> Tensor:
         return self.values[indices]
+
+    def draw_classes(self, classes: range, generator: torch.Generator) -> Tensor:
+        return self.values[classes.start * self.per_class : classes.stop * self.per_class]
+
+    def class_parameters(self) -> list[nn.Parameter]:
+        return [self.values]
 
     def render(self) -> Tensor:
         return self.values.detach()
@@ -90,6 +107,9 @@ class StaticDynamic(SyntheticSet):
         self.hallucinator = hallucinator
         self.register_buffer("labels", class_major_labels(num_classes, self.per_class), persistent=False)
 
+    def class_parameters(self) -> list[nn.Parameter]:
+        return [self.dynamic]
+
     def _videos(self, classes: Tensor, static_slot: Tensor, dynamic_slot: Tensor) -> Tensor:
         static = self.static[classes * self.spc + static_slot]
         dynamic = self.dynamic[classes * self.dpc + dynamic_slot]
@@ -101,6 +121,17 @@ class StaticDynamic(SyntheticSet):
         static_slot = torch.randint(self.spc, (n,), generator=generator).to(indices.device)
         dynamic_slot = torch.randint(self.dpc, (n,), generator=generator).to(indices.device)
         return self._videos(classes, static_slot, dynamic_slot)
+
+    def draw_classes(self, classes: range, generator: torch.Generator) -> Tensor:
+        if len(classes) == self.num_classes:
+            return self.draw(torch.arange(len(self), device=self.labels.device), generator)
+        n = len(self)  # the pairing of every instance is drawn, as one worker would, and this share kept
+        static_slot = torch.randint(self.spc, (n,), generator=generator)
+        dynamic_slot = torch.randint(self.dpc, (n,), generator=generator)
+        rows = slice(classes.start * self.per_class, classes.stop * self.per_class)
+        device = self.labels.device
+        own = torch.arange(classes.start, classes.stop, device=device).repeat_interleave(self.per_class)
+        return self._videos(own, static_slot[rows].to(device), dynamic_slot[rows].to(device))
 
     @torch.no_grad()
     def render(self) -> Tensor:

@@ -3,7 +3,10 @@
 A *matching sample* is one independent draw of whatever a method compares the synthetic set against:
 a freshly initialised network and real batches (DM), an expert and a start epoch (MTT), a pool model
 and a real batch (FRePo). Each has its own seeded generator, so a sample is the same computation on
-whichever worker draws it: that is what makes N workers exactly N x the samples of one.
+whichever worker draws it: that is what makes N workers exactly N x the samples of one
+(``--split samples``). Under ``--split classes`` every worker runs the same samples, each for its own
+block of ``classes``: it makes every random choice of the whole sample and keeps its share, so that the
+shares add up to what one worker computes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ class MatchingSample:
     seed: int  # the generator's seed (for network initialisation through torch's global RNG)
     real: RealData
     device: torch.device
+    classes: range | None = None  # this worker's classes (--split classes); None: all of them
+
+    def share(self, num_classes: int) -> range:
+        return range(num_classes) if self.classes is None else self.classes
 
 
 class Method(Protocol):
