@@ -9,7 +9,7 @@ Two ways to share an iteration between N workers (``--split``):
   every worker takes the same optimiser step, so the synthetic tensors stay identical everywhere and N
   workers compute exactly what one worker with N x m samples would.
 * ``classes``: the iteration has ``samples_per_worker`` samples whatever N is, and every worker runs
-  each of them for its own contiguous block of classes (:func:`owned_classes`). The loss is a sum over
+  each of them for its own contiguous block of classes (:func:`~raydd.distill.share.owned_classes`). The loss is a sum over
   classes, so a class's synthetic rows get their whole gradient on their owner: only the shared
   parameters (H, MTT's lr) and the loss are all-reduced (summed), and each worker's optimiser step is
   right for its own rows only (the others drift on stale momentum and are never read). The rows come
@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from raydd.distill.methods.base import MatchingSample, Method
 from raydd.distill.real import RealData
+from raydd.distill.share import Share, all_gather_rows
 from raydd.distill.synthetic import SyntheticSet
 from raydd.errors import RayddError
 
@@ -46,6 +47,7 @@ class Collective(Protocol):
 
     def average_(self, flat: Tensor) -> None: ...
     def sum_(self, flat: Tensor) -> None: ...
+    def gather(self, tensor: Tensor, sizes: list[int]) -> Tensor: ...
 
 
 class SingleProcess:
@@ -56,6 +58,9 @@ class SingleProcess:
 
     def sum_(self, flat: Tensor) -> None:
         return None
+
+    def gather(self, tensor: Tensor, sizes: list[int]) -> Tensor:
+        return tensor
 
 
 class TorchDistributed:
@@ -74,10 +79,8 @@ class TorchDistributed:
     def sum_(self, flat: Tensor) -> None:
         self._dist.all_reduce(flat)
 
-
-def owned_classes(num_classes: int, rank: int, world_size: int) -> range:
-    """Worker ``rank``'s contiguous block of classes under ``--split classes`` (sizes differ by at most 1)."""
-    return range(rank * num_classes // world_size, (rank + 1) * num_classes // world_size)
+    def gather(self, tensor: Tensor, sizes: list[int]) -> Tensor:
+        return all_gather_rows(tensor, sizes, self.rank)
 
 
 def sample_seed(seed: int, stage: str, iteration: int, index: int) -> int:
@@ -124,8 +127,8 @@ class Distiller:
         owned = {id(p) for p in synthetic.class_parameters()} if by_classes else set()
         self.class_learnables = [p for p in self.learnables if id(p) in owned]
         self.shared_learnables = [p for p in self.learnables if id(p) not in owned]
-        world = collective.world_size
-        self.classes = owned_classes(synthetic.num_classes, collective.rank, world) if by_classes else None
+        self.share = Share(collective, synthetic.num_classes) if by_classes else None
+        self.classes = self.share.classes if self.share is not None else None
 
     def step(self, iteration: int) -> IterationResult:
         started = time.perf_counter()
@@ -138,7 +141,7 @@ class Distiller:
         total = 0.0
         for j in range(first, first + m):
             seed = sample_seed(self.seed, self.stage, iteration, j)
-            sample = MatchingSample(torch.Generator().manual_seed(seed), seed, self.real, self.device, self.classes)
+            sample = MatchingSample(torch.Generator().manual_seed(seed), seed, self.real, self.device, self.share)
             total += self.method.accumulate(self.synthetic, sample, 1.0 / m)
         # Own rows are checked here and the verdict is summed with the rest, so every worker raises together.
         own_bad = sum(int(not torch.isfinite(p.grad).all()) for p in self.class_learnables)
@@ -157,7 +160,8 @@ class Distiller:
             p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
         self.optimizer.step()
-        self.method.after_step(self.synthetic, torch.Generator().manual_seed(sample_seed(self.seed, self.stage + "/after", iteration, 0)))
+        after = torch.Generator().manual_seed(sample_seed(self.seed, self.stage + "/after", iteration, 0))
+        self.method.after_step(self.synthetic, after, self.share)
         samples = m if self.split == CLASSES else m * self.collective.world_size
         return IterationResult(iteration, loss, time.perf_counter() - started, samples)
 

@@ -116,6 +116,9 @@ class RealData:
         draw = self.draw_random(n, generator)
         return self.load(draw), self.videos.labels[draw.rows].to(self.device)
 
+    def labels_of(self, draw: RealDraw) -> Tensor:
+        return self.videos.labels[draw.rows].to(self.device)
+
     def rows_of(self, classes: range) -> Tensor:
         """The split's rows of ``classes``, ascending."""
         return torch.sort(torch.cat([self.class_indices[c] for c in classes])).values

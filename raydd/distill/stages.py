@@ -116,7 +116,7 @@ def _required(lr: float | None, flag: str) -> float:
     return lr
 
 
-CLASS_SPLIT_METHODS = ("dm",)  # methods whose sample divides by classes (--split classes)
+CLASS_SPLIT_METHODS = ("dm", "frepo")  # methods whose sample divides by classes (--split classes)
 
 
 def effective_split(method: str, split: str, workers: int) -> tuple[str, str | None]:

@@ -15,7 +15,8 @@ import torch.multiprocessing as mp
 
 from raydd.data.reader import open_prepared
 from raydd.distill.artifact import write_static
-from raydd.distill.loop import SingleProcess, TorchDistributed, owned_classes
+from raydd.distill.loop import SingleProcess, TorchDistributed
+from raydd.distill.share import owned_classes
 from raydd.distill.methods.base import MatchingSample, fresh_network
 from raydd.distill.methods.dm import DistributionMatching
 from raydd.distill.pipeline import _stage_key
@@ -32,6 +33,7 @@ CPU = torch.device("cpu")
 # Momentum and large lrs: three iterations move the set far from its start, and the momentum buffers (part of
 # the optimiser state a resumed run needs) must be assembled from their owners too.
 DM = Preset(iterations=3, lr_img=1e4, lr_static=1e4, lr_dynamic=1e5, lr_hal=1.0, momentum=0.5, batch_real=4, network_width=8)
+FREPO = Preset(iterations=3, lr_img=1e-2, lr_static=1e-2, lr_dynamic=1e-3, lr_hal=1e-5, batch_real=16, network_width=8)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _spec(store: Path, stage: str, **overrides) -> StageSpec:  # noqa: ANN003
-    fields = dict(stage=stage, method="dm", dataset_uri=str(store / "datasets" / "builtin"), ipc=1, preset=DM, seed=7, static_uri=str(store / "static"))
+def _spec(store: Path, stage: str, method: str = "dm", **overrides) -> StageSpec:  # noqa: ANN003
+    fields = dict(
+        stage=stage, method=method, dataset_uri=str(store / "datasets" / "builtin"), ipc=1, preset=FREPO if method == "frepo" else DM,
+        seed=7, static_uri=str(store / "static"),
+    )  # fmt: skip
     return StageSpec(**{**fields, **overrides})
 
 
@@ -76,23 +81,35 @@ def _one_worker(spec: StageSpec, resume_at: int) -> tuple[list[float], dict, dic
     return losses, checkpoint, distiller.state(spec.preset.iterations)
 
 
+def _close(actual: torch.Tensor, expected: torch.Tensor, name: str, atol: float = 1e-5) -> None:
+    """Equal to float rounding: relative to the tensor's own scale (gradients here reach 1e2)."""
+    scale = max(1.0, float(expected.abs().max())) if expected.numel() else 1.0
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=atol * scale, msg=name)
+
+
 def _assert_same_state(state: dict, reference: dict) -> None:
-    for name, tensor in reference["synthetic"].items():
-        torch.testing.assert_close(state["synthetic"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    for part in ("synthetic", "method"):  # the method's: FRePo's pool, trained on every worker alike
+        for name, tensor in reference[part].items():
+            # A pool conv's bias feeds a GroupNorm that cancels it: its gradient is rounding noise, which Adam
+            # turns into steps of +-lr (3e-4) either way; it changes no output.
+            if isinstance(tensor, torch.Tensor):
+                _close(state[part][name], tensor, name, atol=1e-3 if name.startswith("pool.") and name.endswith(".bias") else 1e-5)
     for key, saved in reference["optimizer"]["state"].items():
         for name, tensor in saved.items():
-            torch.testing.assert_close(state["optimizer"]["state"][key][name], tensor, rtol=1e-4, atol=1e-5, msg=f"optimizer {key} {name}")
+            _close(state["optimizer"]["state"][key][name], tensor, f"optimizer {key} {name}")
 
 
-@pytest.mark.parametrize(("stage", "world"), [("naive", 2), ("dynamic", 2), ("static", 3)])
-def test_workers_split_by_classes_compute_what_one_worker_computes(store: Path, tmp_path: Path, stage: str, world: int) -> None:
-    spec = _spec(store, stage, split="classes")
+@pytest.mark.parametrize(
+    ("method", "stage", "world"), [("dm", "naive", 2), ("dm", "dynamic", 2), ("dm", "static", 3), ("frepo", "static", 2), ("frepo", "dynamic", 3)]
+)
+def test_workers_split_by_classes_compute_what_one_worker_computes(store: Path, tmp_path: Path, method: str, stage: str, world: int) -> None:
+    spec = _spec(store, stage, method, split="classes")
     losses, checkpoint, final = _one_worker(spec, resume_at=2)
     mp.spawn(_group_member, args=(world, str(tmp_path / "init"), spec, 2, str(tmp_path)), nprocs=world)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
     assert [r["classes"] for r in ranks] == [owned_classes(CLASSES, r, world) for r in range(world)]
     for result in ranks:
-        assert result["losses"] == pytest.approx(losses, rel=1e-5)
+        assert result["losses"] == pytest.approx(losses, rel=1e-4)
         _assert_same_state(result["checkpoint"], checkpoint)
         _assert_same_state(result["final"], final)
     # Before the assembly each worker's own rows were already the one-worker result, and the others' were not.

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from raydd.distill.methods.base import MatchingSample, fresh_network
 from raydd.distill.real import RealData, RealDraw
+from raydd.distill.share import Share
 from raydd.distill.synthetic import SyntheticSet
 
 REAL_CHUNK = 256  # clips per no-grad forward: bounds the activations held at once
@@ -42,7 +43,7 @@ class DistributionMatching(nn.Module):
         net = fresh_network(self.build_network, sample.seed, sample.device)
         net.train()
         net.requires_grad_(False)
-        classes = sample.share(synthetic.num_classes)
+        classes = sample.classes(synthetic.num_classes)
         # Every class is drawn, so that a worker's share is what one worker draws for those classes.
         drawn = sample.real.draw_per_class(self.batch_real, sample.generator)
         videos = synthetic.draw_classes(classes, sample.generator)
@@ -66,5 +67,5 @@ class DistributionMatching(nn.Module):
             means.append(embedding.view(len(block), n, -1).mean(1))
         return torch.cat(means)
 
-    def after_step(self, synthetic: SyntheticSet, generator: torch.Generator) -> None:
+    def after_step(self, synthetic: SyntheticSet, generator: torch.Generator, share: Share | None = None) -> None:
         return None

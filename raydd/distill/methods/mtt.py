@@ -24,6 +24,7 @@ from torch.func import functional_call
 
 from raydd.distill.experts_bank import ExpertBank
 from raydd.distill.methods.base import MatchingSample
+from raydd.distill.share import Share
 from raydd.distill.synthetic import SyntheticSet
 from raydd.experts.trajectories import unflatten_parameters
 
@@ -112,7 +113,7 @@ class TrajectoryMatching(nn.Module):
             grad_P = theta_P.grad
         return loss.item()
 
-    def after_step(self, synthetic: SyntheticSet, generator: torch.Generator) -> None:
+    def after_step(self, synthetic: SyntheticSet, generator: torch.Generator, share: Share | None = None) -> None:
         if self.learn_lr:
             with torch.no_grad():
                 self.syn_lr.clamp_(min=MIN_SYN_LR)
