@@ -68,8 +68,8 @@ class _RunFields:
     samples_per_worker: int = option(1, "matching samples per worker per iteration")
     split: str = option(
         "classes",
-        "how --workers share an iteration: classes (DM: each worker embeds its own classes of the same samples; "
-        "the result of 1 worker, N x faster; MTT and FRePo run as samples) or samples (each worker its own "
+        "how --workers share an iteration: classes (DM, FRePo: each worker embeds its own classes of the same "
+        "samples; the result of 1 worker, ~N x faster; MTT runs as samples) or samples (each worker its own "
         "matching samples: N x the samples an iteration)",
         choices=("classes", "samples"),
     )  # fmt: skip
