@@ -68,9 +68,9 @@ class _RunFields:
     samples_per_worker: int = option(1, "matching samples per worker per iteration")
     split: str = option(
         "classes",
-        "how --workers share an iteration: classes (DM, FRePo: each worker embeds its own classes of the same "
-        "samples; the result of 1 worker, ~N x faster; MTT runs as samples) or samples (each worker its own "
-        "matching samples: N x the samples an iteration)",
+        "how --workers share an iteration: classes (every worker runs the same matching samples for its own "
+        "block of classes: the result of 1 worker, ~N x faster) or samples (each worker its own matching "
+        "samples: N x the samples an iteration)",
         choices=("classes", "samples"),
     )  # fmt: skip
     memory_bounded: bool = option(False, "MTT: rebuild one student step at a time in the backward pass (same gradient, memory independent of syn_steps)")

@@ -20,7 +20,7 @@ from raydd.distill.config import settings_hash
 from raydd.distill.presets import Preset
 from raydd.distill.preview import preview_gif
 from raydd.distill.ray_train import RunSettings, fit_stage
-from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, effective_split
+from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec
 from raydd.distilled_set import load_distilled, write_distilled
 from raydd.errors import RayddError
 from raydd.parallel import ensure_ray
@@ -60,13 +60,10 @@ def distill(config: Any) -> DistillOutcome:
     store = resolve(config.store)
     require_writable_root(store)
     dataset = open_prepared(store.child("datasets", config.dataset).uri)
-    split, note = effective_split(config.method, config.split, config.workers)
-    if note:
-        print(note, flush=True)
     base = StageSpec(
         stage=NAIVE, method=config.method, dataset_uri=str(dataset.location.uri), ipc=config.ipc, preset=preset, seed=config.seed,
         samples_per_worker=config.samples_per_worker, memory_bounded=config.memory_bounded, device=config.device,
-        split=split,
+        split=config.split,
     )  # fmt: skip
     video_experts = _experts_uri(config, store, dataset, "minic3d") if config.method == "mtt" else None
     key = settings_hash({"spec": _stage_key(base), "paradigm": config.paradigm, "iterations": preset.iterations, "static": config.static, "workers": config.workers})

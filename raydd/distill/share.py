@@ -43,9 +43,36 @@ class Share:
         sizes = [len(owned_classes(self.num_classes, r, self.group.world_size)) * per_class for r in range(self.group.world_size)]
         return self.group.gather(tensor, sizes)
 
+    def owns(self, instances: Tensor, per_class: int) -> Tensor:
+        """Mask: which of ``instances`` (class-major instance numbers) belong to this worker's classes."""
+        classes = instances // per_class
+        return (classes >= self.classes.start) & (classes < self.classes.stop)
+
     def part(self, n: int) -> range:
         """This worker's contiguous part of ``n`` items (a real batch)."""
         return range(self.group.rank * n // self.group.world_size, (self.group.rank + 1) * n // self.group.world_size)
+
+
+class _Sum(torch.autograd.Function):
+    """all_reduce (sum) forward and backward: the gradient of a replicated value that each worker holds a
+    part of (MTT's student gradient) reaches every part whole."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor, group: Group) -> Tensor:  # noqa: ANN401
+        ctx.group = group
+        total = tensor.clone()
+        group.sum_(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN401
+        grad = grad.clone()
+        ctx.group.sum_(grad)
+        return grad, None
+
+
+def sum_over_group(tensor: Tensor, group: Group) -> Tensor:
+    return _Sum.apply(tensor, group)
 
 
 class _Gather(torch.autograd.Function):

@@ -18,7 +18,7 @@ from torch import nn
 from raydd.data.reader import open_prepared
 from raydd.distill.artifact import read_static
 from raydd.distill.experts_bank import ExpertBank
-from raydd.distill.loop import CLASSES, SAMPLES, Collective, Distiller, LearningRate, build_optimizer, sample_seed
+from raydd.distill.loop import CLASSES, Collective, Distiller, LearningRate, build_optimizer, sample_seed
 from raydd.distill.methods.dm import DistributionMatching
 from raydd.distill.methods.mtt import TrajectoryMatching
 from raydd.distill.presets import Preset
@@ -45,7 +45,7 @@ class StageSpec:
     samples_per_worker: int = 1
     memory_bounded: bool = False  # MTT
     device: str = "auto"
-    split: str = CLASSES  # how workers share an iteration (loop.py): CLASSES or SAMPLES; see effective_split
+    split: str = CLASSES  # how workers share an iteration (loop.py): CLASSES or SAMPLES
 
     @property
     def per_class(self) -> int:
@@ -116,34 +116,15 @@ def _required(lr: float | None, flag: str) -> float:
     return lr
 
 
-CLASS_SPLIT_METHODS = ("dm", "frepo")  # methods whose sample divides by classes (--split classes)
-
-
-def effective_split(method: str, split: str, workers: int) -> tuple[str, str | None]:
-    """The split a run uses, and a line to show when it is not the one asked for: MTT's sample (one
-    student trajectory) does not divide by classes, so there ``--split classes`` runs as ``samples``
-    (the measurements behind this are in the issue-11 note); on one worker both are the same."""
-    if split == CLASSES and method not in CLASS_SPLIT_METHODS and workers > 1:
-        return SAMPLES, (
-            f"--split classes does not divide a {method.upper()} matching sample: "
-            f"each of the {workers} workers runs its own samples (--split samples)"
-        )
-    return split, None
-
-
 def build_stage(spec: StageSpec, collective: Collective, device: torch.device, *, real_indices: np.ndarray | None = None) -> Distiller:
     """``real_indices``: the training clips the stage may match (default: the whole train split)."""
     dataset = open_prepared(spec.dataset_uri)
     clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
     num_classes = len(dataset.classes)
-    if spec.split == CLASSES and collective.world_size > 1:
-        if spec.method not in CLASS_SPLIT_METHODS:
-            raise RayddError(f"--split classes does not apply to {spec.method}: use --split samples")
-        if collective.world_size > num_classes:
-            raise RayddError(
-                f"--split classes gives each worker at least one class: "
-                f"use at most {num_classes} workers, or --split samples"
-            )
+    if spec.split == CLASSES and collective.world_size > num_classes:
+        raise RayddError(
+            f"--split classes gives each worker at least one class: use at most {num_classes} workers, or --split samples"
+        )
     real = RealData(dataset.split("train"), dataset.mean, dataset.std, device, frames=spec.stage == STATIC, indices=real_indices)
     synthetic, groups = _synthetic(spec, real, num_classes, clip_shape, device)
     p = spec.preset

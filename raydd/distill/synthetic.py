@@ -34,7 +34,9 @@ class SyntheticSet(nn.Module):
     per_class: int
     labels: Tensor
 
-    def draw(self, indices: Tensor, generator: torch.Generator) -> Tensor:
+    def draw(self, indices: Tensor, generator: torch.Generator, keep: Tensor | None = None) -> Tensor:
+        """Instances ``indices`` with fresh random choices; ``keep`` (a mask over ``indices``): only those
+        are made, with the random choices drawn for all (a worker's part of a class-split batch)."""
         raise NotImplementedError
 
     def draw_classes(self, classes: range, generator: torch.Generator) -> Tensor:
@@ -71,8 +73,8 @@ class FreeTensors(SyntheticSet):
         self.values = nn.Parameter(initial.clone().float() if initial is not None else torch.randn(shape))
         self.register_buffer("labels", class_major_labels(num_classes, per_class), persistent=False)
 
-    def draw(self, indices: Tensor, generator: torch.Generator) -> Tensor:
-        return self.values[indices]
+    def draw(self, indices: Tensor, generator: torch.Generator, keep: Tensor | None = None) -> Tensor:
+        return self.values[indices if keep is None else indices[keep]]
 
     def draw_classes(self, classes: range, generator: torch.Generator) -> Tensor:
         return self.values[classes.start * self.per_class : classes.stop * self.per_class]
@@ -115,11 +117,13 @@ class StaticDynamic(SyntheticSet):
         dynamic = self.dynamic[classes * self.dpc + dynamic_slot]
         return self.hallucinator(static, dynamic)
 
-    def draw(self, indices: Tensor, generator: torch.Generator) -> Tensor:
+    def draw(self, indices: Tensor, generator: torch.Generator, keep: Tensor | None = None) -> Tensor:
         classes = indices // self.per_class
         n = len(indices)
         static_slot = torch.randint(self.spc, (n,), generator=generator).to(indices.device)
         dynamic_slot = torch.randint(self.dpc, (n,), generator=generator).to(indices.device)
+        if keep is not None:
+            classes, static_slot, dynamic_slot = classes[keep], static_slot[keep], dynamic_slot[keep]
         return self._videos(classes, static_slot, dynamic_slot)
 
     def draw_classes(self, classes: range, generator: torch.Generator) -> Tensor:

@@ -23,16 +23,20 @@ from raydd.distill.pipeline import _stage_key
 from raydd.distill.presets import Preset
 from raydd.distill.real import RealData
 from raydd.distill.resident import fits_on_device, resident_bytes, should_keep_resident
-from raydd.distill.stages import StageSpec, build_stage, effective_split, matching_network
+from raydd.distill.stages import StageSpec, build_stage, matching_network
 from raydd.distill.synthetic import FreeTensors
 from raydd.errors import RayddError
 
-from .tiny_store import CLASSES, CLIP_SHAPE, FRAMES, SIDE, write_builtin
+from .tiny_store import CLASSES, CLIP_SHAPE, FRAMES, SIDE, write_builtin, write_experts
 
 CPU = torch.device("cpu")
 # Momentum and large lrs: three iterations move the set far from its start, and the momentum buffers (part of
 # the optimiser state a resumed run needs) must be assembled from their owners too.
 DM = Preset(iterations=3, lr_img=1e4, lr_static=1e4, lr_dynamic=1e5, lr_hal=1.0, momentum=0.5, batch_real=4, network_width=8)
+MTT = Preset(
+    iterations=3, lr_img=100.0, lr_static=100.0, lr_dynamic=10.0, lr_hal=1e-3, momentum=0.5, syn_steps=3, batch_syn=5, expert_epochs=1,
+    max_start_epoch=2, lr_teacher=0.05, learn_lr=True, lr_lr=1e-5, network_width=8,
+)  # fmt: skip
 FREPO = Preset(iterations=3, lr_img=1e-2, lr_static=1e-2, lr_dynamic=1e-3, lr_hal=1e-5, batch_real=16, network_width=8)
 
 
@@ -40,6 +44,8 @@ FREPO = Preset(iterations=3, lr_img=1e-2, lr_static=1e-2, lr_dynamic=1e-3, lr_ha
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("store")
     write_builtin(str(root))
+    write_experts(str(root / "experts" / "minic3d"))
+    write_experts(str(root / "experts" / "convnet"), model="convnet")
     static = torch.randn(CLASSES * 2, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(0))
     write_static(str(root / "static"), static, torch.arange(CLASSES).repeat_interleave(2), {"method": "dm"})
     return root
@@ -47,8 +53,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _spec(store: Path, stage: str, method: str = "dm", **overrides) -> StageSpec:  # noqa: ANN003
     fields = dict(
-        stage=stage, method=method, dataset_uri=str(store / "datasets" / "builtin"), ipc=1, preset=FREPO if method == "frepo" else DM,
-        seed=7, static_uri=str(store / "static"),
+        stage=stage, method=method, dataset_uri=str(store / "datasets" / "builtin"), ipc=1, preset={"frepo": FREPO, "mtt": MTT}.get(method, DM),
+        seed=7, static_uri=str(store / "static"), experts_uri=str(store / "experts" / ("convnet" if stage == "static" else "minic3d")),
     )  # fmt: skip
     return StageSpec(**{**fields, **overrides})
 
@@ -100,10 +106,12 @@ def _assert_same_state(state: dict, reference: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    ("method", "stage", "world"), [("dm", "naive", 2), ("dm", "dynamic", 2), ("dm", "static", 3), ("frepo", "static", 2), ("frepo", "dynamic", 3)]
+    ("method", "stage", "world"), [("dm", "naive", 2), ("dm", "dynamic", 2), ("dm", "static", 3), ("frepo", "static", 2), ("frepo", "dynamic", 3),
+     ("mtt", "naive", 2), ("mtt", "dynamic", 3)]
 )
 def test_workers_split_by_classes_compute_what_one_worker_computes(store: Path, tmp_path: Path, method: str, stage: str, world: int) -> None:
-    spec = _spec(store, stage, method, split="classes")
+    # MTT's stage 2 runs the memory-bounded backward pass (it rebuilds each student step, all-reduces included).
+    spec = _spec(store, stage, method, split="classes", memory_bounded=method == "mtt" and stage == "dynamic")
     losses, checkpoint, final = _one_worker(spec, resume_at=2)
     mp.spawn(_group_member, args=(world, str(tmp_path / "init"), spec, 2, str(tmp_path)), nprocs=world)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
@@ -130,13 +138,6 @@ def test_on_one_worker_both_splits_are_the_same_run(store: Path) -> None:
     assert classes == samples
 
 
-def test_methods_whose_sample_does_not_divide_by_classes_run_as_samples() -> None:
-    assert effective_split("dm", "classes", 4) == ("classes", None)
-    split, note = effective_split("mtt", "classes", 4)
-    assert split == "samples" and note == "--split classes does not divide a MTT matching sample: each of the 4 workers runs its own samples (--split samples)"
-    assert effective_split("mtt", "classes", 1) == ("classes", None) and effective_split("frepo", "samples", 2) == ("samples", None)
-
-
 class _Member:
     """A member of a group that is never reduced over: enough to reach build_stage's checks."""
 
@@ -147,8 +148,6 @@ class _Member:
 def test_a_class_split_that_cannot_work_is_refused(store: Path) -> None:
     with pytest.raises(RayddError, match=r"use at most 10 workers, or --split samples"):
         build_stage(_spec(store, "naive", split="classes"), _Member(11), CPU)
-    with pytest.raises(RayddError, match=r"^--split classes does not apply to mtt: use --split samples$"):
-        build_stage(_spec(store, "naive", split="classes", method="mtt"), _Member(2), CPU)
 
 
 def _real(store: Path, *, frames: bool) -> RealData:
