@@ -9,8 +9,8 @@ Two ways to share an iteration between N workers (``--split``):
   every worker takes the same optimiser step, so the synthetic tensors stay identical everywhere and N
   workers compute exactly what one worker with N x m samples would.
 * ``classes``: the iteration has ``samples_per_worker`` samples whatever N is, and every worker runs
-  each of them for its own contiguous block of classes (:func:`~raydd.distill.share.owned_classes`). The loss is a sum over
-  classes, so a class's synthetic rows get their whole gradient on their owner: only the shared
+  each of them for its own contiguous block of classes (:func:`~raydd.distill.share.owned_classes`).
+  The loss is a sum over classes, so a class's synthetic rows get their whole gradient on their owner: only the shared
   parameters (H, MTT's lr) and the loss are all-reduced (summed), and each worker's optimiser step is
   right for its own rows only (the others drift on stale momentum and are never read). The rows come
   together, optimiser state included, in :meth:`Distiller.synchronise`, an all-reduce of owner-masked

@@ -40,7 +40,8 @@ class Share:
     def gather_classes(self, tensor: Tensor, per_class: int) -> Tensor:
         """Every worker's class-major ``tensor`` (``per_class`` rows a class) in class order; differentiable:
         each owner receives the gradient that every worker's use of its rows sends back."""
-        sizes = [len(owned_classes(self.num_classes, r, self.group.world_size)) * per_class for r in range(self.group.world_size)]
+        world = self.group.world_size
+        sizes = [len(owned_classes(self.num_classes, r, world)) * per_class for r in range(world)]
         return self.group.gather(tensor, sizes)
 
     def owns(self, instances: Tensor, per_class: int) -> Tensor:

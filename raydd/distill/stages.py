@@ -123,7 +123,8 @@ def build_stage(spec: StageSpec, collective: Collective, device: torch.device, *
     num_classes = len(dataset.classes)
     if spec.split == CLASSES and collective.world_size > num_classes:
         raise RayddError(
-            f"--split classes gives each worker at least one class: use at most {num_classes} workers, or --split samples"
+            f"--split classes gives each worker at least one class: "
+            f"use at most {num_classes} workers, or --split samples"
         )
     real = RealData(dataset.split("train"), dataset.mean, dataset.std, device, frames=spec.stage == STATIC, indices=real_indices)
     synthetic, groups = _synthetic(spec, real, num_classes, clip_shape, device)

@@ -1,6 +1,6 @@
-"""``--split classes`` without Ray: N gloo processes compute the one-worker iteration (synthetic set, optimiser
-state, losses, and a resume in between); DM's chunked real path gives the unchunked loss and gradient; resident
-clips load as the memory-mapped ones do."""
+"""``--split classes`` without Ray: N gloo processes compute the one-worker iteration of DM, FRePo and MTT
+(synthetic set, optimiser state, method state, losses, and a resume in between); DM's chunked real path gives the
+unchunked loss and gradient; resident clips load as the memory-mapped ones do."""
 
 from __future__ import annotations
 
@@ -32,11 +32,13 @@ from .tiny_store import CLASSES, CLIP_SHAPE, FRAMES, SIDE, write_builtin, write_
 CPU = torch.device("cpu")
 # Momentum and large lrs: three iterations move the set far from its start, and the momentum buffers (part of
 # the optimiser state a resumed run needs) must be assembled from their owners too.
-DM = Preset(iterations=3, lr_img=1e4, lr_static=1e4, lr_dynamic=1e5, lr_hal=1.0, momentum=0.5, batch_real=4, network_width=8)
+DM = Preset(
+    iterations=3, lr_img=1e4, lr_static=1e4, lr_dynamic=1e5, lr_hal=1.0, momentum=0.5, batch_real=4, network_width=8
+)
 MTT = Preset(
-    iterations=3, lr_img=100.0, lr_static=100.0, lr_dynamic=10.0, lr_hal=1e-3, momentum=0.5, syn_steps=3, batch_syn=5, expert_epochs=1,
-    max_start_epoch=2, lr_teacher=0.05, learn_lr=True, lr_lr=1e-5, network_width=8,
-)  # fmt: skip
+    iterations=3, lr_img=100.0, lr_static=100.0, lr_dynamic=10.0, lr_hal=1e-3, momentum=0.5, syn_steps=3, batch_syn=5,
+    expert_epochs=1, max_start_epoch=2, lr_teacher=0.05, learn_lr=True, lr_lr=1e-5, network_width=8,
+)
 FREPO = Preset(iterations=3, lr_img=1e-2, lr_static=1e-2, lr_dynamic=1e-3, lr_hal=1e-5, batch_real=16, network_width=8)
 
 
@@ -52,10 +54,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _spec(store: Path, stage: str, method: str = "dm", **overrides) -> StageSpec:  # noqa: ANN003
+    experts = store / "experts" / ("convnet" if stage == "static" else "minic3d")
     fields = dict(
-        stage=stage, method=method, dataset_uri=str(store / "datasets" / "builtin"), ipc=1, preset={"frepo": FREPO, "mtt": MTT}.get(method, DM),
-        seed=7, static_uri=str(store / "static"), experts_uri=str(store / "experts" / ("convnet" if stage == "static" else "minic3d")),
-    )  # fmt: skip
+        stage=stage, method=method, dataset_uri=str(store / "datasets" / "builtin"), ipc=1, seed=7,
+        preset={"frepo": FREPO, "mtt": MTT}.get(method, DM), static_uri=str(store / "static"), experts_uri=str(experts),
+    )
     return StageSpec(**{**fields, **overrides})
 
 
@@ -66,7 +69,7 @@ def _group_member(rank: int, world: int, init_file: str, spec: StageSpec, resume
     try:
         distiller = build_stage(spec, TorchDistributed(), CPU)
         losses = [distiller.step(i).loss for i in range(resume_at)]
-        own_rows = [p.detach().clone() for p in distiller.class_learnables]  # before the assembly: right on own rows only
+        own_rows = [p.detach().clone() for p in distiller.class_learnables]  # before the assembly: right on own rows
         distiller.synchronise()
         checkpoint = copy.deepcopy(distiller.state(resume_at))  # as written to storage: not the live tensors
         resumed = build_stage(spec, TorchDistributed(), CPU)
@@ -74,7 +77,8 @@ def _group_member(rank: int, world: int, init_file: str, spec: StageSpec, resume
         losses += [resumed.step(i).loss for i in range(resume_at, spec.preset.iterations)]
         resumed.synchronise()
         final = resumed.state(spec.preset.iterations)
-        torch.save({"losses": losses, "checkpoint": checkpoint, "final": final, "own_rows": own_rows, "classes": resumed.classes}, f"{out}/rank{rank}.pt")
+        result = {"losses": losses, "checkpoint": checkpoint, "final": final, "own_rows": own_rows}
+        torch.save({**result, "classes": resumed.classes}, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -99,17 +103,21 @@ def _assert_same_state(state: dict, reference: dict) -> None:
             # A pool conv's bias feeds a GroupNorm that cancels it: its gradient is rounding noise, which Adam
             # turns into steps of +-lr (3e-4) either way; it changes no output.
             if isinstance(tensor, torch.Tensor):
-                _close(state[part][name], tensor, name, atol=1e-3 if name.startswith("pool.") and name.endswith(".bias") else 1e-5)
+                cancelled = name.startswith("pool.") and name.endswith(".bias")
+                _close(state[part][name], tensor, name, atol=1e-3 if cancelled else 1e-5)
     for key, saved in reference["optimizer"]["state"].items():
         for name, tensor in saved.items():
             _close(state["optimizer"]["state"][key][name], tensor, f"optimizer {key} {name}")
 
 
 @pytest.mark.parametrize(
-    ("method", "stage", "world"), [("dm", "naive", 2), ("dm", "dynamic", 2), ("dm", "static", 3), ("frepo", "static", 2), ("frepo", "dynamic", 3),
-     ("mtt", "naive", 2), ("mtt", "dynamic", 3)]
+    ("method", "stage", "world"),
+    [("dm", "naive", 2), ("dm", "dynamic", 2), ("dm", "static", 3), ("frepo", "static", 2), ("frepo", "dynamic", 3),
+     ("mtt", "naive", 2), ("mtt", "dynamic", 3)],
 )
-def test_workers_split_by_classes_compute_what_one_worker_computes(store: Path, tmp_path: Path, method: str, stage: str, world: int) -> None:
+def test_workers_split_by_classes_compute_what_one_worker_computes(
+    store: Path, tmp_path: Path, method: str, stage: str, world: int
+) -> None:
     # MTT's stage 2 runs the memory-bounded backward pass (it rebuilds each student step, all-reduces included).
     spec = _spec(store, stage, method, split="classes", memory_bounded=method == "mtt" and stage == "dynamic")
     losses, checkpoint, final = _one_worker(spec, resume_at=2)
@@ -177,7 +185,8 @@ def test_chunked_dm_gives_the_loss_and_gradient_of_the_whole_sample_as_floats(st
 
     for chunk in (3, 8, 256):  # a class in pieces of 3 and 1; two classes a block; the whole sample
         chunked = FreeTensors(CLASSES, 2, item, initial=initial)
-        loss = DistributionMatching(build, batch_real=batch_real, real_chunk=chunk).accumulate(chunked, MatchingSample(torch.Generator().manual_seed(seed), seed, real, CPU), 1.0)
+        method = DistributionMatching(build, batch_real=batch_real, real_chunk=chunk)
+        loss = method.accumulate(chunked, MatchingSample(torch.Generator().manual_seed(seed), seed, real, CPU), 1.0)
         assert loss == pytest.approx(expected.item(), rel=1e-5)
         torch.testing.assert_close(chunked.values.grad, synthetic.values.grad, rtol=1e-4, atol=1e-7)
 

@@ -126,7 +126,8 @@ class FeatureRegression(nn.Module):
             features_s = share.gather_classes(features_s, synthetic.per_class)
         prediction = feature_regression(features_s, centred_one_hot(synthetic.labels, classes), features_t, self.ridge)
         errors = ((prediction - centred_one_hot(sample.real.labels_of(drawn), classes)) ** 2).sum(1)
-        loss: Tensor = errors.mean() if share is None else errors.sum() / self.batch_real  # this worker's part of the mean
+        # Under a class split: this worker's part of the mean over the real batch.
+        loss: Tensor = errors.mean() if share is None else errors.sum() / self.batch_real
         (loss * weight).backward()
         return loss.item()
 

@@ -80,7 +80,9 @@ class TrajectoryMatching(nn.Module):
         inputs = synthetic.draw(step.indices, torch.Generator().manual_seed(step.draw_seed), keep)
         return inputs, labels if keep is None else labels[keep]
 
-    def _step(self, theta_P: Tensor, batch: tuple[Tensor, Tensor], size: int, share: Share | None, *, create_graph: bool) -> Tensor:
+    def _step(
+        self, theta_P: Tensor, batch: tuple[Tensor, Tensor], size: int, share: Share | None, *, create_graph: bool
+    ) -> Tensor:
         inputs, labels = batch
         logits = functional_call(self._student[0], unflatten_parameters(theta_P, self.bank.spec), (inputs,))
         if share is None:
@@ -89,7 +91,7 @@ class TrajectoryMatching(nn.Module):
             part = F.cross_entropy(logits, labels, reduction="sum") / size
             (grad_P,) = torch.autograd.grad(part, theta_P, create_graph=create_graph, allow_unused=True)
             grad_P = torch.zeros_like(theta_P) if grad_P is None else grad_P
-            if create_graph and not grad_P.requires_grad:  # none of this batch is ours: still join the backward's all-reduce
+            if create_graph and not grad_P.requires_grad:  # none of the batch is ours: still join the backward's sum
                 grad_P = grad_P + 0 * theta_P
             grad_P = sum_over_group(grad_P, share.group)
         return theta_P - self.syn_lr * grad_P
@@ -113,14 +115,16 @@ class TrajectoryMatching(nn.Module):
         else:
             theta_P = start_P.clone().requires_grad_(True)
             for step in steps:
-                theta_P = self._step(theta_P, self._draw(synthetic, step, share), len(step.indices), share, create_graph=True)
+                batch = self._draw(synthetic, step, share)
+                theta_P = self._step(theta_P, batch, len(step.indices), share, create_graph=True)
             distance = self._distance(theta_P, start_P, target_P)
             (distance * weight).backward()
             loss = distance.item()
         return loss if share is None else loss / share.group.world_size
 
     def _bounded(
-        self, synthetic: SyntheticSet, steps: list[StudentStep], start_P: Tensor, target_P: Tensor, weight: float, share: Share | None
+        self, synthetic: SyntheticSet, steps: list[StudentStep], start_P: Tensor, target_P: Tensor, weight: float,
+        share: Share | None,
     ) -> float:
         thetas = [start_P]
         for step in steps:
@@ -133,7 +137,8 @@ class TrajectoryMatching(nn.Module):
         (grad_P,) = torch.autograd.grad(loss * weight, final_P)
         for step, theta_P in zip(reversed(steps), reversed(thetas[:-1])):
             theta_P = theta_P.detach().requires_grad_(True)
-            after_P = self._step(theta_P, self._draw(synthetic, step, share), len(step.indices), share, create_graph=True)
+            batch = self._draw(synthetic, step, share)
+            after_P = self._step(theta_P, batch, len(step.indices), share, create_graph=True)
             after_P.backward(grad_P)
             grad_P = theta_P.grad
         return loss.item()
