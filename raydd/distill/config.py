@@ -66,6 +66,13 @@ class _RunFields:
     use_gpu: bool = option(False, "one GPU per Ray Train worker (NCCL); otherwise CPU workers (gloo)")
     cpus_per_worker: float = option(1.0, "CPUs per Ray Train worker (its torch threads)")
     samples_per_worker: int = option(1, "matching samples per worker per iteration")
+    split: str = option(
+        "classes",
+        "how --workers share an iteration: classes (every worker runs the same matching samples for its own "
+        "block of classes: the result of 1 worker, ~N x faster) or samples (each worker its own matching "
+        "samples: N x the samples an iteration)",
+        choices=("classes", "samples"),
+    )  # fmt: skip
     memory_bounded: bool = option(False, "MTT: rebuild one student step at a time in the backward pass (same gradient, memory independent of syn_steps)")
     checkpoint_every: int = option(50, "iterations between checkpoints (in STORE/distill/runs)")
     max_failures: int = option(1, "times Ray Train restarts a failed worker group from the last checkpoint")

@@ -1,11 +1,22 @@
 """One distillation iteration, the same on one process or N data-parallel workers.
 
-Iteration ``i`` has ``samples_per_worker x world_size`` matching samples; sample ``j`` draws everything
-from a generator seeded by (seed, stage, i, j). Worker ``r`` computes samples r*m .. r*m+m-1, the
-gradients of the synthetic set (and of the method's learnables) are averaged across workers, and every
-worker takes the same optimiser step, so the synthetic tensors stay identical everywhere and N workers
-compute exactly what one worker with N x m samples would. Resuming needs no RNG state: iteration i's
-randomness is a function of i.
+Iteration ``i`` runs matching samples; sample ``j`` draws everything from a generator seeded by
+(seed, stage, i, j), so resuming needs no RNG state: iteration i's randomness is a function of i.
+Two ways to share an iteration between N workers (``--split``):
+
+* ``samples``: the iteration has ``samples_per_worker x N`` samples; worker ``r`` computes samples
+  r*m .. r*m+m-1, the gradients of the synthetic set (and of the method's learnables) are averaged, and
+  every worker takes the same optimiser step, so the synthetic tensors stay identical everywhere and N
+  workers compute exactly what one worker with N x m samples would.
+* ``classes``: the iteration has ``samples_per_worker`` samples whatever N is, and every worker runs
+  each of them for its own contiguous block of classes (:func:`~raydd.distill.share.owned_classes`).
+  The loss is a sum over classes, so a class's synthetic rows get their whole gradient on their owner: only the shared
+  parameters (H, MTT's lr) and the loss are all-reduced (summed), and each worker's optimiser step is
+  right for its own rows only (the others drift on stale momentum and are never read). The rows come
+  together, optimiser state included, in :meth:`Distiller.synchronise`, an all-reduce of owner-masked
+  tensors run before a checkpoint is written; a resumed worker loads the whole set. N workers then
+  compute what one worker computes (to float rounding: the real clips are embedded in other batches),
+  in about 1/N of the time, with per-iteration traffic independent of the synthetic set's size.
 """
 
 from __future__ import annotations
@@ -21,8 +32,13 @@ from torch import Tensor, nn
 
 from raydd.distill.methods.base import MatchingSample, Method
 from raydd.distill.real import RealData
+from raydd.distill.share import Share, all_gather_rows
 from raydd.distill.synthetic import SyntheticSet
 from raydd.errors import RayddError
+
+
+SAMPLES, CLASSES = "samples", "classes"
+SPLITS = (CLASSES, SAMPLES)
 
 
 class Collective(Protocol):
@@ -30,6 +46,8 @@ class Collective(Protocol):
     world_size: int
 
     def average_(self, flat: Tensor) -> None: ...
+    def sum_(self, flat: Tensor) -> None: ...
+    def gather(self, tensor: Tensor, sizes: list[int]) -> Tensor: ...
 
 
 class SingleProcess:
@@ -37,6 +55,12 @@ class SingleProcess:
 
     def average_(self, flat: Tensor) -> None:
         return None
+
+    def sum_(self, flat: Tensor) -> None:
+        return None
+
+    def gather(self, tensor: Tensor, sizes: list[int]) -> Tensor:
+        return tensor
 
 
 class TorchDistributed:
@@ -51,6 +75,12 @@ class TorchDistributed:
     def average_(self, flat: Tensor) -> None:
         self._dist.all_reduce(flat)
         flat /= self.world_size
+
+    def sum_(self, flat: Tensor) -> None:
+        self._dist.all_reduce(flat)
+
+    def gather(self, tensor: Tensor, sizes: list[int]) -> Tensor:
+        return all_gather_rows(tensor, sizes, self.rank)
 
 
 def sample_seed(seed: int, stage: str, iteration: int, index: int) -> int:
@@ -85,12 +115,20 @@ class IterationResult:
 class Distiller:
     def __init__(
         self, *, stage: str, synthetic: SyntheticSet, method: Method, real: RealData, groups: list[LearningRate], optimizer: torch.optim.Optimizer,
-        collective: Collective, samples_per_worker: int, seed: int, device: torch.device,
+        collective: Collective, samples_per_worker: int, seed: int, device: torch.device, split: str = SAMPLES,
     ) -> None:  # fmt: skip
+        if split not in SPLITS:
+            raise RayddError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
         self.stage, self.synthetic, self.method, self.real = stage, synthetic, method, real
         self.groups, self.optimizer, self.collective = groups, optimizer, collective
-        self.samples_per_worker, self.seed, self.device = samples_per_worker, seed, device
+        self.samples_per_worker, self.seed, self.device, self.split = samples_per_worker, seed, device, split
         self.learnables = [p for g in groups for p in g.parameters]
+        by_classes = split == CLASSES and collective.world_size > 1
+        owned = {id(p) for p in synthetic.class_parameters()} if by_classes else set()
+        self.class_learnables = [p for p in self.learnables if id(p) in owned]
+        self.shared_learnables = [p for p in self.learnables if id(p) not in owned]
+        self.share = Share(collective, synthetic.num_classes) if by_classes else None
+        self.classes = self.share.classes if self.share is not None else None
 
     def step(self, iteration: int) -> IterationResult:
         started = time.perf_counter()
@@ -99,24 +137,56 @@ class Distiller:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         m, rank = self.samples_per_worker, self.collective.rank
+        first = 0 if self.split == CLASSES else rank * m
         total = 0.0
-        for j in range(rank * m, rank * m + m):
+        for j in range(first, first + m):
             seed = sample_seed(self.seed, self.stage, iteration, j)
-            sample = MatchingSample(torch.Generator().manual_seed(seed), seed, self.real, self.device)
+            sample = MatchingSample(torch.Generator().manual_seed(seed), seed, self.real, self.device, self.share)
             total += self.method.accumulate(self.synthetic, sample, 1.0 / m)
-        flat = torch.cat([p.grad.reshape(-1) for p in self.learnables] + [torch.tensor([total / m], device=self.device)])
-        self.collective.average_(flat)
-        loss = float(flat[-1])
-        if not math.isfinite(loss) or not torch.isfinite(flat).all():
+        # Own rows are checked here and the verdict is summed with the rest, so every worker raises together.
+        own_bad = sum(int(not torch.isfinite(p.grad).all()) for p in self.class_learnables)
+        scalars = torch.tensor([total / m, own_bad], device=self.device)
+        flat = torch.cat([p.grad.reshape(-1) for p in self.shared_learnables] + [scalars])
+        if self.split == CLASSES:
+            self.collective.sum_(flat)
+        else:
+            self.collective.average_(flat)
+        loss = float(flat[-2])
+        if not math.isfinite(loss) or not torch.isfinite(flat).all() or float(flat[-1]) > 0:
             flags = ", ".join(f"{g.flag} (now {g.lr:g})" for g in self.groups if g.parameters)
             raise RayddError(f"non-finite matching loss at iteration {iteration} of stage {self.stage}: lower {flags}")
         offset = 0
-        for p in self.learnables:
+        for p in self.shared_learnables:
             p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
         self.optimizer.step()
-        self.method.after_step(self.synthetic, torch.Generator().manual_seed(sample_seed(self.seed, self.stage + "/after", iteration, 0)))
-        return IterationResult(iteration, loss, time.perf_counter() - started, m * self.collective.world_size)
+        after = torch.Generator().manual_seed(sample_seed(self.seed, self.stage + "/after", iteration, 0))
+        self.method.after_step(self.synthetic, after, self.share)
+        samples = m if self.split == CLASSES else m * self.collective.world_size
+        return IterationResult(iteration, loss, time.perf_counter() - started, samples)
+
+    def synchronise(self) -> None:
+        """Under a class split, give every worker every class's rows (and their optimiser state) from
+        their owners; call it on every worker before one of them writes :meth:`state`."""
+        if self.classes is None:
+            return
+        tensors = []
+        for p in self.class_learnables:
+            state = self.optimizer.state.get(p, {})
+            tensors += [p.data] + [v for _, v in sorted(state.items()) if isinstance(v, Tensor) and v.shape == p.shape]
+        masked = []
+        for tensor in tensors:
+            rows = tensor.shape[0] // self.synthetic.num_classes
+            mine = slice(self.classes.start * rows, self.classes.stop * rows)
+            own = torch.zeros_like(tensor)
+            own[mine] = tensor[mine]
+            masked.append(own.reshape(-1))
+        flat = torch.cat(masked)
+        self.collective.sum_(flat)
+        offset = 0
+        for tensor in tensors:
+            tensor.copy_(flat[offset : offset + tensor.numel()].view_as(tensor))
+            offset += tensor.numel()
 
     def state(self, iteration: int) -> dict[str, Any]:
         """Everything a resumed run needs (``iteration``: the next one to run)."""

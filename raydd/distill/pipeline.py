@@ -63,6 +63,7 @@ def distill(config: Any) -> DistillOutcome:
     base = StageSpec(
         stage=NAIVE, method=config.method, dataset_uri=str(dataset.location.uri), ipc=config.ipc, preset=preset, seed=config.seed,
         samples_per_worker=config.samples_per_worker, memory_bounded=config.memory_bounded, device=config.device,
+        split=config.split,
     )  # fmt: skip
     video_experts = _experts_uri(config, store, dataset, "minic3d") if config.method == "mtt" else None
     key = settings_hash({"spec": _stage_key(base), "paradigm": config.paradigm, "iterations": preset.iterations, "static": config.static, "workers": config.workers})

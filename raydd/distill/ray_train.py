@@ -50,6 +50,8 @@ def _worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(run.cpus_per_worker)))
     device = ray.train.torch.get_device() if run.use_gpu else pick_device(spec.device)
     distiller = build_stage(spec, TorchDistributed() if world > 1 else SingleProcess(), device)
+    if distiller.real.resident_clips and rank == 0:
+        print(f"[{spec.stage}] {distiller.real.resident_clips} real clips resident on {device} (uint8)", flush=True)
     start, history = 0, {"loss": [], "seconds": [], "samples": []}
     saved_at = time.time()  # age of the work a crash would lose: since the last checkpoint, else since the start
     tags = {"stage": spec.stage, "method": spec.method, "dataset": spec.dataset_uri.rstrip("/").rsplit("/", 1)[-1]}
@@ -75,6 +77,7 @@ def _worker(config: dict[str, Any]) -> None:
             ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
             os._exit(1)
         if (iteration + 1) % run.checkpoint_every == 0 or iteration + 1 == run.iterations:
+            distiller.synchronise()  # every worker: under --split classes each holds only its classes' rows
             reported = {"iteration": iteration + 1, "loss": result.loss, "samples_per_s": result.samples / result.seconds}
             if rank == 0:
                 saved_at = time.time()

@@ -4,9 +4,18 @@
 (N, C, T, H, W). ``indices`` restricts the data to a subset of the split (a sweep holds out its
 validation clips this way). Batches are drawn from an explicit ``torch.Generator`` so that every matching sample
 is reproducible from its seed, whichever worker draws it.
+
+Drawing and loading are separate steps: a :class:`RealDraw` (which clips, which frame of each) costs a
+few bytes a clip, so a method can draw a whole sample and then load, standardise and embed it one chunk
+at a time, never holding the whole sample as floats.
+
+A worker may keep clips *resident* on its device (:meth:`RealData.keep_resident`): they are copied there
+once as uint8, and loading them is then a gather on the device that copies no clip bytes from the host.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -14,6 +23,23 @@ from torch import Tensor
 
 from raydd.data.reader import PreparedVideos
 from raydd.errors import RayddError
+
+
+@dataclasses.dataclass(frozen=True)
+class RealDraw:
+    """Drawn clips: rows of the split, and (stage 1) the frame picked from each."""
+
+    rows: Tensor  # int64 (N,), on the CPU
+    frames: Tensor | None = None  # int64 (N,): stage 1's frame of each clip
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def part(self, start: int, stop: int) -> RealDraw:
+        return RealDraw(self.rows[start:stop], None if self.frames is None else self.frames[start:stop])
+
+    def chunks(self, size: int) -> list[RealDraw]:
+        return [self.part(start, start + size) for start in range(0, len(self), size)]
 
 
 class RealData:
@@ -32,28 +58,82 @@ class RealData:
             raise RayddError(f"class {empty[0]!r} has no training clips in {videos.dataset.location}: re-prepare the dataset with clips of every class")
         self._mean = torch.tensor(mean, device=device).view(1, -1, 1, 1, 1) * 255
         self._std = torch.tensor(std, device=device).view(1, -1, 1, 1, 1) * 255
+        self._resident: Tensor | None = None  # uint8 (M, T, H, W, C) on the device
+        self._slot: Tensor | None = None  # int64 (len(videos),) on the CPU: a row's position in _resident, -1 if absent
 
-    def _inputs(self, indices: Tensor, generator: torch.Generator) -> Tensor:
-        frames_NTHWC, _ = self.videos.batch(indices.numpy())
-        if self.frames:
-            pick = torch.randint(frames_NTHWC.shape[1], (len(indices),), generator=generator)
-            frames_NTHWC = frames_NTHWC[torch.arange(len(indices)), pick].unsqueeze(1)
-        videos = frames_NTHWC.to(self.device, non_blocking=True).permute(0, 4, 1, 2, 3).float()
-        videos.sub_(self._mean).div_(self._std)  # in place: out of place held 3 float copies (~23 GB for DM's 64 x 50 MiniUCF clips)
-        return videos[:, :, 0] if self.frames else videos
+    @property
+    def clip_frames(self) -> int:
+        return int(self.videos.clip_shape[0])
 
-    def per_class(self, n: int, generator: torch.Generator) -> Tensor:
-        """``n`` clips of every class, class-major: (num_classes * n, ...). Without replacement where a
-        class has at least ``n`` clips."""
+    def _with_frames(self, rows: Tensor, generator: torch.Generator) -> RealDraw:
+        frames = torch.randint(self.clip_frames, (len(rows),), generator=generator) if self.frames else None
+        return RealDraw(rows, frames)
+
+    def draw_per_class(self, n: int, generator: torch.Generator) -> RealDraw:
+        """``n`` clips of every class, class-major (clip ``i`` is of class ``i // n``). Without
+        replacement where a class has at least ``n`` clips."""
         chosen = []
         for idx in self.class_indices:
             if len(idx) >= n:
                 chosen.append(idx[torch.randperm(len(idx), generator=generator)[:n]])
             else:
                 chosen.append(idx[torch.randint(len(idx), (n,), generator=generator)])
-        return self._inputs(torch.cat(chosen), generator)
+        return self._with_frames(torch.cat(chosen), generator)
+
+    def draw_random(self, n: int, generator: torch.Generator) -> RealDraw:
+        """``n`` clips drawn uniformly from the split."""
+        return self._with_frames(self.indices[torch.randperm(len(self.indices), generator=generator)[:n]], generator)
+
+    def load(self, draw: RealDraw) -> Tensor:
+        """The drawn clips on the device, standardised: (N, C, T, H, W), or (N, C, H, W) for frames."""
+        frames_NTHWC = self._gather(draw.rows)
+        if draw.frames is not None:
+            where = frames_NTHWC.device
+            frames_NTHWC = frames_NTHWC[torch.arange(len(draw), device=where), draw.frames.to(where)].unsqueeze(1)
+        videos = frames_NTHWC.to(self.device, non_blocking=True).permute(0, 4, 1, 2, 3).float()
+        videos.sub_(self._mean).div_(self._std)  # in place: out of place held 3 float copies of the chunk
+        return videos[:, :, 0] if draw.frames is not None else videos
+
+    def _gather(self, rows: Tensor) -> Tensor:
+        """uint8 (N, T, H, W, C): a gather on the device when every row is resident, else from the reader
+        in ascending row order (shards are read front to back), put back in the drawn order."""
+        if self._slot is not None and self._resident is not None:
+            slots = self._slot[rows]
+            if bool((slots >= 0).all()):
+                return self._resident[slots.to(self._resident.device)]
+        order = torch.argsort(rows)
+        frames_NTHWC, _ = self.videos.batch(rows[order].numpy())
+        out = torch.empty_like(frames_NTHWC)
+        out[order] = frames_NTHWC
+        return out
+
+    def per_class(self, n: int, generator: torch.Generator) -> Tensor:
+        """The loaded :meth:`draw_per_class`: (num_classes * n, ...)."""
+        return self.load(self.draw_per_class(n, generator))
 
     def random(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """``n`` clips drawn uniformly from the split and their labels."""
-        indices = self.indices[torch.randperm(len(self.indices), generator=generator)[:n]]
-        return self._inputs(indices, generator), self.videos.labels[indices].to(self.device)
+        draw = self.draw_random(n, generator)
+        return self.load(draw), self.videos.labels[draw.rows].to(self.device)
+
+    def labels_of(self, draw: RealDraw) -> Tensor:
+        return self.videos.labels[draw.rows].to(self.device)
+
+    def rows_of(self, classes: range) -> Tensor:
+        """The split's rows of ``classes``, ascending."""
+        return torch.sort(torch.cat([self.class_indices[c] for c in classes])).values
+
+    def keep_resident(self, rows: Tensor, *, chunk: int = 256) -> None:
+        """Copy ``rows`` to the device once, as uint8, in chunks (never the whole set in host memory)."""
+        rows = torch.sort(rows).values
+        resident = torch.empty((len(rows), *self.videos.clip_shape), dtype=torch.uint8, device=self.device)
+        for start in range(0, len(rows), chunk):
+            frames_NTHWC, _ = self.videos.batch(rows[start : start + chunk].numpy())
+            resident[start : start + len(frames_NTHWC)] = frames_NTHWC.to(self.device)
+        slot = torch.full((len(self.videos),), -1, dtype=torch.int64)
+        slot[rows] = torch.arange(len(rows))
+        self._resident, self._slot = resident, slot
+
+    @property
+    def resident_clips(self) -> int:
+        return 0 if self._resident is None else len(self._resident)

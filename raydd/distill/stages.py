@@ -18,11 +18,12 @@ from torch import nn
 from raydd.data.reader import open_prepared
 from raydd.distill.artifact import read_static
 from raydd.distill.experts_bank import ExpertBank
-from raydd.distill.loop import Collective, Distiller, LearningRate, build_optimizer, sample_seed
+from raydd.distill.loop import CLASSES, Collective, Distiller, LearningRate, build_optimizer, sample_seed
 from raydd.distill.methods.dm import DistributionMatching
 from raydd.distill.methods.mtt import TrajectoryMatching
 from raydd.distill.presets import Preset
 from raydd.distill.real import RealData
+from raydd.distill.resident import should_keep_resident
 from raydd.distill.synthetic import FreeTensors, StaticDynamic, SyntheticSet
 from raydd.errors import RayddError
 from raydd.models.hallucinator import Hallucinator
@@ -44,6 +45,7 @@ class StageSpec:
     samples_per_worker: int = 1
     memory_bounded: bool = False  # MTT
     device: str = "auto"
+    split: str = CLASSES  # how workers share an iteration (loop.py): CLASSES or SAMPLES
 
     @property
     def per_class(self) -> int:
@@ -119,6 +121,11 @@ def build_stage(spec: StageSpec, collective: Collective, device: torch.device, *
     dataset = open_prepared(spec.dataset_uri)
     clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
     num_classes = len(dataset.classes)
+    if spec.split == CLASSES and collective.world_size > num_classes:
+        raise RayddError(
+            f"--split classes gives each worker at least one class: "
+            f"use at most {num_classes} workers, or --split samples"
+        )
     real = RealData(dataset.split("train"), dataset.mean, dataset.std, device, frames=spec.stage == STATIC, indices=real_indices)
     synthetic, groups = _synthetic(spec, real, num_classes, clip_shape, device)
     p = spec.preset
@@ -138,7 +145,13 @@ def build_stage(spec: StageSpec, collective: Collective, device: torch.device, *
         method = FeatureRegression(matching_network(spec, num_classes, clip_shape), batch_real=p.batch_real, seed=spec.seed)
     method.to(device)
     optimizer = build_optimizer(groups, kind="adam" if spec.method == "frepo" else "sgd", momentum=p.momentum)
-    return Distiller(
+    distiller = Distiller(
         stage=spec.stage, synthetic=synthetic, method=method, real=real, groups=groups, optimizer=optimizer, collective=collective,
-        samples_per_worker=spec.samples_per_worker, seed=spec.seed, device=device,
+        samples_per_worker=spec.samples_per_worker, seed=spec.seed, device=device, split=spec.split,
     )  # fmt: skip
+    if spec.method != "mtt":  # MTT reads no real clips
+        own = distiller.classes if spec.method == "dm" and distiller.classes is not None else range(num_classes)
+        rows = real.rows_of(own)
+        if should_keep_resident(len(rows), clip_shape, device):
+            real.keep_resident(rows)
+    return distiller

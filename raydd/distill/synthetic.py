@@ -34,8 +34,21 @@ class SyntheticSet(nn.Module):
     per_class: int
     labels: Tensor
 
-    def draw(self, indices: Tensor, generator: torch.Generator) -> Tensor:
+    def draw(self, indices: Tensor, generator: torch.Generator, keep: Tensor | None = None) -> Tensor:
+        """Instances ``indices`` with fresh random choices; ``keep`` (a mask over ``indices``): only those
+        are made, with the random choices drawn for all (a worker's part of a class-split batch)."""
         raise NotImplementedError
+
+    def draw_classes(self, classes: range, generator: torch.Generator) -> Tensor:
+        """The instances of ``classes`` with the random choices that drawing the whole set makes for them
+        (what a worker of a class-split sample draws: its share of the one-worker draw)."""
+        rows = torch.arange(classes.start * self.per_class, classes.stop * self.per_class, device=self.labels.device)
+        return self.draw(torch.arange(len(self), device=self.labels.device), generator)[rows]
+
+    def class_parameters(self) -> list[nn.Parameter]:
+        """Learnable tensors whose rows are class-major (row ``i`` belongs to class ``i // (rows / num_classes)``):
+        under a class split each worker updates only its own classes' rows of these."""
+        return []
 
     def render(self) -> Tensor:
         raise NotImplementedError
@@ -60,8 +73,14 @@ class FreeTensors(SyntheticSet):
         self.values = nn.Parameter(initial.clone().float() if initial is not None else torch.randn(shape))
         self.register_buffer("labels", class_major_labels(num_classes, per_class), persistent=False)
 
-    def draw(self, indices: Tensor, generator: torch.Generator) -> Tensor:
-        return self.values[indices]
+    def draw(self, indices: Tensor, generator: torch.Generator, keep: Tensor | None = None) -> Tensor:
+        return self.values[indices if keep is None else indices[keep]]
+
+    def draw_classes(self, classes: range, generator: torch.Generator) -> Tensor:
+        return self.values[classes.start * self.per_class : classes.stop * self.per_class]
+
+    def class_parameters(self) -> list[nn.Parameter]:
+        return [self.values]
 
     def render(self) -> Tensor:
         return self.values.detach()
@@ -90,17 +109,33 @@ class StaticDynamic(SyntheticSet):
         self.hallucinator = hallucinator
         self.register_buffer("labels", class_major_labels(num_classes, self.per_class), persistent=False)
 
+    def class_parameters(self) -> list[nn.Parameter]:
+        return [self.dynamic]
+
     def _videos(self, classes: Tensor, static_slot: Tensor, dynamic_slot: Tensor) -> Tensor:
         static = self.static[classes * self.spc + static_slot]
         dynamic = self.dynamic[classes * self.dpc + dynamic_slot]
         return self.hallucinator(static, dynamic)
 
-    def draw(self, indices: Tensor, generator: torch.Generator) -> Tensor:
+    def draw(self, indices: Tensor, generator: torch.Generator, keep: Tensor | None = None) -> Tensor:
         classes = indices // self.per_class
         n = len(indices)
         static_slot = torch.randint(self.spc, (n,), generator=generator).to(indices.device)
         dynamic_slot = torch.randint(self.dpc, (n,), generator=generator).to(indices.device)
+        if keep is not None:
+            classes, static_slot, dynamic_slot = classes[keep], static_slot[keep], dynamic_slot[keep]
         return self._videos(classes, static_slot, dynamic_slot)
+
+    def draw_classes(self, classes: range, generator: torch.Generator) -> Tensor:
+        if len(classes) == self.num_classes:
+            return self.draw(torch.arange(len(self), device=self.labels.device), generator)
+        n = len(self)  # the pairing of every instance is drawn, as one worker would, and this share kept
+        static_slot = torch.randint(self.spc, (n,), generator=generator)
+        dynamic_slot = torch.randint(self.dpc, (n,), generator=generator)
+        rows = slice(classes.start * self.per_class, classes.stop * self.per_class)
+        device = self.labels.device
+        own = torch.arange(classes.start, classes.stop, device=device).repeat_interleave(self.per_class)
+        return self._videos(own, static_slot[rows].to(device), dynamic_slot[rows].to(device))
 
     @torch.no_grad()
     def render(self) -> Tensor:

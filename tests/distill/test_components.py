@@ -90,7 +90,7 @@ def test_two_workers_compute_what_one_worker_with_twice_the_samples_does(store: 
     # Momentum 0: one SGD step is new = old - lr * grad, so the updated tensors are affine in the
     # gradient and the one-worker update is the mean of the two workers' updates.
     base = _spec(store, run)
-    base = dataclasses.replace(base, preset=dataclasses.replace(base.preset, momentum=0.0))
+    base = dataclasses.replace(base, preset=dataclasses.replace(base.preset, momentum=0.0), split="samples")
     whole, whole_loss = _one_step(dataclasses.replace(base, samples_per_worker=2), SingleProcess())
     (rank0, loss0), (rank1, loss1) = (_one_step(base, Rank(r, 2)) for r in (0, 1))
     assert whole_loss == pytest.approx((loss0 + loss1) / 2, rel=1e-5)

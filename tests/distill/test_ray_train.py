@@ -83,7 +83,7 @@ def _sha(path: Path) -> tuple[int, str]:
 
 def test_two_workers_compute_what_one_worker_with_two_samples_computes(reference: dict[str, Any]) -> None:
     store = reference["store"]  # the reference's store: its run folder must not be mistaken for these runs'
-    assert main(["--store", store, *NAIVE, "--workers", "2", "--output", f"{store}/two-workers"]) == 0
+    assert main(["--store", store, *NAIVE, "--workers", "2", "--split", "samples", "--output", f"{store}/two-workers"]) == 0
     assert main(["--store", store, *NAIVE, "--samples-per-worker", "2", "--output", f"{store}/two-samples"]) == 0
     two_workers, two_samples = load_distilled(f"{store}/two-workers"), load_distilled(f"{store}/two-samples")
     assert two_workers.metadata["workers"] == 2 and two_samples.metadata["workers"] == 1
@@ -97,6 +97,20 @@ def test_two_workers_compute_what_one_worker_with_two_samples_computes(reference
     finals = sorted((s[-1]["history"] for s in runs.values()), key=lambda history: history["samples"])
     assert [h["samples"] for h in finals] == [[1] * 4, [2] * 4, [2] * 4]
     assert finals[1]["loss"] == pytest.approx(finals[2]["loss"], rel=1e-5) and finals[0]["loss"] != pytest.approx(finals[1]["loss"], rel=1e-3)
+
+
+def test_two_workers_split_by_classes_compute_what_one_worker_computes(
+    tiny_datasets: Path, tmp_path: Path, reference: dict[str, Any]
+) -> None:
+    store = store_holding(tiny_datasets, tmp_path)
+    assert main(["--store", store, *NAIVE, "--workers", "2"]) == 0  # --split classes is the default
+    _, states = _only_run(store)
+    assert [s["iteration"] for s in states] == [2, 4] and states[-1]["history"]["samples"] == [1] * 4
+    _assert_same_run(states[-1], reference["state"])
+    (output,) = (Path(store) / "distilled" / "builtin").iterdir()
+    distilled = load_distilled(str(output))
+    assert distilled.metadata["workers"] == 2
+    assert torch.equal(distilled.videos_NCTHW, states[-1]["synthetic"]["values"])
 
 
 def test_a_killed_worker_is_restarted_from_the_last_checkpoint_within_the_command(tiny_datasets: Path, tmp_path: Path, reference: dict[str, Any]) -> None:

@@ -3,7 +3,10 @@
 A *matching sample* is one independent draw of whatever a method compares the synthetic set against:
 a freshly initialised network and real batches (DM), an expert and a start epoch (MTT), a pool model
 and a real batch (FRePo). Each has its own seeded generator, so a sample is the same computation on
-whichever worker draws it: that is what makes N workers exactly N x the samples of one.
+whichever worker draws it: that is what makes N workers exactly N x the samples of one
+(``--split samples``). Under ``--split classes`` every worker runs the same samples, each for its own
+block of ``classes``: it makes every random choice of the whole sample and keeps its share, so that the
+shares add up to what one worker computes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 from torch import nn
 
 from raydd.distill.real import RealData
+from raydd.distill.share import Share
 from raydd.distill.synthetic import SyntheticSet
 
 
@@ -24,16 +28,21 @@ class MatchingSample:
     seed: int  # the generator's seed (for network initialisation through torch's global RNG)
     real: RealData
     device: torch.device
+    share: Share | None = None  # this worker's part of a class-split sample; None: the whole sample
+
+    def classes(self, num_classes: int) -> range:
+        return range(num_classes) if self.share is None else self.share.classes
 
 
 class Method(Protocol):
     """``accumulate`` computes one sample's loss and adds ``weight`` x its gradient to the ``.grad`` of
     the synthetic set's parameters (and the method's own, e.g. MTT's learnable lr); returns the loss.
-    Methods that keep state between iterations (FRePo's model pool) update it in ``after_step``."""
+    Methods that keep state between iterations (FRePo's model pool) update it in ``after_step``; under a
+    class split (``share``) every worker calls it and the state must stay the same on all of them."""
 
     def learnable(self) -> list[nn.Parameter]: ...
     def accumulate(self, synthetic: SyntheticSet, sample: MatchingSample, weight: float) -> float: ...
-    def after_step(self, synthetic: SyntheticSet, generator: torch.Generator) -> None: ...
+    def after_step(self, synthetic: SyntheticSet, generator: torch.Generator, share: Share | None = None) -> None: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> object: ...
 

@@ -1,9 +1,16 @@
 """Distribution matching (DM, Zhao & Bilen 2023): per class, match the mean embedding of real and
 synthetic instances under a freshly initialised network, summed over classes.
 
-Unlike the reference (a Python loop over classes with batch-of-one synthetic forwards), every real
-clip of the sample goes through the network in a few large forwards without a graph, and the whole
-synthetic set in one forward; per-class means are reshapes of class-major batches.
+Unlike the reference (a Python loop over classes with batch-of-one synthetic forwards), the real clips
+go through the network in large forwards without a graph, and the synthetic instances in one forward;
+per-class means are reshapes of class-major batches.
+
+The real side is bounded: the sample's clips are drawn first (row numbers only), then loaded,
+standardised and embedded a block of whole classes at a time (at most ``real_chunk`` clips as floats,
+or one class in ``real_chunk`` pieces when ``batch_real`` is larger), keeping only per-class mean
+embeddings. Because the loss is a sum over classes, a worker of a class-split sample
+(``sample.classes``) computes exactly its classes' terms, and their gradients reach only its classes'
+synthetic instances.
 """
 
 from __future__ import annotations
@@ -14,16 +21,20 @@ import torch
 from torch import Tensor, nn
 
 from raydd.distill.methods.base import MatchingSample, fresh_network
+from raydd.distill.real import RealData, RealDraw
+from raydd.distill.share import Share
 from raydd.distill.synthetic import SyntheticSet
 
 REAL_CHUNK = 256  # clips per no-grad forward: bounds the activations held at once
 
 
 class DistributionMatching(nn.Module):
-    def __init__(self, build_network: Callable[[], nn.Module], *, batch_real: int) -> None:
+    def __init__(
+        self, build_network: Callable[[], nn.Module], *, batch_real: int, real_chunk: int = REAL_CHUNK
+    ) -> None:
         super().__init__()
         self.build_network = build_network
-        self.batch_real = batch_real
+        self.batch_real, self.real_chunk = batch_real, real_chunk
 
     def learnable(self) -> list[nn.Parameter]:
         return []
@@ -32,17 +43,29 @@ class DistributionMatching(nn.Module):
         net = fresh_network(self.build_network, sample.seed, sample.device)
         net.train()
         net.requires_grad_(False)
-        classes = synthetic.num_classes
-        real = sample.real.per_class(self.batch_real, sample.generator)
-        with torch.no_grad():
-            real_embedding = torch.cat([net.embed(chunk) for chunk in real.split(REAL_CHUNK)])
-        real_mean = real_embedding.view(classes, self.batch_real, -1).mean(1)
-        instances = torch.arange(len(synthetic), device=sample.device)
-        synthetic_embedding = net.embed(synthetic.draw(instances, sample.generator))
-        synthetic_mean = synthetic_embedding.view(classes, synthetic.per_class, -1).mean(1)
+        classes = sample.classes(synthetic.num_classes)
+        # Every class is drawn, so that a worker's share is what one worker draws for those classes.
+        drawn = sample.real.draw_per_class(self.batch_real, sample.generator)
+        videos = synthetic.draw_classes(classes, sample.generator)
+        real_mean = self.real_means(net, sample.real, drawn, classes)
+        synthetic_mean = net.embed(videos).view(len(classes), synthetic.per_class, -1).mean(1)
         loss: Tensor = ((real_mean - synthetic_mean) ** 2).sum()
         (loss * weight).backward()
         return loss.item()
 
-    def after_step(self, synthetic: SyntheticSet, generator: torch.Generator) -> None:
+    @torch.no_grad()
+    def real_means(self, net: nn.Module, real: RealData, drawn: RealDraw, classes: range) -> Tensor:
+        """Mean embedding of each class's drawn clips (``drawn`` is class-major, ``batch_real`` a class),
+        loaded and embedded a block of whole classes at a time."""
+        n = self.batch_real
+        per_block = max(1, self.real_chunk // n)
+        means = []
+        for first in range(classes.start, classes.stop, per_block):
+            block = range(first, min(first + per_block, classes.stop))
+            clips = drawn.part(block.start * n, block.stop * n)
+            embedding = torch.cat([net.embed(real.load(chunk)) for chunk in clips.chunks(self.real_chunk)])
+            means.append(embedding.view(len(block), n, -1).mean(1))
+        return torch.cat(means)
+
+    def after_step(self, synthetic: SyntheticSet, generator: torch.Generator, share: Share | None = None) -> None:
         return None

@@ -10,6 +10,13 @@ Where this departs from the reference implementation: labels stay fixed (centred
 being learned; the online step fits the hard labels with cross-entropy (the reference fits its learned
 labels with MSE); the model learning rate is constant (the reference warms it up and anneals it); and
 synthetic images are not flip-augmented before the regression.
+
+Under ``--split classes`` (``share``) each worker embeds only its own classes' synthetic instances and its
+part of the real batch; the synthetic features (n x d, small) are gathered from every worker with a
+differentiable gather, so each worker solves the same regression and its own instances receive the
+gradient of every worker's part of the loss. The pool's online step is split the same way: each worker's
+cross-entropy over its own instances, the pool model's gradient summed over workers, the same Adam step
+everywhere, so that the pool stays identical on every worker.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from raydd.distill.methods.base import MatchingSample, fresh_network
+from raydd.distill.share import Share
 from raydd.distill.synthetic import SyntheticSet
 
 REAL_CHUNK = 256  # clips per no-grad forward: bounds the activations held at once
@@ -105,26 +113,45 @@ class FeatureRegression(nn.Module):
 
     def accumulate(self, synthetic: SyntheticSet, sample: MatchingSample, weight: float) -> float:
         net = self._ready(self._pick(sample.generator), sample.device).eval()
-        classes = synthetic.num_classes
-        real, real_labels = sample.real.random(self.batch_real, sample.generator)
+        classes, share = synthetic.num_classes, sample.share
+        drawn = sample.real.draw_random(self.batch_real, sample.generator)
+        videos = synthetic.draw_classes(sample.classes(classes), sample.generator)
+        if share is not None:
+            part = share.part(self.batch_real)
+            drawn = drawn.part(part.start, part.stop)
         with torch.no_grad():
-            features_t = torch.cat([net.embed(chunk) for chunk in real.split(REAL_CHUNK)])
-        instances = torch.arange(len(synthetic), device=sample.device)
-        features_s = net.embed(synthetic.draw(instances, sample.generator))
+            features_t = torch.cat([net.embed(sample.real.load(chunk)) for chunk in drawn.chunks(REAL_CHUNK)])
+        features_s = net.embed(videos)
+        if share is not None:
+            features_s = share.gather_classes(features_s, synthetic.per_class)
         prediction = feature_regression(features_s, centred_one_hot(synthetic.labels, classes), features_t, self.ridge)
-        loss: Tensor = ((prediction - centred_one_hot(real_labels, classes)) ** 2).sum(1).mean()
+        errors = ((prediction - centred_one_hot(sample.real.labels_of(drawn), classes)) ** 2).sum(1)
+        # Under a class split: this worker's part of the mean over the real batch.
+        loss: Tensor = errors.mean() if share is None else errors.sum() / self.batch_real
         (loss * weight).backward()
         return loss.item()
 
-    def after_step(self, synthetic: SyntheticSet, generator: torch.Generator) -> None:
+    def after_step(self, synthetic: SyntheticSet, generator: torch.Generator, share: Share | None = None) -> None:
         device = synthetic.labels.device
         index = self._pick(generator)
         net, optimizer = self._ready(index, device).train(), self.optimizers[index]
+        classes = range(synthetic.num_classes) if share is None else share.classes
         with torch.no_grad():
-            inputs = synthetic.draw(torch.arange(len(synthetic), device=device), generator)
+            inputs = synthetic.draw_classes(classes, generator)
+        labels = synthetic.labels[classes.start * synthetic.per_class : classes.stop * synthetic.per_class]
         net.requires_grad_(True)
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(net(inputs), synthetic.labels).backward()
+        if share is None:
+            F.cross_entropy(net(inputs), labels).backward()
+        else:
+            (F.cross_entropy(net(inputs), labels, reduction="sum") / len(synthetic)).backward()
+            grads = [p.grad for p in net.parameters() if p.grad is not None]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            share.group.sum_(flat)
+            offset = 0
+            for grad in grads:
+                grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+                offset += grad.numel()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         net.requires_grad_(False)  # pool models never collect gradients from the matching loss

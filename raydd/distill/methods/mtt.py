@@ -11,6 +11,12 @@ Two ways to differentiate through the unrolled student, with the same gradient:
   pass walks the steps in reverse, rebuilding one step's graph at a time (the same synthetic batch,
   the same random static/dynamic pairing, from a stored per-step seed) and pushing the gradient
   through it. Memory is one step's graph plus ``syn_steps`` parameter vectors, for one extra forward.
+
+Under ``--split classes`` (``sample.share``) every worker follows the same student trajectory and
+computes each step's gradient on the instances of its own classes in the step's batch; the parts are
+summed by an all-reduce whose backward is an all-reduce too (:func:`~raydd.distill.share.sum_over_group`).
+Each worker back-propagates 1/N of the (replicated) loss, so that the gradients reaching the student's
+start, the shared lr and, whole, each owner's instances, add up over workers to one worker's.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from torch.func import functional_call
 
 from raydd.distill.experts_bank import ExpertBank
 from raydd.distill.methods.base import MatchingSample
+from raydd.distill.share import Share, sum_over_group
 from raydd.distill.synthetic import SyntheticSet
 from raydd.experts.trajectories import unflatten_parameters
 
@@ -66,12 +73,27 @@ class TrajectoryMatching(nn.Module):
             steps.append(StudentStep(indices.to(device), int(torch.randint(2**62, (1,), generator=generator))))
         return steps
 
-    def _draw(self, synthetic: SyntheticSet, step: StudentStep) -> Tensor:
-        return synthetic.draw(step.indices, torch.Generator().manual_seed(step.draw_seed))
+    def _draw(self, synthetic: SyntheticSet, step: StudentStep, share: Share | None) -> tuple[Tensor, Tensor]:
+        """The step's instances and labels (under a class split: this worker's part of them)."""
+        keep = None if share is None else share.owns(step.indices, synthetic.per_class)
+        labels = synthetic.labels[step.indices]
+        inputs = synthetic.draw(step.indices, torch.Generator().manual_seed(step.draw_seed), keep)
+        return inputs, labels if keep is None else labels[keep]
 
-    def _step(self, theta_P: Tensor, inputs: Tensor, labels: Tensor, *, create_graph: bool) -> Tensor:
+    def _step(
+        self, theta_P: Tensor, batch: tuple[Tensor, Tensor], size: int, share: Share | None, *, create_graph: bool
+    ) -> Tensor:
+        inputs, labels = batch
         logits = functional_call(self._student[0], unflatten_parameters(theta_P, self.bank.spec), (inputs,))
-        grad_P = torch.autograd.grad(F.cross_entropy(logits, labels), theta_P, create_graph=create_graph)[0]
+        if share is None:
+            grad_P = torch.autograd.grad(F.cross_entropy(logits, labels), theta_P, create_graph=create_graph)[0]
+        else:  # this worker's part of the batch's mean cross-entropy; the parts summed over the workers
+            part = F.cross_entropy(logits, labels, reduction="sum") / size
+            (grad_P,) = torch.autograd.grad(part, theta_P, create_graph=create_graph, allow_unused=True)
+            grad_P = torch.zeros_like(theta_P) if grad_P is None else grad_P
+            if create_graph and not grad_P.requires_grad:  # none of the batch is ours: still join the backward's sum
+                grad_P = grad_P + 0 * theta_P
+            grad_P = sum_over_group(grad_P, share.group)
         return theta_P - self.syn_lr * grad_P
 
     @staticmethod
@@ -86,33 +108,42 @@ class TrajectoryMatching(nn.Module):
         start_P = self.bank.epoch(expert, start).to(device)
         target_P = self.bank.epoch(expert, start + self.expert_epochs).to(device)
         steps = self._plan(synthetic, generator, device)
+        share = sample.share
+        weight = weight if share is None else weight / share.group.world_size  # each worker: 1/N of the replicated loss
         if self.memory_bounded:
-            return self._bounded(synthetic, steps, start_P, target_P, weight)
-        theta_P = start_P.clone().requires_grad_(True)
-        for step in steps:
-            theta_P = self._step(theta_P, self._draw(synthetic, step), synthetic.labels[step.indices], create_graph=True)
-        loss = self._distance(theta_P, start_P, target_P)
-        (loss * weight).backward()
-        return loss.item()
+            loss = self._bounded(synthetic, steps, start_P, target_P, weight, share)
+        else:
+            theta_P = start_P.clone().requires_grad_(True)
+            for step in steps:
+                batch = self._draw(synthetic, step, share)
+                theta_P = self._step(theta_P, batch, len(step.indices), share, create_graph=True)
+            distance = self._distance(theta_P, start_P, target_P)
+            (distance * weight).backward()
+            loss = distance.item()
+        return loss if share is None else loss / share.group.world_size
 
-    def _bounded(self, synthetic: SyntheticSet, steps: list[StudentStep], start_P: Tensor, target_P: Tensor, weight: float) -> float:
+    def _bounded(
+        self, synthetic: SyntheticSet, steps: list[StudentStep], start_P: Tensor, target_P: Tensor, weight: float,
+        share: Share | None,
+    ) -> float:
         thetas = [start_P]
         for step in steps:
             with torch.no_grad():
-                inputs = self._draw(synthetic, step)
+                batch = self._draw(synthetic, step, share)
             theta_P = thetas[-1].detach().requires_grad_(True)
-            thetas.append(self._step(theta_P, inputs, synthetic.labels[step.indices], create_graph=False).detach())
+            thetas.append(self._step(theta_P, batch, len(step.indices), share, create_graph=False).detach())
         final_P = thetas[-1].requires_grad_(True)
         loss = self._distance(final_P, start_P, target_P)
         (grad_P,) = torch.autograd.grad(loss * weight, final_P)
         for step, theta_P in zip(reversed(steps), reversed(thetas[:-1])):
             theta_P = theta_P.detach().requires_grad_(True)
-            after_P = self._step(theta_P, self._draw(synthetic, step), synthetic.labels[step.indices], create_graph=True)
+            batch = self._draw(synthetic, step, share)
+            after_P = self._step(theta_P, batch, len(step.indices), share, create_graph=True)
             after_P.backward(grad_P)
             grad_P = theta_P.grad
         return loss.item()
 
-    def after_step(self, synthetic: SyntheticSet, generator: torch.Generator) -> None:
+    def after_step(self, synthetic: SyntheticSet, generator: torch.Generator, share: Share | None = None) -> None:
         if self.learn_lr:
             with torch.no_grad():
                 self.syn_lr.clamp_(min=MIN_SYN_LR)
