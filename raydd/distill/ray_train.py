@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import tempfile
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ def _worker(config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=False)
+            state = load_state(Path(folder) / STATE_FILE, device)
         start, history, saved_at = distiller.restore(state), state["history"], state.get("saved_at", saved_at)
         if rank == 0:
             print(f"[{spec.stage}] resuming at iteration {start}/{run.iterations} from the last checkpoint", flush=True)
@@ -120,7 +121,20 @@ def fit_stage(spec: StageSpec, run: RunSettings, *, runs: Location, name: str) -
     if result.checkpoint is None:
         raise RayddError(f"stage {spec.stage} finished without a checkpoint in {runs.child(name)}: re-run the same command")
     with result.checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+        return load_state(Path(folder) / STATE_FILE, torch.device("cpu"))
+
+
+def load_state(path: Path, device: torch.device) -> dict[str, Any]:
+    """A checkpoint's state, unpickled with ``weights_only=True``: it holds only tensors, dicts, lists and
+    numbers, and anyone who can write to a shared store must not be able to run code on the workers."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RayddError(
+            f"checkpoint {path} holds more than tensors and numbers ({first}): refused; delete its run folder "
+            "and re-run the command, or restore the checkpoint from a trusted copy"
+        ) from None
 
 
 def _first_line(error: BaseException, spec: StageSpec) -> str:
