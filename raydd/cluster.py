@@ -1,0 +1,84 @@
+"""What a Ray cluster offers, for ``--plan`` and the automatic defaults (GPUs when there are some, CPUs per worker).
+
+Read, never changed: the resources of the alive nodes (``ray.nodes()`` in a connected driver, else Ray's
+state API at ``--ray-address``/``RAY_ADDRESS``, which takes the dashboard's ``http://host:8265`` too), plus
+what the autoscaler may still launch. Ray's v1 autoscaler keeps its node types only in its config file,
+which ``ray up`` copies to the head as ``~/ray_bootstrap_config.yaml``: a job's driver runs on the head and
+reads it there; elsewhere ``RAYDD_AUTOSCALER_CONFIG`` may name a copy (``cluster.yaml`` itself will do).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from raydd.errors import RayddError
+from raydd.planning.resources import Capacity, NodeShape
+
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+GIB = 1 << 30
+# GPU memory by the accelerator type Ray reports (resource ``accelerator_type:X``) and by EC2 family.
+ACCELERATOR_MEMORY = {"T4": 16 * GIB, "A10G": 24 * GIB, "L4": 24 * GIB, "V100": 16 * GIB, "A100": 40 * GIB, "A100-40G": 40 * GIB,
+                      "A100-80G": 80 * GIB, "H100": 80 * GIB, "H200": 141 * GIB, "L40S": 48 * GIB}  # fmt: skip
+EC2_GPU_MEMORY = {"g4dn": 16 * GIB, "g5": 24 * GIB, "g6": 24 * GIB, "g6e": 48 * GIB, "p3": 16 * GIB, "p4d": 40 * GIB,
+                  "p4de": 80 * GIB, "p5": 80 * GIB, "p5e": 141 * GIB}  # fmt: skip
+
+
+def _node(resources: dict[str, float], name: str) -> NodeShape:
+    accelerators = [key.split(":", 1)[1] for key in resources if key.startswith("accelerator_type:")]
+    memory = ACCELERATOR_MEMORY.get(accelerators[0]) if accelerators else None
+    return NodeShape(cpus=float(resources.get("CPU", 0)), gpus=float(resources.get("GPU", 0)), name=name, gpu_memory_bytes=memory)
+
+
+def _alive_nodes(address: str | None) -> tuple[list[NodeShape], str] | None:
+    if ray.is_initialized():
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+        return [_node(node["Resources"], node.get("NodeManagerAddress", "")) for node in nodes], "the connected Ray cluster"
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        return None
+    from ray.util.state import list_nodes
+
+    try:
+        nodes = list_nodes(address=address, filters=[("state", "=", "ALIVE")], detail=True, timeout=10)
+    except Exception as error:  # the state API raises a handful of types for an unreachable cluster
+        raise RayddError(f"cannot read the Ray cluster at {address} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): "
+                         "check --ray-address / RAY_ADDRESS (the dashboard's http://HOST:8265 works), or drop it to plan without a cluster") from None  # fmt: skip
+    return [_node(node.resources_total, node.node_ip) for node in nodes], f"the Ray cluster at {address}"
+
+
+def autoscaler_types(alive: list[NodeShape]) -> tuple[tuple[NodeShape, int], ...]:
+    """(node type, how many more the autoscaler may launch) from its config file, when it is readable."""
+    path = Path(os.path.expanduser(os.environ.get("RAYDD_AUTOSCALER_CONFIG", BOOTSTRAP_CONFIG)))
+    if not path.is_file():
+        return ()
+    import yaml
+
+    config: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+    types = config.get("available_node_types") or {}
+    head = config.get("head_node_type")
+    room = int(config.get("max_workers", 0)) - max(0, len(alive) - 1)  # workers alive: all but the head
+    launchable = []
+    for name, node_type in types.items():
+        if name == head:
+            continue
+        resources = node_type.get("resources") or {}
+        family = str((node_type.get("node_config") or {}).get("InstanceType", "")).split(".")[0]
+        shape = NodeShape(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), name, EC2_GPU_MEMORY.get(family) if resources.get("GPU") else None)
+        running = sum(1 for node in alive if (node.cpus, node.gpus) == (shape.cpus, shape.gpus))
+        more = max(0, min(int(node_type.get("max_workers", 0)) - running, room))
+        launchable.append((shape, more))
+    return tuple(launchable)
+
+
+def capacity(address: str | None = None) -> Capacity | None:
+    """The cluster this process is connected to, else the one at ``address``/``RAY_ADDRESS``; ``None`` without
+    either. Does not join a cluster (no ``ray.init``)."""
+    alive = _alive_nodes(address)
+    if alive is None:
+        return None
+    nodes, source = alive
+    return Capacity(nodes=tuple(nodes), launchable=autoscaler_types(nodes), source=source)
