@@ -16,7 +16,7 @@ from typing import Any
 import ray
 
 from raydd.errors import RayddError
-from raydd.planning.resources import Capacity, NodeShape
+from raydd.planning.resources import Capacity, NodeShape, capacity_from_autoscaler
 
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 GIB = 1 << 30
@@ -50,28 +50,13 @@ def _alive_nodes(address: str | None) -> tuple[list[NodeShape], str] | None:
     return [_node(node.resources_total, node.node_ip) for node in nodes], f"the Ray cluster at {address}"
 
 
-def autoscaler_types(alive: list[NodeShape]) -> tuple[tuple[NodeShape, int], ...]:
-    """(node type, how many more the autoscaler may launch) from its config file, when it is readable."""
+def _autoscaler_config() -> dict[str, Any] | None:
     path = Path(os.path.expanduser(os.environ.get("RAYDD_AUTOSCALER_CONFIG", BOOTSTRAP_CONFIG)))
     if not path.is_file():
-        return ()
+        return None
     import yaml
 
-    config: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
-    types = config.get("available_node_types") or {}
-    head = config.get("head_node_type")
-    room = int(config.get("max_workers", 0)) - max(0, len(alive) - 1)  # workers alive: all but the head
-    launchable = []
-    for name, node_type in types.items():
-        if name == head:
-            continue
-        resources = node_type.get("resources") or {}
-        family = str((node_type.get("node_config") or {}).get("InstanceType", "")).split(".")[0]
-        shape = NodeShape(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), name, EC2_GPU_MEMORY.get(family) if resources.get("GPU") else None)
-        running = sum(1 for node in alive if (node.cpus, node.gpus) == (shape.cpus, shape.gpus))
-        more = max(0, min(int(node_type.get("max_workers", 0)) - running, room))
-        launchable.append((shape, more))
-    return tuple(launchable)
+    return yaml.safe_load(path.read_text()) or {}
 
 
 def capacity(address: str | None = None) -> Capacity | None:
@@ -81,4 +66,7 @@ def capacity(address: str | None = None) -> Capacity | None:
     if alive is None:
         return None
     nodes, source = alive
-    return Capacity(nodes=tuple(nodes), launchable=autoscaler_types(nodes), source=source)
+    config = _autoscaler_config()
+    if config is None:
+        return Capacity(nodes=tuple(nodes), source=source)
+    return capacity_from_autoscaler(config, tuple(nodes), f"{source} and its autoscaler's node types", EC2_GPU_MEMORY)

@@ -17,7 +17,8 @@ from raydd.data.specs import dataset_names
 from raydd.devices import DEVICE_CHOICES
 from raydd.experts.trainer import EXPERT_MODELS, ExpertResult, ExpertSettings, ExpertTask, model_options, run_expert
 from raydd.experts.trajectories import DTYPES, ModelSpec, experts_manifest, published
-from raydd.parallel import cluster_cpus, ensure_ray, run_tasks
+from raydd.parallel import ensure_ray, run_tasks
+from raydd.planning.resources import tasks_at_once
 from raydd.planning.tasks import AUTO_GPUS_PER_EXPERT, auto_gpus, plan_experts
 from raydd.prepare import DEFAULT_STORE
 from raydd.storage import Manifest, delete, exists, read_manifest, require_writable_root, resolve, write_bytes, write_manifest
@@ -44,7 +45,7 @@ class ExpertsConfig:
     device: str = option("auto", "device of each expert", choices=DEVICE_CHOICES)
     cpus_per_expert: float = option(1.0, "CPUs reserved by each expert's Ray task (its torch threads)")
     gpus_per_expert: float | None = option(None, "GPUs reserved by each expert's Ray task (fractions share a GPU); default: 0.25 when the Ray cluster has (or can launch) GPU nodes, else 0")
-    workers: int = option(0, "experts trained at once (0: as many as the cluster's CPUs hold)")
+    workers: int = option(0, "experts trained at once (0: as many as the cluster's CPUs and GPUs hold, nodes its autoscaler may launch included)")
     experiment: str = option("raydd-experts", "MLflow experiment name")
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
     plan: bool = option(False, "print the plan (memory per expert, bytes per node, Ray resources) and start nothing; with --ray-address or RAY_ADDRESS, refuse what that cluster cannot place")
@@ -101,7 +102,8 @@ def experts(config: ExpertsConfig) -> Manifest:
         print(f"{folder} already holds {len(done)} experts (asked for {config.wanted()}) with these settings: nothing to do", file=sys.stderr)
         return read_manifest(folder)
     ensure_ray(config.ray_address)
-    gpus = auto_gpus(config.gpus_per_expert, AUTO_GPUS_PER_EXPERT, capacity())
+    cluster = capacity()
+    gpus = auto_gpus(config.gpus_per_expert, AUTO_GPUS_PER_EXPERT, cluster)
     marker = folder.child(f".fail-expert-{config.fail_expert:05d}") if config.fail_expert >= 0 else None
     if marker is not None:
         delete(marker)  # left by a run that died before cleaning up
@@ -113,7 +115,7 @@ def experts(config: ExpertsConfig) -> Manifest:
         try:
             for result in run_tasks(
                 train_with_fault, calls, description=f"experts {config.model}", weights=[1] * len(calls), unit="expert",
-                max_in_flight=config.workers or max(1, int(cluster_cpus() // config.cpus_per_expert)),
+                max_in_flight=config.workers or tasks_at_once(config.cpus_per_expert, gpus, cluster),
                 num_cpus=config.cpus_per_expert, num_gpus=gpus,
             ):  # fmt: skip
                 results.append(result)

@@ -17,7 +17,7 @@ from raydd.distill.methods.dm import REAL_CHUNK
 from raydd.distill.presets import Preset
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, dynamic_shape, matching_network
 from raydd.planning.machine import ASSUMED_GPU, ASSUMED_GPU_MEMORY, this_machine
-from raydd.planning.memory import FLOAT, WorkerLoad, WorkerMemory, activation_profile, worker_memory
+from raydd.planning.memory import WorkerLoad, WorkerMemory, activation_profile, worker_memory
 from raydd.planning.resources import Capacity, Demand, Placement, auto_cpus_per_worker, auto_use_gpu, refuse_unless_placed
 from raydd.planning.sizes import DatasetSize, dataset_size
 
@@ -89,14 +89,23 @@ def stage_load(method: str, stage: str, preset: Preset, ipc: int, size: DatasetS
     )  # fmt: skip
 
 
+def distill_demands(config: Any, known: Capacity) -> tuple[bool, float, list[Demand]]:
+    """(use_gpu, CPUs per worker, what the run asks Ray for) with the automatic defaults resolved on ``known``."""
+    use_gpu = auto_use_gpu(config.use_gpu, known)
+    cpus = auto_cpus_per_worker(config.cpus_per_worker, config.workers, use_gpu, known)
+    demands = [Demand("Ray Train workers", config.workers, cpus, 1.0 if use_gpu else 0.0, gang=True)]
+    if config.eval_runs:
+        demands.append(Demand("evaluation runs", config.eval_runs, cpus if use_gpu else 1.0, 1.0 if use_gpu else 0.0, gang=False))
+    return use_gpu, cpus, demands
+
+
 def plan_distill(config: Any, capacity: Capacity | None = None) -> DistillPlan:
     """The plan of ``config`` (a :class:`~raydd.distill.config.DistillConfig`), checked against ``capacity``
     when given (raises a one-line :class:`~raydd.errors.RayddError` when the cluster cannot place it)."""
     preset = config.resolved_preset()
     size = dataset_size(config.store, config.dataset)
     known = capacity or this_machine()
-    use_gpu = auto_use_gpu(config.use_gpu, known)
-    cpus = auto_cpus_per_worker(config.cpus_per_worker, config.workers, use_gpu, known)
+    use_gpu, cpus, demands = distill_demands(config, known)
     split = getattr(config, "split", "classes")
     own = math.ceil(size.classes / config.workers) if split == "classes" and config.method != "mtt" else size.classes
     gpu_bytes = known.gpu_memory_bytes()
@@ -105,9 +114,6 @@ def plan_distill(config: Any, capacity: Capacity | None = None) -> DistillPlan:
         stage: worker_memory(stage_load(config.method, stage, preset, config.ipc, size, own_classes=own, memory_bounded=config.memory_bounded), gpu=use_gpu, gpu_memory_bytes=gpu_bytes or ASSUMED_GPU_MEMORY)
         for stage in stage_names(config.paradigm, bool(config.static))
     }  # fmt: skip
-    demands = [Demand("Ray Train workers", config.workers, cpus, 1.0 if use_gpu else 0.0, gang=True)]
-    if config.eval_runs:
-        demands.append(Demand("evaluation runs", config.eval_runs, cpus, 1.0 if use_gpu else 0.0, gang=False))
     placement = refuse_unless_placed(demands, capacity)
     return DistillPlan(
         preset=preset, dataset=size, method=config.method, paradigm=config.paradigm, workers=config.workers, split=split, use_gpu=use_gpu,
@@ -117,10 +123,3 @@ def plan_distill(config: Any, capacity: Capacity | None = None) -> DistillPlan:
         nodes=placement.nodes_used if placement else None, demands=tuple(demands), capacity=capacity, placement=placement,
     )  # fmt: skip
 
-
-def host_bytes_of(load: WorkerLoad) -> int:
-    """One CPU worker's peak for ``load`` (what the calibration compares with a measured process)."""
-    return worker_memory(load, gpu=False, gpu_memory_bytes=None).host_bytes
-
-
-__all__ = ["FLOAT", "DistillPlan", "plan_distill", "stage_load", "stage_names"]

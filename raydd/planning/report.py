@@ -23,7 +23,7 @@ def _dataset(size: DatasetSize) -> list[str]:
 
 
 def _memory(name: str, memory: WorkerMemory, gpu: bool) -> str:
-    text = f"  {name:<9} host {gb(memory.host_bytes)}"
+    text = f"  {name:<16} host {gb(memory.host_bytes)}"
     if gpu:
         text += f", GPU {gb(memory.gpu_bytes)} (own classes {'resident on the GPU as uint8' if memory.resident else 'streamed from the node cache: they do not fit'})"
     biggest = sorted(((v, k) for k, v in memory.parts.items() if v), reverse=True)[:3]

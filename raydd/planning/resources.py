@@ -59,6 +59,25 @@ class Capacity:
         return min(sizes) if sizes else None
 
 
+def capacity_from_autoscaler(config: dict, alive: tuple[NodeShape, ...], source: str, gpu_memory: dict[str, int] | None = None) -> Capacity:
+    """``alive`` plus what an autoscaler config (``cluster.yaml``'s keys) may still launch: each worker type up
+    to its ``max_workers`` (less the alive nodes of its shape), all of them up to the cluster's ``max_workers``.
+    ``gpu_memory`` maps an EC2 family (``g5``) to its GPU's memory."""
+    head = config.get("head_node_type")
+    room = int(config.get("max_workers", 0)) - max(0, len(alive) - 1)  # workers alive: all but the head
+    launchable = []
+    for name, node_type in (config.get("available_node_types") or {}).items():
+        if name == head:
+            continue
+        resources = node_type.get("resources") or {}
+        family = str((node_type.get("node_config") or {}).get("InstanceType", "")).split(".")[0]
+        memory = (gpu_memory or {}).get(family) if resources.get("GPU") else None
+        shape = NodeShape(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), name, memory)
+        running = sum(1 for node in alive if (node.cpus, node.gpus) == (shape.cpus, shape.gpus))
+        launchable.append((shape, max(0, min(int(node_type.get("max_workers", 0)) - running, room))))
+    return Capacity(nodes=alive, launchable=tuple(launchable), source=source)
+
+
 def _shape(node: NodeShape) -> str:
     text = f"{{CPU: {node.cpus:g}" + (f", GPU: {node.gpus:g}}}" if node.gpus else "}")
     return f"{node.name} {text}" if node.name else text
@@ -141,3 +160,11 @@ def auto_cpus_per_worker(flag: float | None, workers: int, use_gpu: bool, capaci
         if sum(size // cpus for size in sizes) >= workers:
             return float(cpus)
     return 1.0
+
+
+def tasks_at_once(cpus: float, gpus: float, capacity: Capacity | None) -> int:
+    """How many tasks of {CPU: cpus, GPU: gpus} the cluster holds at once, the nodes its autoscaler may
+    launch included (so that a cluster scaled to zero still gets enough tasks submitted to scale it up)."""
+    nodes = capacity.all_nodes() if capacity is not None else []
+    fits = [min(math.floor(n.cpus / cpus + 1e-9), math.floor(n.gpus / gpus + 1e-9) if gpus else math.inf) for n in nodes]
+    return max(1, int(sum(fits)))

@@ -4,20 +4,20 @@ each read the node's cached shards, memory-mapped, and hold one model and one ba
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 from raydd.distill.stages import DYNAMIC, STATIC
 from raydd.planning.distill import stage_load
 from raydd.planning.machine import ASSUMED_GPU, ASSUMED_GPU_MEMORY, this_machine
 from raydd.planning.memory import ALLOCATOR_SLACK, CUDA_CONTEXT_BYTES, CUDA_HOST_BYTES, FLOAT, GPU_ALLOCATOR_SLACK, PROCESS_BYTES, WorkerMemory, activation_profile, worker_memory
-from raydd.planning.resources import Capacity, Demand, Placement, auto_use_gpu, refuse_unless_placed
+from raydd.planning.resources import Capacity, Demand, Placement, auto_use_gpu, refuse_unless_placed, tasks_at_once
 from raydd.planning.sizes import DatasetSize, dataset_size
 
 # GPU share of one task when the flag is left automatic and the cluster has GPUs: four experts share a GPU
 # (a MiniC3D expert at batch 256 needs a few GB), two tune trials do (each is a one-worker stage 2).
 AUTO_GPUS_PER_EXPERT = 0.25
 AUTO_GPUS_PER_TRIAL = 0.5
+SWEPT = ("lr_dynamic", "lr_hal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +66,17 @@ def _gpu(capacity: Capacity) -> tuple[int, str]:
     return (size, f"{size / (1 << 30):.0f} GiB ({capacity.source})") if size else (ASSUMED_GPU_MEMORY, ASSUMED_GPU)
 
 
+def experts_demands(config: Any, known: Capacity) -> tuple[float, list[Demand]]:
+    gpus = auto_gpus(config.gpus_per_expert, AUTO_GPUS_PER_EXPERT, known)
+    at_once = config.workers or tasks_at_once(config.cpus_per_expert, gpus, known)
+    return gpus, [Demand("expert tasks", min(config.wanted(), at_once), config.cpus_per_expert, gpus, gang=False)]
+
+
+def tune_demands(config: Any, known: Capacity) -> tuple[float, list[Demand]]:
+    gpus = auto_gpus(config.gpus_per_trial, AUTO_GPUS_PER_TRIAL, known)
+    return gpus, [Demand("stage-1 task", 1, config.cpus_per_trial, gpus, gang=False), Demand("Tune trials", config.max_concurrent, config.cpus_per_trial, gpus, gang=False)]
+
+
 def plan_experts(config: Any, capacity: Capacity | None = None) -> TaskPlan:
     """The plan of an :class:`~raydd.experts.__main__.ExpertsConfig`."""
     from raydd.experts.trainer import model_options
@@ -73,18 +84,16 @@ def plan_experts(config: Any, capacity: Capacity | None = None) -> TaskPlan:
 
     size = dataset_size(config.store, config.dataset)
     known = capacity or this_machine()
-    gpus = auto_gpus(config.gpus_per_expert, AUTO_GPUS_PER_EXPERT, known)
+    gpus, demands = experts_demands(config, known)
     gpu_bytes, gpu_memory = _gpu(known)
     model = ModelSpec.of(config.model, num_classes=size.classes, clip_shape=list(size.clip_shape), options=model_options(config.model, config.width))
     memory = expert_memory(model, size, config.batch_size, config.epochs, 2 if config.dtype == "bfloat16" else 4, config.momentum > 0, gpu=gpus > 0, gpu_memory_bytes=gpu_bytes)
     wanted = config.wanted()
-    at_once = config.workers or max(1, math.floor(sum(n.cpus for n in known.all_nodes()) / config.cpus_per_expert))
-    demands = (Demand("expert tasks", min(wanted, at_once), config.cpus_per_expert, gpus, gang=False),)
     return TaskPlan(
-        command="raydd.experts", summary=f"{wanted} {config.model} expert(s) of {config.epochs} epochs, up to {min(wanted, at_once)} at once",
+        command="raydd.experts", summary=f"{wanted} {config.model} expert(s) of {config.epochs} epochs, up to {demands[0].count} at once",
         settings={"gpus_per_expert": gpus, "cpus_per_expert": config.cpus_per_expert, "batch_size": config.batch_size, "dtype": config.dtype},
         dataset=size, memory={"expert": memory}, use_gpu=gpus > 0, gpu_memory=gpu_memory if gpus > 0 else "",
-        bytes_per_node=size.train_bytes + size.test_bytes, demands=demands, capacity=capacity, placement=refuse_unless_placed(list(demands), capacity),
+        bytes_per_node=size.train_bytes + size.test_bytes, demands=tuple(demands), capacity=capacity, placement=refuse_unless_placed(demands, capacity),
     )  # fmt: skip
 
 
@@ -93,16 +102,15 @@ def plan_tune(config: Any, preset: Any, capacity: Capacity | None = None) -> Tas
     then trials, each a one-process stage 2 over every class plus a short evaluation of its distilled set."""
     size = dataset_size(config.store, config.dataset)
     known = capacity or this_machine()
-    gpus = auto_gpus(config.gpus_per_trial, AUTO_GPUS_PER_TRIAL, known)
+    gpus, demands = tune_demands(config, known)
     gpu_bytes, gpu_memory = _gpu(known)
     memory = {
         f"{stage} ({'stage 1' if stage == STATIC else 'trial'})": worker_memory(stage_load(config.method, stage, preset, config.ipc, size, own_classes=size.classes), gpu=gpus > 0, gpu_memory_bytes=int(gpu_bytes * gpus) if gpus else gpu_bytes)
         for stage in (STATIC, DYNAMIC)
     }  # fmt: skip
-    demands = (Demand("stage-1 task", 1, config.cpus_per_trial, gpus, gang=False), Demand("Tune trials", config.max_concurrent, config.cpus_per_trial, gpus, gang=False))
     return TaskPlan(
-        command="raydd.tune", summary=f"{config.method} static-dynamic at IPC {config.ipc}: stage 1 once, {config.num_samples} trials, {config.max_concurrent} at once",
-        settings={"preset": preset.to_dict(), "gpus_per_trial": gpus, "cpus_per_trial": config.cpus_per_trial},
+        command="raydd.tune", summary=f"{config.method} static-dynamic at IPC {config.ipc}: stage 1 once, {config.num_samples} trials sweeping {' and '.join(SWEPT)}, {config.max_concurrent} at once",
+        settings={"preset": {k: v for k, v in preset.to_dict().items() if k not in SWEPT}, "gpus_per_trial": gpus, "cpus_per_trial": config.cpus_per_trial},
         dataset=size, memory=memory, use_gpu=gpus > 0, gpu_memory=gpu_memory if gpus > 0 else "",
-        bytes_per_node=size.train_bytes, demands=demands, capacity=capacity, placement=refuse_unless_placed(list(demands), capacity),
+        bytes_per_node=size.train_bytes, demands=tuple(demands), capacity=capacity, placement=refuse_unless_placed(demands, capacity),
     )  # fmt: skip
