@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,36 @@ def test_packing_spreads_a_gang_over_nodes_and_counts_them() -> None:
     assert not place([Demand("w", 4, 3, 0, gang=True)], capacity).fits  # 4 x 3 CPUs: 10 CPUs in all, but 3 slots
     assert auto_cpus_per_worker(None, 3, False, capacity) == 3.0 and auto_cpus_per_worker(None, 1, False, capacity) == 6.0
     assert auto_cpus_per_worker(2.5, 3, False, capacity) == 2.5 and not auto_use_gpu(None, capacity) and auto_use_gpu(True, capacity)
+
+
+def test_plan_reads_a_cluster_by_its_address_and_the_autoscaler_config_it_is_given(tmp_path: Path) -> None:
+    """A head of its own (2 CPUs): --plan joins nothing, reads it through Ray's state API at the dashboard's
+    http address or the GCS address in RAY_ADDRESS, and adds the node types of RAYDD_AUTOSCALER_CONFIG."""
+    from tests.ray_head import ray_head, wait_for
+
+    with ray_head(tmp_path) as head:
+        wait_for(lambda: _alive_nodes(head.dashboard), within_s=120, watching=head.process, what="the head's node in the state API", log=head.log)
+        env = {**{k: v for k, v in head.env.items() if k != "RAYDD_AUTOSCALER_CONFIG"}, "PYTHONPATH": str(ROOT)}
+        plan = [sys.executable, "-m", "raydd.distill", "--dataset", "k400", "--store", str(tmp_path / "store"), "--plan"]
+        refused = subprocess.run([*plan, "--workers", "4", "--cpus-per-worker", "1", "--ray-address", head.dashboard], env=env, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 1 and refused.stdout == "" and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert re.search(rf"only 2 fit on the Ray cluster at {re.escape(head.dashboard)}: nodes \S+ {{CPU: 2}} \(2 CPUs, 0 GPUs in all\)", refused.stderr), refused.stderr
+        autoscaling = {**env, "RAY_ADDRESS": head.address, "RAYDD_AUTOSCALER_CONFIG": str(ROOT / "cluster.yaml")}
+        fits = subprocess.run([*plan, "--workers", "4"], env=autoscaling, capture_output=True, text=True, timeout=300)
+        assert fits.returncode == 0, fits.stderr
+        assert "4 x {CPU: 8, GPU: 1} Ray Train workers" in fits.stdout and "up to 4 more gpu_worker {CPU: 8, GPU: 1}" in fits.stdout
+        assert "24 GiB (the Ray cluster at" in fits.stdout and "4 node(s): 102.34 GB from the store in all" in fits.stdout
+        eight = subprocess.run([*plan, "--workers", "8", "--use-gpu"], env=autoscaling, capture_output=True, text=True, timeout=300)
+        assert eight.returncode == 1 and "8 x {CPU: 8, GPU: 1} Ray Train workers (all at once) cannot be placed: only 4 fit" in eight.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def _alive_nodes(dashboard: str) -> list:
+    """The state API's alive nodes; none while the dashboard is still starting."""
+    from ray.util.state import list_nodes
+    from ray.util.state.exception import RayStateApiException
+
+    try:
+        return list_nodes(address=dashboard, filters=[("state", "=", "ALIVE")], timeout=5)
+    except RayStateApiException:
+        return []
