@@ -85,9 +85,14 @@ def write_dataset(store: str, classes: int, frames: int, side: int, clips_per_cl
             records.append(ShardRecord(location.name, len(chunk), handle.bytes_written, handle.hexdigest(), split))
         counts[split] = dict(zip(names, np.bincount(labels, minlength=classes).tolist()))
     metadata = {
-        "spec": spec.to_dict(), "classes": names, "clip_shape": list(spec.clip_shape), "clips": {s: sum(c.values()) for s, c in counts.items()},
-        "class_counts": counts, "train_mean": [0.5, 0.5, 0.5], "train_std": [0.29, 0.29, 0.29],
-    }  # fmt: skip
+        "spec": spec.to_dict(),
+        "classes": names,
+        "clip_shape": list(spec.clip_shape),
+        "clips": {s: sum(c.values()) for s, c in counts.items()},
+        "class_counts": counts,
+        "train_mean": [0.5, 0.5, 0.5],
+        "train_std": [0.29, 0.29, 0.29],
+    }
     write_manifest(folder, Manifest(kind=DATASET_KIND, shards=tuple(records), metadata=metadata))
     return folder.uri
 
@@ -98,15 +103,25 @@ def measure(case: str, store: str, steps: int, batch_real: int | None) -> dict[s
     import torch
 
     torch.set_num_threads(1)
+    from raydd.distill.artifact import write_static
     from raydd.distill.config import DistillConfig
     from raydd.distill.loop import SingleProcess
-    from raydd.distill.stages import DYNAMIC, STATIC, StageSpec, build_stage
-    from raydd.distill.artifact import write_static
+    from raydd.distill.stages import DYNAMIC, StageSpec, build_stage
     from raydd.planning.distill import plan_distill
 
     _, _, _, _, paradigm, stage = CASES[case]
     dataset = "builtin" if case.startswith("builtin") else "k400"
-    config = DistillConfig(dataset=dataset, method="dm", paradigm=paradigm, ipc=1, store=store, batch_real=batch_real, workers=1, use_gpu=False, cpus_per_worker=1)
+    config = DistillConfig(
+        dataset=dataset,
+        method="dm",
+        paradigm=paradigm,
+        ipc=1,
+        store=store,
+        batch_real=batch_real,
+        workers=1,
+        use_gpu=False,
+        cpus_per_worker=1,
+    )
     plan = plan_distill(config)
     preset = config.resolved_preset()
     uri = f"{store}/datasets/{dataset}"
@@ -119,7 +134,12 @@ def measure(case: str, store: str, steps: int, batch_real: int | None) -> dict[s
         classes = len(opened.classes)
         per = preset.static_per_ipc
         static_uri = f"{store}/static"
-        write_static(static_uri, torch.randn(classes * per, c, h, w), torch.arange(classes).repeat_interleave(per), {"dataset_uri": uri})
+        write_static(
+            static_uri,
+            torch.randn(classes * per, c, h, w),
+            torch.arange(classes).repeat_interleave(per),
+            {"dataset_uri": uri},
+        )
         import dataclasses
 
         spec = dataclasses.replace(spec, static_uri=static_uri)
@@ -128,7 +148,12 @@ def measure(case: str, store: str, steps: int, batch_real: int | None) -> dict[s
         for iteration in range(steps):
             distiller.step(iteration)
     predicted = plan.stage_memory[stage].host_bytes
-    return {"case": case, "predicted": predicted, "measured": sampler.peak, "error": abs(predicted - sampler.peak) / sampler.peak}
+    return {
+        "case": case,
+        "predicted": predicted,
+        "measured": sampler.peak,
+        "error": abs(predicted - sampler.peak) / sampler.peak,
+    }
 
 
 def main() -> None:
@@ -154,12 +179,19 @@ def main() -> None:
                 spec = PrepareConfig(store=store).spec()
                 target = resolve(store).child("datasets", spec.name)
                 index = index_source(spec, None)
-                results = [write_shard(spec, plan, target.uri, None, len(index.classes)) for plan in plan_shards(spec, index, 256.0)]
+                results = [
+                    write_shard(spec, plan, target.uri, None, len(index.classes))
+                    for plan in plan_shards(spec, index, 256.0)
+                ]
                 write_manifest(target, assemble_manifest(spec, index, results, 0.0))
             else:
                 write_dataset(store, classes, frames, side, args.clips_per_class)
             started = time.perf_counter()
-            out = subprocess.run([sys.executable, __file__, "--inner", case, store, "--steps", str(args.steps)], capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--inner", case, store, "--steps", str(args.steps)],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode:
                 sys.exit(out.stderr[-3000:])
             result = json.loads(out.stdout.strip().splitlines()[-1])

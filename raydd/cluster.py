@@ -21,22 +21,45 @@ from raydd.planning.resources import Capacity, NodeShape, capacity_from_autoscal
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 GIB = 1 << 30
 # GPU memory by the accelerator type Ray reports (resource ``accelerator_type:X``) and by EC2 family.
-ACCELERATOR_MEMORY = {"T4": 16 * GIB, "A10G": 24 * GIB, "L4": 24 * GIB, "V100": 16 * GIB, "A100": 40 * GIB, "A100-40G": 40 * GIB,
-                      "A100-80G": 80 * GIB, "H100": 80 * GIB, "H200": 141 * GIB, "L40S": 48 * GIB}  # fmt: skip
-EC2_GPU_MEMORY = {"g4dn": 16 * GIB, "g5": 24 * GIB, "g6": 24 * GIB, "g6e": 48 * GIB, "p3": 16 * GIB, "p4d": 40 * GIB,
-                  "p4de": 80 * GIB, "p5": 80 * GIB, "p5e": 141 * GIB}  # fmt: skip
+ACCELERATOR_MEMORY = {
+    "T4": 16 * GIB,
+    "A10G": 24 * GIB,
+    "L4": 24 * GIB,
+    "V100": 16 * GIB,
+    "A100": 40 * GIB,
+    "A100-40G": 40 * GIB,
+    "A100-80G": 80 * GIB,
+    "H100": 80 * GIB,
+    "H200": 141 * GIB,
+    "L40S": 48 * GIB,
+}
+EC2_GPU_MEMORY = {
+    "g4dn": 16 * GIB,
+    "g5": 24 * GIB,
+    "g6": 24 * GIB,
+    "g6e": 48 * GIB,
+    "p3": 16 * GIB,
+    "p4d": 40 * GIB,
+    "p4de": 80 * GIB,
+    "p5": 80 * GIB,
+    "p5e": 141 * GIB,
+}
 
 
 def _node(resources: dict[str, float], name: str) -> NodeShape:
     accelerators = [key.split(":", 1)[1] for key in resources if key.startswith("accelerator_type:")]
     memory = ACCELERATOR_MEMORY.get(accelerators[0]) if accelerators else None
-    return NodeShape(cpus=float(resources.get("CPU", 0)), gpus=float(resources.get("GPU", 0)), name=name, gpu_memory_bytes=memory)
+    return NodeShape(
+        cpus=float(resources.get("CPU", 0)), gpus=float(resources.get("GPU", 0)), name=name, gpu_memory_bytes=memory
+    )
 
 
 def _alive_nodes(address: str | None) -> tuple[list[NodeShape], str] | None:
     if ray.is_initialized():
         nodes = [node for node in ray.nodes() if node.get("Alive")]
-        return [_node(node["Resources"], node.get("NodeManagerAddress", "")) for node in nodes], "the connected Ray cluster"
+        return [
+            _node(node["Resources"], node.get("NodeManagerAddress", "")) for node in nodes
+        ], "the connected Ray cluster"
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
         return None
@@ -45,9 +68,15 @@ def _alive_nodes(address: str | None) -> tuple[list[NodeShape], str] | None:
     try:
         nodes = list_nodes(address=address, filters=[("state", "=", "ALIVE")], detail=True, timeout=10)
     except Exception as error:  # the state API raises a handful of types for an unreachable cluster
-        raise RayddError(f"cannot read the Ray cluster at {address} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): "
-                         "check --ray-address / RAY_ADDRESS (the dashboard's http://HOST:8265 works), or drop it to plan without a cluster") from None  # fmt: skip
+        raise RayddError(
+            f"cannot read the Ray cluster at {address} ({type(error).__name__}: {first_line(error)}): "
+            "check --ray-address / RAY_ADDRESS (the dashboard's http://HOST:8265 works), or drop it to plan without one"
+        ) from None
     return [_node(node.resources_total, node.node_ip) for node in nodes], f"the Ray cluster at {address}"
+
+
+def first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else ""
 
 
 def _autoscaler_config() -> dict[str, Any] | None:

@@ -60,7 +60,8 @@ def test_cluster_yaml_passes_rays_validation() -> None:
     prepared = ray_up_checks(load(CLUSTER))
     assert prepared["provider"]["type"] == "aws"
     head = prepared["head_node_type"]
-    assert prepared["available_node_types"][head]["resources"] == {"CPU": 0}, "the head keeps its cores for drivers, dashboard, MLflow"
+    head_resources = prepared["available_node_types"][head]["resources"]
+    assert head_resources == {"CPU": 0}, "the head keeps its cores for drivers, dashboard, MLflow"
     gpu_types = [t for name, t in prepared["available_node_types"].items() if name != head and t["resources"].get("GPU", 0) >= 1]
     assert gpu_types and all(t["min_workers"] == 0 for t in gpu_types), "GPU workers must scale from zero"
     head_start = " ".join(prepared["head_start_ray_commands"])
@@ -201,20 +202,23 @@ def test_every_node_mounts_one_cache_folder_and_names_it_in_raydd_cache(tmp_path
     cache = next(o.split("=", 1)[1] for o in options if o.startswith("-e RAYDD_CACHE="))
     assert f"-v {cache}:{cache}" in options
     (command,) = config["initialization_commands"]
-    assert f"sudo mount \"$DEV\" {cache}" in command and f"sudo mkdir -p {cache}" in command and "Instance Storage" in command
+    assert f"sudo mount \"$DEV\" {cache}" in command and f"sudo mkdir -p {cache}" in command
+    assert "Instance Storage" in command  # the model name of an EC2 instance-store NVMe device in lsblk
     script = tmp_path / "init.sh"
     script.write_text(command)
     checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
     workers = [t for name, t in config["available_node_types"].items() if name != config["head_node_type"]]
-    assert {t["node_config"]["InstanceType"].split(".")[0] for t in workers} == {"c5d", "g5"}, "worker types with local NVMe"
+    families = {t["node_config"]["InstanceType"].split(".")[0] for t in workers}
+    assert families == {"c5d", "g5"}, "worker types with local NVMe"
 
 
 def cluster_capacity() -> Capacity:
     """cluster.yaml scaled to zero: the head alone, and every worker its autoscaler may launch."""
     config = load(CLUSTER)
     head = config["available_node_types"][config["head_node_type"]]["resources"]
-    return capacity_from_autoscaler(config, (NodeShape(head.get("CPU", 0), head.get("GPU", 0), "head"),), "cluster.yaml", {"g5": 24 << 30})
+    alive = (NodeShape(head.get("CPU", 0), head.get("GPU", 0), "head"),)
+    return capacity_from_autoscaler(config, alive, "cluster.yaml", {"g5": 24 << 30})
 
 
 @pytest.mark.parametrize("path", JOBS, ids=[path.stem for path in JOBS])
@@ -232,7 +236,8 @@ def test_job_resources_fit_cluster_yaml(path: Path, capsys: pytest.CaptureFixtur
         elif module == "raydd.tune":
             _, demands = tune_demands(TuneConfig(**config), capacity)
         elif module == "raydd.evaluate":
-            demands = [Demand("evaluation runs", config["runs"], config["cpus_per_run"], config["gpus_per_run"], gang=False)]
+            runs = Demand("evaluation runs", config["runs"], config["cpus_per_run"], config["gpus_per_run"], gang=False)
+            demands = [runs]
         else:
             demands = [Demand(f"{module} tasks", config.get("workers") or 1, 1, 0, gang=False)]
         placement = place(demands, capacity)

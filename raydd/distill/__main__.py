@@ -26,7 +26,9 @@ def run(config: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(DistillConfig, run, argv, "raydd.distill", "Distil a prepared video dataset into a tiny synthetic training set.")
+    return run_command(
+        DistillConfig, run, argv, "raydd.distill", "Distil a prepared video dataset into a tiny synthetic training set."
+    )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,14 @@ class _RunFields:
     experts: str | None = option(None, "MTT experts folder of stage 2 / naive (default STORE/experts/DATASET/minic3d; stage 1 uses .../convnet)")
     output: str | None = option(None, "where the distilled set goes (default STORE/distilled/DATASET/METHOD-PARADIGM-ipcK-HASH)")
     workers: int = option(1, "Ray Train workers; each draws its own matching samples, gradients are all-reduced")
-    use_gpu: bool | None = option(None, "one GPU per Ray Train worker (NCCL), else CPU workers (gloo); default: GPUs when the Ray cluster has (or its autoscaler can launch) GPU nodes")
-    cpus_per_worker: float | None = option(None, "CPUs per Ray Train worker (its torch threads); default: a CPU run shares the cluster's CPUs among the workers, a GPU worker takes its node's CPUs per GPU")
+    use_gpu: bool | None = option(
+        None, "one GPU per Ray Train worker (NCCL), else CPU workers (gloo); default: GPUs when the Ray cluster has "
+        "(or its autoscaler can launch) GPU nodes"
+    )
+    cpus_per_worker: float | None = option(
+        None, "CPUs per Ray Train worker (its torch threads); default: a CPU run shares the cluster's CPUs among the "
+        "workers, a GPU worker takes its node's CPUs per GPU"
+    )
     samples_per_worker: int = option(1, "matching samples per worker per iteration")
     memory_bounded: bool = option(False, "MTT: rebuild one student step at a time in the backward pass (same gradient, memory independent of syn_steps)")
     checkpoint_every: int = option(50, "iterations between checkpoints (in STORE/distill/runs)")
@@ -77,7 +83,10 @@ class _RunFields:
     overwrite: bool = option(False, "distil again even when the output already holds this distilled set")
     experiment: str = option("raydd-distill", "MLflow experiment name")
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
-    plan: bool = option(False, "print the plan (preset, memory per worker, bytes per node, Ray resources) and start nothing; with --ray-address or RAY_ADDRESS, refuse what that cluster cannot place")
+    plan: bool = option(
+        False, "print the plan (preset, memory per worker, bytes per node, Ray resources) and start nothing; "
+        "with --ray-address or RAY_ADDRESS, refuse what that cluster cannot place"
+    )
     fail_at_iteration: int = option(-1, "testing aid: the first attempt of the last stage dies after this iteration, as a lost worker would")
 
 

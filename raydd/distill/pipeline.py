@@ -78,7 +78,8 @@ def distill(config: Any) -> DistillOutcome:
     use_gpu = auto_use_gpu(config.use_gpu, cluster)
     run_settings = RunSettings(
         iterations=preset.iterations, checkpoint_every=config.checkpoint_every, workers=config.workers, use_gpu=use_gpu,
-        cpus_per_worker=auto_cpus_per_worker(config.cpus_per_worker, config.workers, use_gpu, cluster), max_failures=config.max_failures,
+        cpus_per_worker=auto_cpus_per_worker(config.cpus_per_worker, config.workers, use_gpu, cluster),
+        max_failures=config.max_failures,
     )  # fmt: skip
     runs = store.child("distill", "runs")
     tags = {"raydd.dataset": dataset.spec.name, "raydd.dataset_manifest_sha256": dataset.manifest.content_sha256(), "raydd.method": f"{config.method}-{config.paradigm}"}
@@ -158,9 +159,10 @@ def _evaluate(config: Any, uri: str, tracker: Tracker, run: RunSettings) -> dict
     from raydd.evaluate import EvalConfig, evaluate
 
     devices = {"gpus_per_run": 1.0, "cpus_per_run": run.cpus_per_worker} if run.use_gpu else {}
-    metrics = evaluate(EvalConfig(
-        data=uri, model=config.eval_model, runs=config.eval_runs, epochs=config.eval_epochs, store=config.store, seed=config.seed,
-        ray_address=config.ray_address, **devices,
-    ))  # fmt: skip
+    settings = EvalConfig(
+        data=uri, model=config.eval_model, runs=config.eval_runs, epochs=config.eval_epochs, store=config.store,
+        seed=config.seed, ray_address=config.ray_address, **devices,
+    )
+    metrics = evaluate(settings)
     tracker.log_metrics({f"eval/{key}": value for key, value in metrics.items()})
     return metrics

@@ -44,11 +44,20 @@ class ExpertsConfig:
     seed: int = option(0, "expert i uses seed + i")
     device: str = option("auto", "device of each expert", choices=DEVICE_CHOICES)
     cpus_per_expert: float = option(1.0, "CPUs reserved by each expert's Ray task (its torch threads)")
-    gpus_per_expert: float | None = option(None, "GPUs reserved by each expert's Ray task (fractions share a GPU); default: 0.25 when the Ray cluster has (or can launch) GPU nodes, else 0")
-    workers: int = option(0, "experts trained at once (0: as many as the cluster's CPUs and GPUs hold, nodes its autoscaler may launch included)")
+    gpus_per_expert: float | None = option(
+        None, "GPUs reserved by each expert's Ray task (fractions share a GPU); default: 0.25 when the Ray cluster has "
+        "(or can launch) GPU nodes, else 0"
+    )
+    workers: int = option(
+        0, "experts trained at once (0: as many as the cluster's CPUs and GPUs hold, with the nodes its autoscaler may "
+        "launch)"
+    )
     experiment: str = option("raydd-experts", "MLflow experiment name")
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
-    plan: bool = option(False, "print the plan (memory per expert, bytes per node, Ray resources) and start nothing; with --ray-address or RAY_ADDRESS, refuse what that cluster cannot place")
+    plan: bool = option(
+        False, "print the plan (memory per expert, bytes per node, Ray resources) and start nothing; "
+        "with --ray-address or RAY_ADDRESS, refuse what that cluster cannot place"
+    )
     fail_expert: int = option(-1, "testing aid: the first attempt of this expert's task dies after one epoch, as a lost worker would")
 
     def __post_init__(self) -> None:
@@ -59,7 +68,8 @@ class ExpertsConfig:
         check(self.lr_teacher > 0, "lr_teacher", "a positive number")
         check(self.momentum >= 0 and self.weight_decay >= 0, "momentum" if self.momentum < 0 else "weight_decay", "0 or a positive number")
         check(self.cpus_per_expert > 0, "cpus_per_expert", "a positive number")
-        check(self.gpus_per_expert is None or self.gpus_per_expert >= 0, "gpus_per_expert", "0 or a positive number (fractions allowed)")
+        gpus = self.gpus_per_expert
+        check(gpus is None or gpus >= 0, "gpus_per_expert", "0 or a positive number (fractions allowed)")
         check(self.workers >= 0, "workers", "0 (as many as fit) or a positive integer")
 
     def wanted(self) -> int:
@@ -148,7 +158,10 @@ def show_plan(config: ExpertsConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(ExpertsConfig, lambda config: show_plan(config) if config.plan else experts(config), argv, "raydd.experts", "Train expert trajectories (MTT) in parallel on Ray into Arrow trajectory shards.")
+    return run_command(
+        ExpertsConfig, lambda config: show_plan(config) if config.plan else experts(config), argv, "raydd.experts",
+        "Train expert trajectories (MTT) in parallel on Ray into Arrow trajectory shards.",
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,14 @@ from raydd.distill.presets import Preset
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, dynamic_shape, matching_network
 from raydd.planning.machine import ASSUMED_GPU, ASSUMED_GPU_MEMORY, this_machine
 from raydd.planning.memory import WorkerLoad, WorkerMemory, activation_profile, worker_memory
-from raydd.planning.resources import Capacity, Demand, Placement, auto_cpus_per_worker, auto_use_gpu, refuse_unless_placed
+from raydd.planning.resources import (
+    Capacity,
+    Demand,
+    Placement,
+    auto_cpus_per_worker,
+    auto_use_gpu,
+    refuse_unless_placed,
+)
 from raydd.planning.sizes import DatasetSize, dataset_size
 
 
@@ -50,7 +57,16 @@ def stage_names(paradigm: str, reuse_static: bool) -> tuple[str, ...]:
     return (DYNAMIC,) if reuse_static else (STATIC, DYNAMIC)
 
 
-def stage_load(method: str, stage: str, preset: Preset, ipc: int, size: DatasetSize, *, own_classes: int, memory_bounded: bool = False) -> WorkerLoad:
+def stage_load(
+    method: str,
+    stage: str,
+    preset: Preset,
+    ipc: int,
+    size: DatasetSize,
+    *,
+    own_classes: int,
+    memory_bounded: bool = False,
+) -> WorkerLoad:
     """What one worker of ``stage`` holds when it owns ``own_classes`` of the classes (all of them for MTT)."""
     spec = StageSpec(stage=stage, method=method, dataset_uri="", ipc=ipc, preset=preset)
     t, h, w, c = size.clip_shape
@@ -62,9 +78,17 @@ def stage_load(method: str, stage: str, preset: Preset, ipc: int, size: DatasetS
         spc, dpc = ipc * preset.static_per_ipc, spec.dpc
         per_class = max(spc, dpc)
         dyn = math.prod(dynamic_shape(spec, size.clip_shape))
-        hallucinator = (c + preset.dynamic_channels) * c * 27 + c if preset.hallucinator == "conv" else (c + preset.dynamic_channels) * 8 * 27 + 8 * c * 27 + 8 + c
+        hallucinator = (
+            (c + preset.dynamic_channels) * c * 27 + c
+            if preset.hallucinator == "conv"
+            else (c + preset.dynamic_channels) * 8 * 27 + 8 * c * 27 + 8 + c
+        )
         learnable, frozen = classes * dpc * dyn + hallucinator, classes * spc * c * h * w
-        render = (c + preset.dynamic_channels) * t * h * w + (preset.dynamic_channels * t * h * w if preset.dynamic_scale > 1 or preset.dynamic_frames not in (None, t) else 0)
+        render = (c + preset.dynamic_channels) * t * h * w + (
+            preset.dynamic_channels * t * h * w
+            if preset.dynamic_scale > 1 or preset.dynamic_frames not in (None, t)
+            else 0
+        )
     else:
         per_class = spec.per_class
         learnable = classes * per_class * math.prod(item)
@@ -83,10 +107,17 @@ def stage_load(method: str, stage: str, preset: Preset, ipc: int, size: DatasetS
         real_chunk = min(REAL_CHUNK, own_classes * preset.batch_real)
     own_clips = math.ceil(size.train_clips * own_classes / classes)
     return WorkerLoad(
-        profile=profile, learnable_values=learnable, frozen_values=frozen, synthetic_items=synthetic_items, render_values=render,
-        real_chunk_clips=real_chunk, real_clip_bytes=size.clip_bytes, index_clips=size.train_clips,
-        resident_bytes=own_clips * size.clip_bytes, init_clips=init_clips,
-    )  # fmt: skip
+        profile=profile,
+        learnable_values=learnable,
+        frozen_values=frozen,
+        synthetic_items=synthetic_items,
+        render_values=render,
+        real_chunk_clips=real_chunk,
+        real_clip_bytes=size.clip_bytes,
+        index_clips=size.train_clips,
+        resident_bytes=own_clips * size.clip_bytes,
+        init_clips=init_clips,
+    )
 
 
 def distill_demands(config: Any, known: Capacity) -> tuple[bool, float, list[Demand]]:
@@ -95,7 +126,9 @@ def distill_demands(config: Any, known: Capacity) -> tuple[bool, float, list[Dem
     cpus = auto_cpus_per_worker(config.cpus_per_worker, config.workers, use_gpu, known)
     demands = [Demand("Ray Train workers", config.workers, cpus, 1.0 if use_gpu else 0.0, gang=True)]
     if config.eval_runs:
-        demands.append(Demand("evaluation runs", config.eval_runs, cpus if use_gpu else 1.0, 1.0 if use_gpu else 0.0, gang=False))
+        demands.append(
+            Demand("evaluation runs", config.eval_runs, cpus if use_gpu else 1.0, 1.0 if use_gpu else 0.0, gang=False)
+        )
     return use_gpu, cpus, demands
 
 
@@ -109,17 +142,37 @@ def plan_distill(config: Any, capacity: Capacity | None = None) -> DistillPlan:
     split = getattr(config, "split", "classes")
     own = math.ceil(size.classes / config.workers) if split == "classes" and config.method != "mtt" else size.classes
     gpu_bytes = known.gpu_memory_bytes()
-    gpu_memory = "" if not use_gpu else (f"{gpu_bytes / (1 << 30):.0f} GiB ({known.source})" if gpu_bytes else ASSUMED_GPU)
+    gpu_memory = (
+        "" if not use_gpu else (f"{gpu_bytes / (1 << 30):.0f} GiB ({known.source})" if gpu_bytes else ASSUMED_GPU)
+    )
     stages = {
-        stage: worker_memory(stage_load(config.method, stage, preset, config.ipc, size, own_classes=own, memory_bounded=config.memory_bounded), gpu=use_gpu, gpu_memory_bytes=gpu_bytes or ASSUMED_GPU_MEMORY)
+        stage: worker_memory(
+            stage_load(
+                config.method, stage, preset, config.ipc, size, own_classes=own, memory_bounded=config.memory_bounded
+            ),
+            gpu=use_gpu,
+            gpu_memory_bytes=gpu_bytes or ASSUMED_GPU_MEMORY,
+        )
         for stage in stage_names(config.paradigm, bool(config.static))
-    }  # fmt: skip
+    }
     placement = refuse_unless_placed(demands, capacity)
     return DistillPlan(
-        preset=preset, dataset=size, method=config.method, paradigm=config.paradigm, workers=config.workers, split=split, use_gpu=use_gpu,
-        cpus_per_worker=cpus, classes_per_worker=own, stage_memory=stages,
-        worker_host_bytes=max(m.host_bytes for m in stages.values()), worker_gpu_bytes=max(m.gpu_bytes for m in stages.values()),
-        gpu_memory=gpu_memory, bytes_per_node=size.train_bytes + (size.test_bytes if config.eval_runs else 0),
-        nodes=placement.nodes_used if placement else None, demands=tuple(demands), capacity=capacity, placement=placement,
-    )  # fmt: skip
-
+        preset=preset,
+        dataset=size,
+        method=config.method,
+        paradigm=config.paradigm,
+        workers=config.workers,
+        split=split,
+        use_gpu=use_gpu,
+        cpus_per_worker=cpus,
+        classes_per_worker=own,
+        stage_memory=stages,
+        worker_host_bytes=max(m.host_bytes for m in stages.values()),
+        worker_gpu_bytes=max(m.gpu_bytes for m in stages.values()),
+        gpu_memory=gpu_memory,
+        bytes_per_node=size.train_bytes + (size.test_bytes if config.eval_runs else 0),
+        nodes=placement.nodes_used if placement else None,
+        demands=tuple(demands),
+        capacity=capacity,
+        placement=placement,
+    )

@@ -50,14 +50,18 @@ class ActivationProfile:
     largest_bytes: int  # the largest single activation
 
 
-def activation_profile(build: Callable[[], nn.Module], item_shape: tuple[int, ...], forward: str = "embed") -> ActivationProfile:
+def activation_profile(
+    build: Callable[[], nn.Module], item_shape: tuple[int, ...], forward: str = "embed"
+) -> ActivationProfile:
     """Shapes of every leaf module's output for one item, from a forward on the ``meta`` device."""
     with torch.device("meta"):
         net = build()
     outputs: list[tuple[int, bool, bool]] = []  # (values, in place, max pool)
 
     def hook(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        outputs.append((output.numel(), bool(getattr(module, "inplace", False)), isinstance(module, (nn.MaxPool2d, nn.MaxPool3d))))
+        outputs.append(
+            (output.numel(), bool(getattr(module, "inplace", False)), isinstance(module, (nn.MaxPool2d, nn.MaxPool3d)))
+        )
 
     handles = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
     with torch.no_grad():
@@ -68,9 +72,12 @@ def activation_profile(build: Callable[[], nn.Module], item_shape: tuple[int, ..
     saved = FLOAT * math.prod(item_shape) + sum(sizes) + sum(2 * values * FLOAT for values, _, pool in outputs if pool)
     pairs = [a + b for a, b in zip(sizes, sizes[1:])] or sizes or [0]
     return ActivationProfile(
-        params=sum(p.numel() for p in net.parameters()), input_bytes=FLOAT * math.prod(item_shape), saved_bytes=saved,
-        no_grad_peak_bytes=max(pairs), largest_bytes=max(sizes, default=0),
-    )  # fmt: skip
+        params=sum(p.numel() for p in net.parameters()),
+        input_bytes=FLOAT * math.prod(item_shape),
+        saved_bytes=saved,
+        no_grad_peak_bytes=max(pairs),
+        largest_bytes=max(sizes, default=0),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +106,9 @@ class WorkerMemory:
 
 def worker_memory(load: WorkerLoad, *, gpu: bool, gpu_memory_bytes: int | None) -> WorkerMemory:
     p = load.profile
-    synthetic_state = FLOAT * (4 * load.learnable_values + load.frozen_values)  # value, grad, momentum, all-reduce buffer
+    synthetic_state = FLOAT * (
+        4 * load.learnable_values + load.frozen_values
+    )  # value, grad, momentum, all-reduce buffer
     network = FLOAT * p.params
     index = 16 * load.index_clips  # int64 labels + int64 per-class row positions
     init_phase = load.init_clips * (load.real_clip_bytes + p.input_bytes)
@@ -110,8 +119,14 @@ def worker_memory(load: WorkerLoad, *, gpu: bool, gpu_memory_bytes: int | None) 
     gather = load.real_chunk_clips * load.real_clip_bytes
     if not gpu:
         compute = synthetic_state + network + max(real_phase, synthetic_phase)
-        parts = {"process": PROCESS_BYTES, "synthetic set + grad + momentum": synthetic_state, "matching network": network, "real-data index": index,
-                 "real chunk (uint8 + float + activations)": gather + real_phase, "synthetic graph": synthetic_phase}  # fmt: skip
+        parts = {
+            "process": PROCESS_BYTES,
+            "synthetic set + grad + momentum": synthetic_state,
+            "matching network": network,
+            "real-data index": index,
+            "real chunk (uint8 + float + activations)": gather + real_phase,
+            "synthetic graph": synthetic_phase,
+        }
         host = PROCESS_BYTES + index + int(ALLOCATOR_SLACK * (compute + gather))
         return WorkerMemory(host, 0, False, parts)
     device_compute = int(GPU_ALLOCATOR_SLACK * (synthetic_state + network + max(real_phase, synthetic_phase)))
@@ -119,6 +134,12 @@ def worker_memory(load: WorkerLoad, *, gpu: bool, gpu_memory_bytes: int | None) 
     resident = budget is not None and CUDA_CONTEXT_BYTES + device_compute + load.resident_bytes <= budget
     gpu_bytes = CUDA_CONTEXT_BYTES + device_compute + (load.resident_bytes if resident else 0)
     host = PROCESS_BYTES + CUDA_HOST_BYTES + index + int(ALLOCATOR_SLACK * (0 if resident else gather))
-    parts = {"CUDA context": CUDA_CONTEXT_BYTES, "synthetic set + grad + momentum": synthetic_state, "matching network": network,
-             "real chunk (float + activations)": real_phase, "synthetic graph": synthetic_phase, "resident classes (uint8)": load.resident_bytes}  # fmt: skip
+    parts = {
+        "CUDA context": CUDA_CONTEXT_BYTES,
+        "synthetic set + grad + momentum": synthetic_state,
+        "matching network": network,
+        "real chunk (float + activations)": real_phase,
+        "synthetic graph": synthetic_phase,
+        "resident classes (uint8)": load.resident_bytes,
+    }
     return WorkerMemory(host, gpu_bytes, resident, parts)

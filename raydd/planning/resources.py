@@ -59,7 +59,9 @@ class Capacity:
         return min(sizes) if sizes else None
 
 
-def capacity_from_autoscaler(config: dict, alive: tuple[NodeShape, ...], source: str, gpu_memory: dict[str, int] | None = None) -> Capacity:
+def capacity_from_autoscaler(
+    config: dict, alive: tuple[NodeShape, ...], source: str, gpu_memory: dict[str, int] | None = None
+) -> Capacity:
     """``alive`` plus what an autoscaler config (``cluster.yaml``'s keys) may still launch: each worker type up
     to its ``max_workers`` (less the alive nodes of its shape), all of them up to the cluster's ``max_workers``.
     ``gpu_memory`` maps an EC2 family (``g5``) to its GPU's memory."""
@@ -166,5 +168,7 @@ def tasks_at_once(cpus: float, gpus: float, capacity: Capacity | None) -> int:
     """How many tasks of {CPU: cpus, GPU: gpus} the cluster holds at once, the nodes its autoscaler may
     launch included (so that a cluster scaled to zero still gets enough tasks submitted to scale it up)."""
     nodes = capacity.all_nodes() if capacity is not None else []
-    fits = [min(math.floor(n.cpus / cpus + 1e-9), math.floor(n.gpus / gpus + 1e-9) if gpus else math.inf) for n in nodes]
+    fits = [
+        min(math.floor(n.cpus / cpus + 1e-9), math.floor(n.gpus / gpus + 1e-9) if gpus else math.inf) for n in nodes
+    ]
     return max(1, int(sum(fits)))
