@@ -4,7 +4,8 @@ Read, never changed: the resources of the alive nodes (``ray.nodes()`` in a conn
 state API at ``--ray-address``/``RAY_ADDRESS``, which takes the dashboard's ``http://host:8265`` too), plus
 what the autoscaler may still launch. Ray's v1 autoscaler keeps its node types only in its config file,
 which ``ray up`` copies to the head as ``~/ray_bootstrap_config.yaml``: a job's driver runs on the head and
-reads it there; elsewhere ``RAYDD_AUTOSCALER_CONFIG`` may name a copy (``cluster.yaml`` itself will do).
+reads it there; elsewhere ``RAYDD_AUTOSCALER_CONFIG`` may name a copy (``cluster.yaml`` itself will do), and
+names the cluster to plan for before it exists.
 """
 
 from __future__ import annotations
@@ -19,30 +20,31 @@ from raydd.errors import RayddError
 from raydd.planning.resources import Capacity, NodeShape, capacity_from_autoscaler
 
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
-GIB = 1 << 30
-# GPU memory by the accelerator type Ray reports (resource ``accelerator_type:X``) and by EC2 family.
+MIB = 1 << 20
+# GPU memory (what nvidia-smi reports as total) by the accelerator type Ray reports (resource
+# ``accelerator_type:X``), and by EC2 family for an autoscaler's node types.
 ACCELERATOR_MEMORY = {
-    "T4": 16 * GIB,
-    "A10G": 24 * GIB,
-    "L4": 24 * GIB,
-    "V100": 16 * GIB,
-    "A100": 40 * GIB,
-    "A100-40G": 40 * GIB,
-    "A100-80G": 80 * GIB,
-    "H100": 80 * GIB,
-    "H200": 141 * GIB,
-    "L40S": 48 * GIB,
+    "T4": 15360 * MIB,
+    "A10G": 23028 * MIB,
+    "L4": 23034 * MIB,
+    "L40S": 46068 * MIB,
+    "V100": 16384 * MIB,
+    "A100": 40960 * MIB,
+    "A100-40G": 40960 * MIB,
+    "A100-80G": 81920 * MIB,
+    "H100": 81559 * MIB,
+    "H200": 143771 * MIB,
 }
 EC2_GPU_MEMORY = {
-    "g4dn": 16 * GIB,
-    "g5": 24 * GIB,
-    "g6": 24 * GIB,
-    "g6e": 48 * GIB,
-    "p3": 16 * GIB,
-    "p4d": 40 * GIB,
-    "p4de": 80 * GIB,
-    "p5": 80 * GIB,
-    "p5e": 141 * GIB,
+    "g4dn": ACCELERATOR_MEMORY["T4"],
+    "g5": ACCELERATOR_MEMORY["A10G"],
+    "g6": ACCELERATOR_MEMORY["L4"],
+    "g6e": ACCELERATOR_MEMORY["L40S"],
+    "p3": ACCELERATOR_MEMORY["V100"],
+    "p4d": ACCELERATOR_MEMORY["A100"],
+    "p4de": ACCELERATOR_MEMORY["A100-80G"],
+    "p5": ACCELERATOR_MEMORY["H100"],
+    "p5e": ACCELERATOR_MEMORY["H200"],
 }
 
 
@@ -89,13 +91,21 @@ def _autoscaler_config() -> dict[str, Any] | None:
 
 
 def capacity(address: str | None = None) -> Capacity | None:
-    """The cluster this process is connected to, else the one at ``address``/``RAY_ADDRESS``; ``None`` without
-    either. Does not join a cluster (no ``ray.init``)."""
+    """The cluster this process is connected to, else the one at ``address``/``RAY_ADDRESS``; else, when
+    ``RAYDD_AUTOSCALER_CONFIG`` names one, the cluster that config would start (its head, and every worker its
+    autoscaler may launch); ``None`` without any. Does not join a cluster (no ``ray.init``)."""
     alive = _alive_nodes(address)
-    if alive is None:
-        return None
-    nodes, source = alive
     config = _autoscaler_config()
+    if alive is None:
+        named = os.environ.get("RAYDD_AUTOSCALER_CONFIG")
+        if config is None or not named:
+            return None
+        head = ((config.get("available_node_types") or {}).get(config.get("head_node_type")) or {}).get(
+            "resources"
+        ) or {}
+        source = f"{named} before `ray up` (its head and every worker its autoscaler may launch)"
+        return capacity_from_autoscaler(config, (_node(head, "head"),), source, EC2_GPU_MEMORY)
+    nodes, source = alive
     if config is None:
         return Capacity(nodes=tuple(nodes), source=source)
     return capacity_from_autoscaler(config, tuple(nodes), f"{source} and its autoscaler's node types", EC2_GPU_MEMORY)

@@ -218,7 +218,7 @@ def cluster_capacity() -> Capacity:
     config = load(CLUSTER)
     head = config["available_node_types"][config["head_node_type"]]["resources"]
     alive = (NodeShape(head.get("CPU", 0), head.get("GPU", 0), "head"),)
-    return capacity_from_autoscaler(config, alive, "cluster.yaml", {"g5": 24 << 30})
+    return capacity_from_autoscaler(config, alive, "cluster.yaml", {"g5": 23028 << 20})
 
 
 @pytest.mark.parametrize("path", JOBS, ids=[path.stem for path in JOBS])

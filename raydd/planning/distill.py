@@ -16,7 +16,7 @@ from typing import Any
 from raydd.distill.methods.dm import REAL_CHUNK
 from raydd.distill.presets import Preset
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, dynamic_shape, matching_network
-from raydd.planning.machine import ASSUMED_GPU, ASSUMED_GPU_MEMORY, this_machine
+from raydd.planning.machine import ASSUMED_GPU, ASSUMED_GPU_MEMORY, gpu_size, this_machine
 from raydd.planning.memory import WorkerLoad, WorkerMemory, activation_profile, worker_memory
 from raydd.planning.resources import (
     Capacity,
@@ -142,9 +142,7 @@ def plan_distill(config: Any, capacity: Capacity | None = None) -> DistillPlan:
     split = getattr(config, "split", "classes")
     own = math.ceil(size.classes / config.workers) if split == "classes" and config.method != "mtt" else size.classes
     gpu_bytes = known.gpu_memory_bytes()
-    gpu_memory = (
-        "" if not use_gpu else (f"{gpu_bytes / (1 << 30):.0f} GiB ({known.source})" if gpu_bytes else ASSUMED_GPU)
-    )
+    gpu_memory = "" if not use_gpu else (gpu_size(gpu_bytes) if gpu_bytes else ASSUMED_GPU)
     stages = {
         stage: worker_memory(
             stage_load(

@@ -8,11 +8,10 @@ import torch
 
 from raydd.planning.resources import Capacity, NodeShape
 
-GIB = 1 << 30
 # GPU memory assumed when a plan asks for GPUs that neither a cluster nor this machine shows: the A10G of
-# cluster.yaml's gpu_worker (g5.2xlarge).
-ASSUMED_GPU_MEMORY = 24 * GIB
-ASSUMED_GPU = "24 GiB assumed (the A10G of cluster.yaml's g5.2xlarge gpu_worker)"
+# cluster.yaml's gpu_worker (g5.2xlarge), 23,028 MiB.
+ASSUMED_GPU_MEMORY = 23028 << 20
+ASSUMED_GPU = "22.5 GiB a GPU, assumed: the A10G of cluster.yaml's g5.2xlarge gpu_worker"
 
 
 def this_machine() -> Capacity:
@@ -20,3 +19,7 @@ def this_machine() -> Capacity:
     memory = torch.cuda.get_device_properties(0).total_memory if gpus else None
     node = NodeShape(cpus=float(os.cpu_count() or 1), gpus=float(gpus), name="this machine", gpu_memory_bytes=memory)
     return Capacity(nodes=(node,), source="this machine (a local Ray would start with it)")
+
+
+def gpu_size(size_bytes: int) -> str:
+    return f"{size_bytes / (1 << 30):.1f} GiB a GPU"

@@ -140,6 +140,6 @@ def worker_memory(load: WorkerLoad, *, gpu: bool, gpu_memory_bytes: int | None) 
         "matching network": network,
         "real chunk (float + activations)": real_phase,
         "synthetic graph": synthetic_phase,
-        "resident classes (uint8)": load.resident_bytes,
+        "resident classes (uint8)": load.resident_bytes if resident else 0,
     }
     return WorkerMemory(host, gpu_bytes, resident, parts)

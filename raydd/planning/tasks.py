@@ -8,7 +8,7 @@ from typing import Any
 
 from raydd.distill.stages import DYNAMIC, STATIC
 from raydd.planning.distill import stage_load
-from raydd.planning.machine import ASSUMED_GPU, ASSUMED_GPU_MEMORY, this_machine
+from raydd.planning.machine import ASSUMED_GPU, ASSUMED_GPU_MEMORY, gpu_size, this_machine
 from raydd.planning.memory import (
     ALLOCATOR_SLACK,
     CUDA_CONTEXT_BYTES,
@@ -92,7 +92,7 @@ def expert_memory(
 
 def _gpu(capacity: Capacity) -> tuple[int, str]:
     size = capacity.gpu_memory_bytes()
-    return (size, f"{size / (1 << 30):.0f} GiB ({capacity.source})") if size else (ASSUMED_GPU_MEMORY, ASSUMED_GPU)
+    return (size, gpu_size(size)) if size else (ASSUMED_GPU_MEMORY, ASSUMED_GPU)
 
 
 def experts_demands(config: Any, known: Capacity) -> tuple[float, list[Demand]]:

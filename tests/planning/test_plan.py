@@ -36,12 +36,12 @@ PROBE = (
 )
 
 
-def plan_in_a_fresh_process(module: str, *argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def plan_in_a_fresh_process(module: str, *argv: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """``python -m MODULE ARGV`` in a process of its own; its last stdout line says whether Ray was initialised."""
     return subprocess.run(
         [sys.executable, "-c", "import json; " + PROBE, module, *argv],
         cwd=cwd,
-        env={**NO_RAY, "PYTHONPATH": str(ROOT)},
+        env={**NO_RAY, "PYTHONPATH": str(ROOT), **env},
         capture_output=True,
         text=True,
         timeout=300,
@@ -80,6 +80,18 @@ def test_distill_plan_for_k400_before_prepare_uses_published_sizes_and_starts_no
     assert "own classes resident on the GPU as uint8" in text and "100 classes a worker" in text
     assert "25.58 GB per node" in text  # 240k + 20k clips of 98,304 bytes (+ Arrow framing)
     assert "not checked" in text
+
+
+def test_plan_for_cluster_yaml_before_ray_up_refuses_eight_gpu_workers(tmp_path: Path) -> None:
+    """RAYDD_AUTOSCALER_CONFIG names a cluster that does not exist yet: its node types are the capacity."""
+    argv = ["--dataset", "k400", "--workers", "8", "--use-gpu", "--store", str(tmp_path / "store"), "--plan"]
+    done = plan_in_a_fresh_process(
+        "raydd.distill.__main__", *argv, cwd=tmp_path, RAYDD_AUTOSCALER_CONFIG=str(ROOT / "cluster.yaml")
+    )
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "8 x {CPU: 8, GPU: 1} Ray Train workers (all at once) cannot be placed: only 4 fit on" in done.stderr
+    assert "up to 4 more gpu_worker {CPU: 8, GPU: 1}" in done.stderr and "lower --workers" in done.stderr
+    assert json.loads(done.stdout.strip()) is False and not any(tmp_path.iterdir())
 
 
 def test_experts_and_tune_plans_start_nothing(tmp_path: Path) -> None:
@@ -164,7 +176,7 @@ def cluster_yaml_capacity() -> Capacity:
     config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     head = config["available_node_types"][config["head_node_type"]]["resources"]
     return capacity_from_autoscaler(
-        config, (NodeShape(head.get("CPU", 0), head.get("GPU", 0), "head"),), "cluster.yaml", {"g5": 24 << 30}
+        config, (NodeShape(head.get("CPU", 0), head.get("GPU", 0), "head"),), "cluster.yaml", {"g5": 23028 << 20}
     )
 
 
@@ -243,9 +255,7 @@ def test_plan_reads_a_cluster_by_its_address_and_the_autoscaler_config_it_is_giv
             "4 x {CPU: 8, GPU: 1} Ray Train workers" in fits.stdout
             and "up to 4 more gpu_worker {CPU: 8, GPU: 1}" in fits.stdout
         )
-        assert (
-            "24 GiB (the Ray cluster at" in fits.stdout and "4 node(s): 102.34 GB from the store in all" in fits.stdout
-        )
+        assert "22.5 GiB a GPU" in fits.stdout and "4 node(s): 102.34 GB from the store in all" in fits.stdout
         eight = subprocess.run(
             [*plan, "--workers", "8", "--use-gpu"], env=autoscaling, capture_output=True, text=True, timeout=300
         )
