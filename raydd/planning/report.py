@@ -25,11 +25,18 @@ def _dataset(size: DatasetSize) -> list[str]:
     ]
 
 
-def _memory(name: str, memory: WorkerMemory, gpu: bool) -> str:
+def _memory(name: str, memory: WorkerMemory, gpu: bool, share_bytes: int | None = None) -> str:
     text = f"  {name:<16} host {gb(memory.host_bytes)}"
     if gpu:
-        where = "resident on the GPU as uint8" if memory.resident else "streamed from the node cache: they do not fit"
-        text += f", GPU {gb(memory.gpu_bytes)} (own classes {where})"
+        text += f", GPU {gb(memory.gpu_bytes)}"
+        if "resident classes (uint8)" in memory.parts:
+            where = (
+                "resident on the GPU as uint8" if memory.resident else "streamed from the node cache: they do not fit"
+            )
+            text += f" (own classes {where})"
+        if share_bytes:
+            verdict = "fits" if memory.gpu_bytes <= share_bytes else "DOES NOT FIT: raise the GPUs per task"
+            text += f" of its {gb(share_bytes)} GPU share: {verdict}"
     biggest = sorted(((v, k) for k, v in memory.parts.items() if v), reverse=True)[:3]
     return text + "; largest terms: " + ", ".join(f"{k} {gb(v)}" for v, k in biggest)
 
@@ -81,7 +88,7 @@ def format_tasks(plan: TaskPlan) -> str:
     lines += [
         *_dataset(plan.dataset),
         f"memory      per task, at its peak ({PRIVATE}):",
-        *(_memory(name, memory, plan.use_gpu) for name, memory in plan.memory.items()),
+        *(_memory(name, memory, plan.use_gpu, plan.gpu_share_bytes) for name, memory in plan.memory.items()),
         f"reads       {gb(plan.bytes_per_node)} per node, once (every shard its tasks read: shards mix classes)",
         *_resources(plan.demands, plan.capacity, plan.placement),
     ]

@@ -39,6 +39,7 @@ class TaskPlan:
     memory: dict[str, WorkerMemory]  # per kind of task
     use_gpu: bool
     gpu_memory: str
+    gpu_share_bytes: int | None  # GPU memory of one task's share of a GPU (None on CPU)
     bytes_per_node: int
     demands: tuple[Demand, ...]
     capacity: Capacity | None
@@ -147,6 +148,7 @@ def plan_experts(config: Any, capacity: Capacity | None = None) -> TaskPlan:
         dataset=size,
         memory={"expert": memory},
         use_gpu=gpus > 0,
+        gpu_share_bytes=int(gpus * gpu_bytes) if gpus else None,
         gpu_memory=gpu_memory if gpus > 0 else "",
         bytes_per_node=size.train_bytes + size.test_bytes,
         demands=tuple(demands),
@@ -182,6 +184,7 @@ def plan_tune(config: Any, preset: Any, capacity: Capacity | None = None) -> Tas
         dataset=size,
         memory=memory,
         use_gpu=gpus > 0,
+        gpu_share_bytes=int(gpus * gpu_bytes) if gpus else None,
         gpu_memory=gpu_memory if gpus > 0 else "",
         bytes_per_node=size.train_bytes,
         demands=tuple(demands),
