@@ -44,6 +44,7 @@ class DistillPlan:
     worker_host_bytes: int  # the largest stage's peak anonymous memory of one worker process
     worker_gpu_bytes: int  # the same on its GPU (0 on CPU workers)
     gpu_memory: str  # the GPU size the plan assumed, and where it comes from ("" on CPU)
+    gpu_memory_bytes: int  # that size in bytes
     bytes_per_node: int  # read once per node for the whole run (train shards + test split when evaluating)
     nodes: int | None  # nodes the workers land on (None: no cluster to place them on)
     demands: tuple[Demand, ...]
@@ -115,8 +116,9 @@ def stage_load(
         real_chunk_clips=real_chunk,
         real_clip_bytes=size.clip_bytes,
         index_clips=size.train_clips,
-        resident_bytes=own_clips * size.clip_bytes,
+        resident_bytes=0 if method == "mtt" else own_clips * size.clip_bytes,  # MTT reads no real clips per iteration
         init_clips=init_clips,
+        student_values=2 * profile.params * (preset.syn_steps + 1) if method == "mtt" else 0,
     )
 
 
@@ -168,6 +170,7 @@ def plan_distill(config: Any, capacity: Capacity | None = None) -> DistillPlan:
         worker_host_bytes=max(m.host_bytes for m in stages.values()),
         worker_gpu_bytes=max(m.gpu_bytes for m in stages.values()),
         gpu_memory=gpu_memory,
+        gpu_memory_bytes=gpu_bytes or ASSUMED_GPU_MEMORY,
         bytes_per_node=size.train_bytes + (size.test_bytes if config.eval_runs else 0),
         nodes=placement.nodes_used if placement else None,
         demands=tuple(demands),

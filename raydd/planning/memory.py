@@ -94,6 +94,7 @@ class WorkerLoad:
     index_clips: int  # train clips the worker's real-data index covers (labels + per-class rows)
     resident_bytes: int  # the worker's classes as uint8, were they kept on its GPU
     init_clips: int = 0  # real clips the synthetic set starts from (gathered once, at build)
+    student_values: int = 0  # MTT: the student's parameter vector at every unrolled step, and its gradient
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +110,7 @@ def worker_memory(load: WorkerLoad, *, gpu: bool, gpu_memory_bytes: int | None) 
     synthetic_state = FLOAT * (
         4 * load.learnable_values + load.frozen_values
     )  # value, grad, momentum, all-reduce buffer
-    network = FLOAT * p.params
+    network = FLOAT * (p.params + load.student_values)
     index = 16 * load.index_clips  # int64 labels + int64 per-class row positions
     init_phase = load.init_clips * (load.real_clip_bytes + p.input_bytes)
     real_phase = max(load.real_chunk_clips * (p.input_bytes + p.no_grad_peak_bytes), init_phase)
@@ -140,6 +141,7 @@ def worker_memory(load: WorkerLoad, *, gpu: bool, gpu_memory_bytes: int | None) 
         "matching network": network,
         "real chunk (float + activations)": real_phase,
         "synthetic graph": synthetic_phase,
-        "resident classes (uint8)": load.resident_bytes if resident else 0,
     }
-    return WorkerMemory(host, gpu_bytes, resident, parts)
+    if load.resident_bytes:  # the key says the worker reads real clips every iteration: the plan names where from
+        parts["resident classes (uint8)"] = load.resident_bytes if resident else 0
+    return WorkerMemory(host, gpu_bytes, resident and load.resident_bytes > 0, parts)

@@ -50,6 +50,17 @@ def _resources(demands: tuple[Demand, ...], capacity: Capacity | None, placement
     return lines
 
 
+def _gpu_verdict(plan: DistillPlan) -> str:
+    if plan.worker_gpu_bytes <= plan.gpu_memory_bytes:
+        return f" of {gb(plan.gpu_memory_bytes)}: fits"
+    hint = (
+        "--memory-bounded, or fewer syn_steps/batch_syn"
+        if plan.method == "mtt"
+        else "more workers or a lower batch_real"
+    )
+    return f" of {gb(plan.gpu_memory_bytes)}: DOES NOT FIT (try {hint})"
+
+
 def format_distill(plan: DistillPlan) -> str:
     preset = ", ".join(f"{k}={v}" for k, v in plan.preset.to_dict().items() if v is not None)
     device = f"GPU ({plan.gpu_memory})" if plan.use_gpu else "CPU"
@@ -62,7 +73,7 @@ def format_distill(plan: DistillPlan) -> str:
         f"memory      per worker, at its peak ({PRIVATE}):",
         *(_memory(stage, memory, plan.use_gpu) for stage, memory in plan.stage_memory.items()),
         f"            worker peak: host {gb(plan.worker_host_bytes)}"
-        + (f", GPU {gb(plan.worker_gpu_bytes)}" if plan.use_gpu else ""),
+        + (f", GPU {gb(plan.worker_gpu_bytes)}{_gpu_verdict(plan)}" if plan.use_gpu else ""),
         f"reads       {gb(plan.bytes_per_node)} per node, once for the whole run (every train shard: shards mix classes"
         + ("; + the test split for the closing evaluation)" if plan.bytes_per_node > plan.dataset.train_bytes else ")")
         + (
