@@ -11,7 +11,7 @@ from raydd.planning.resources import Capacity, NodeShape
 # GPU memory assumed when a plan asks for GPUs that neither a cluster nor this machine shows: the A10G of
 # cluster.yaml's gpu_worker (g5.2xlarge), 23,028 MiB.
 ASSUMED_GPU_MEMORY = 23028 << 20
-ASSUMED_GPU = "22.5 GiB a GPU, assumed: the A10G of cluster.yaml's g5.2xlarge gpu_worker"
+ASSUMED_GPU = "24.1 GB a GPU, assumed: the A10G of cluster.yaml's g5.2xlarge gpu_worker"
 
 
 def this_machine() -> Capacity:
@@ -22,4 +22,4 @@ def this_machine() -> Capacity:
 
 
 def gpu_size(size_bytes: int) -> str:
-    return f"{size_bytes / (1 << 30):.1f} GiB a GPU"
+    return f"{size_bytes / 1e9:.1f} GB a GPU"

@@ -255,7 +255,7 @@ def test_plan_reads_a_cluster_by_its_address_and_the_autoscaler_config_it_is_giv
             "4 x {CPU: 8, GPU: 1} Ray Train workers" in fits.stdout
             and "up to 4 more gpu_worker {CPU: 8, GPU: 1}" in fits.stdout
         )
-        assert "22.5 GiB a GPU" in fits.stdout and "4 node(s): 102.34 GB from the store in all" in fits.stdout
+        assert "24.1 GB a GPU" in fits.stdout and "4 node(s): 102.34 GB from the store in all" in fits.stdout
         eight = subprocess.run(
             [*plan, "--workers", "8", "--use-gpu"], env=autoscaling, capture_output=True, text=True, timeout=300
         )
