@@ -68,7 +68,8 @@ def stage_load(
     own_classes: int,
     memory_bounded: bool = False,
 ) -> WorkerLoad:
-    """What one worker of ``stage`` holds when it owns ``own_classes`` of the classes (all of them for MTT)."""
+    """What one worker of ``stage`` holds when it owns ``own_classes`` of the classes (all of them with
+    ``--split samples``)."""
     spec = StageSpec(stage=stage, method=method, dataset_uri="", ipc=ipc, preset=preset)
     t, h, w, c = size.clip_shape
     classes = size.classes
@@ -95,13 +96,14 @@ def stage_load(
         learnable = classes * per_class * math.prod(item)
     init_clips = classes * per_class if stage != DYNAMIC and preset.init == "real" else 0
     if method == "mtt":
-        # The student unrolls syn_steps steps on batch_syn instances (all of them by default), one graph over
-        # all steps unless --memory-bounded; no real data after the initialisation.
+        # The student unrolls syn_steps steps on batch_syn instances (all of them by default), a worker on its
+        # own classes' share of each batch, one graph over all steps unless --memory-bounded; no real data after
+        # the initialisation.
         batch = min(preset.batch_syn or classes * per_class, classes * per_class)
-        synthetic_items = batch * (1 if memory_bounded else preset.syn_steps)
+        synthetic_items = math.ceil(batch * own_classes / classes) * (1 if memory_bounded else preset.syn_steps)
         real_chunk = 0
     elif method == "frepo":
-        synthetic_items = classes * per_class
+        synthetic_items = own_classes * per_class
         real_chunk = min(REAL_CHUNK, math.ceil(preset.batch_real * own_classes / classes))
     else:
         synthetic_items = own_classes * per_class
@@ -142,7 +144,7 @@ def plan_distill(config: Any, capacity: Capacity | None = None) -> DistillPlan:
     known = capacity or this_machine()
     use_gpu, cpus, demands = distill_demands(config, known)
     split = getattr(config, "split", "classes")
-    own = math.ceil(size.classes / config.workers) if split == "classes" and config.method != "mtt" else size.classes
+    own = math.ceil(size.classes / config.workers) if split == "classes" else size.classes
     gpu_bytes = known.gpu_memory_bytes()
     gpu_memory = "" if not use_gpu else (gpu_size(gpu_bytes) if gpu_bytes else ASSUMED_GPU)
     stages = {

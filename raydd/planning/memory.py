@@ -35,7 +35,9 @@ CUDA_HOST_BYTES = 1 << 30
 CUDA_CONTEXT_BYTES = 600 << 20
 # torch's CUDA caching allocator rounds and keeps blocks; a resident dataset must leave this share free.
 GPU_ALLOCATOR_SLACK = 1.20
-GPU_USABLE_FRACTION = 0.90
+# A worker keeps its classes' clips on its GPU when they take at most this share of the memory free at its
+# start (the worker's own rule: RESIDENT_FRACTION of raydd/distill/resident.py).
+RESIDENT_FRACTION = 0.5
 FLOAT = 4
 
 
@@ -131,8 +133,8 @@ def worker_memory(load: WorkerLoad, *, gpu: bool, gpu_memory_bytes: int | None) 
         host = PROCESS_BYTES + index + int(ALLOCATOR_SLACK * (compute + gather))
         return WorkerMemory(host, 0, False, parts)
     device_compute = int(GPU_ALLOCATOR_SLACK * (synthetic_state + network + max(real_phase, synthetic_phase)))
-    budget = GPU_USABLE_FRACTION * gpu_memory_bytes if gpu_memory_bytes else None
-    resident = budget is not None and CUDA_CONTEXT_BYTES + device_compute + load.resident_bytes <= budget
+    free = gpu_memory_bytes - CUDA_CONTEXT_BYTES if gpu_memory_bytes else None
+    resident = free is not None and load.resident_bytes <= RESIDENT_FRACTION * free
     gpu_bytes = CUDA_CONTEXT_BYTES + device_compute + (load.resident_bytes if resident else 0)
     host = PROCESS_BYTES + CUDA_HOST_BYTES + index + int(ALLOCATOR_SLACK * (0 if resident else gather))
     parts = {
