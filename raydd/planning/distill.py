@@ -75,7 +75,7 @@ def stage_load(
     classes = size.classes
     item = (c, h, w) if stage == STATIC else (c, t, h, w)
     profile = activation_profile(matching_network(spec, classes, size.clip_shape), item)
-    frozen, render = 0, 0
+    frozen, render, hallucinator = 0, 0, 0
     if stage == DYNAMIC:
         spc, dpc = ipc * preset.static_per_ipc, spec.dpc
         per_class = max(spc, dpc)
@@ -121,6 +121,8 @@ def stage_load(
         resident_bytes=0 if method == "mtt" else own_clips * size.clip_bytes,  # MTT reads no real clips per iteration
         init_clips=init_clips,
         student_values=2 * profile.params * (preset.syn_steps + 1) if method == "mtt" else 0,
+        input_is_view=stage != DYNAMIC and method != "mtt",  # a class's free tensors are a slice of the set
+        shared_values=hallucinator if stage == DYNAMIC else 0,
     )
 
 

@@ -97,6 +97,8 @@ class WorkerLoad:
     resident_bytes: int  # the worker's classes as uint8, were they kept on its GPU
     init_clips: int = 0  # real clips the synthetic set starts from (gathered once, at build)
     student_values: int = 0  # MTT: the student's parameter vector at every unrolled step, and its gradient
+    input_is_view: bool = False  # the network's synthetic input is a slice of the set itself (free tensors), not a copy
+    shared_values: int = 0  # learnable values all-reduced through a flat buffer every iteration (H, MTT's lr)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,16 +111,16 @@ class WorkerMemory:
 
 def worker_memory(load: WorkerLoad, *, gpu: bool, gpu_memory_bytes: int | None) -> WorkerMemory:
     p = load.profile
-    synthetic_state = FLOAT * (
-        4 * load.learnable_values + load.frozen_values
-    )  # value, grad, momentum, all-reduce buffer
+    # value, grad, momentum; shared parameters also pass through the flat all-reduce buffer
+    synthetic_state = FLOAT * (3 * load.learnable_values + load.frozen_values + load.shared_values)
     network = FLOAT * (p.params + load.student_values)
     index = 16 * load.index_clips  # int64 labels + int64 per-class row positions
     init_phase = load.init_clips * (load.real_clip_bytes + p.input_bytes)
     real_phase = max(load.real_chunk_clips * (p.input_bytes + p.no_grad_peak_bytes), init_phase)
     # The backward frees saved activations as it goes; at its peak (the first layer) it adds about one largest
     # activation's gradient to what is still saved.
-    synthetic_phase = load.synthetic_items * (p.saved_bytes + FLOAT * load.render_values + p.largest_bytes)
+    saved = p.saved_bytes - (p.input_bytes if load.input_is_view else 0)
+    synthetic_phase = load.synthetic_items * (saved + FLOAT * load.render_values + p.largest_bytes)
     gather = load.real_chunk_clips * load.real_clip_bytes
     if not gpu:
         compute = synthetic_state + network + max(real_phase, synthetic_phase)
