@@ -9,13 +9,15 @@ written in-process, its peak anonymous memory (RssAnon sampled every 2 ms) again
 Prints one JSON line per case: predicted, measured, relative error. On this project's 2-core machine
 (DM, IPC 1, 1 worker, 3 steps; k400 cases: 400 classes of 8x64x64, 4 clips a class, batch_real 2):
 
-    case        predicted   measured   error
-    builtin       533 MB     526 MB    1.4 %   (PROCESS_BYTES was fitted on the two builtin cases)
-    builtin-sd    532 MB     536 MB    0.8 %
-    k400         4087 MB    4037 MB    1.3 %
-    k400-sd      7236 MB    7017 MB    3.1 %
+                   main before issue 11          main + i11-split + i11-plan
+    case        predicted  measured  error      predicted  measured  error
+    builtin        532 MB    526 MB   1.2 %        532 MB    526 MB   1.1 %
+    builtin-sd     531 MB    536 MB   0.9 %        531 MB    539 MB   1.5 %
+    k400          3741 MB   4037 MB   7.3 %       3741 MB   3567 MB   4.9 %
+    k400-sd       7120 MB   7017 MB   1.5 %       7120 MB   6664 MB   6.8 %
 
-The k400 cases take minutes (k400-sd ~12 min on 2 busy cores): their 400 x 2 synthetic videos go through
+PROCESS_BYTES was fitted on the builtin cases; the rest of the model is shapes (raydd/planning/memory.py).
+The k400 cases take minutes (k400-sd 5-12 min on 2 busy cores): their 400 x 2 synthetic videos go through
 MiniC3D-128 with a graph.
 """
 
