@@ -50,6 +50,11 @@ class EvalConfig:
         check(self.gpus_per_run >= 0, "gpus_per_run", "0 or a positive number (fractions allowed)")
 
 
+def _at_once(config: EvalConfig) -> int:
+    """GPU runs are all submitted, so that an autoscaler sees them and launches GPU nodes; CPU runs fill the CPUs."""
+    return config.runs if config.gpus_per_run else max(1, int(cluster_cpus() // config.cpus_per_run))
+
+
 def evaluate(config: EvalConfig) -> dict[str, float]:
     fields = to_dict(config)
     plan = plan_evaluation(**{k: fields[k] for k in ("data", "test", "model", "runs", "random_ipc", "preset", "epochs", "lr", "batch_size", "momentum", "weight_decay", "seed", "device")})
@@ -61,7 +66,7 @@ def evaluate(config: EvalConfig) -> dict[str, float]:
         calls = [(task,) for task in plan.tasks]
         results = sorted(
             run_tasks(execute, calls, description=f"evaluate {config.model}", weights=[1] * len(calls), unit="run",
-                      max_in_flight=max(1, int(cluster_cpus() // config.cpus_per_run)), num_cpus=config.cpus_per_run, num_gpus=config.gpus_per_run),
+                      max_in_flight=_at_once(config), num_cpus=config.cpus_per_run, num_gpus=config.gpus_per_run),
             key=lambda r: r.run,
         )  # fmt: skip
         for result in results:

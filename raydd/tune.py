@@ -14,14 +14,16 @@ import math
 import sys
 from collections.abc import Sequence
 
+from raydd.cluster import capacity
 from raydd.config import check, option, run_command, to_dict
 from raydd.data.reader import open_prepared
 from raydd.devices import DEVICE_CHOICES
 from raydd.distill.config import DistillConfig, settings_hash
-from raydd.distill.presets import table_preset
+from raydd.distill.presets import Preset, table_preset
 from raydd.distill.stages import DYNAMIC, STATIC, StageSpec
 from raydd.errors import RayddError
 from raydd.parallel import ensure_ray, run_tasks
+from raydd.planning.tasks import AUTO_GPUS_PER_TRIAL, auto_gpus, plan_tune
 from raydd.prepare import DEFAULT_STORE
 from raydd.storage import exists, read_bytes, resolve, write_bytes
 from raydd.tracking import mlflow_run
@@ -48,11 +50,18 @@ class TuneConfig:
     validation_fraction: float = option(0.2, "fraction of every class of the train split held out to score trials")
     eval_epochs: int = option(100, "epochs of each trial's evaluation (MiniC3D on the distilled set)")
     cpus_per_trial: float = option(1.0, "CPUs reserved by each trial")
-    gpus_per_trial: float = option(0.0, "GPUs reserved by each trial (fractions share a GPU)")
+    gpus_per_trial: float | None = option(
+        None, "GPUs reserved by each trial (fractions share a GPU); default: 0.5 when the Ray cluster has "
+        "(or can launch) GPU nodes, else 0"
+    )
     seed: int = option(0, "seed of the distillation, the validation split and the searcher")
     device: str = option("auto", "device of each trial", choices=DEVICE_CHOICES)
     experiment: str = option("raydd-tune", "MLflow experiment name")
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
+    plan: bool = option(
+        False, "print the plan (preset, memory per trial, bytes per node, Ray resources) and start nothing; "
+        "with --ray-address or RAY_ADDRESS, refuse what that cluster cannot place"
+    )
     interrupt_after_trials: int = option(-1, "testing aid: the first attempt of the sweep stops as if interrupted once this many trials finished")
 
     def __post_init__(self) -> None:
@@ -63,11 +72,13 @@ class TuneConfig:
         for name in ("lr_dynamic_min", "lr_dynamic_max", "lr_hal_min", "lr_hal_max"):
             check(getattr(self, name) is None or getattr(self, name) > 0, name, "a positive number")
         check(0 < self.validation_fraction < 1, "validation_fraction", "a number in (0, 1)")
-        check(self.cpus_per_trial > 0 and self.gpus_per_trial >= 0, "cpus_per_trial" if self.cpus_per_trial <= 0 else "gpus_per_trial", "a positive number (GPUs: 0 or more)")
+        gpus = self.gpus_per_trial or 0
+        name = "cpus_per_trial" if self.cpus_per_trial <= 0 else "gpus_per_trial"
+        check(self.cpus_per_trial > 0 and gpus >= 0, name, "a positive number (GPUs: 0 or more)")
 
     def name(self) -> str:
         """The sweep's folder: the same settings name the same sweep, so a re-run resumes it."""
-        ignored = ("num_samples", "max_concurrent", "ray_address", "interrupt_after_trials", "store")
+        ignored = ("num_samples", "max_concurrent", "ray_address", "interrupt_after_trials", "store", "plan")
         return f"{self.dataset}-{self.method}-ipc{self.ipc}-{settings_hash({k: v for k, v in to_dict(self).items() if k not in ignored})}"
 
 
@@ -80,9 +91,15 @@ def _range(low: float | None, high: float | None, centre: float | None, flag: st
     return low, high
 
 
-def tune(config: TuneConfig) -> list[TrialRow]:
+def base_preset(config: TuneConfig) -> Preset:
+    """The preset every trial starts from (its lr_dynamic and lr_hal are the sweep's)."""
     overrides = {k: getattr(config, k) for k in ("iterations", "network_width", "batch_real")}
-    preset = DistillConfig(dataset=config.dataset, method=config.method, ipc=config.ipc, store=config.store, lr_dynamic=1.0, lr_hal=1.0, **overrides).resolved_preset()
+    fields = {"dataset": config.dataset, "method": config.method, "ipc": config.ipc, "store": config.store}
+    return DistillConfig(**fields, lr_dynamic=1.0, lr_hal=1.0, **overrides).resolved_preset()
+
+
+def tune(config: TuneConfig) -> list[TrialRow]:
+    preset = base_preset(config)
     centre = table_preset(config.method, "static-dynamic", config.dataset, config.ipc)
     lr_dynamic = _range(config.lr_dynamic_min, config.lr_dynamic_max, centre and centre.lr_dynamic, "lr_dynamic")
     lr_hal = _range(config.lr_hal_min, config.lr_hal_max, centre and centre.lr_hal, "lr_hal")
@@ -97,14 +114,21 @@ def tune(config: TuneConfig) -> list[TrialRow]:
         validation_fraction=config.validation_fraction, eval_epochs=config.eval_epochs, report_every=max(1, preset.iterations // 20),
     )  # fmt: skip
     ensure_ray(config.ray_address)
+    gpus = auto_gpus(config.gpus_per_trial, AUTO_GPUS_PER_TRIAL, capacity())
     if exists(folder.child("static", "manifest.json")):
         print(f"stage 1: reusing the still images at {folder.child('static')}", flush=True)
     else:
         train_indices, _ = trial.split()
-        list(run_tasks(fit_static, [(base, train_indices, folder.child("static").uri)], description="stage 1", weights=[1], unit="stage", max_in_flight=1, num_cpus=config.cpus_per_trial, num_gpus=config.gpus_per_trial))
+        calls = [(base, train_indices, folder.child("static").uri)]
+        needs = {"num_cpus": config.cpus_per_trial, "num_gpus": gpus}
+        list(run_tasks(fit_static, calls, description="stage 1", weights=[1], unit="stage", max_in_flight=1, **needs))
     parent_file = folder.child("mlflow_parent_run")
     parent_id = read_bytes(parent_file).decode() if exists(parent_file) else None
-    settings = SweepSettings(config.num_samples, config.max_concurrent, lr_dynamic, lr_hal, start, config.grace_period or max(1, preset.iterations // 4), config.cpus_per_trial, config.gpus_per_trial, config.seed, config.interrupt_after_trials)
+    grace = config.grace_period or max(1, preset.iterations // 4)
+    settings = SweepSettings(
+        config.num_samples, config.max_concurrent, lr_dynamic, lr_hal, start, grace, config.cpus_per_trial, gpus,
+        config.seed, config.interrupt_after_trials,
+    )
     with mlflow_run(config.store, config.experiment, name, to_dict(config), {"raydd.dataset": config.dataset, "raydd.sweep": name}, resume_run_id=parent_id) as tracker:
         write_bytes(parent_file, tracker.run_id.encode())
         rows = run_sweep(trial, settings, storage=str(store.child("tune").uri), name=name, store=config.store, experiment=config.experiment, parent_run_id=tracker.run_id)
@@ -125,8 +149,18 @@ def tune(config: TuneConfig) -> list[TrialRow]:
     return rows
 
 
+def show_plan(config: TuneConfig) -> None:
+    """Print the plan and start nothing; refuses what a given cluster cannot place."""
+    from raydd.planning.report import format_tasks
+
+    print(format_tasks(plan_tune(config, base_preset(config), capacity(config.ray_address))))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(TuneConfig, tune, argv, "raydd.tune", "Sweep stage 2's lr_dynamic and lr_hal with Ray Tune; write the best as a preset file.")
+    return run_command(
+        TuneConfig, lambda config: show_plan(config) if config.plan else tune(config), argv, "raydd.tune",
+        "Sweep stage 2's lr_dynamic and lr_hal with Ray Tune; write the best as a preset file.",
+    )
 
 
 if __name__ == "__main__":

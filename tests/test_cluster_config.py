@@ -16,6 +16,7 @@ import json
 import re
 import shlex
 import string
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,11 @@ from ray.job_submission import JobSubmissionClient
 from ray.runtime_env import RuntimeEnv
 
 from raydd.distill.config import DistillConfig
+from raydd.experts.__main__ import ExpertsConfig
+from raydd.planning.distill import distill_demands
+from raydd.planning.resources import Capacity, Demand, NodeShape, capacity_from_autoscaler, place
+from raydd.planning.tasks import experts_demands, tune_demands
+from raydd.tune import TuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster.yaml"
@@ -54,7 +60,8 @@ def test_cluster_yaml_passes_rays_validation() -> None:
     prepared = ray_up_checks(load(CLUSTER))
     assert prepared["provider"]["type"] == "aws"
     head = prepared["head_node_type"]
-    assert "GPU" not in prepared["available_node_types"][head]["resources"]
+    head_resources = prepared["available_node_types"][head]["resources"]
+    assert head_resources == {"CPU": 0}, "the head keeps its cores for drivers, dashboard, MLflow"
     gpu_types = [t for name, t in prepared["available_node_types"].items() if name != head and t["resources"].get("GPU", 0) >= 1]
     assert gpu_types and all(t["min_workers"] == 0 for t in gpu_types), "GPU workers must scale from zero"
     head_start = " ".join(prepared["head_start_ray_commands"])
@@ -185,3 +192,53 @@ def test_job_stages_hand_off_in_one_store(path: Path, capsys: pytest.CaptureFixt
             distilled.add(config["output"])
         elif module == "raydd.evaluate":
             assert config["data"] in distilled, f"evaluate reads {config['data']}, which no distill of this job wrote"
+
+
+def test_every_node_mounts_one_cache_folder_and_names_it_in_raydd_cache(tmp_path: Path) -> None:
+    """initialization_commands mount the instance NVMe (else keep a folder on the root volume); the container
+    mounts that folder and names it in RAYDD_CACHE, which every Ray process there inherits."""
+    config = load(CLUSTER)
+    options = config["docker"]["run_options"]
+    cache = next(o.split("=", 1)[1] for o in options if o.startswith("-e RAYDD_CACHE="))
+    assert f"-v {cache}:{cache}" in options
+    (command,) = config["initialization_commands"]
+    assert f"sudo mount \"$DEV\" {cache}" in command and f"sudo mkdir -p {cache}" in command
+    assert "Instance Storage" in command  # the model name of an EC2 instance-store NVMe device in lsblk
+    script = tmp_path / "init.sh"
+    script.write_text(command)
+    checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    workers = [t for name, t in config["available_node_types"].items() if name != config["head_node_type"]]
+    families = {t["node_config"]["InstanceType"].split(".")[0] for t in workers}
+    assert families == {"c5d", "g5"}, "worker types with local NVMe"
+
+
+def cluster_capacity() -> Capacity:
+    """cluster.yaml scaled to zero: the head alone, and every worker its autoscaler may launch."""
+    config = load(CLUSTER)
+    head = config["available_node_types"][config["head_node_type"]]["resources"]
+    alive = (NodeShape(head.get("CPU", 0), head.get("GPU", 0), "head"),)
+    return capacity_from_autoscaler(config, alive, "cluster.yaml", {"g5": 23028 << 20})
+
+
+@pytest.mark.parametrize("path", JOBS, ids=[path.stem for path in JOBS])
+def test_job_resources_fit_cluster_yaml(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What each stage asks Ray for, with its automatic defaults resolved on cluster.yaml's node types, can be
+    placed there (a Ray Train run waits forever for workers that never fit); GPU stages run on GPUs."""
+    capacity = cluster_capacity()
+    for module, config in resolved_stages(path, capsys):
+        if module == "raydd.distill":
+            use_gpu, _, demands = distill_demands(DistillConfig(**config), capacity)
+            assert use_gpu
+        elif module == "raydd.experts":
+            gpus, demands = experts_demands(ExpertsConfig(**config), capacity)
+            assert gpus > 0
+        elif module == "raydd.tune":
+            _, demands = tune_demands(TuneConfig(**config), capacity)
+        elif module == "raydd.evaluate":
+            runs = Demand("evaluation runs", config["runs"], config["cpus_per_run"], config["gpus_per_run"], gang=False)
+            demands = [runs]
+        else:
+            demands = [Demand(f"{module} tasks", config.get("workers") or 1, 1, 0, gang=False)]
+        placement = place(demands, capacity)
+        assert placement.fits, f"{path.name}: {module}: {placement.reason}"

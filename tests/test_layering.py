@@ -11,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "raydd"
 
 # Modules allowed to import Ray: the entry modules, the Ray plumbing and metrics, the Ray Data and Ray Train adapters.
 RAY_ALLOWED = {"prepare.py", "metrics.py", "parallel.py", "data/ray_reader.py", "experts/__main__.py", "distill/ray_train.py", "tuning/ray_tune.py"}
+RAY_ALLOWED |= {"cluster.py"}  # reads a cluster's capacity for --plan and the automatic defaults
 MLFLOW_ALLOWED = {"tracking.py"}
 
 

@@ -1,18 +1,34 @@
 """``python -m raydd.distill``: distil a prepared dataset (DM / MTT / FRePo, naive or static-dynamic) on
-Ray Train into STORE/distilled/..., log it to MLflow and evaluate it."""
+Ray Train into STORE/distilled/..., log it to MLflow and evaluate it; ``--plan`` prints what that needs."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from raydd.config import run_command
 from raydd.distill.config import DistillConfig
 from raydd.distill.pipeline import distill
 
 
+def show_plan(config: Any) -> None:
+    """Print the plan and start nothing (no Ray task, no write); refuses what a given cluster cannot place."""
+    from raydd.cluster import capacity
+    from raydd.planning.distill import plan_distill
+    from raydd.planning.report import format_distill
+
+    print(format_distill(plan_distill(config, capacity(config.ray_address))))
+
+
+def run(config: Any) -> Any:
+    return show_plan(config) if config.plan else distill(config)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(DistillConfig, distill, argv, "raydd.distill", "Distil a prepared video dataset into a tiny synthetic training set.")
+    return run_command(
+        DistillConfig, run, argv, "raydd.distill", "Distil a prepared video dataset into a tiny synthetic training set."
+    )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,14 @@ class _RunFields:
     experts: str | None = option(None, "MTT experts folder of stage 2 / naive (default STORE/experts/DATASET/minic3d; stage 1 uses .../convnet)")
     output: str | None = option(None, "where the distilled set goes (default STORE/distilled/DATASET/METHOD-PARADIGM-ipcK-HASH)")
     workers: int = option(1, "Ray Train workers; each draws its own matching samples, gradients are all-reduced")
-    use_gpu: bool = option(False, "one GPU per Ray Train worker (NCCL); otherwise CPU workers (gloo)")
-    cpus_per_worker: float = option(1.0, "CPUs per Ray Train worker (its torch threads)")
+    use_gpu: bool | None = option(
+        None, "one GPU per Ray Train worker (NCCL), else CPU workers (gloo); default: GPUs when the Ray cluster has "
+        "(or its autoscaler can launch) GPU nodes"
+    )
+    cpus_per_worker: float | None = option(
+        None, "CPUs per Ray Train worker (its torch threads); default: a CPU run shares the cluster's CPUs among the "
+        "workers, a GPU worker takes its node's CPUs per GPU"
+    )
     samples_per_worker: int = option(1, "matching samples per worker per iteration")
     split: str = option(
         "classes",
@@ -84,6 +90,10 @@ class _RunFields:
     overwrite: bool = option(False, "distil again even when the output already holds this distilled set")
     experiment: str = option("raydd-distill", "MLflow experiment name")
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
+    plan: bool = option(
+        False, "print the plan (preset, memory per worker, bytes per node, Ray resources) and start nothing; "
+        "with --ray-address or RAY_ADDRESS, refuse what that cluster cannot place"
+    )
     fail_at_iteration: int = option(-1, "testing aid: the first attempt of the last stage dies after this iteration, as a lost worker would")
 
 
@@ -102,7 +112,7 @@ def _validate(config: Any) -> None:
     check_choice(config.paradigm, "paradigm", PARADIGMS)
     for name in ("ipc", "workers", "samples_per_worker", "checkpoint_every"):
         check(getattr(config, name) >= 1, name, "a positive integer")
-    check(config.cpus_per_worker > 0, "cpus_per_worker", "a positive number")
+    check(config.cpus_per_worker is None or config.cpus_per_worker > 0, "cpus_per_worker", "a positive number")
     check(config.max_failures >= 0 and config.eval_runs >= 0, "max_failures" if config.max_failures < 0 else "eval_runs", "0 or a positive integer")
     for name in ("iterations", "batch_real", "batch_syn", "syn_steps", "expert_epochs", "max_start_epoch", "static_per_ipc", "dynamic_per_ipc", "dynamic_channels", "dynamic_frames", "dynamic_scale", "network_width", "eval_epochs"):
         check(getattr(config, name) is None or getattr(config, name) >= 1, name, "a positive integer")

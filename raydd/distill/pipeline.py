@@ -15,6 +15,7 @@ import torch
 
 from raydd.config import to_dict
 from raydd.data.reader import PreparedDataset, open_prepared
+from raydd.cluster import capacity
 from raydd.distill.artifact import static_exists, write_static, write_static_dynamic_state
 from raydd.distill.config import settings_hash
 from raydd.distill.presets import Preset
@@ -24,6 +25,7 @@ from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec
 from raydd.distilled_set import load_distilled, write_distilled
 from raydd.errors import RayddError
 from raydd.parallel import ensure_ray
+from raydd.planning.resources import auto_cpus_per_worker, auto_use_gpu
 from raydd.storage import Location, Manifest, manifest_or_none, require_writable_root, resolve
 from raydd.tracking import Tracker, mlflow_run
 
@@ -73,9 +75,12 @@ def distill(config: Any) -> DistillOutcome:
         print(f"{output} already holds this distilled set: nothing to do (--overwrite distils it again)", file=sys.stderr)
         return DistillOutcome(output.uri, existing, existing.metadata.get("static_uri"), {}, 0.0)
     ensure_ray(config.ray_address)
+    cluster = capacity()
+    use_gpu = auto_use_gpu(config.use_gpu, cluster)
     run_settings = RunSettings(
-        iterations=preset.iterations, checkpoint_every=config.checkpoint_every, workers=config.workers, use_gpu=config.use_gpu,
-        cpus_per_worker=config.cpus_per_worker, max_failures=config.max_failures,
+        iterations=preset.iterations, checkpoint_every=config.checkpoint_every, workers=config.workers, use_gpu=use_gpu,
+        cpus_per_worker=auto_cpus_per_worker(config.cpus_per_worker, config.workers, use_gpu, cluster),
+        max_failures=config.max_failures,
     )  # fmt: skip
     runs = store.child("distill", "runs")
     tags = {"raydd.dataset": dataset.spec.name, "raydd.dataset_manifest_sha256": dataset.manifest.content_sha256(), "raydd.method": f"{config.method}-{config.paradigm}"}
@@ -107,7 +112,7 @@ def distill(config: Any) -> DistillOutcome:
         tracker.log_dict(manifest.metadata, "distilled_set.json")
         tracker.set_tags({"raydd.output": output.uri})
         _log_preview(tracker, output.uri, dataset)
-        evaluation = _evaluate(config, output.uri, tracker) if config.eval_runs else {}
+        evaluation = _evaluate(config, output.uri, tracker, run_settings) if config.eval_runs else {}
     seconds = time.perf_counter() - started
     ratio = manifest.metadata["storage_ratio"]
     print(
@@ -150,9 +155,15 @@ def _log_preview(tracker: Tracker, uri: str, dataset: PreparedDataset) -> None:
         tracker.log_artifact(str(preview_gif(distilled.videos_NCTHW, dataset.mean, dataset.std, Path(folder) / "preview.gif")))
 
 
-def _evaluate(config: Any, uri: str, tracker: Tracker) -> dict[str, float]:
+def _evaluate(config: Any, uri: str, tracker: Tracker, run: RunSettings) -> dict[str, float]:
+    """Evaluation runs on GPUs when the distillation did (one GPU and a worker's CPUs each), else on 1 CPU each."""
     from raydd.evaluate import EvalConfig, evaluate
 
-    metrics = evaluate(EvalConfig(data=uri, model=config.eval_model, runs=config.eval_runs, epochs=config.eval_epochs, store=config.store, seed=config.seed, ray_address=config.ray_address))
+    devices = {"gpus_per_run": 1.0, "cpus_per_run": run.cpus_per_worker} if run.use_gpu else {}
+    settings = EvalConfig(
+        data=uri, model=config.eval_model, runs=config.eval_runs, epochs=config.eval_epochs, store=config.store,
+        seed=config.seed, ray_address=config.ray_address, **devices,
+    )
+    metrics = evaluate(settings)
     tracker.log_metrics({f"eval/{key}": value for key, value in metrics.items()})
     return metrics

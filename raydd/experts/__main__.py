@@ -10,13 +10,16 @@ import time
 from collections.abc import Sequence
 
 from raydd import metrics
+from raydd.cluster import capacity
 from raydd.config import check, check_choice, option, run_command, to_dict
 from raydd.data.reader import PreparedDataset, open_prepared
 from raydd.data.specs import dataset_names
 from raydd.devices import DEVICE_CHOICES
 from raydd.experts.trainer import EXPERT_MODELS, ExpertResult, ExpertSettings, ExpertTask, model_options, run_expert
 from raydd.experts.trajectories import DTYPES, ModelSpec, experts_manifest, published
-from raydd.parallel import cluster_cpus, ensure_ray, run_tasks
+from raydd.parallel import ensure_ray, run_tasks
+from raydd.planning.resources import tasks_at_once
+from raydd.planning.tasks import AUTO_GPUS_PER_EXPERT, auto_gpus, plan_experts
 from raydd.prepare import DEFAULT_STORE
 from raydd.storage import Manifest, delete, exists, read_manifest, require_writable_root, resolve, write_bytes, write_manifest
 from raydd.tracking import mlflow_run
@@ -41,10 +44,20 @@ class ExpertsConfig:
     seed: int = option(0, "expert i uses seed + i")
     device: str = option("auto", "device of each expert", choices=DEVICE_CHOICES)
     cpus_per_expert: float = option(1.0, "CPUs reserved by each expert's Ray task (its torch threads)")
-    gpus_per_expert: float = option(0.0, "GPUs reserved by each expert's Ray task (fractions share a GPU)")
-    workers: int = option(0, "experts trained at once (0: as many as the cluster's CPUs hold)")
+    gpus_per_expert: float | None = option(
+        None, "GPUs reserved by each expert's Ray task (fractions share a GPU); default: 0.25 when the Ray cluster has "
+        "(or can launch) GPU nodes, else 0"
+    )
+    workers: int = option(
+        0, "experts trained at once (0: as many as the cluster's CPUs and GPUs hold, with the nodes its autoscaler may "
+        "launch)"
+    )
     experiment: str = option("raydd-experts", "MLflow experiment name")
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
+    plan: bool = option(
+        False, "print the plan (memory per expert, bytes per node, Ray resources) and start nothing; "
+        "with --ray-address or RAY_ADDRESS, refuse what that cluster cannot place"
+    )
     fail_expert: int = option(-1, "testing aid: the first attempt of this expert's task dies after one epoch, as a lost worker would")
 
     def __post_init__(self) -> None:
@@ -55,7 +68,8 @@ class ExpertsConfig:
         check(self.lr_teacher > 0, "lr_teacher", "a positive number")
         check(self.momentum >= 0 and self.weight_decay >= 0, "momentum" if self.momentum < 0 else "weight_decay", "0 or a positive number")
         check(self.cpus_per_expert > 0, "cpus_per_expert", "a positive number")
-        check(self.gpus_per_expert >= 0, "gpus_per_expert", "0 or a positive number (fractions allowed)")
+        gpus = self.gpus_per_expert
+        check(gpus is None or gpus >= 0, "gpus_per_expert", "0 or a positive number (fractions allowed)")
         check(self.workers >= 0, "workers", "0 (as many as fit) or a positive integer")
 
     def wanted(self) -> int:
@@ -98,6 +112,8 @@ def experts(config: ExpertsConfig) -> Manifest:
         print(f"{folder} already holds {len(done)} experts (asked for {config.wanted()}) with these settings: nothing to do", file=sys.stderr)
         return read_manifest(folder)
     ensure_ray(config.ray_address)
+    cluster = capacity()
+    gpus = auto_gpus(config.gpus_per_expert, AUTO_GPUS_PER_EXPERT, cluster)
     marker = folder.child(f".fail-expert-{config.fail_expert:05d}") if config.fail_expert >= 0 else None
     if marker is not None:
         delete(marker)  # left by a run that died before cleaning up
@@ -109,8 +125,8 @@ def experts(config: ExpertsConfig) -> Manifest:
         try:
             for result in run_tasks(
                 train_with_fault, calls, description=f"experts {config.model}", weights=[1] * len(calls), unit="expert",
-                max_in_flight=config.workers or max(1, int(cluster_cpus() // config.cpus_per_expert)),
-                num_cpus=config.cpus_per_expert, num_gpus=config.gpus_per_expert,
+                max_in_flight=config.workers or tasks_at_once(config.cpus_per_expert, gpus, cluster),
+                num_cpus=config.cpus_per_expert, num_gpus=gpus,
             ):  # fmt: skip
                 results.append(result)
                 metrics.increment(metrics.EXPERTS_FINISHED_TOTAL, dataset=config.dataset, model=config.model)
@@ -134,8 +150,18 @@ def experts(config: ExpertsConfig) -> Manifest:
     return manifest
 
 
+def show_plan(config: ExpertsConfig) -> None:
+    """Print the plan and start nothing; refuses what a given cluster cannot place."""
+    from raydd.planning.report import format_tasks
+
+    print(format_tasks(plan_experts(config, capacity(config.ray_address))))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(ExpertsConfig, experts, argv, "raydd.experts", "Train expert trajectories (MTT) in parallel on Ray into Arrow trajectory shards.")
+    return run_command(
+        ExpertsConfig, lambda config: show_plan(config) if config.plan else experts(config), argv, "raydd.experts",
+        "Train expert trajectories (MTT) in parallel on Ray into Arrow trajectory shards.",
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""What a Ray cluster offers, for ``--plan`` and the automatic defaults (GPUs when there are some, CPUs per worker).
+
+Read, never changed: the resources of the alive nodes (``ray.nodes()`` in a connected driver, else Ray's
+state API at ``--ray-address``/``RAY_ADDRESS``, which takes the dashboard's ``http://host:8265`` too), plus
+what the autoscaler may still launch. Ray's v1 autoscaler keeps its node types only in its config file,
+which ``ray up`` copies to the head as ``~/ray_bootstrap_config.yaml``: a job's driver runs on the head and
+reads it there; elsewhere ``RAYDD_AUTOSCALER_CONFIG`` may name a copy (``cluster.yaml`` itself will do), and
+names the cluster to plan for before it exists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from raydd.errors import RayddError
+from raydd.planning.resources import Capacity, NodeShape, capacity_from_autoscaler
+
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+MIB = 1 << 20
+# GPU memory (what nvidia-smi reports as total) by the accelerator type Ray reports (resource
+# ``accelerator_type:X``), and by EC2 family for an autoscaler's node types.
+ACCELERATOR_MEMORY = {
+    "T4": 15360 * MIB,
+    "A10G": 23028 * MIB,
+    "L4": 23034 * MIB,
+    "L40S": 46068 * MIB,
+    "V100": 16384 * MIB,
+    "A100": 40960 * MIB,
+    "A100-40G": 40960 * MIB,
+    "A100-80G": 81920 * MIB,
+    "H100": 81559 * MIB,
+    "H200": 143771 * MIB,
+}
+EC2_GPU_MEMORY = {
+    "g4dn": ACCELERATOR_MEMORY["T4"],
+    "g5": ACCELERATOR_MEMORY["A10G"],
+    "g6": ACCELERATOR_MEMORY["L4"],
+    "g6e": ACCELERATOR_MEMORY["L40S"],
+    "p3": ACCELERATOR_MEMORY["V100"],
+    "p4d": ACCELERATOR_MEMORY["A100"],
+    "p4de": ACCELERATOR_MEMORY["A100-80G"],
+    "p5": ACCELERATOR_MEMORY["H100"],
+    "p5e": ACCELERATOR_MEMORY["H200"],
+}
+
+
+def _node(resources: dict[str, float], name: str) -> NodeShape:
+    accelerators = [key.split(":", 1)[1] for key in resources if key.startswith("accelerator_type:")]
+    memory = ACCELERATOR_MEMORY.get(accelerators[0]) if accelerators else None
+    return NodeShape(
+        cpus=float(resources.get("CPU", 0)), gpus=float(resources.get("GPU", 0)), name=name, gpu_memory_bytes=memory
+    )
+
+
+def _alive_nodes(address: str | None) -> tuple[list[NodeShape], str] | None:
+    if ray.is_initialized():
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+        return [
+            _node(node["Resources"], node.get("NodeManagerAddress", "")) for node in nodes
+        ], "the connected Ray cluster"
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        return None
+    from ray.util.state import list_nodes
+
+    try:
+        nodes = list_nodes(address=address, filters=[("state", "=", "ALIVE")], detail=True, timeout=10)
+    except Exception as error:  # the state API raises a handful of types for an unreachable cluster
+        raise RayddError(
+            f"cannot read the Ray cluster at {address} ({type(error).__name__}: {first_line(error)}): "
+            "check --ray-address / RAY_ADDRESS (the dashboard's http://HOST:8265 works), or drop it to plan without one"
+        ) from None
+    return [_node(node.resources_total, node.node_ip) for node in nodes], f"the Ray cluster at {address}"
+
+
+def first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else ""
+
+
+def _autoscaler_config() -> dict[str, Any] | None:
+    path = Path(os.path.expanduser(os.environ.get("RAYDD_AUTOSCALER_CONFIG", BOOTSTRAP_CONFIG)))
+    if not path.is_file():
+        return None
+    import yaml
+
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def capacity(address: str | None = None) -> Capacity | None:
+    """The cluster this process is connected to, else the one at ``address``/``RAY_ADDRESS``; else, when
+    ``RAYDD_AUTOSCALER_CONFIG`` names one, the cluster that config would start (its head, and every worker its
+    autoscaler may launch); ``None`` without any. Does not join a cluster (no ``ray.init``)."""
+    alive = _alive_nodes(address)
+    config = _autoscaler_config()
+    if alive is None:
+        named = os.environ.get("RAYDD_AUTOSCALER_CONFIG")
+        if config is None or not named:
+            return None
+        head = ((config.get("available_node_types") or {}).get(config.get("head_node_type")) or {}).get(
+            "resources"
+        ) or {}
+        source = f"{named} before `ray up` (its head and every worker its autoscaler may launch)"
+        return capacity_from_autoscaler(config, (_node(head, "head"),), source, EC2_GPU_MEMORY)
+    nodes, source = alive
+    if config is None:
+        return Capacity(nodes=tuple(nodes), source=source)
+    return capacity_from_autoscaler(config, tuple(nodes), f"{source} and its autoscaler's node types", EC2_GPU_MEMORY)

@@ -1,0 +1,6 @@
+"""``--plan``: what a command will need (memory per worker, bytes per node, Ray resources) before it starts.
+
+Pure functions over the command's config, the dataset's manifest (or its nominal size) and, when one is
+given, the cluster's capacity; the entry modules print :func:`~raydd.planning.report.format_plan` of the
+result and stop. Nothing here imports Ray: :mod:`raydd.cluster` reads a cluster's capacity.
+"""

@@ -1,0 +1,174 @@
+"""Ray resource requests, a cluster's capacity, and whether the one fits the other. Pure data: reading a
+real cluster's capacity is :mod:`raydd.cluster`'s job.
+
+A request is a list of :class:`Demand`: ``count`` bundles of {CPU, GPU}. A *gang* demand (Ray Train's
+workers) needs all its bundles placed at once; a task demand (experts, evaluation runs, trials) needs each
+bundle to fit on some node (more than fit at once just queue). Capacity is the nodes alive now plus the
+nodes the autoscaler may still launch (its node types, up to their ``max_workers``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from raydd.errors import RayddError
+
+
+@dataclasses.dataclass(frozen=True)
+class Demand:
+    what: str  # "Ray Train workers", "expert tasks", ...
+    count: int
+    cpus: float
+    gpus: float
+    gang: bool  # all bundles at once (Ray Train) or tasks that queue
+
+    def describe(self) -> str:
+        shape = f"{{CPU: {self.cpus:g}" + (f", GPU: {self.gpus:g}}}" if self.gpus else "}")
+        return f"{self.count} x {shape} {self.what}" + (" (all at once)" if self.gang else " (queued beyond what fits)")
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeShape:
+    cpus: float
+    gpus: float
+    name: str = ""  # node type or address, for messages
+    gpu_memory_bytes: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Capacity:
+    nodes: tuple[NodeShape, ...]  # alive now (the head included)
+    launchable: tuple[tuple[NodeShape, int], ...] = ()  # autoscaler node types and how many more of each
+    source: str = ""  # what was read, for the printout
+
+    def all_nodes(self) -> list[NodeShape]:
+        return list(self.nodes) + [shape for shape, count in self.launchable for _ in range(count)]
+
+    @property
+    def has_gpus(self) -> bool:
+        return any(node.gpus >= 1 for node in self.all_nodes())
+
+    def describe(self) -> str:
+        alive = ", ".join(_shape(n) for n in self.nodes) or "none"
+        more = ", ".join(f"up to {count} more {_shape(s)}" for s, count in self.launchable if count)
+        return f"{self.source}: nodes {alive}" + (f"; autoscaler: {more}" if more else "")
+
+    def gpu_memory_bytes(self) -> int | None:
+        sizes = [n.gpu_memory_bytes for n in self.all_nodes() if n.gpus >= 1 and n.gpu_memory_bytes]
+        return min(sizes) if sizes else None
+
+
+def capacity_from_autoscaler(
+    config: dict, alive: tuple[NodeShape, ...], source: str, gpu_memory: dict[str, int] | None = None
+) -> Capacity:
+    """``alive`` plus what an autoscaler config (``cluster.yaml``'s keys) may still launch: each worker type up
+    to its ``max_workers`` (less the alive nodes of its shape), all of them up to the cluster's ``max_workers``.
+    ``gpu_memory`` maps an EC2 family (``g5``) to its GPU's memory."""
+    head = config.get("head_node_type")
+    room = int(config.get("max_workers", 0)) - max(0, len(alive) - 1)  # workers alive: all but the head
+    launchable = []
+    for name, node_type in (config.get("available_node_types") or {}).items():
+        if name == head:
+            continue
+        resources = node_type.get("resources") or {}
+        family = str((node_type.get("node_config") or {}).get("InstanceType", "")).split(".")[0]
+        memory = (gpu_memory or {}).get(family) if resources.get("GPU") else None
+        shape = NodeShape(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), name, memory)
+        running = sum(1 for node in alive if (node.cpus, node.gpus) == (shape.cpus, shape.gpus))
+        launchable.append((shape, max(0, min(int(node_type.get("max_workers", 0)) - running, room))))
+    return Capacity(nodes=alive, launchable=tuple(launchable), source=source)
+
+
+def _shape(node: NodeShape) -> str:
+    text = f"{{CPU: {node.cpus:g}" + (f", GPU: {node.gpus:g}}}" if node.gpus else "}")
+    return f"{node.name} {text}" if node.name else text
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    fits: bool
+    nodes_used: int  # distinct nodes the gang demands land on (0 when it does not fit)
+    reason: str  # the one line of a refusal, else a summary
+
+
+def place(demands: list[Demand], capacity: Capacity) -> Placement:
+    """First-fit-decreasing of every gang demand's bundles onto the nodes (alive, then launchable); each
+    task demand needs one node able to take one bundle. Gang demands are placed one after the other."""
+    nodes = capacity.all_nodes()
+    used: set[int] = set()
+    for demand in demands:
+        free = [[node.cpus, node.gpus] for node in nodes]
+        if not demand.gang:
+            if not any(_fits(demand, cpu, gpu) for cpu, gpu in free):
+                return Placement(False, 0, _refusal(demand, capacity, 0))
+            continue
+        placed = 0
+        for _ in range(demand.count):
+            for index, slot in enumerate(free):
+                if _fits(demand, *slot):
+                    slot[0] -= demand.cpus
+                    slot[1] -= demand.gpus
+                    used.add(index)
+                    placed += 1
+                    break
+            else:
+                return Placement(False, 0, _refusal(demand, capacity, placed))
+    return Placement(True, len(used), f"fits {capacity.describe()}")
+
+
+def _fits(demand: Demand, cpus: float, gpus: float) -> bool:
+    return demand.cpus <= cpus + 1e-9 and demand.gpus <= gpus + 1e-9
+
+
+def _refusal(demand: Demand, capacity: Capacity, placed: int) -> str:
+    nodes = capacity.all_nodes()
+    total_cpus, total_gpus = sum(n.cpus for n in nodes), sum(n.gpus for n in nodes)
+    if demand.gang:
+        return (
+            f"{demand.describe()} cannot be placed: only {placed} fit on {capacity.describe()} "
+            f"({total_cpus:g} CPUs, {total_gpus:g} GPUs in all); lower --workers or the CPUs/GPUs per worker"
+        )
+    return f"one of {demand.describe()} fits on no node of {capacity.describe()}: lower its CPUs/GPUs"
+
+
+def refuse_unless_placed(demands: list[Demand], capacity: Capacity | None) -> Placement | None:
+    if capacity is None:
+        return None
+    placement = place(demands, capacity)
+    if not placement.fits:
+        raise RayddError(placement.reason)
+    return placement
+
+
+def auto_use_gpu(flag: bool | None, capacity: Capacity | None) -> bool:
+    """``--use-gpu``/``--no-use-gpu`` win; else GPUs when the cluster has (or can launch) a GPU node."""
+    if flag is not None:
+        return flag
+    return capacity is not None and capacity.has_gpus
+
+
+def auto_cpus_per_worker(flag: float | None, workers: int, use_gpu: bool, capacity: Capacity | None) -> float:
+    """CPU workers share the cluster's CPUs (at most one node's each); a GPU worker takes its node's CPUs
+    per GPU. 1 when nothing is known."""
+    if flag is not None:
+        return flag
+    nodes = capacity.all_nodes() if capacity is not None else []
+    if use_gpu:
+        per_gpu = [math.floor(n.cpus / n.gpus) for n in nodes if n.gpus >= 1]
+        return float(max(1, min(per_gpu))) if per_gpu else 1.0
+    sizes = [math.floor(n.cpus) for n in nodes if n.cpus >= 1]
+    for cpus in range(max(sizes, default=1), 1, -1):  # the most CPUs a worker can have with all of them placed
+        if sum(size // cpus for size in sizes) >= workers:
+            return float(cpus)
+    return 1.0
+
+
+def tasks_at_once(cpus: float, gpus: float, capacity: Capacity | None) -> int:
+    """How many tasks of {CPU: cpus, GPU: gpus} the cluster holds at once, the nodes its autoscaler may
+    launch included (so that a cluster scaled to zero still gets enough tasks submitted to scale it up)."""
+    nodes = capacity.all_nodes() if capacity is not None else []
+    fits = [
+        min(math.floor(n.cpus / cpus + 1e-9), math.floor(n.gpus / gpus + 1e-9) if gpus else math.inf) for n in nodes
+    ]
+    return max(1, int(sum(fits)))
