@@ -7,6 +7,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
+from raydd.cluster import capacity
 from raydd.config import check, option, run_command, to_dict
 from raydd.devices import DEVICE_CHOICES
 from raydd.evaluation.plan import plan_evaluation
@@ -14,7 +15,8 @@ from raydd.evaluation.presets import PRESET_NAMES
 from raydd.evaluation.report import describe, summarize
 from raydd.evaluation.runs import execute
 from raydd.models.registry import CLASSIFIERS
-from raydd.parallel import cluster_cpus, ensure_ray, run_tasks
+from raydd.parallel import ensure_ray, run_tasks
+from raydd.planning.resources import tasks_at_once
 from raydd.prepare import DEFAULT_STORE
 from raydd.tracking import mlflow_run
 
@@ -52,7 +54,7 @@ class EvalConfig:
 
 def _at_once(config: EvalConfig) -> int:
     """GPU runs are all submitted, so that an autoscaler sees them and launches GPU nodes; CPU runs fill the CPUs."""
-    return config.runs if config.gpus_per_run else max(1, int(cluster_cpus() // config.cpus_per_run))
+    return config.runs if config.gpus_per_run else tasks_at_once(config.cpus_per_run, 0, capacity())
 
 
 def evaluate(config: EvalConfig) -> dict[str, float]:

@@ -35,10 +35,6 @@ def ensure_ray(address: str | None = None) -> None:
         raise RayddError(f"cannot join the Ray cluster at {address} ({error}): start it with `ray start --head` or drop --ray-address") from None
 
 
-def cluster_cpus() -> int:
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-
 @ray.remote(num_cpus=0)
 class _ProgressBoard:
     """Units each running call has reported done (the most it reported: a retried call counts from 0 again)."""

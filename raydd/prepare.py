@@ -9,12 +9,14 @@ import time
 from collections.abc import Sequence
 
 from raydd import metrics
+from raydd.cluster import capacity
 from raydd.config import check, check_choice, option, run_command
 from raydd.data.layouts import index_source
 from raydd.data.prepare import assemble_manifest, plan_shards, write_shard
 from raydd.data.specs import DatasetSpec, dataset_names, get_spec
 from raydd.errors import RayddError
-from raydd.parallel import cluster_cpus, ensure_ray, run_tasks
+from raydd.parallel import ensure_ray, run_tasks
+from raydd.planning.resources import tasks_at_once
 from raydd.storage import Location, Manifest, delete, list_names, manifest_or_none, require_writable_root, resolve, write_manifest
 
 DEFAULT_STORE = os.environ.get("RAYDD_STORE", "raydd-store")
@@ -92,7 +94,7 @@ def prepare(config: PrepareConfig) -> Manifest:
     results = list(
         run_tasks(
             write_shard, calls, description=f"prepare {spec.name}", weights=[len(p.clips) for p in plans],
-            unit="clip", max_in_flight=config.workers or cluster_cpus(), reports_progress=True,
+            unit="clip", max_in_flight=config.workers or tasks_at_once(1, 0, capacity()), reports_progress=True,
         )
     )  # fmt: skip
     for result in results:

@@ -62,7 +62,7 @@ class _RunFields:
     static: str | None = option(None, "reuse stage 1's still images from this URI (STORE/distill/static/...) instead of distilling them")
     experts: str | None = option(None, "MTT experts folder of stage 2 / naive (default STORE/experts/DATASET/minic3d; stage 1 uses .../convnet)")
     output: str | None = option(None, "where the distilled set goes (default STORE/distilled/DATASET/METHOD-PARADIGM-ipcK-HASH)")
-    workers: int = option(1, "Ray Train workers; each draws its own matching samples, gradients are all-reduced")
+    workers: int = option(1, "Ray Train workers; how they share an iteration: --split")
     use_gpu: bool | None = option(
         None, "one GPU per Ray Train worker (NCCL), else CPU workers (gloo); default: GPUs when the Ray cluster has "
         "(or its autoscaler can launch) GPU nodes"
@@ -71,7 +71,9 @@ class _RunFields:
         None, "CPUs per Ray Train worker (its torch threads); default: a CPU run shares the cluster's CPUs among the "
         "workers, a GPU worker takes its node's CPUs per GPU"
     )
-    samples_per_worker: int = option(1, "matching samples per worker per iteration")
+    samples_per_worker: int = option(
+        1, "matching samples per iteration (--split classes: shared by the workers; samples: per worker)"
+    )
     split: str = option(
         "classes",
         "how --workers share an iteration: classes (every worker runs the same matching samples for its own "
