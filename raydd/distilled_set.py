@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -24,11 +26,11 @@ import pyarrow as pa
 import torch
 from torch.utils.data import TensorDataset
 
-from raydd.data.cache import local_shard
+from raydd.data.cache import admit, file_sha256, local_shard
 from raydd.data.shards import tensor_array, tensor_numpy
 from raydd.errors import RayddError
 from raydd.models.hallucinator import Hallucinator
-from raydd.storage import Location, Manifest, ManifestNotFound, ShardRecord, atomic_writer, read_bytes, read_manifest, resolve, sha256, size, write_manifest
+from raydd.storage import Location, Manifest, ManifestNotFound, ShardRecord, atomic_writer, read_bytes, read_manifest, resolve, size, write_manifest
 
 DISTILLED_KIND = "raydd.distilled/1"
 VIDEOS, STATIC_DYNAMIC = "videos", "static-dynamic"
@@ -54,7 +56,15 @@ def write_tensor_shard(folder: Location, name: str, values_N: torch.Tensor, labe
     location = folder.child(name)
     with atomic_writer(location) as handle, pa.ipc.new_file(pa.PythonFile(handle, mode="w"), table.schema) as writer:
         writer.write_table(table)
-    return ShardRecord(name, len(values), size(location), sha256(location))
+    record = ShardRecord(name, len(values), handle.bytes_written, handle.hexdigest())
+    if not location.is_local:  # this node reads it back (stage 2's stills, the driver's preview): cache it
+        with tempfile.TemporaryDirectory() as scratch:
+            copy = os.path.join(scratch, name)
+            with open(copy, "wb") as local, pa.ipc.new_file(local, table.schema) as writer:
+                writer.write_table(table)
+            if file_sha256(copy) == record.sha256:
+                admit(copy, record)
+    return record
 
 
 def read_tensor_shard(folder: Location, name: str, record: ShardRecord | None = None) -> tuple[torch.Tensor, torch.Tensor]:

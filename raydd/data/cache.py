@@ -25,6 +25,7 @@ import fcntl
 import glob
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -83,11 +84,11 @@ def local_shard(location: Location, record: ShardRecord, *, verify: bool = False
             )
         return location.path
     entry = cached(record)
-    if entry is not None and (not verify or _file_sha256(entry) == record.sha256):
+    if entry is not None and (not verify or file_sha256(entry) == record.sha256):
         return str(entry)
     with _fill_lock(record):
         entry = cached(record)  # another process may have filled it while this one waited
-        if entry is not None and (not verify or _file_sha256(entry) == record.sha256):
+        if entry is not None and (not verify or file_sha256(entry) == record.sha256):
             return str(entry)
         return str(_fill(location, record))
 
@@ -138,7 +139,7 @@ def _fill(location: Location, record: ShardRecord) -> Path:
                 f"free space there or set {CACHE_ENV} to a larger local disk"
             ) from None
         actual_bytes = temporary.stat().st_size
-        actual_sha = _file_sha256(temporary) if actual_bytes == record.bytes else "not computed"
+        actual_sha = file_sha256(temporary) if actual_bytes == record.bytes else "not computed"
         if actual_bytes != record.bytes or actual_sha != record.sha256:
             raise RayddError(
                 f"shard {location} does not match its manifest ({actual_bytes} bytes, SHA-256 {actual_sha[:12]}; "
@@ -158,9 +159,31 @@ def _one_stream(location: Location) -> dict[str, int]:
     return {"max_concurrency": 1} if {"s3", "s3a"} & set(protocols) else {}
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def admit(path: str | Path, record: ShardRecord) -> None:
+    """Put a file this node has just written (and stored under ``record``) into the node cache, so that this
+    node never fetches back what it wrote: a checkpoint a restarted worker resumes from, the still images
+    stage 2 reads, the distilled set the driver previews. Best effort: a cache that cannot take it is skipped."""
+    try:
+        with _fill_lock(record):
+            if cached(record) is not None:
+                return
+            entry = cache_entry(record)
+            temporary = entry.parent / f".{record.sha256}.tmp-{uuid.uuid4().hex}"
+            try:
+                try:
+                    os.link(path, temporary)  # same filesystem: no copy
+                except OSError:
+                    shutil.copyfile(path, temporary)
+                os.replace(temporary, entry)
+            finally:
+                temporary.unlink(missing_ok=True)
+    except (OSError, RayddError):
+        return

@@ -10,6 +10,7 @@ store, ``s3://`` included. The run folder's name is fixed by the stage's setting
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pickle
 import tempfile
@@ -20,13 +21,15 @@ from typing import Any
 import torch
 
 from raydd import metrics
+from raydd.data.cache import admit, file_sha256, local_shard
 from raydd.devices import pick_device
 from raydd.distill.loop import SingleProcess, TorchDistributed
 from raydd.distill.stages import StageSpec, build_stage
 from raydd.errors import RayddError
-from raydd.storage import Location, exists, resolve, write_bytes
+from raydd.storage import Location, ShardRecord, exists, read_bytes, resolve, write_bytes
 
 STATE_FILE = "state.pt"
+RECORD_FILE = "state.json"  # the state's bytes and SHA-256: its name in the node cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +61,7 @@ def _worker(config: dict[str, Any]) -> None:
     tags = {"stage": spec.stage, "method": spec.method, "dataset": spec.dataset_uri.rstrip("/").rsplit("/", 1)[-1]}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = load_state(Path(folder) / STATE_FILE, device)
+        state = read_checkpoint(checkpoint, resolve(config["runs"]), device)
         start, history, saved_at = distiller.restore(state), state["history"], state.get("saved_at", saved_at)
         if rank == 0:
             print(f"[{spec.stage}] resuming at iteration {start}/{run.iterations} from the last checkpoint", flush=True)
@@ -83,7 +85,8 @@ def _worker(config: dict[str, Any]) -> None:
             if rank == 0:
                 saved_at = time.time()
                 with tempfile.TemporaryDirectory() as folder:
-                    torch.save({**distiller.state(iteration + 1), "history": history, "saved_at": saved_at}, Path(folder) / STATE_FILE)
+                    state = {**distiller.state(iteration + 1), "history": history, "saved_at": saved_at}
+                    write_checkpoint_folder(Path(folder), state)
                     ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(folder))
             else:
                 ray.train.report(reported, checkpoint=None)
@@ -106,7 +109,7 @@ def fit_stage(spec: StageSpec, run: RunSettings, *, runs: Location, name: str) -
     path, filesystem = _storage(runs)
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"spec": spec, "run": run, "fail_marker": runs.child(name, "fail-marker").uri},
+        train_loop_config={"spec": spec, "run": run, "runs": runs.uri, "fail_marker": runs.child(name, "fail-marker").uri},
         torch_config=TorchConfig(backend="nccl" if run.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=run.workers, use_gpu=run.use_gpu, resources_per_worker={"CPU": run.cpus_per_worker, **({"GPU": 1} if run.use_gpu else {})}),
         run_config=RunConfig(
@@ -120,8 +123,28 @@ def fit_stage(spec: StageSpec, run: RunSettings, *, runs: Location, name: str) -
         raise RayddError(_first_line(error, spec)) from None
     if result.checkpoint is None:
         raise RayddError(f"stage {spec.stage} finished without a checkpoint in {runs.child(name)}: re-run the same command")
-    with result.checkpoint.as_directory() as folder:
-        return load_state(Path(folder) / STATE_FILE, torch.device("cpu"))
+    return read_checkpoint(result.checkpoint, runs, torch.device("cpu"))
+
+
+def write_checkpoint_folder(folder: Path, state: dict[str, Any]) -> None:
+    """``state.pt`` and its record (bytes, SHA-256); the state also goes into the node cache, so that a worker
+    restarted on this node (and a driver on it) resumes without fetching back what this node just uploaded."""
+    torch.save(state, folder / STATE_FILE)
+    record = ShardRecord(STATE_FILE, 1, (folder / STATE_FILE).stat().st_size, file_sha256(folder / STATE_FILE))
+    (folder / RECORD_FILE).write_text(json.dumps(dataclasses.asdict(record)))
+    admit(folder / STATE_FILE, record)
+
+
+def read_checkpoint(checkpoint: Any, runs: Location, device: torch.device) -> dict[str, Any]:
+    """The state of a Ray Train checkpoint in the run folder ``runs``: through the node cache (one fetch per
+    node, checked against its record), or, for a checkpoint without a record, Ray's own download."""
+    prefix = runs.uri[: len(runs.uri) - len(runs.path)] if runs.uri.endswith(runs.path) else ""
+    folder = Location(uri=prefix + checkpoint.path, fs=runs.fs, path=checkpoint.path)
+    if not exists(folder.child(RECORD_FILE)):
+        with checkpoint.as_directory() as local:
+            return load_state(Path(local) / STATE_FILE, device)
+    record = ShardRecord(**json.loads(read_bytes(folder.child(RECORD_FILE))))
+    return load_state(Path(local_shard(folder.child(STATE_FILE), record)), device)
 
 
 def load_state(path: Path, device: torch.device) -> dict[str, Any]:
