@@ -1,0 +1,416 @@
+"""Benchmark scale (issue 11): strong scaling of DM over Ray Train workers, worker memory against dataset size,
+bytes a node fetches from S3 over a two-stage run with a worker killed, and the error of ``--plan``'s memory.
+
+    .venv/bin/python benchmarks/scale.py --quick     # < 10 min on 2 cores
+    .venv/bin/python benchmarks/scale.py             # more iterations per measurement
+
+Inputs: a Kinetics-400-shaped dataset (400 classes, 8x64x64 uint8 clips, random but seeded, written with raydd's
+own shard and manifest writers as ``STORE/datasets/k400``) at two sizes, ``--clips`` a class (default 10 and 40),
+on local disk; the smaller one also on moto's standalone S3 server on 127.0.0.1.
+
+Sections (each judged against its target; every number comes from this run):
+
+scaling  DM naive at K400 shape through Ray Train (``ray.init(num_cpus=2)``), ``--split classes``, 1 CPU and 1
+         torch thread per worker, ``--batch-real`` lowered so an iteration takes seconds: median seconds per
+         iteration with 1 worker / with 2 workers (the same total work). Target >= 1.7.
+memory   The same stage on 1 Ray Train worker over the small and the 4x larger dataset: the worker process's peak
+         private (anonymous) memory, ``RssAnon`` of /proc/PID/status sampled every 10 ms. Target: 4x data / 1x
+         <= 1.15. Beside it, ``--plan``'s predicted per-worker host memory for the same run; target
+         |predicted - measured| / measured <= 0.25.
+s3       ``python -m raydd.distill --dataset k400 --paradigm static-dynamic --workers 2`` on the S3 store, with a
+         fresh node cache (``RAYDD_CACHE``) and ``--fail-at-iteration`` killing stage 2's rank-0 worker once (Ray
+         Train restarts it from the last checkpoint). Every S3 request of the run (driver and workers) goes through
+         a byte-counting TCP proxy on 127.0.0.1 in front of moto; target: bytes received / the bytes of the train
+         split's shards <= 1.05.
+
+Prints a table and writes benchmarks/results/scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raydd.data.shards import DATASET_KIND, write_clip_shard
+from raydd.data.specs import get_spec
+from raydd.storage import Manifest, ShardRecord, atomic_writer, manifest_or_none, resolve, write_manifest
+
+CLASSES, FRAMES, SIDE = 400, 8, 64
+CLIP_SHAPE = (FRAMES, SIDE, SIDE, 3)
+SHARD_BYTES = 128 << 20
+TARGETS = {
+    "dm_strong_scaling_2_workers": (">=", 1.7),
+    "worker_rss_growth_4x_data": ("<=", 1.15),
+    "s3_bytes_per_node_per_run_over_dataset_bytes": ("<=", 1.05),
+    "plan_memory_error": ("<=", 0.25),
+}
+# DM at K400 shape, made cheap enough for 2 cores: an iteration embeds CLASSES x BATCH_REAL real clips.
+DM_OVERRIDES = {"batch_real": 2, "network_width": 16}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# ---- inputs --------------------------------------------------------------------------------------------------
+
+
+def write_k400_like(store: str, train_per_class: int, test_per_class: int = 1, *, seed: int = 0) -> str:
+    """``STORE/datasets/k400`` holding random uint8 clips at K400's shape, shards mixing classes as prepare's do."""
+    folder = resolve(store).child("datasets", "k400")
+    found = manifest_or_none(folder)
+    if found is not None and found.metadata.get("clips", {}).get("train") == CLASSES * train_per_class:
+        return folder.uri
+    rng = np.random.default_rng(seed)
+    clip_bytes = int(np.prod(CLIP_SHAPE))
+    per_shard = max(1, SHARD_BYTES // clip_bytes)
+    records, counts = [], {}
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        labels = rng.permutation(np.repeat(np.arange(CLASSES, dtype=np.int32), per_class))
+        counts[split] = per_class
+        for number, start in enumerate(range(0, len(labels), per_shard)):
+            chunk = labels[start : start + per_shard]
+            frames_NTHWC = rng.integers(0, 256, (len(chunk), *CLIP_SHAPE), dtype=np.uint8)
+            location = folder.child(f"{split}-{number:05d}.arrow")
+            with atomic_writer(location) as handle:
+                write_clip_shard(handle, frames_NTHWC, chunk, [f"random:{split}:{start + i}" for i in range(len(chunk))], [])
+            records.append(ShardRecord(location.name, len(chunk), handle.bytes_written, handle.hexdigest(), split))
+    spec = get_spec("k400")
+    classes = [f"class{c:03d}" for c in range(CLASSES)]
+    spec_dict = {**spec.to_dict(), "classes": classes}
+    uniform_std = float(np.sqrt((256**2 - 1) / 12) / 255)
+    metadata = {
+        "spec": spec_dict, "classes": classes, "clip_shape": list(CLIP_SHAPE),
+        "clips": {split: CLASSES * n for split, n in counts.items()},
+        "class_counts": {split: dict.fromkeys(classes, n) for split, n in counts.items()},
+        "skipped": {"count": 0, "files": []}, "missing": {"count": 0, "examples": []},
+        "train_mean": [0.5] * 3, "train_std": [round(uniform_std, 6)] * 3,
+        "note": "random uint8 clips at Kinetics-400's shape (benchmarks/scale.py)",
+    }
+    write_manifest(folder, Manifest(kind=DATASET_KIND, shards=tuple(records), metadata=metadata))
+    return folder.uri
+
+
+def split_bytes(dataset_uri: str, split: str) -> int:
+    manifest = manifest_or_none(resolve(dataset_uri))
+    assert manifest is not None, dataset_uri
+    return sum(record.bytes for record in manifest.group(split))
+
+
+# ---- measuring processes ----------------------------------------------------------------------------------------
+
+
+def _anon_bytes(pid: int) -> int:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    found = re.search(r"^RssAnon:\s+(\d+) kB", text, re.MULTILINE)
+    return int(found.group(1)) * 1024 if found else 0
+
+
+def _is_train_worker(pid: int) -> bool:
+    try:
+        return "TrainWorker" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+class WorkerMemory:
+    """Samples the private (anonymous) memory of every Ray Train worker process while a block runs."""
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        self.interval_s = interval_s
+        self.peak: dict[int, int] = {}
+        self._stop = threading.Event()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            for entry in os.listdir("/proc"):
+                if entry.isdigit() and _is_train_worker(int(entry)):
+                    pid = int(entry)
+                    self.peak[pid] = max(self.peak.get(pid, 0), _anon_bytes(pid))
+
+    @contextmanager
+    def sampling(self) -> Iterator[WorkerMemory]:
+        thread = threading.Thread(target=self._run, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join()
+
+
+class ByteCountingProxy:
+    """A TCP forwarder on 127.0.0.1 in front of the S3 server that counts the bytes the server sends back, and
+    per request (plain HTTP/1.1 on loopback, one request at a time on a connection: a response's bytes belong to
+    the last request line the client sent on it), so every S3 request of a run is measured and attributed."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.received = 0
+        self.requests: list[str] = []
+        self.bytes_by_request: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._server = socket.socket()
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(64)
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            current = ["(none)"]
+            threading.Thread(target=self._pipe, args=(client, upstream, current, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, current, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, current: list[str], downstream: bool) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                with self._lock:
+                    if downstream:
+                        self.received += len(data)
+                        self.bytes_by_request[current[0]] = self.bytes_by_request.get(current[0], 0) + len(data)
+                    else:
+                        found = re.findall(rb"(?:^|\r\n)((?:GET|HEAD|PUT|POST|DELETE) \S+) HTTP/1\.1", data)
+                        lines = [line.decode(errors="replace") for line in found]
+                        self.requests += lines
+                        if lines:
+                            current[0] = lines[-1]
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._server.close()
+
+
+@contextmanager
+def moto_server() -> Iterator[int]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("moto's S3 server did not start") from None
+                threading.Event().wait(0.2)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+# ---- sections ---------------------------------------------------------------------------------------------------
+
+
+def _stage_spec(dataset_uri: str, split: str) -> Any:
+    from raydd.distill.presets import table_preset
+    from raydd.distill.stages import NAIVE, StageSpec
+
+    preset = table_preset("dm", "naive", "k400", 1)
+    assert preset is not None
+    return StageSpec(stage=NAIVE, method="dm", dataset_uri=dataset_uri, ipc=1, preset=dataclasses.replace(preset, **DM_OVERRIDES), split=split)
+
+
+def fit(dataset_uri: str, workers: int, iterations: int, runs: Path, name: str) -> dict[str, Any]:
+    from raydd.distill.ray_train import RunSettings, fit_stage
+
+    run = RunSettings(iterations=iterations, checkpoint_every=iterations, workers=workers, cpus_per_worker=1, log_every=10**9)
+    return fit_stage(_stage_spec(dataset_uri, "classes"), run, runs=resolve(str(runs)), name=name)
+
+
+def scaling(dataset_uri: str, warmup: int, timed: int, runs: Path) -> dict[str, Any]:
+    seconds = {}
+    for workers in (1, 2):
+        print(f"  scaling: {workers} worker(s) ...", end="", flush=True, file=sys.stderr)
+        started = time.perf_counter()
+        history = fit(dataset_uri, workers, warmup + timed, runs, f"scaling-{workers}")["history"]
+        seconds[workers] = history["seconds"][warmup:]
+        print(f" {time.perf_counter() - started:.0f} s, median {statistics.median(seconds[workers]):.2f} s/it", file=sys.stderr)
+    ratio = statistics.median(seconds[1]) / statistics.median(seconds[2])
+    return {"dm_strong_scaling_2_workers": ratio, "seconds_1_worker": seconds[1], "seconds_2_workers": seconds[2]}
+
+
+def predicted_worker_bytes(store: str, workers: int) -> int:
+    """``--plan``'s per-worker host memory for the run :func:`fit` makes (DM naive, --split classes, CPU)."""
+    from raydd.distill.config import DistillConfig
+    from raydd.planning.distill import plan_distill
+
+    config = DistillConfig(
+        dataset="k400", store=store, method="dm", paradigm="naive", workers=workers, use_gpu=False, cpus_per_worker=1,
+        eval_runs=0, **DM_OVERRIDES,
+    )
+    return plan_distill(config).worker_host_bytes
+
+
+def memory(datasets: dict[int, str], iterations: int, runs: Path) -> dict[str, Any]:
+    measured, predicted = {}, {}
+    for clips, uri in datasets.items():
+        print(f"  memory: 1 worker, {clips} clips a class ...", end="", flush=True, file=sys.stderr)
+        with WorkerMemory().sampling() as sampler:
+            fit(uri, 1, iterations, runs, f"memory-{clips}")
+        if not sampler.peak:
+            raise RuntimeError("no Ray Train worker process was seen")
+        measured[clips] = max(sampler.peak.values())
+        predicted[clips] = predicted_worker_bytes(uri.rsplit("/datasets/", 1)[0], 1)
+        print(f" peak private {measured[clips] / 1e6:.0f} MB (plan {predicted[clips] / 1e6:.0f} MB)", file=sys.stderr)
+    small, large = min(measured), max(measured)
+    errors = {clips: abs(predicted[clips] - measured[clips]) / measured[clips] for clips in measured}
+    return {
+        "worker_rss_growth_4x_data": measured[large] / measured[small],
+        "plan_memory_error": max(errors.values()),
+        "worker_private_bytes": {str(k): v for k, v in measured.items()},
+        "plan_worker_host_bytes": {str(k): v for k, v in predicted.items()},
+        "plan_errors": {str(k): v for k, v in errors.items()},
+    }
+
+
+def s3_run(clips: int, iterations: int, work: Path) -> dict[str, Any]:
+    import s3fs
+
+    with moto_server() as port:
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+        os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")})
+        os.environ["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{port}"
+        s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL_S3"]).mkdir("bench")
+        store = "s3://bench/store"
+        print(f"  s3: writing {clips} clips a class to moto ...", end="", flush=True, file=sys.stderr)
+        dataset_uri = write_k400_like(store, clips)
+        train_bytes = split_bytes(dataset_uri, "train")
+        print(f" {train_bytes / 1e6:.0f} MB", file=sys.stderr)
+        proxy = ByteCountingProxy(port)
+        cache = work / "node-cache"
+        shutil.rmtree(cache, ignore_errors=True)  # a fresh node: everything it reads comes from S3
+        command = [
+            sys.executable, "-m", "raydd.distill", "--dataset", "k400", "--store", store, "--method", "dm", "--paradigm", "static-dynamic",
+            "--ipc", "1", "--workers", "2", "--cpus-per-worker", "1", "--iterations", str(iterations), "--checkpoint-every", "2",
+            "--fail-at-iteration", "2", "--max-failures", "1", "--eval-runs", "0",
+            *[f"--{k.replace('_', '-')}={v}" for k, v in DM_OVERRIDES.items()],
+        ]
+        run_env = dict(
+            env, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{proxy.port}", RAYDD_CACHE=str(cache),
+            MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}", PYTHONUNBUFFERED="1",
+        )
+        print("  s3: two-stage distill on 2 workers, a worker killed in stage 2 ...", end="", flush=True, file=sys.stderr)
+        started = time.perf_counter()
+        done = subprocess.run(command, env=run_env, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        proxy.close()
+        print(f" {wall:.0f} s (exit {done.returncode})", file=sys.stderr)
+        if done.returncode != 0:
+            raise RuntimeError(f"distill on S3 failed: {done.stderr.strip().splitlines()[-1:]}")
+        restarted = "resuming at iteration" in done.stdout + done.stderr
+        shard_gets: dict[str, int] = {}
+        for line in proxy.requests:
+            method, path = line.split(" ", 1)
+            name = path.split("?")[0].rsplit("/", 1)[-1]
+            if method == "GET" and "/datasets/k400/" in path and name.endswith(".arrow"):
+                shard_gets[name] = shard_gets.get(name, 0) + 1
+        return {
+            "s3_bytes_per_node_per_run_over_dataset_bytes": proxy.received / train_bytes,
+            "s3_bytes_received": proxy.received, "train_split_bytes": train_bytes, "s3_requests": len(proxy.requests),
+            "shard_get_requests": shard_gets, "worker_restarted": restarted, "wall_s": wall,
+            "largest_responses": dict(sorted(proxy.bytes_by_request.items(), key=lambda kv: -kv[1])[:12]),
+        }
+
+
+# ---- main --------------------------------------------------------------------------------------------------------
+
+
+def judge(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for key, (sense, bound) in TARGETS.items():
+        value = results.get(key)
+        if value is None:
+            rows.append((key, "-", f"{sense} {bound}", "not measured"))
+            continue
+        ok = value >= bound if sense == ">=" else value <= bound
+        rows.append((key, f"{value:.3f}", f"{sense} {bound}", "PASS" if ok else "FAIL"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (under 10 minutes on 2 cores)")
+    parser.add_argument("--clips", default="10,40", help="train clips a class of the small and the large dataset")
+    parser.add_argument("--sections", default="scaling,memory,s3", help="comma-separated: scaling, memory, s3")
+    parser.add_argument("--workdir", type=Path, default=None, help="where datasets and runs go (default: a temporary folder)")
+    args = parser.parse_args()
+    small, large = (int(n) for n in args.clips.split(","))
+    sections = args.sections.split(",")
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="raydd-bench-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    warmup, timed = (1, 4) if args.quick else (2, 8)
+    os.environ.setdefault("RAYDD_CACHE", str(work / "cache"))
+    results: dict[str, Any] = {"quick": args.quick, "clips_per_class": [small, large], "dm_overrides": DM_OVERRIDES, "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+    started = time.perf_counter()
+    try:
+        local = {}
+        if {"scaling", "memory"} & set(sections):
+            for clips in (small, large) if "memory" in sections else (small,):
+                print(f"writing the K400-shaped dataset, {clips} clips a class ...", file=sys.stderr)
+                local[clips] = write_k400_like(str(work / f"store-{clips}"), clips)
+            import ray
+
+            ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+            try:
+                runs = work / "runs"
+                if "scaling" in sections:
+                    results.update(scaling(local[small], warmup, timed, runs))
+                if "memory" in sections:
+                    results.update(memory({small: local[small], large: local[large]}, warmup + timed, runs))
+            finally:
+                ray.shutdown()
+        if "s3" in sections:
+            results.update(s3_run(small, 4 if args.quick else 6, work))
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    results["wall_s"] = time.perf_counter() - started
+    rows = judge(results)
+    results["verdicts"] = {key: status for key, _, _, status in rows}
+    print(f"\n{'metric':<48} {'value':>8}  {'target':<8} status")
+    for key, value, target, status in rows:
+        print(f"{key:<48} {value:>8}  {target:<8} {status}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "scale.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nwrote {RESULTS / 'scale.json'} ({results['wall_s']:.0f} s)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
