@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from raydd import metrics
-from raydd.data.cache import admit, file_sha256, local_shard
+from raydd.data.cache import admit, cache_entry, file_sha256, local_shard
 from raydd.devices import pick_device
 from raydd.distill.loop import SingleProcess, TorchDistributed
 from raydd.distill.stages import StageSpec, build_stage
@@ -29,6 +29,7 @@ from raydd.errors import RayddError
 from raydd.storage import Location, ShardRecord, exists, read_bytes, resolve, write_bytes
 
 STATE_FILE = "state.pt"
+KEPT_CHECKPOINTS = 2
 RECORD_FILE = "state.json"  # the state's bytes and SHA-256: its name in the node cache
 
 
@@ -59,9 +60,11 @@ def _worker(config: dict[str, Any]) -> None:
     start, history = 0, {"loss": [], "seconds": [], "samples": []}
     saved_at = time.time()  # age of the work a crash would lose: since the last checkpoint, else since the start
     tags = {"stage": spec.stage, "method": spec.method, "dataset": spec.dataset_uri.rstrip("/").rsplit("/", 1)[-1]}
+    cached_states: list[ShardRecord] = []
+    runs = resolve(config["runs"])
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        state = read_checkpoint(checkpoint, resolve(config["runs"]), device)
+        state = read_checkpoint(checkpoint, runs, device)
         start, history, saved_at = distiller.restore(state), state["history"], state.get("saved_at", saved_at)
         if rank == 0:
             print(f"[{spec.stage}] resuming at iteration {start}/{run.iterations} from the last checkpoint", flush=True)
@@ -86,8 +89,10 @@ def _worker(config: dict[str, Any]) -> None:
                 saved_at = time.time()
                 with tempfile.TemporaryDirectory() as folder:
                     state = {**distiller.state(iteration + 1), "history": history, "saved_at": saved_at}
-                    write_checkpoint_folder(Path(folder), state)
+                    cached_states.append(write_checkpoint_folder(Path(folder), state, cache=not runs.is_local))
                     ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(folder))
+                while len(cached_states) > KEPT_CHECKPOINTS and not runs.is_local:  # the cache keeps what Ray Train keeps
+                    cache_entry(cached_states.pop(0)).unlink(missing_ok=True)
             else:
                 ray.train.report(reported, checkpoint=None)
 
@@ -114,7 +119,7 @@ def fit_stage(spec: StageSpec, run: RunSettings, *, runs: Location, name: str) -
         scaling_config=ScalingConfig(num_workers=run.workers, use_gpu=run.use_gpu, resources_per_worker={"CPU": run.cpus_per_worker, **({"GPU": 1} if run.use_gpu else {})}),
         run_config=RunConfig(
             name=name, storage_path=path, storage_filesystem=filesystem,
-            failure_config=FailureConfig(max_failures=run.max_failures), checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=run.max_failures), checkpoint_config=CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
         ),
     )  # fmt: skip
     try:
@@ -126,13 +131,16 @@ def fit_stage(spec: StageSpec, run: RunSettings, *, runs: Location, name: str) -
     return read_checkpoint(result.checkpoint, runs, torch.device("cpu"))
 
 
-def write_checkpoint_folder(folder: Path, state: dict[str, Any]) -> None:
-    """``state.pt`` and its record (bytes, SHA-256); the state also goes into the node cache, so that a worker
-    restarted on this node (and a driver on it) resumes without fetching back what this node just uploaded."""
+def write_checkpoint_folder(folder: Path, state: dict[str, Any], *, cache: bool) -> ShardRecord:
+    """``state.pt`` and its record (bytes, SHA-256). With ``cache`` (a remote run folder) the state also goes into
+    the node cache, so that a worker restarted on this node (and a driver on it) resumes without fetching back
+    what this node just uploaded; a local run folder is read in place."""
     torch.save(state, folder / STATE_FILE)
     record = ShardRecord(STATE_FILE, 1, (folder / STATE_FILE).stat().st_size, file_sha256(folder / STATE_FILE))
     (folder / RECORD_FILE).write_text(json.dumps(dataclasses.asdict(record)))
-    admit(folder / STATE_FILE, record)
+    if cache:
+        admit(folder / STATE_FILE, record)
+    return record
 
 
 def read_checkpoint(checkpoint: Any, runs: Location, device: torch.device) -> dict[str, Any]:

@@ -57,7 +57,7 @@ def test_a_checkpoint_on_s3_is_read_through_the_node_cache_once_and_never_by_the
     state = {"iteration": 4, "synthetic": {"values": torch.arange(12.0).view(3, 4)}, "history": {"loss": [1.0]}}
     written = tmp_path / "written"
     written.mkdir()
-    write_checkpoint_folder(written, state)
+    write_checkpoint_folder(written, state, cache=True)
     runs = resolve(f"{s3_bucket}/distill/runs")
     _upload(written, f"{runs.uri}/run/checkpoint_0")
     checkpoint = Checkpoint(path=f"{runs.path}/run/checkpoint_0", filesystem=PyFileSystem(FSSpecHandler(runs.fs)))
