@@ -17,9 +17,8 @@ from raydd.data.specs import DatasetSpec, dataset_names, get_spec
 from raydd.errors import RayddError
 from raydd.parallel import ensure_ray, run_tasks
 from raydd.planning.resources import tasks_at_once
-from raydd.storage import Location, Manifest, delete, list_names, manifest_or_none, require_writable_root, resolve, write_manifest
+from raydd.storage import DEFAULT_STORE, Location, Manifest, delete, list_names, manifest_or_none, require_writable_root, resolve, write_manifest
 
-DEFAULT_STORE = os.environ.get("RAYDD_STORE", "raydd-store")
 # Testing aid, not a flag: a local folder; the first attempt at writing each shard then fails with a transient
 # storage error (a dropped connection), and Ray's retry of the task writes it (see write_shard).
 FAIL_ONCE_ENV = "RAYDD_TEST_FAIL_ONCE_DIR"

@@ -30,6 +30,8 @@ import fsspec
 from raydd.errors import RayddError
 
 MANIFEST_NAME = "manifest.json"
+# The store every command uses when --store is not given.
+DEFAULT_STORE = os.environ.get("RAYDD_STORE", "raydd-store")
 _HASH_CHUNK = 8 << 20
 # Stores whose files upload in parts as they are written and publish the object only on close (s3fs).
 _STREAMED_PROTOCOLS = {"s3", "s3a"}

@@ -19,8 +19,7 @@ from raydd.devices import DEVICE_CHOICES
 from raydd.distill.presets import METHODS, PARADIGMS, Preset, load_preset_file, table_preset
 from raydd.errors import RayddError
 from raydd.models.hallucinator import VARIANTS
-from raydd.prepare import DEFAULT_STORE
-from raydd.storage import read_bytes, resolve
+from raydd.storage import DEFAULT_STORE, read_bytes, resolve
 
 PRESET_HELP = {
     "iterations": "distillation iterations per stage",
