@@ -58,3 +58,19 @@ def test_dynamic_classes_differ_in_motion_static_classes_do_not() -> None:
     assert len(set(dynamic_motion)) == len(dynamic_motion), dynamic_motion  # each its own direction or speed
     static_motion = [np.unique(_motion(_clips(label, 60)), axis=0).shape[0] for label in range(N_STATIC)]
     assert min(static_motion) >= 3, static_motion  # every static class shows many motions
+
+
+def _centroids(clips: np.ndarray, frame: int) -> np.ndarray:
+    """(y, x) centre of the bright sprite in ``frame`` of each clip (the background is darker than any sprite)."""
+    bright = clips[:, frame].mean(-1) > 0.4 * 255
+    yy, xx = np.mgrid[: SPEC.height, : SPEC.width]
+    return np.stack([(yy * bright).sum((1, 2)) / bright.sum((1, 2)), (xx * bright).sum((1, 2)) / bright.sum((1, 2))], 1)
+
+
+def test_every_dynamic_class_has_the_same_middle_frame_and_differs_later() -> None:
+    """A frame-only model tested on the middle frame must guess among the dynamic classes; a video model need not."""
+    middle = [_centroids(_clips(label), SPEC.num_frames // 2).mean(0) for label in range(N_STATIC, len(SPEC.classes))]
+    centre = np.array([SPEC.height, SPEC.width]) / 2
+    assert max(np.abs(m - centre).max() for m in middle) < 3, middle
+    right, left = (_centroids(_clips(N_STATIC + k), SPEC.num_frames - 1).mean(0) for k in (0, 1))
+    assert right[1] - left[1] > 8, (right, left)  # move-right ends right of move-left
