@@ -43,11 +43,17 @@ PRESET_HELP = {
     "dynamic_frames": "frames of a dynamic memory (default: the clip's)",
     "dynamic_scale": "dynamic memories are H/scale x W/scale pixels",
     "init": "naive and stage 1 start from random real clips/frames (real) or noise",
+    "pixel_range": "naive and stage 1: data keeps the synthetic videos/images within real pixels' range (clamped "
+    "after each step), free leaves them unbounded (the reference)",
     "hal_init": "stage 2 starts H at random (the reference) or as the identity composition video = static + dynamic",
     "dynamic_std": "stage 2 initialises the dynamic memories as Gaussian noise of this std (the reference: 1)",
+    "match_features": "DM: match the flattened feature map (map, the reference) or globally pooled features (pooled)",
     "network_width": "width of the matching networks (ConvNet; MiniC3D w/2, w, w)",
 }
-PRESET_CHOICES = {"hallucinator": VARIANTS, "init": ("real", "noise"), "hal_init": ("random", "identity")}
+PRESET_CHOICES = {
+    "hallucinator": VARIANTS, "init": ("real", "noise"), "hal_init": ("random", "identity"), "pixel_range": ("free", "data"),
+    "match_features": ("map", "pooled"),
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -160,6 +160,7 @@ class Distiller:
             p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
         self.optimizer.step()
+        self.synthetic.project_()
         after = torch.Generator().manual_seed(sample_seed(self.seed, self.stage + "/after", iteration, 0))
         self.method.after_step(self.synthetic, after, self.share)
         samples = m if self.split == CLASSES else m * self.collective.world_size

@@ -46,8 +46,10 @@ class Preset:
     dynamic_frames: int | None = None  # None: the clip's T
     dynamic_scale: int = 1  # dynamic memories are H/scale x W/scale
     init: str = "real"  # naive and stage 1: start from random real clips/frames, or "noise"
+    pixel_range: str = "free"  # naive and stage 1: "data" clamps the free tensors to real pixels' range after each step
     hal_init: str = "random"  # stage 2: H at random (the reference) or "identity" (video = static + mean of dynamic channels)
     dynamic_std: float = 1.0  # stage 2: std of the dynamic memories' Gaussian initialisation (the reference: 1)
+    match_features: str = "map"  # DM: the flattened feature map (the reference) or "pooled" features
     network_width: int = 128  # matching networks' width (ConvNet width; MiniC3D (w/2, w, w))
 
     def to_dict(self) -> dict[str, Any]:

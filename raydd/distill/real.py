@@ -61,6 +61,11 @@ class RealData:
         self._resident: Tensor | None = None  # uint8 (M, T, H, W, C) on the device
         self._slot: Tensor | None = None  # int64 (len(videos),) on the CPU: a row's position in _resident, -1 if absent
 
+    def pixel_range(self) -> tuple[Tensor, Tensor]:
+        """Per channel, the standardised values of pixel 0 and pixel 255: the range real clips span."""
+        low, high = (0 - self._mean) / self._std, (255 - self._mean) / self._std
+        return low.flatten().cpu(), high.flatten().cpu()
+
     @property
     def clip_frames(self) -> int:
         return int(self.videos.clip_shape[0])

@@ -78,6 +78,8 @@ def _synthetic(spec: StageSpec, real: RealData, num_classes: int, clip_shape: tu
         item = (c, h, w) if spec.stage == STATIC else (c, t, h, w)
         initial = real.per_class(spec.per_class, init).cpu() if p.init == "real" else torch.randn((num_classes * spec.per_class, *item), generator=init)
         synthetic = FreeTensors(num_classes, spec.per_class, item, initial=initial)
+        if p.pixel_range == "data":
+            synthetic.bound_to(*real.pixel_range())
         flag, lr = ("lr_static", p.lr_static) if spec.stage == STATIC else ("lr_img", p.lr_img)
         return synthetic.to(device), [LearningRate(flag, [synthetic.values], _required(lr, flag))]
     if spec.static_uri is None:
@@ -130,7 +132,7 @@ def build_stage(spec: StageSpec, collective: Collective, device: torch.device, *
     synthetic, groups = _synthetic(spec, real, num_classes, clip_shape, device)
     p = spec.preset
     if spec.method == "dm":
-        method: nn.Module = DistributionMatching(matching_network(spec, num_classes, clip_shape), batch_real=p.batch_real)
+        method: nn.Module = DistributionMatching(matching_network(spec, num_classes, clip_shape), batch_real=p.batch_real, features=p.match_features)
     elif spec.method == "mtt":
         bank = ExpertBank(spec.experts_uri or "", make_them=f"python -m raydd.experts --dataset {dataset.spec.name} --model {'convnet' if spec.stage == STATIC else 'minic3d'}")
         bank.check_fits(num_classes, clip_shape)

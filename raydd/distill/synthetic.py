@@ -53,6 +53,11 @@ class SyntheticSet(nn.Module):
     def render(self) -> Tensor:
         raise NotImplementedError
 
+    def project_(self) -> None:
+        """Bring the learnable tensors back into their allowed set after an optimiser step (a no-op
+        unless a bound was set)."""
+        return None
+
     def stored_values(self) -> int:
         """Numbers that must be stored to reproduce the set (the storage accounting of DESIGN 1.3)."""
         raise NotImplementedError
@@ -72,6 +77,21 @@ class FreeTensors(SyntheticSet):
             raise ValueError(f"initial synthetic tensors have shape {tuple(initial.shape)}, expected {shape}")
         self.values = nn.Parameter(initial.clone().float() if initial is not None else torch.randn(shape))
         self.register_buffer("labels", class_major_labels(num_classes, per_class), persistent=False)
+        self.bounds: tuple[Tensor, Tensor] | None = None
+
+    def bound_to(self, low_C: Tensor, high_C: Tensor) -> FreeTensors:
+        """Keep every value of channel c in [low_C[c], high_C[c]] (clamped after each step): the pixel
+        range [0, 1] of real frames in model-input space, so that images stay images."""
+        view = (1, -1) + (1,) * (self.values.dim() - 2)
+        self.bounds = (low_C.reshape(view).to(self.values), high_C.reshape(view).to(self.values))
+        self.project_()
+        return self
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        if self.bounds is not None:
+            low, high = (bound.to(self.values.device) for bound in self.bounds)
+            self.values.copy_(torch.maximum(torch.minimum(self.values, high), low))
 
     def draw(self, indices: Tensor, generator: torch.Generator, keep: Tensor | None = None) -> Tensor:
         return self.values[indices if keep is None else indices[keep]]

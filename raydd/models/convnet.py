@@ -31,5 +31,9 @@ class ConvNet(nn.Module):
         """(N, feature_dim) features before the classifier (what DM matches)."""
         return self.features(images_NCHW).flatten(1)
 
+    def feature_map(self, images_NCHW: Tensor) -> Tensor:
+        """The same flattened feature map as :meth:`embed` (the interface DM shares with MiniC3D)."""
+        return self.embed(images_NCHW)
+
     def forward(self, images_NCHW: Tensor) -> Tensor:
         return self.classifier(self.embed(images_NCHW))

@@ -37,8 +37,13 @@ class MiniC3D(nn.Module):
         self.pool = nn.AdaptiveAvgPool3d(1)
 
     def embed(self, videos_NCTHW: Tensor) -> Tensor:
-        """(N, widths[-1]) globally pooled features (what DM matches for videos)."""
+        """(N, widths[-1]) globally pooled features (what FRePo regresses on)."""
         return self.pool(self.features(videos_NCTHW)).flatten(1)
+
+    def feature_map(self, videos_NCTHW: Tensor) -> Tensor:
+        """(N, widths[-1] x T' x H' x W') the flattened feature map before pooling (what DM matches, as the
+        reference does): it keeps the space-time layout that motion lives in."""
+        return self.features(videos_NCTHW).flatten(1)
 
     def forward(self, videos_NCTHW: Tensor) -> Tensor:
         return self.pool(self.classifier(self.features(videos_NCTHW))).flatten(1)

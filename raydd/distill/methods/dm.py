@@ -30,11 +30,15 @@ REAL_CHUNK = 256  # clips per no-grad forward: bounds the activations held at on
 
 class DistributionMatching(nn.Module):
     def __init__(
-        self, build_network: Callable[[], nn.Module], *, batch_real: int, real_chunk: int = REAL_CHUNK
+        self, build_network: Callable[[], nn.Module], *, batch_real: int, real_chunk: int = REAL_CHUNK, features: str = "map"
     ) -> None:
         super().__init__()
         self.build_network = build_network
         self.batch_real, self.real_chunk = batch_real, real_chunk
+        self.features = features  # "map": the flattened feature map (the reference); "pooled": pooled features
+
+    def _embed(self, net: nn.Module, inputs: Tensor) -> Tensor:
+        return net.feature_map(inputs) if self.features == "map" else net.embed(inputs)
 
     def learnable(self) -> list[nn.Parameter]:
         return []
@@ -48,7 +52,7 @@ class DistributionMatching(nn.Module):
         drawn = sample.real.draw_per_class(self.batch_real, sample.generator)
         videos = synthetic.draw_classes(classes, sample.generator)
         real_mean = self.real_means(net, sample.real, drawn, classes)
-        synthetic_mean = net.embed(videos).view(len(classes), synthetic.per_class, -1).mean(1)
+        synthetic_mean = self._embed(net, videos).view(len(classes), synthetic.per_class, -1).mean(1)
         loss: Tensor = ((real_mean - synthetic_mean) ** 2).sum()
         (loss * weight).backward()
         return loss.item()
@@ -63,7 +67,7 @@ class DistributionMatching(nn.Module):
         for first in range(classes.start, classes.stop, per_block):
             block = range(first, min(first + per_block, classes.stop))
             clips = drawn.part(block.start * n, block.stop * n)
-            embedding = torch.cat([net.embed(real.load(chunk)) for chunk in clips.chunks(self.real_chunk)])
+            embedding = torch.cat([self._embed(net, real.load(chunk)) for chunk in clips.chunks(self.real_chunk)])
             means.append(embedding.view(len(block), n, -1).mean(1))
         return torch.cat(means)
 
