@@ -8,6 +8,7 @@ file in the command's store: ``sqlite:///<store>/mlflow.db``. Only the driver / 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -26,7 +27,7 @@ class Tracker(Protocol):
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
-    def log_series(self, series: Mapping[str, Sequence[float]]) -> None: ...
+    def log_series(self, series: Mapping[str, Sequence[float]], start: int = 0) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_dict(self, data: Mapping[str, Any], name: str) -> None: ...
     def log_artifact(self, path: str) -> None: ...
@@ -37,10 +38,24 @@ class NullTracker:
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
-    def log_series(self, series: Mapping[str, Sequence[float]]) -> None: ...
+    def log_series(self, series: Mapping[str, Sequence[float]], start: int = 0) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
     def log_dict(self, data: Mapping[str, Any], name: str) -> None: ...
     def log_artifact(self, path: str) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class RunAddress:
+    """Where an open MLflow run lives: picklable, so that a Ray worker can log into the driver's run while
+    the work runs (a stage's loss curve, live) instead of only when it returns."""
+
+    tracking_uri: str
+    run_id: str
+
+    def open(self) -> MlflowTracker:
+        from mlflow import MlflowClient
+
+        return MlflowTracker(MlflowClient(tracking_uri=self.tracking_uri), self.run_id)
 
 
 def tracking_uri(store: str) -> str:
@@ -86,6 +101,14 @@ class MlflowTracker:
         self.client = client
         self.run_id = run_id
 
+    @property
+    def address(self) -> RunAddress:
+        return RunAddress(self.client.tracking_uri, self.run_id)
+
+    def series_length(self, key: str) -> int:
+        """Points of metric ``key`` already in the run."""
+        return len(self.client.get_metric_history(self.run_id, key))
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -103,15 +126,15 @@ class MlflowTracker:
         items = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
         self.client.log_batch(self.run_id, metrics=items)
 
-    def log_series(self, series: Mapping[str, Sequence[float]]) -> None:
-        """Whole curves at once (value i at step i), in batches of MLflow's 1000-metric limit: a stage's
+    def log_series(self, series: Mapping[str, Sequence[float]], start: int = 0) -> None:
+        """Curves (value i at step ``start`` + i), in batches of MLflow's 1000-metric limit: a stage's
         thousands of iterations are a few requests, not one per iteration."""
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(key, float(value), now, step) for key, values in series.items() for step, value in enumerate(values)]
+        items = [Metric(key, float(value), now, step) for key, values in series.items() for step, value in enumerate(values, start)]
         for start in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
 

@@ -16,11 +16,11 @@ import torch
 from raydd.config import to_dict
 from raydd.data.reader import PreparedDataset, open_prepared
 from raydd.cluster import capacity
-from raydd.distill.artifact import static_exists, write_static, write_static_dynamic_state
+from raydd.distill.artifact import read_static, static_exists, write_static, write_static_dynamic_state
 from raydd.distill.config import settings_hash
 from raydd.distill.presets import Preset
-from raydd.distill.preview import preview_gif
-from raydd.distill.ray_train import RunSettings, fit_stage
+from raydd.distill.preview import preview_gif, stills_png
+from raydd.distill.ray_train import RunSettings, fit_stage, stage_curves
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec
 from raydd.distilled_set import load_distilled, write_distilled
 from raydd.errors import RayddError
@@ -104,6 +104,7 @@ def distill(config: Any) -> DistillOutcome:
                 state = _fit(static_spec, run_settings, runs, tracker)
                 labels = torch.arange(len(dataset.classes)).repeat_interleave(static_spec.per_class)
                 write_static(static_uri, state["synthetic"]["values"], labels, {"dataset_uri": str(dataset.location.uri), "method": config.method, "preset": preset.to_dict()})
+            _log_stills(tracker, static_uri, dataset)
             spec = dataclasses.replace(base, stage=DYNAMIC, static_uri=static_uri, experts_uri=video_experts)
             state = _fit(spec, last, runs, tracker)
             extra = {**_extra(config, preset), "static_uri": static_uri}
@@ -128,13 +129,13 @@ def _fit(spec: StageSpec, run: RunSettings, runs: Location, tracker: Tracker) ->
     key = settings_hash({"spec": _stage_key(spec, ("iterations",)), "workers": run.workers})
     name = f"{Path(spec.dataset_uri).name}-{spec.method}-{spec.stage}-ipc{spec.ipc}-{key}"
     print(f"stage {spec.stage}: {run.iterations} iterations on {run.workers} Ray Train worker(s), checkpoints in {runs.child(name)}", flush=True)
-    state = _checked(fit_stage(spec, run, runs=runs, name=name), spec, run)
+    address = getattr(tracker, "address", None)  # rank 0 sends the curves while the stage runs
+    state = _checked(fit_stage(spec, run, runs=runs, name=name, tracking=address), spec, run)
     history = state["history"]
-    tracker.log_series({
-        f"{spec.stage}/loss": history["loss"],
-        f"{spec.stage}/seconds_per_iteration": history["seconds"],
-        f"{spec.stage}/samples_per_second": [samples / seconds for samples, seconds in zip(history["samples"], history["seconds"])],
-    })  # fmt: skip
+    # A stage resumed when it had already finished sends nothing live: the driver sends what is missing.
+    sent = tracker.series_length(f"{spec.stage}/loss") if address is not None else 0
+    if sent < len(history["loss"]):
+        tracker.log_series(stage_curves(spec.stage, history, sent), start=sent)
     tracker.log_metrics({f"{spec.stage}/median_seconds_per_iteration": statistics.median(history["seconds"])})
     return state
 
@@ -153,6 +154,15 @@ def _log_preview(tracker: Tracker, uri: str, dataset: PreparedDataset) -> None:
     distilled = load_distilled(uri)
     with tempfile.TemporaryDirectory() as folder:
         tracker.log_artifact(str(preview_gif(distilled.videos_NCTHW, dataset.mean, dataset.std, Path(folder) / "preview.gif")))
+
+
+def _log_stills(tracker: Tracker, static_uri: str, dataset: PreparedDataset) -> None:
+    """``stills.png`` beside ``preview.gif``: stage 1's images, a row per class."""
+    t, h, w, c = dataset.manifest.metadata["clip_shape"]
+    static, _ = read_static(static_uri, num_classes=len(dataset.classes), image_shape=(c, h, w))
+    with tempfile.TemporaryDirectory() as folder:
+        path = stills_png(static, dataset.mean, dataset.std, Path(folder) / "stills.png", num_classes=len(dataset.classes))
+        tracker.log_artifact(str(path))
 
 
 def _evaluate(config: Any, uri: str, tracker: Tracker, run: RunSettings) -> dict[str, float]:

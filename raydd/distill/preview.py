@@ -88,3 +88,31 @@ def _check_videos(videos_NCTHW: Tensor) -> None:
     n, _, t, h, w = videos_NCTHW.shape
     if n < 1 or t < 1 or h < 1 or w < 1:
         raise ValueError(f"videos need N, T, H, W >= 1, got shape {tuple(videos_NCTHW.shape)}")
+
+
+def stills_png(
+    static_NCHW: Tensor, mean: Sequence[float], std: Sequence[float], path: str | Path, *, num_classes: int, scale: int = 2
+) -> Path:
+    """Stage 1's still images as one PNG: a row per class, SPC images a row, in pixel space. Values outside
+    real pixels' range are clipped for display, so the picture shows what the stills say, not their scale."""
+    if static_NCHW.dim() != 4 or static_NCHW.shape[0] % num_classes:
+        raise ValueError(f"stills must be (classes x SPC, C, H, W), got shape {tuple(static_NCHW.shape)}")
+    n, c, h, w = static_NCHW.shape
+    spc = n // num_classes
+    mean_C, std_C = (torch.tensor(v, dtype=torch.float32).view(1, c, 1, 1) for v in (mean, std))
+    pixels_NHWC = (static_NCHW.detach().cpu().float() * std_C + mean_C).clamp(0, 1).expand(-1, 3, -1, -1).permute(0, 2, 3, 1)
+    side_h, side_w = h * scale, w * scale
+    canvas = torch.full(
+        (num_classes * side_h + (num_classes - 1) * SEPARATOR_PX, spc * side_w + (spc - 1) * SEPARATOR_PX, 3),
+        SEPARATOR_GREY, dtype=torch.uint8,
+    )
+    for index in range(n):
+        row, column = divmod(index, spc)
+        top, left = row * (side_h + SEPARATOR_PX), column * (side_w + SEPARATOR_PX)
+        upscaled = pixels_NHWC[index].repeat_interleave(scale, dim=0).repeat_interleave(scale, dim=1)
+        canvas[top : top + side_h, left : left + side_w] = (upscaled * 255).round().to(torch.uint8)
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    Image.fromarray(canvas.numpy()).save(partial, format="PNG")
+    os.replace(partial, path)
+    return path

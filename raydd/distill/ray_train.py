@@ -27,6 +27,7 @@ from raydd.distill.loop import SingleProcess, TorchDistributed
 from raydd.distill.stages import StageSpec, build_stage
 from raydd.errors import RayddError
 from raydd.storage import Location, ShardRecord, exists, read_bytes, resolve, write_bytes
+from raydd.tracking import NullTracker, RunAddress, Tracker
 
 STATE_FILE = "state.pt"
 KEPT_CHECKPOINTS = 2
@@ -68,6 +69,8 @@ def _worker(config: dict[str, Any]) -> None:
         start, history, saved_at = distiller.restore(state), state["history"], state.get("saved_at", saved_at)
         if rank == 0:
             print(f"[{spec.stage}] resuming at iteration {start}/{run.iterations} from the last checkpoint", flush=True)
+    live: Tracker = config["tracking"].open() if config.get("tracking") is not None and rank == 0 else NullTracker()
+    logged = start  # history[:logged] is in MLflow (a resumed attempt re-sends what its predecessor sent since then)
     for iteration in range(start, run.iterations):
         result = distiller.step(iteration)
         for key, value in (("loss", result.loss), ("seconds", result.seconds), ("samples", result.samples)):
@@ -76,6 +79,9 @@ def _worker(config: dict[str, Any]) -> None:
             metrics.record_distill_iteration(loss=result.loss, seconds=result.seconds, samples=result.samples, checkpoint_age_s=time.time() - saved_at, tags=tags)
         if rank == 0 and ((iteration + 1) % run.log_every == 0 or iteration == start):
             print(f"[{spec.stage}] iteration {iteration + 1}/{run.iterations} loss {result.loss:.5g} {result.seconds:.2f} s/it", flush=True)
+        if (iteration + 1) % run.log_every == 0 or iteration + 1 == run.iterations:
+            live.log_series(stage_curves(spec.stage, history, logged), start=logged)
+            logged = iteration + 1
         if iteration == run.fail_at_iteration and rank == 0 and not exists(marker := resolve(config["fail_marker"])):
             write_bytes(marker, b"failed once\n")
             # Die as a worker lost *after* Ray Train committed its last report would: without this wait the
@@ -97,6 +103,15 @@ def _worker(config: dict[str, Any]) -> None:
                 ray.train.report(reported, checkpoint=None)
 
 
+def stage_curves(stage: str, history: dict[str, list[float]], start: int = 0) -> dict[str, list[float]]:
+    """The MLflow curves of a stage's history from iteration ``start`` on."""
+    return {
+        f"{stage}/loss": history["loss"][start:],
+        f"{stage}/seconds_per_iteration": history["seconds"][start:],
+        f"{stage}/samples_per_second": [n / s for n, s in zip(history["samples"][start:], history["seconds"][start:])],
+    }
+
+
 def _storage(runs: Location) -> tuple[str, Any]:
     if runs.is_local:
         Path(runs.path).mkdir(parents=True, exist_ok=True)
@@ -106,15 +121,20 @@ def _storage(runs: Location) -> tuple[str, Any]:
     return runs.path, PyFileSystem(FSSpecHandler(runs.fs))
 
 
-def fit_stage(spec: StageSpec, run: RunSettings, *, runs: Location, name: str) -> dict[str, Any]:
-    """Run (or resume) one stage under Ray Train; returns the final state (synthetic tensors, history)."""
+def fit_stage(
+    spec: StageSpec, run: RunSettings, *, runs: Location, name: str, tracking: RunAddress | None = None
+) -> dict[str, Any]:
+    """Run (or resume) one stage under Ray Train; returns the final state (synthetic tensors, history).
+    ``tracking``: the MLflow run that rank 0 sends the stage's curves to every ``log_every`` iterations."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     path, filesystem = _storage(runs)
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"spec": spec, "run": run, "runs": runs.uri, "fail_marker": runs.child(name, "fail-marker").uri},
+        train_loop_config={
+            "spec": spec, "run": run, "runs": runs.uri, "fail_marker": runs.child(name, "fail-marker").uri, "tracking": tracking,
+        },
         torch_config=TorchConfig(backend="nccl" if run.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=run.workers, use_gpu=run.use_gpu, resources_per_worker={"CPU": run.cpus_per_worker, **({"GPU": 1} if run.use_gpu else {})}),
         run_config=RunConfig(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from raydd.distill.preview import SEPARATOR_PX, interframe_difference, preview_gif
+from raydd.distill.preview import SEPARATOR_PX, interframe_difference, preview_gif, stills_png
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.1)
 T, H, W = 4, 8, 8
@@ -104,3 +105,18 @@ def test_bad_inputs_raise_value_error(tmp_path: Path, shape: tuple[int, ...], me
 def test_interframe_difference_rejects_a_non_video() -> None:
     with pytest.raises(ValueError, match="5-D"):
         interframe_difference(torch.zeros(2, 3, 8, 8))
+
+
+def test_stills_png_shows_each_class_in_a_row_in_pixel_space(tmp_path: Path) -> None:
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    stills = torch.zeros(3 * 2, 3, 4, 4)  # 3 classes x SPC 2; class k's images at pixel value k / 2
+    for k in range(3):
+        stills[2 * k : 2 * k + 2] = (k / 2 - 0.5) / 0.25
+    stills[5, 0] = 100.0  # far outside the pixel range: shown clipped, not rescaled
+    path = stills_png(stills, mean, std, tmp_path / "stills.png", num_classes=3, scale=1)
+    image = np.asarray(Image.open(path))
+    assert image.shape == (3 * 4 + 2 * SEPARATOR_PX, 2 * 4 + SEPARATOR_PX, 3)
+    assert image[0, 0].tolist() == [0, 0, 0] and image[4 + SEPARATOR_PX, 0].tolist() == [128, 128, 128]
+    assert image[-1, -1].tolist() == [255, 255, 255]
+    with pytest.raises(ValueError, match="classes x SPC"):
+        stills_png(stills[:5], mean, std, tmp_path / "bad.png", num_classes=3)

@@ -238,7 +238,7 @@ def test_the_mlflow_run_records_config_losses_storage_preview_and_evaluation(mtt
     assert run.data.metrics["storage_bytes"] == manifest["storage_bytes"]
     assert run.data.tags["raydd.output"] == str(mtt_store["output"]) and run.data.tags["raydd.method"] == "mtt-static-dynamic"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"preview.gif", "distilled_set.json", "config.json"} <= artifacts
+    assert {"preview.gif", "stills.png", "distilled_set.json", "config.json"} <= artifacts
     preview = client.download_artifacts(run.info.run_id, "preview.gif", str(Path(store) / "downloaded"))
     assert Path(preview).read_bytes()[:6] == b"GIF89a"
     assert 0 <= run.data.metrics["eval/top1_mean"] <= 100 and run.data.metrics["eval/top1_std"] == 0 and "eval/top5_mean" in run.data.metrics
