@@ -25,7 +25,9 @@ from raydd.evaluation.train import TrainSettings, train_and_test
 
 STATIC, DYNAMIC = "static", "dynamic"
 FRAME_MODEL, VIDEO_MODEL = "convnet", "minic3d"
-DEFAULT_EPOCHS = 30  # on every real training clip, not a distilled set's few: the presets' 300-500 are far more
+DEFAULT_EPOCHS = (
+    10  # on every real training clip (not a distilled set's few): the presets' 300-500 epochs would take hours on CPU
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,15 +63,37 @@ def agreement(groups: Sequence[str], truth: Sequence[str | None]) -> float | Non
     return sum(g == t for g, t in zip(groups, truth)) / len(groups)
 
 
-def _per_class(config: AnalyseConfig, dataset: PreparedDataset, model: str, train: RealClips, test: RealClips, log: Callable[[str], None]) -> tuple[list[float], tuple[float, float]]:
+def _per_class(
+    config: AnalyseConfig,
+    dataset: PreparedDataset,
+    model: str,
+    train: RealClips,
+    test: RealClips,
+    log: Callable[[str], None],
+) -> tuple[list[float], tuple[float, float]]:
     """Per-class top-1 (percent, mean over runs) and overall mean/std of ``model`` trained on ``train``."""
     preset_lr, _ = lr_and_epochs(model, STANDARD)
     clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
     results = []
     for run in range(config.runs):
-        settings = TrainSettings(model, config.epochs or DEFAULT_EPOCHS, config.lr or preset_lr, config.batch_size, seed=config.seed + run)
-        results.append(train_and_test(settings, train, test, num_classes=len(dataset.classes), clip_shape=clip_shape, device=pick_device(config.device), run=run))
-        log(f"grouping: {model} run {run + 1}/{config.runs}: top-1 {100 * results[-1].top1:.1f} % ({results[-1].seconds:.0f} s)")
+        settings = TrainSettings(
+            model, config.epochs or DEFAULT_EPOCHS, config.lr or preset_lr, config.batch_size, seed=config.seed + run
+        )
+        results.append(
+            train_and_test(
+                settings,
+                train,
+                test,
+                num_classes=len(dataset.classes),
+                clip_shape=clip_shape,
+                device=pick_device(config.device),
+                run=run,
+            )
+        )
+        log(
+            f"grouping: {model} run {run + 1}/{config.runs}: "
+            f"top-1 {100 * results[-1].top1:.1f} % ({results[-1].seconds:.0f} s)"
+        )
     per_class = [100 * statistics.fmean(r.per_class[c] for r in results) for c in range(len(dataset.classes))]
     top1 = [100 * r.top1 for r in results]
     return per_class, (statistics.fmean(top1), statistics.pstdev(top1))
@@ -82,9 +106,15 @@ def run_grouping(config: AnalyseConfig, dataset: PreparedDataset, log: Callable[
     classes, clip_shape = dataset.classes, tuple(dataset.manifest.metadata["clip_shape"])
     log(f"grouping: training the 4-layer frame network for the Hamming score ({config.feature_epochs} epochs)")
     net = train_feature_net(
-        train, num_classes=len(classes), clip_shape=clip_shape, epochs=config.feature_epochs, width=config.width,
-        batch_size=config.batch_size, seed=config.seed, device=device,
-    )  # fmt: skip
+        train,
+        num_classes=len(classes),
+        clip_shape=clip_shape,
+        epochs=config.feature_epochs,
+        width=config.width,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        device=device,
+    )
     hamming = class_scores(net, train, len(classes), device)
     frame, frame_top1 = _per_class(config, dataset, FRAME_MODEL, train, test, log)
     video, video_top1 = _per_class(config, dataset, VIDEO_MODEL, train, test, log)

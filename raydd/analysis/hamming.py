@@ -25,12 +25,22 @@ FEATURE_DEPTH = 4  # "a pre-trained four-layer 2D convolutional network" (Suppl.
 
 
 def train_feature_net(
-    train: BatchSource, *, num_classes: int, clip_shape: tuple[int, int, int, int], epochs: int, width: int,
-    batch_size: int, seed: int, device: torch.device, lr: float = 1e-2,
-) -> nn.Module:  # fmt: skip
+    train: BatchSource,
+    *,
+    num_classes: int,
+    clip_shape: tuple[int, int, int, int],
+    epochs: int,
+    width: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    lr: float = 1e-2,
+) -> nn.Module:
     """The frozen frame network: ``epochs`` of SGD on one random frame per clip (0: left at random)."""
     torch.manual_seed(seed)
-    net = build_model("convnet", num_classes=num_classes, clip_shape=clip_shape, depth=FEATURE_DEPTH, net_width=width).to(device)
+    net = build_model(
+        "convnet", num_classes=num_classes, clip_shape=clip_shape, depth=FEATURE_DEPTH, net_width=width
+    ).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     pick, generator = frame_picker("convnet"), torch.Generator().manual_seed(seed)
     net.train()
@@ -40,7 +50,9 @@ def train_feature_net(
             videos, labels = train.batch(order[start : start + batch_size], device)
             loss = F.cross_entropy(net(pick(videos, True)), labels)
             if not math.isfinite(loss.item()):
-                raise RayddError(f"non-finite loss training the feature network at epoch {epoch + 1}: lower --feature-epochs")
+                raise RayddError(
+                    f"non-finite loss training the feature network at epoch {epoch + 1}: lower --feature-epochs"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -52,14 +64,18 @@ def clip_scores(net: nn.Module, videos_NCTHW: Tensor) -> Tensor:
     """(N,) mean fraction of feature bits that flip between consecutive frames of each clip."""
     n, c, t, h, w = videos_NCTHW.shape
     if t < 2:
-        raise RayddError("the Hamming-distance score needs clips of at least 2 frames: prepare the dataset with --frames 2 or more")
+        raise RayddError(
+            "the Hamming-distance score needs clips of at least 2 frames: prepare the dataset with --frames 2 or more"
+        )
     features = net.embed(videos_NCTHW.transpose(1, 2).reshape(n * t, c, h, w)).view(n, t, -1)
     bits = features > features.median(dim=2, keepdim=True).values
     return (bits[:, 1:] != bits[:, :-1]).float().mean(dim=(1, 2))
 
 
 @torch.no_grad()
-def class_scores(net: nn.Module, clips: BatchSource, num_classes: int, device: torch.device, *, batch: int = 64) -> tuple[float, ...]:
+def class_scores(
+    net: nn.Module, clips: BatchSource, num_classes: int, device: torch.device, *, batch: int = 64
+) -> tuple[float, ...]:
     """Each class's mean clip score over ``clips``."""
     total, count = torch.zeros(num_classes), torch.zeros(num_classes)
     for start in range(0, len(clips), batch):

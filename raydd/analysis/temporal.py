@@ -55,11 +55,16 @@ def frame_counts(text: str, frames: int) -> tuple[int, ...]:
     counts = tuple(sorted({int(part) for part in text.split(",")}))
     bad = [k for k in counts if not 1 <= k <= frames]
     if bad:
-        raise RayddError(f"--frames {text}: the dataset's clips have {frames} frames, so each count must be 1 to {frames} (got {bad[0]})")
+        raise RayddError(
+            f"--frames {text}: the dataset's clips have {frames} frames, "
+            f"so each count must be 1 to {frames} (got {bad[0]})"
+        )
     return counts
 
 
-def _matching_network(model: str, width: int, num_classes: int, clip_shape: tuple[int, int, int, int], segments: int) -> Callable[[], nn.Module]:
+def _matching_network(
+    model: str, width: int, num_classes: int, clip_shape: tuple[int, int, int, int], segments: int
+) -> Callable[[], nn.Module]:
     t, h, w, c = clip_shape
     sizes = {"widths": (max(1, width // 2), width, width)} | ({} if model == "minic3d" else {"hidden": 2 * width})
 
@@ -71,11 +76,13 @@ def _matching_network(model: str, width: int, num_classes: int, clip_shape: tupl
     return build
 
 
-def distill_frames(config: AnalyseConfig, dataset: PreparedDataset, segments: int, log: Log) -> tuple[FreeTensors, TemporalRow]:
+def distill_frames(
+    config: AnalyseConfig, dataset: PreparedDataset, segments: int, log: Log
+) -> tuple[FreeTensors, TemporalRow]:
     """DM on K = ``segments`` frames; the row's metrics are left empty (see :func:`evaluate_frames`)."""
     device = pick_device(config.device)
     clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
-    t, h, w, c = clip_shape
+    _, h, w, c = clip_shape
     num_classes = len(dataset.classes)
     real = RealData(dataset.split("train"), dataset.mean, dataset.std, device, frames=False)
     if should_keep_resident(len(real.indices), clip_shape, device):
@@ -85,12 +92,22 @@ def distill_frames(config: AnalyseConfig, dataset: PreparedDataset, segments: in
     initial = segment_centres(real.per_class(config.ipc, init), segments).cpu()
     synthetic = FreeTensors(num_classes, config.ipc, (c, segments, h, w), initial=initial).to(device)
     groups = [LearningRate("lr_img", [synthetic.values], config.lr_img)]
-    method = DistributionMatching(_matching_network(config.model, config.width, num_classes, clip_shape, segments), batch_real=config.batch_real)
+    method = DistributionMatching(
+        _matching_network(config.model, config.width, num_classes, clip_shape, segments), batch_real=config.batch_real
+    )
     distiller = Distiller(
-        stage=stage, synthetic=synthetic, method=method, real=real, groups=groups,
-        optimizer=build_optimizer(groups, kind="sgd", momentum=config.momentum), collective=SingleProcess(),
-        samples_per_worker=1, seed=config.seed, device=device, split=SAMPLES,
-    )  # fmt: skip
+        stage=stage,
+        synthetic=synthetic,
+        method=method,
+        real=real,
+        groups=groups,
+        optimizer=build_optimizer(groups, kind="sgd", momentum=config.momentum),
+        collective=SingleProcess(),
+        samples_per_worker=1,
+        seed=config.seed,
+        device=device,
+        split=SAMPLES,
+    )
     saved, losses, seconds = SavedBytes(), [], []
     every = max(1, config.iterations // 5)
     cuda_peak_start(device)
@@ -103,17 +120,28 @@ def distill_frames(config: AnalyseConfig, dataset: PreparedDataset, segments: in
             seconds.append(result.seconds)
         losses.append(result.loss)
         if (i + 1) % every == 0 or i + 1 == config.iterations:
-            log(f"temporal: {segments} frame(s), DM iteration {i + 1}/{config.iterations}, loss {result.loss:.4g}, {result.seconds:.3f} s")
+            log(
+                f"temporal: {segments} frame(s), DM iteration {i + 1}/{config.iterations}, "
+                f"loss {result.loss:.4g}, {result.seconds:.3f} s"
+            )
     state = [v for s in distiller.optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     tensors = [synthetic.values, synthetic.values.grad, *state]
     graph = saved.total + sum(x.numel() * x.element_size() for x in tensors if x is not None)
     row = TemporalRow(
-        segments, {}, statistics.fmean(seconds or [result.seconds]), graph / MIB, cuda_peak_mib(device), synthetic.stored_values(), tuple(losses)
-    )  # fmt: skip
+        segments,
+        {},
+        statistics.fmean(seconds or [result.seconds]),
+        graph / MIB,
+        cuda_peak_mib(device),
+        synthetic.stored_values(),
+        tuple(losses),
+    )
     return synthetic, row
 
 
-def evaluate_frames(config: AnalyseConfig, dataset: PreparedDataset, synthetic: FreeTensors, log: Log) -> dict[str, float]:
+def evaluate_frames(
+    config: AnalyseConfig, dataset: PreparedDataset, synthetic: FreeTensors, log: Log
+) -> dict[str, float]:
     """Train ``config.runs`` fresh networks on the set stretched to T frames; score them on the test split."""
     device = pick_device(config.device)
     clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
@@ -122,9 +150,18 @@ def evaluate_frames(config: AnalyseConfig, dataset: PreparedDataset, synthetic: 
     preset_lr, preset_epochs = lr_and_epochs(config.model, STANDARD)
     results = []
     for run in range(config.runs):
-        settings = TrainSettings(config.model, config.epochs or preset_epochs, config.lr or preset_lr, 256, seed=config.seed + run)
-        results.append(train_and_test(settings, train, test, num_classes=len(dataset.classes), clip_shape=clip_shape, device=device, run=run))
-        log(f"temporal: {synthetic.values.shape[2]} frame(s), evaluation run {run + 1}/{config.runs}: top-1 {100 * results[-1].top1:.1f} %")
+        settings = TrainSettings(
+            config.model, config.epochs or preset_epochs, config.lr or preset_lr, 256, seed=config.seed + run
+        )
+        results.append(
+            train_and_test(
+                settings, train, test, num_classes=len(dataset.classes), clip_shape=clip_shape, device=device, run=run
+            )
+        )
+        log(
+            f"temporal: {synthetic.values.shape[2]} frame(s), evaluation run {run + 1}/{config.runs}: "
+            f"top-1 {100 * results[-1].top1:.1f} %"
+        )
     return summarize(results, dataset.classes, dataset.spec.static_classes)
 
 

@@ -17,7 +17,8 @@ def _clip(step: int, seed: int, frames: int = 8, size: int = 32) -> torch.Tensor
     canvas = torch.zeros(3, size, size)
     canvas[:, 4:14, 4:14] = torch.rand(3, 10, 10, generator=generator) + 1.0
     frames_CTHW = [
-        canvas.roll(shifts=(step * t, step * t), dims=(1, 2)) + 0.3 * torch.randn(3, size, size, generator=generator) for t in range(frames)
+        canvas.roll(shifts=(step * t, step * t), dims=(1, 2)) + 0.3 * torch.randn(3, size, size, generator=generator)
+        for t in range(frames)
     ]
     return torch.stack(frames_CTHW, 1)
 

@@ -31,4 +31,6 @@ def test_segment_draws_stay_in_their_segment_and_reach_every_frame() -> None:
     picked = segment_draw(frames, 2, generator)[:, 0, :, 0, 0]  # (50, 2) frame numbers
     assert ((picked[:, 0] >= 0) & (picked[:, 0] < 4)).all() and ((picked[:, 1] >= 4) & (picked[:, 1] < 8)).all()
     assert set(picked.flatten().long().tolist()) == set(range(8))
-    assert segment_draw(frames, 2, torch.Generator().manual_seed(0)).equal(segment_draw(frames, 2, torch.Generator().manual_seed(0)))
+    assert segment_draw(frames, 2, torch.Generator().manual_seed(0)).equal(
+        segment_draw(frames, 2, torch.Generator().manual_seed(0))
+    )
