@@ -9,7 +9,7 @@ CUDA device the allocator's peak is reported as well.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -31,8 +31,9 @@ class SavedBytes:
         return tensor
 
     @contextlib.contextmanager
-    def counting(self) -> Iterator[SavedBytes]:
-        self.total, self._seen = 0, set()
+    def counting(self, *, besides: Sequence[torch.Tensor] = ()) -> Iterator[SavedBytes]:
+        """``besides``: tensors counted elsewhere (the synthetic set), left out when autograd saves them."""
+        self.total, self._seen = 0, {t.untyped_storage().data_ptr() for t in besides}
         with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor):
             yield self
 

@@ -113,7 +113,7 @@ def distill_frames(
     cuda_peak_start(device)
     for i in range(config.iterations):
         if i == 0:
-            with saved.counting():
+            with saved.counting(besides=[synthetic.values]):
                 result = distiller.step(i)
         else:
             result = distiller.step(i)
