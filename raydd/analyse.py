@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from raydd.analysis.config import GROUPING, TEMPORAL, AnalyseConfig
+from raydd.analysis.config import GROUPING, PROTOCOL, TEMPORAL, AnalyseConfig
 from raydd.analysis.grouping import run_grouping
 from raydd.analysis.report import (
     Table,
@@ -50,6 +50,7 @@ def analyse(config: AnalyseConfig) -> Table:
     if config.study == TEMPORAL:  # a bad --frames fails here, before any MLflow run is opened
         frame_counts(config.frames, int(dataset.manifest.metadata["clip_shape"][0]))
     tags = {"raydd.dataset": dataset.spec.name, "raydd.dataset_manifest_sha256": dataset.manifest.content_sha256()}
+    tags["raydd.protocol"] = PROTOCOL
     name = f"{config.study}-{dataset.spec.name}"
     with mlflow_run(config.store, config.experiment, name, to_dict(config), tags) as tracker:
         table, footer = {TEMPORAL: _temporal, GROUPING: _grouping}[config.study](config, dataset, tracker)

@@ -11,6 +11,7 @@ from raydd.storage import DEFAULT_STORE
 TEMPORAL, GROUPING = "temporal", "grouping"
 STUDIES = (TEMPORAL, GROUPING)
 VIDEO_MODELS = ("cnn_gru", "cnn_lstm", "minic3d")
+PROTOCOL = "raydd"  # every evaluated model: raydd's evaluation (final epoch, no test-set selection)
 
 
 @dataclasses.dataclass(frozen=True)
