@@ -146,6 +146,11 @@ def grouping_figure(result: GroupingResult) -> Figure:
             textcoords="offset points",
         )
     source = "the dataset's" if result.rows[0].dataset_group else "the Hamming"
+    static = [r.hamming for r in result.rows if r.hamming_group == STATIC]
+    dynamic = [r.hamming for r in result.rows if r.hamming_group != STATIC]
+    if static and dynamic:  # the Hamming split: static to the left of the dotted line
+        axes.axvline((max(static) + min(dynamic)) / 2, color="grey", linestyle=":", linewidth=1)
+    axes.axhline(0, color="grey", linewidth=0.5)
     axes.set(
         xlabel="inter-frame Hamming distance of frozen features",
         ylabel="video - frame model top-1 (points)",
