@@ -203,7 +203,8 @@ def load_static_dynamic(uri: str) -> StaticDynamicParts:
     representation = manifest.metadata.get("representation", VIDEOS)
     if representation != STATIC_DYNAMIC:
         raise RayddError(
-            f"{folder} is a {representation!r} distilled set, not a static-dynamic one: distil it with --paradigm static-dynamic"
+            f"{folder} is a {representation!r} distilled set, not a static-dynamic one: "
+            "distil it with --paradigm static-dynamic"
         )
     return _parts(folder, manifest.metadata, records)
 

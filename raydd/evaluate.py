@@ -30,12 +30,16 @@ class EvalConfig:
     model: str = option("minic3d", "network trained from scratch (convnet: frame-only probe)", choices=CLASSIFIERS)
     runs: int = option(5, "independent runs (different seeds); reported as mean ± std")
     protocol: str = option(
-        DEFAULT_PROTOCOL, "how networks are trained and scored: raydd (fixed rendered pairs, average head) or reference (the paper's "
-        "code: per-batch re-standardisation, re-pairing every fetch, dropout-max head, epochs+1 passes); both report the final epoch",
+        DEFAULT_PROTOCOL,
+        "how networks are trained and scored: raydd (fixed rendered pairs, average head) or reference (the "
+        "paper's code: per-batch re-standardisation, re-pairing every fetch, dropout-max head, epochs+1 "
+        "passes); both report the final epoch",
         choices=PROTOCOL_NAMES,
     )
     random_ipc: int = option(0, "train on K random real clips per class instead of all (the baseline a distilled set must beat)")
-    stills_only: bool = option(False, "train on a static-dynamic set's stage-1 still images, each repeated over the T frames")
+    stills_only: bool = option(
+        False, "train on a static-dynamic set's stage-1 still images, each repeated over the T frames"
+    )
     preset: str = option("auto", "lr/epochs preset: standard, frepo (lr 1e-4, 1000 epochs), auto (frepo for FRePo sets)", choices=PRESET_NAMES)
     epochs: int | None = option(None, "training epochs (default: the preset's)")
     lr: float | None = option(None, "SGD learning rate (default: the preset's); x0.1 at half the epochs")
@@ -66,8 +70,9 @@ def _at_once(config: EvalConfig) -> int:
     return config.runs if config.gpus_per_run else tasks_at_once(config.cpus_per_run, 0, capacity())
 
 
-_PLAN_FIELDS = tuple(
-    "data test model runs random_ipc preset epochs lr batch_size momentum weight_decay seed device protocol stills_only".split()
+_PLAN_FIELDS = (
+    *("data", "test", "model", "runs", "random_ipc", "preset", "epochs", "lr", "batch_size", "momentum"),
+    *("weight_decay", "seed", "device", "protocol", "stills_only"),
 )
 
 
@@ -104,10 +109,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         tracker.log_metrics({**metrics, **storage, "train_clips": plan.train_clips, "seconds_per_run": seconds})
         tracker.log_dict({"per_class": {f"run{r.run}": dict(zip(reference.classes, r.per_class)) for r in results}}, "per_class_accuracy.json")
     metrics.update(storage, protocol=plan.protocol)
-    print(
-        f"{config.model} trained on {plan.kind} ({plan.train_clips} clips, storage {storage_text(plan.storage_ratio)}), "
-        f"tested on {reference.spec.name}: {describe(metrics, len(results), results[0].top_k)}"
-    )
+    clips = f"{plan.train_clips} clips, storage {storage_text(plan.storage_ratio)}"
+    summary = describe(metrics, len(results), results[0].top_k)
+    print(f"{config.model} trained on {plan.kind} ({clips}), tested on {reference.spec.name}: {summary}")
     return metrics
 
 

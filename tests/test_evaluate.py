@@ -113,10 +113,12 @@ def _static_dynamic(store: str, uri: str, ipc: int = 1) -> str:
     return uri
 
 
-def test_the_protocol_is_recorded_in_mlflow_and_the_summary(store: str, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_protocol_is_in_mlflow_and_the_summary(store: str, tmp_path, capsys: pytest.CaptureFixture) -> None:
     data = _static_dynamic(store, str(tmp_path / "sd"))
-    metrics = evaluate(_config(store, data=data, model="minic3d", runs=1, protocol="reference", experiment="test-protocol"))
-    assert metrics["protocol"] == "reference" and metrics["storage_ratio"] == pytest.approx(load_distilled(data).metadata["storage_ratio"])
+    config = _config(store, data=data, model="minic3d", runs=1, protocol="reference", experiment="test-protocol")
+    metrics = evaluate(config)
+    assert metrics["protocol"] == "reference"
+    assert metrics["storage_ratio"] == pytest.approx(load_distilled(data).metadata["storage_ratio"])
     assert "protocol reference" in capsys.readouterr().out
     client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("test-protocol").experiment_id])
@@ -125,12 +127,12 @@ def test_the_protocol_is_recorded_in_mlflow_and_the_summary(store: str, tmp_path
     assert len(client.get_metric_history(run.info.run_id, "run0/train_loss")) == 3  # epochs + 1 passes
 
 
-def test_stills_only_trains_on_still_videos_and_refuses_other_sets(store: str, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stills_only_trains_on_stills_and_refuses_others(store: str, tmp_path, capsys: pytest.CaptureFixture) -> None:
     data = _static_dynamic(store, str(tmp_path / "sd"))
-    fields = dict(model="minic3d", runs=1, random_ipc=0, preset="auto", epochs=1, lr=None, batch_size=8, momentum=0.9, weight_decay=5e-4)
-    plan = plan_evaluation(data=data, test=None, seed=0, device="cpu", stills_only=True, **fields)
+    fields = dict(model="minic3d", runs=1, random_ipc=0, preset="auto", epochs=1, lr=None, batch_size=8, momentum=0.9)
+    plan = plan_evaluation(data=data, test=None, weight_decay=5e-4, seed=0, device="cpu", stills_only=True, **fields)
     assert plan.kind == "stills-only" and plan.train_clips == 20
-    assert plan.storage_ratio == pytest.approx(2 * 3 * 16 * 16 / (4 * 16 * 16 * 3))  # 2 stills against one 4-frame video
+    assert plan.storage_ratio == pytest.approx(2 * 3 * 16 * 16 / (4 * 16 * 16 * 3))  # 2 stills against a 4-frame video
     train = training_set(plan.tasks[0], plan.reference.mean, plan.reference.std, 10)
     videos, labels = train.batch(torch.arange(20), torch.device("cpu"))
     assert videos.shape == (20, 3, 4, 16, 16) and labels.tolist() == torch.arange(10).repeat_interleave(2).tolist()
@@ -144,6 +146,8 @@ def test_stills_only_trains_on_still_videos_and_refuses_other_sets(store: str, t
     assert "is a prepared dataset" in error and "--paradigm static-dynamic" in error
     classes = open_prepared(f"{store}/datasets/builtin").classes
     naive = str(tmp_path / "naive")
-    write_distilled(naive, torch.randn(10, 3, 4, 16, 16), torch.arange(10), classes=classes, dataset_uri=f"{store}/datasets/builtin", method="dm")
+    dataset_uri = f"{store}/datasets/builtin"
+    videos = torch.randn(10, 3, 4, 16, 16)
+    write_distilled(naive, videos, torch.arange(10), classes=classes, dataset_uri=dataset_uri, method="dm")
     with pytest.raises(RayddError, match="is a videos: give --data a set distilled with --paradigm static-dynamic"):
         evaluate(_config(store, data=naive, stills_only=True))

@@ -89,7 +89,9 @@ class _RunFields:
     eval_runs: int = option(3, "evaluation runs of the distilled set at the end (0: none)")
     eval_epochs: int | None = option(None, "evaluation epochs (default: the evaluation preset's, e.g. 500 for MiniC3D)")
     eval_model: str = option("minic3d", "network the evaluation trains", choices=("minic3d", "cnn_gru", "cnn_lstm"))
-    eval_protocol: str = option(DEFAULT_PROTOCOL, "evaluation protocol (see python -m raydd.evaluate --help)", choices=PROTOCOL_NAMES)
+    eval_protocol: str = option(
+        DEFAULT_PROTOCOL, "evaluation protocol (see python -m raydd.evaluate --help)", choices=PROTOCOL_NAMES
+    )
     overwrite: bool = option(False, "distil again even when the output already holds this distilled set")
     experiment: str = option("raydd-distill", "MLflow experiment name")
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")

@@ -21,8 +21,8 @@ class RepairedStaticDynamic:
         ipc, spc, dpc = meta["ipc"], meta["spc"], meta["dpc"]
         if spc % ipc or dpc % ipc:
             raise RayddError(
-                f"static-dynamic set with {spc} stills and {dpc} memories a class cannot be split into {ipc} video slots "
-                "(--protocol reference re-pairs within slots): evaluate it with --protocol raydd"
+                f"static-dynamic set with {spc} stills and {dpc} memories a class cannot be split into {ipc} "
+                "video slots (--protocol reference re-pairs within slots): evaluate it with --protocol raydd"
             )
         self.parts = parts
         self.ipc, self.spc, self.dpc = ipc, spc, dpc
@@ -39,7 +39,8 @@ class RepairedStaticDynamic:
         label, k = slots // self.ipc, slots % self.ipc
         pick_s = torch.randint(self.per_slot_static, (len(slots),), generator=self.generator)
         pick_d = torch.randint(self.per_slot_dynamic, (len(slots),), generator=self.generator)
-        return label * self.spc + k * self.per_slot_static + pick_s, label * self.dpc + k * self.per_slot_dynamic + pick_d
+        static = label * self.spc + k * self.per_slot_static + pick_s
+        return static, label * self.dpc + k * self.per_slot_dynamic + pick_d
 
     @torch.no_grad()
     def batch(self, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,7 +35,8 @@ def plan_evaluation(
     representation = manifest.metadata.get("representation", VIDEOS) if distilled_set else "prepared dataset"
     if stills_only and representation != STATIC_DYNAMIC:
         raise RayddError(
-            f"--stills-only trains on the still images of a static-dynamic distilled set, and {data} is a {representation}: "
+            f"--stills-only trains on the still images of a static-dynamic distilled set, and {data} is a "
+            f"{representation}: "
             "give --data a set distilled with --paradigm static-dynamic, or drop --stills-only"
         )
     storage_ratio = None
@@ -66,7 +67,8 @@ def plan_evaluation(
         RunTask(
             run=run,
             settings=TrainSettings(model, epochs or preset_epochs, lr or preset_lr, batch_size, momentum, weight_decay, seed + run),
-            kind=kind, data_uri=data, test_uri=str(reference.location), random_ipc=random_ipc, device=device, protocol=protocol,
+            kind=kind, data_uri=data, test_uri=str(reference.location), random_ipc=random_ipc, device=device,
+            protocol=protocol,
         )  # fmt: skip
         for run in range(runs)
     )

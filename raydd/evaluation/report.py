@@ -49,7 +49,11 @@ def _cell(metrics: Mapping[str, Any], key: str) -> str:
 
 
 def format_comparison(
-    rows: Mapping[str, tuple[float | None, Mapping[str, Any]]], *, protocol: str, title: str, random_row: str = RANDOM_REAL_ROW
+    rows: Mapping[str, tuple[float | None, Mapping[str, Any]]],
+    *,
+    protocol: str,
+    title: str,
+    random_row: str = RANDOM_REAL_ROW,
 ) -> str:
     """A table of training sets evaluated under one protocol: storage, top-1, static/dynamic classes
     (mean ± std over runs) and the gain in top-1 mean over the ``random_row`` row (``-`` without one).
@@ -66,7 +70,8 @@ def format_comparison(
     baseline = rows[random_row][1]["top1_mean"] if random_row in rows else None
     width = max([len("training set"), *map(len, rows)])
     header = f"{'training set':<{width}} {'storage':>8} {'top-1':>12} {'static':>12} {'dynamic':>12} {'gain':>7}"
-    lines = [f"{title} (protocol {protocol}; top-1 %, mean ± std over runs, final epoch; gain: top-1 over {random_row})", header]
+    explained = f"protocol {protocol}; top-1 %, mean ± std over runs, final epoch; gain: top-1 over {random_row}"
+    lines = [f"{title} ({explained})", header]
     for name, (ratio, metrics) in rows.items():
         gain = "-" if baseline is None else f"{metrics['top1_mean'] - baseline:+.1f}"
         cells = " ".join(f"{_cell(metrics, key):>12}" for key in ("top1", "static_top1", "dynamic_top1"))

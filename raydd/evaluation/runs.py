@@ -64,5 +64,7 @@ def training_set(task: RunTask, mean: tuple[float, ...], std: tuple[float, ...],
         return TensorClips(distilled.videos_NCTHW, distilled.labels)
     source = open_prepared(task.data_uri)
     videos = source.split("train")
-    chosen = random_per_class(videos.labels, task.random_ipc, num_classes, task.settings.seed) if task.kind == RANDOM_REAL else None
+    chosen = None
+    if task.kind == RANDOM_REAL:
+        chosen = random_per_class(videos.labels, task.random_ipc, num_classes, task.settings.seed)
     return RealClips(videos, mean, std, chosen)

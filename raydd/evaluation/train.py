@@ -79,7 +79,8 @@ def train_and_test(
     model = build_model(settings.model, num_classes=num_classes, clip_shape=clip_shape, **head).to(device)
 
     def sgd(lr: float) -> torch.optim.Optimizer:
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+        momentum, weight_decay = settings.momentum, settings.weight_decay
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
     optimizer = sgd(settings.lr)
     picker = frame_picker(settings.model)
@@ -117,7 +118,12 @@ def train_and_test(
 
 @torch.no_grad()
 def score(
-    model: nn.Module, test: BatchSource, num_classes: int, device: torch.device, to_input, batch_size: int = 256  # noqa: ANN001
+    model: nn.Module,
+    test: BatchSource,
+    num_classes: int,
+    device: torch.device,
+    to_input,  # noqa: ANN001
+    batch_size: int = 256,
 ) -> tuple[float, float, int, tuple[float, ...]]:
     model.eval()
     top_k = min(5, num_classes)
