@@ -36,8 +36,7 @@ def plan_evaluation(
     if stills_only and representation != STATIC_DYNAMIC:
         raise RayddError(
             f"--stills-only trains on the still images of a static-dynamic distilled set, and {data} is a "
-            f"{representation}: "
-            "give --data a set distilled with --paradigm static-dynamic, or drop --stills-only"
+            f"{representation}: give --data a set distilled with --paradigm static-dynamic, or drop --stills-only"
         )
     storage_ratio = None
     if distilled_set:

@@ -29,17 +29,7 @@ class MiniC3D(nn.Module):
     has parameters of its own, so both share one parameter layout; :meth:`embed` does not use the head.
     """
 
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        channels: int = 3,
-        frames: int = 16,
-        height: int = 112,
-        width: int = 112,
-        widths: tuple[int, ...] = (64, 128, 128),
-        head: str = AVERAGE,
-    ) -> None:
+    def __init__(self, *, num_classes: int, channels: int = 3, frames: int = 16, height: int = 112, width: int = 112, widths: tuple[int, ...] = (64, 128, 128), head: str = AVERAGE) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"MiniC3D head must be one of {HEADS}, got {head!r}")
