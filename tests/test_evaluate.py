@@ -37,7 +37,7 @@ def _config(store: str, **overrides) -> EvalConfig:
 
 
 def test_evaluation_logs_a_run_that_mlflow_reads_back(store: str) -> None:
-    metrics = evaluate(_config(store))
+    metrics = evaluate(_config(store, protocol="raydd"))
     assert 0 <= metrics["top1_mean"] <= 100 and metrics["top1_std"] >= 0
     assert {"static_top1_mean", "dynamic_top1_mean", "top5_mean"} <= set(metrics)
     client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
@@ -49,7 +49,8 @@ def test_evaluation_logs_a_run_that_mlflow_reads_back(store: str) -> None:
     assert run.data.metrics["train_clips"] == 300
     mean = open_prepared(f"{store}/datasets/builtin").mean
     assert run.data.params["input.mean"] == str(list(mean))  # the standardisation is recorded
-    assert len(client.get_metric_history(run.info.run_id, "run1/train_loss")) == 2
+    assert len(client.get_metric_history(run.info.run_id, "run1/train_loss")) == 2  # raydd: epochs passes
+    assert run.data.params["raydd.protocol"] == "raydd" and run.data.tags["raydd.protocol"] == "raydd"
     assert run.data.tags["raydd.dataset"] == "builtin" and len(run.data.tags["raydd.dataset_manifest_sha256"]) == 64
 
 

@@ -9,6 +9,7 @@ from raydd.config import parse_config
 from raydd.distill.config import DistillConfig
 from raydd.distilled_set import StaticDynamicParts
 from raydd.errors import RayddError
+from raydd.evaluate import EvalConfig
 from raydd.evaluation.pairing import RepairedStaticDynamic
 from raydd.evaluation.protocols import PROTOCOLS, get_protocol
 from raydd.evaluation.report import format_comparison
@@ -167,6 +168,8 @@ def test_comparison_table_names_the_protocol_and_the_gain_over_random() -> None:
 
 
 def test_distill_and_pipeline_accept_the_protocol() -> None:
+    assert EvalConfig().protocol == "reference"  # the default, chosen from evidence (protocols.py)
+    assert parse_config(DistillConfig, [], "raydd.distill")[0].eval_protocol == "reference"
     config, _ = parse_config(DistillConfig, ["--eval-protocol", "reference"], "raydd.distill")
     assert config.eval_protocol == "reference"
     assert parse_config(PipelineConfig, ["--protocol", "reference"], "raydd.pipeline")[0].protocol == "reference"

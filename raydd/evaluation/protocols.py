@@ -13,6 +13,12 @@ reference evaluation of the paper (yuz1wan/video_distillation, ``utils.evaluate_
   the stored H), so an epoch sees IPC videos per class; MiniC3D's dropout-max head; ``epochs + 1``
   passes, the lr cut after pass ``epochs // 2 + 1`` with a fresh optimiser (momentum restarts); test
   batches of 64.
+
+The default is ``reference``: on the built-in set (MiniC3D, 5 seeded runs each, 100 epochs) it scores
+random real clips higher and with less spread than ``raydd`` (IPC 1: 17.5 ± 0.9 against 13.4 ± 2.5 %;
+IPC 5: 32.3 ± 1.7 against 24.0 ± 3.1 %; full train split, 20 epochs: 69.7 ± 4.1 against 66.1 ± 4.1 %),
+so a baseline sits clearly above chance, and its numbers compare with the paper's. Its one transductive
+trait: a test clip is standardised with the statistics of its test batch (64 clips, in split order).
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ PROTOCOLS: dict[str, Protocol] = {
     ),
 }
 PROTOCOL_NAMES = tuple(PROTOCOLS)
-DEFAULT_PROTOCOL = RAYDD
+DEFAULT_PROTOCOL = REFERENCE
 
 
 def get_protocol(name: str) -> Protocol:
