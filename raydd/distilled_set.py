@@ -143,8 +143,33 @@ def render_pairs(num_classes: int, spc: int, dpc: int) -> tuple[torch.Tensor, to
     return label, label * spc + slot % spc, label * dpc + slot % dpc
 
 
-def load_distilled(uri: str) -> DistilledSet:
-    """Load the distilled set at ``uri``: videos in model-input space, labels, and its metadata."""
+@dataclasses.dataclass(frozen=True)
+class StaticDynamicParts:
+    """What a static-dynamic set stores: stills (class-major, SPC a class), dynamic memories (DPC a class) and H."""
+
+    static_NCHW: torch.Tensor
+    dynamic_NCTHW: torch.Tensor
+    hallucinator: Hallucinator
+    metadata: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.metadata["classes"])
+
+    def still_videos(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every still image repeated over the clip's T frames (a still video each) and its class."""
+        frames = self.metadata["clip_shape"][0]
+        n, c, h, w = self.static_NCHW.shape
+        videos = self.static_NCHW.unsqueeze(2).expand(n, c, frames, h, w).contiguous()
+        return videos, torch.arange(self.num_classes).repeat_interleave(n // self.num_classes)
+
+    def stills_storage_ratio(self) -> float:
+        """Values of the stills alone against IPC full videos per class."""
+        full = self.num_classes * self.metadata["ipc"] * self.metadata["full_video_values_per_class"]
+        return self.static_NCHW.numel() / full
+
+
+def _open_distilled(uri: str) -> tuple[Location, Manifest, dict[str, ShardRecord]]:
     folder = resolve(uri)
     try:
         manifest = read_manifest(folder)
@@ -152,23 +177,39 @@ def load_distilled(uri: str) -> DistilledSet:
         raise RayddError(f"no distilled set at {folder}: run `python -m raydd.distill` first") from None
     if manifest.kind != DISTILLED_KIND:
         raise RayddError(f"{folder} holds a {manifest.kind!r}, not a distilled set")
-    meta = manifest.metadata
     for record in manifest.shards:
         if size(folder.child(record.name)) != record.bytes:
             raise RayddError(f"{folder.child(record.name)} does not match its manifest: it was modified or truncated; distil it again")
-    records = {record.name: record for record in manifest.shards}
+    return folder, manifest, {record.name: record for record in manifest.shards}
+
+
+def load_distilled(uri: str) -> DistilledSet:
+    """Load the distilled set at ``uri``: videos in model-input space, labels, and its metadata."""
+    folder, manifest, records = _open_distilled(uri)
+    meta = manifest.metadata
     if meta.get("representation", VIDEOS) == VIDEOS:
         videos, labels = read_tensor_shard(folder, "videos.arrow", records["videos.arrow"])
     else:
-        videos, labels = _render(folder, meta, records)
+        videos, labels = _render(_parts(folder, meta, records))
     return DistilledSet(
         videos_NCTHW=videos, labels=labels, classes=tuple(meta["classes"]), clip_shape=tuple(meta["clip_shape"]),
         dataset_uri=meta["dataset_uri"], metadata=meta,
     )  # fmt: skip
 
 
-@torch.no_grad()
-def _render(folder: Location, meta: dict[str, Any], records: dict[str, ShardRecord]) -> tuple[torch.Tensor, torch.Tensor]:
+def load_static_dynamic(uri: str) -> StaticDynamicParts:
+    """The stored parts of the static-dynamic set at ``uri`` (stills, memories, H), not rendered."""
+    folder, manifest, records = _open_distilled(uri)
+    representation = manifest.metadata.get("representation", VIDEOS)
+    if representation != STATIC_DYNAMIC:
+        raise RayddError(
+            f"{folder} is a {representation!r} distilled set, not a static-dynamic one: "
+            "distil it with --paradigm static-dynamic"
+        )
+    return _parts(folder, manifest.metadata, records)
+
+
+def _parts(folder: Location, meta: dict[str, Any], records: dict[str, ShardRecord]) -> StaticDynamicParts:
     static, _ = read_tensor_shard(folder, "static.arrow", records["static.arrow"])
     dynamic, _ = read_tensor_shard(folder, "dynamic.arrow", records["dynamic.arrow"])
     flat, _ = read_tensor_shard(folder, "hallucinator.arrow", records["hallucinator.arrow"])
@@ -176,5 +217,10 @@ def _render(folder: Location, meta: dict[str, Any], records: dict[str, ShardReco
     spec = meta["hallucinator"]
     hallucinator = Hallucinator(frames=frames, channels=channels, dynamic_channels=spec["dynamic_channels"], variant=spec["variant"])
     torch.nn.utils.vector_to_parameters(flat[0], hallucinator.parameters())
-    label, static_index, dynamic_index = render_pairs(len(meta["classes"]), meta["spc"], meta["dpc"])
-    return hallucinator(static[static_index], dynamic[dynamic_index]), label
+    return StaticDynamicParts(static, dynamic, hallucinator.requires_grad_(False), meta)
+
+
+@torch.no_grad()
+def _render(parts: StaticDynamicParts) -> tuple[torch.Tensor, torch.Tensor]:
+    label, static_index, dynamic_index = render_pairs(parts.num_classes, parts.metadata["spc"], parts.metadata["dpc"])
+    return parts.hallucinator(parts.static_NCHW[static_index], parts.dynamic_NCTHW[dynamic_index]), label

@@ -15,6 +15,7 @@ from typing import Any
 from raydd.config import check, check_choice, option, parse_config, run_command
 from raydd.data.specs import dataset_names
 from raydd.distill.presets import METHODS
+from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES
 from raydd.prepare import DEFAULT_STORE
 
 # Experts for the built-in dataset: small MiniC3D / ConvNet (width 32), a batch small enough to take
@@ -32,6 +33,7 @@ class PipelineConfig:
     eval_runs: int = option(3, "evaluation runs per training set (mean ± std)")
     eval_epochs: int = option(100, "evaluation epochs (the paper's 500 for MiniC3D is GPU-sized; 100 keeps this to minutes on CPU)")
     iterations: int | None = option(None, "distillation iterations per stage (default: the preset's)")
+    protocol: str = option(DEFAULT_PROTOCOL, "evaluation protocol of every row", choices=PROTOCOL_NAMES)
     workers: int = option(1, "Ray Train workers per distillation")
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
 
@@ -68,10 +70,12 @@ def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Any]]:
     for paradigm in ("static-dynamic", "naive"):
         argv = _flags(dataset=config.dataset, method=config.method, paradigm=paradigm, ipc=config.ipc, iterations=config.iterations, workers=config.workers,
                       eval_runs=config.eval_runs, eval_epochs=config.eval_epochs, **common)  # fmt: skip
+        argv += ["--eval-protocol", config.protocol]
         outcome = distill(parse_config(DistillConfig, argv, "raydd.distill")[0])
         rows[f"{config.method} {paradigm}"] = {"storage_ratio": outcome.manifest.metadata["storage_ratio"], "metrics": outcome.evaluation, "output": outcome.output}
     dataset_uri = f"{config.store.rstrip('/')}/datasets/{config.dataset}"
-    random = evaluate(EvalConfig(data=dataset_uri, random_ipc=config.ipc, runs=config.eval_runs, epochs=config.eval_epochs, **common))
+    random = evaluate(EvalConfig(data=dataset_uri, random_ipc=config.ipc, runs=config.eval_runs, epochs=config.eval_epochs, **common,
+                                 protocol=config.protocol))
     rows["random real clips"] = {"storage_ratio": 1.0, "metrics": random, "output": dataset_uri}
     print(format_table(rows, config))
     return rows

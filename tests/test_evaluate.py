@@ -7,10 +7,13 @@ import torch
 from mlflow import MlflowClient
 
 from raydd.data import open_prepared
-from raydd.distilled_set import load_distilled, write_distilled
+from raydd.distilled_set import load_distilled, write_distilled, write_static_dynamic
 from raydd.errors import RayddError
 from raydd.evaluate import EvalConfig, evaluate, main
+from raydd.evaluation.plan import plan_evaluation
+from raydd.evaluation.runs import training_set
 from raydd.evaluation.sources import random_per_class
+from raydd.models.hallucinator import Hallucinator
 from raydd.prepare import PrepareConfig, prepare
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -34,7 +37,7 @@ def _config(store: str, **overrides) -> EvalConfig:
 
 
 def test_evaluation_logs_a_run_that_mlflow_reads_back(store: str) -> None:
-    metrics = evaluate(_config(store))
+    metrics = evaluate(_config(store, protocol="raydd"))
     assert 0 <= metrics["top1_mean"] <= 100 and metrics["top1_std"] >= 0
     assert {"static_top1_mean", "dynamic_top1_mean", "top5_mean"} <= set(metrics)
     client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
@@ -46,7 +49,8 @@ def test_evaluation_logs_a_run_that_mlflow_reads_back(store: str) -> None:
     assert run.data.metrics["train_clips"] == 300
     mean = open_prepared(f"{store}/datasets/builtin").mean
     assert run.data.params["input.mean"] == str(list(mean))  # the standardisation is recorded
-    assert len(client.get_metric_history(run.info.run_id, "run1/train_loss")) == 2
+    assert len(client.get_metric_history(run.info.run_id, "run1/train_loss")) == 2  # raydd: epochs passes
+    assert run.data.params["raydd.protocol"] == "raydd" and run.data.tags["raydd.protocol"] == "raydd"
     assert run.data.tags["raydd.dataset"] == "builtin" and len(run.data.tags["raydd.dataset_manifest_sha256"]) == 64
 
 
@@ -88,3 +92,63 @@ def test_cli_print_config_and_unprepared_data(store: str, tmp_path, capsys: pyte
     assert '"model": "cnn_lstm"' in capsys.readouterr().out
     assert main(["--data", str(tmp_path / "nothing"), "--store", str(tmp_path)]) == 1
     assert "python -m raydd.prepare" in capsys.readouterr().err
+
+
+def _static_dynamic(store: str, uri: str, ipc: int = 1) -> str:
+    """A static-dynamic set of the tiny store's shape (4 x 16 x 16): 2 stills and 2 memories a class per IPC."""
+    dataset_uri = f"{store}/datasets/builtin"
+    classes = open_prepared(dataset_uri).classes
+    count = 2 * ipc * len(classes)
+    write_static_dynamic(
+        uri,
+        static_NCHW=torch.randn(count, 3, 16, 16),
+        dynamic_NCTHW=torch.randn(count, 1, 4, 8, 8),
+        hallucinator=Hallucinator(frames=4),
+        variant="conv",
+        classes=classes,
+        frames=4,
+        dataset_uri=dataset_uri,
+        method="dm",
+        ipc=ipc,
+    )
+    return uri
+
+
+def test_the_protocol_is_in_mlflow_and_the_summary(store: str, tmp_path, capsys: pytest.CaptureFixture) -> None:
+    data = _static_dynamic(store, str(tmp_path / "sd"))
+    config = _config(store, data=data, model="minic3d", runs=1, protocol="reference", experiment="test-protocol")
+    metrics = evaluate(config)
+    assert metrics["protocol"] == "reference"
+    assert metrics["storage_ratio"] == pytest.approx(load_distilled(data).metadata["storage_ratio"])
+    assert "protocol reference" in capsys.readouterr().out
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("test-protocol").experiment_id])
+    assert run.data.params["raydd.protocol"] == "reference" and run.data.tags["raydd.protocol"] == "reference"
+    assert run.data.metrics["train_clips"] == 10  # re-paired: IPC x classes slots, not the 20 fixed pairs
+    assert len(client.get_metric_history(run.info.run_id, "run0/train_loss")) == 3  # epochs + 1 passes
+
+
+def test_stills_only_trains_on_stills_and_refuses_others(store: str, tmp_path, capsys: pytest.CaptureFixture) -> None:
+    data = _static_dynamic(store, str(tmp_path / "sd"))
+    fields = dict(model="minic3d", runs=1, random_ipc=0, preset="auto", epochs=1, lr=None, batch_size=8, momentum=0.9)
+    plan = plan_evaluation(data=data, test=None, weight_decay=5e-4, seed=0, device="cpu", stills_only=True, **fields)
+    assert plan.kind == "stills-only" and plan.train_clips == 20
+    assert plan.storage_ratio == pytest.approx(2 * 3 * 16 * 16 / (4 * 16 * 16 * 3))  # 2 stills against a 4-frame video
+    train = training_set(plan.tasks[0], plan.reference.mean, plan.reference.std, 10)
+    videos, labels = train.batch(torch.arange(20), torch.device("cpu"))
+    assert videos.shape == (20, 3, 4, 16, 16) and labels.tolist() == torch.arange(10).repeat_interleave(2).tolist()
+    assert torch.equal(videos[:, :, 0], videos[:, :, 3])
+    metrics = evaluate(_config(store, data=data, stills_only=True, runs=1, experiment="test-stills"))
+    assert metrics["storage_ratio"] == pytest.approx(plan.storage_ratio)
+    assert "trained on stills-only (20 clips, storage 0.500x)" in capsys.readouterr().out
+    assert main(["--data", f"{store}/datasets/builtin", "--store", store, "--stills-only"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "--stills-only trains on the still images of a static-dynamic distilled set" in error
+    assert "is a prepared dataset" in error and "--paradigm static-dynamic" in error
+    classes = open_prepared(f"{store}/datasets/builtin").classes
+    naive = str(tmp_path / "naive")
+    dataset_uri = f"{store}/datasets/builtin"
+    videos = torch.randn(10, 3, 4, 16, 16)
+    write_distilled(naive, videos, torch.arange(10), classes=classes, dataset_uri=dataset_uri, method="dm")
+    with pytest.raises(RayddError, match="is a videos: give --data a set distilled with --paradigm static-dynamic"):
+        evaluate(_config(store, data=naive, stills_only=True))

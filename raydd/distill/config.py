@@ -18,6 +18,7 @@ from raydd.data.specs import dataset_names
 from raydd.devices import DEVICE_CHOICES
 from raydd.distill.presets import METHODS, PARADIGMS, Preset, load_preset_file, table_preset
 from raydd.errors import RayddError
+from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES
 from raydd.models.hallucinator import VARIANTS
 from raydd.storage import DEFAULT_STORE, read_bytes, resolve
 
@@ -94,6 +95,9 @@ class _RunFields:
     eval_runs: int = option(3, "evaluation runs of the distilled set at the end (0: none)")
     eval_epochs: int | None = option(None, "evaluation epochs (default: the evaluation preset's, e.g. 500 for MiniC3D)")
     eval_model: str = option("minic3d", "network the evaluation trains", choices=("minic3d", "cnn_gru", "cnn_lstm"))
+    eval_protocol: str = option(
+        DEFAULT_PROTOCOL, "evaluation protocol (see python -m raydd.evaluate --help)", choices=PROTOCOL_NAMES
+    )
     overwrite: bool = option(False, "distil again even when the output already holds this distilled set")
     experiment: str = option("raydd-distill", "MLflow experiment name")
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
@@ -117,6 +121,7 @@ def _validate(config: Any) -> None:
     check_choice(config.dataset, "dataset", dataset_names())
     check_choice(config.method, "method", METHODS)
     check_choice(config.paradigm, "paradigm", PARADIGMS)
+    check_choice(config.eval_protocol, "eval_protocol", PROTOCOL_NAMES)
     for name in ("ipc", "workers", "samples_per_worker", "checkpoint_every"):
         check(getattr(config, name) >= 1, name, "a positive integer")
     check(config.cpus_per_worker is None or config.cpus_per_worker > 0, "cpus_per_worker", "a positive number")

@@ -172,8 +172,9 @@ def _evaluate(config: Any, uri: str, tracker: Tracker, run: RunSettings) -> dict
     devices = {"gpus_per_run": 1.0, "cpus_per_run": run.cpus_per_worker} if run.use_gpu else {}
     settings = EvalConfig(
         data=uri, model=config.eval_model, runs=config.eval_runs, epochs=config.eval_epochs, store=config.store,
-        seed=config.seed, ray_address=config.ray_address, **devices,
+        seed=config.seed, ray_address=config.ray_address, protocol=config.eval_protocol, **devices,
     )
     metrics = evaluate(settings)
-    tracker.log_metrics({f"eval/{key}": value for key, value in metrics.items()})
+    tracker.log_metrics({f"eval/{key}": value for key, value in metrics.items() if key != "protocol"})
+    tracker.set_tags({"raydd.protocol": metrics["protocol"]})
     return metrics

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 from raydd.data.reader import PreparedDataset, open_prepared
-from raydd.distilled_set import DISTILLED_KIND, load_distilled
+from raydd.distilled_set import DISTILLED_KIND, STATIC_DYNAMIC, VIDEOS, load_distilled, load_static_dynamic
 from raydd.errors import RayddError
 from raydd.evaluation.presets import FREPO, STANDARD, lr_and_epochs
-from raydd.evaluation.runs import DISTILLED, RANDOM_REAL, REAL, RunTask
+from raydd.evaluation.protocols import DEFAULT_PROTOCOL, get_protocol
+from raydd.evaluation.runs import DISTILLED, RANDOM_REAL, REAL, STILLS_ONLY, RunTask
 from raydd.evaluation.train import TrainSettings
 from raydd.storage import manifest_or_none, resolve
 
@@ -18,21 +19,39 @@ class EvaluationPlan:
     tasks: tuple[RunTask, ...]
     kind: str
     reference: PreparedDataset  # the prepared dataset whose test split scores every run
-    train_clips: int
+    train_clips: int  # clips one epoch trains on
+    storage_ratio: float | None  # stored values against IPC full videos a class (random real: 1.0; full data: None)
+    protocol: str = DEFAULT_PROTOCOL
 
 
 def plan_evaluation(
     *, data: str, test: str | None, model: str, runs: int, random_ipc: int, preset: str, epochs: int | None,
     lr: float | None, batch_size: int, momentum: float, weight_decay: float, seed: int, device: str,
+    protocol: str = DEFAULT_PROTOCOL, stills_only: bool = False,
 ) -> EvaluationPlan:  # fmt: skip
+    repair = get_protocol(protocol).repair_static_dynamic
     manifest = manifest_or_none(resolve(data))
-    if manifest is not None and manifest.kind == DISTILLED_KIND:
+    distilled_set = manifest is not None and manifest.kind == DISTILLED_KIND
+    representation = manifest.metadata.get("representation", VIDEOS) if distilled_set else "prepared dataset"
+    if stills_only and representation != STATIC_DYNAMIC:
+        raise RayddError(
+            f"--stills-only trains on the still images of a static-dynamic distilled set, and {data} is a "
+            f"{representation}: give --data a set distilled with --paradigm static-dynamic, or drop --stills-only"
+        )
+    storage_ratio = None
+    if distilled_set:
         if random_ipc:
             raise RayddError("--random-ipc samples real clips: give --data a prepared dataset, not a distilled set")
         distilled = load_distilled(data)
         reference = open_prepared(test or distilled.dataset_uri)
         _check_compatible(reference, distilled.classes, distilled.clip_shape, f"distilled set {data}")
         kind, train_clips, method = DISTILLED, len(distilled.labels), distilled.metadata.get("method", "")
+        storage_ratio = distilled.metadata.get("storage_ratio")
+        if stills_only:
+            parts = load_static_dynamic(data)
+            kind, train_clips, storage_ratio = STILLS_ONLY, len(parts.static_NCHW), parts.stills_storage_ratio()
+        elif representation == STATIC_DYNAMIC and repair:
+            train_clips = len(distilled.classes) * distilled.metadata["ipc"]
     else:
         source = open_prepared(data)
         reference = open_prepared(test) if test else source
@@ -40,6 +59,7 @@ def plan_evaluation(
         kind, method = (RANDOM_REAL, "") if random_ipc else (REAL, "")
         counts = source.manifest.metadata["class_counts"]["train"].values()
         train_clips = sum(min(random_ipc, n) for n in counts) if random_ipc else sum(counts)
+        storage_ratio = 1.0 if random_ipc else None
     chosen = preset if preset != "auto" else (FREPO if method.startswith("frepo") else STANDARD)
     preset_lr, preset_epochs = lr_and_epochs(model, chosen)
     tasks = tuple(
@@ -47,10 +67,11 @@ def plan_evaluation(
             run=run,
             settings=TrainSettings(model, epochs or preset_epochs, lr or preset_lr, batch_size, momentum, weight_decay, seed + run),
             kind=kind, data_uri=data, test_uri=str(reference.location), random_ipc=random_ipc, device=device,
+            protocol=protocol,
         )  # fmt: skip
         for run in range(runs)
     )
-    return EvaluationPlan(tasks=tasks, kind=kind, reference=reference, train_clips=train_clips)
+    return EvaluationPlan(tasks, kind, reference, train_clips, storage_ratio, protocol)
 
 
 def _check_compatible(reference: PreparedDataset, classes: tuple[str, ...], clip_shape: tuple[int, ...], what: str) -> None:

@@ -10,11 +10,14 @@ import dataclasses
 
 from raydd.data.reader import open_prepared
 from raydd.devices import pick_device
-from raydd.distilled_set import load_distilled
-from raydd.evaluation.sources import RealClips, TensorClips, random_per_class
+from raydd.distilled_set import STATIC_DYNAMIC, load_distilled, load_static_dynamic
+from raydd.evaluation.pairing import RepairedStaticDynamic
+from raydd.evaluation.protocols import RAYDD, get_protocol
+from raydd.evaluation.sources import BatchSource, RealClips, TensorClips, random_per_class
 from raydd.evaluation.train import RunResult, TrainSettings, train_and_test
+from raydd.storage import read_manifest, resolve
 
-REAL, RANDOM_REAL, DISTILLED = "real", "random-real", "distilled"
+REAL, RANDOM_REAL, DISTILLED, STILLS_ONLY = "real", "random-real", "distilled", "stills-only"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,28 +29,42 @@ class RunTask:
     test_uri: str
     random_ipc: int = 0
     device: str = "auto"
+    protocol: str = RAYDD
 
 
 def execute(task: RunTask) -> RunResult:
     """Build the training set of ``task``, train a fresh model, score it on the real test split."""
     device = pick_device(task.device)
+    protocol = get_protocol(task.protocol)
     reference = open_prepared(task.test_uri)
     test = RealClips(reference.split("test"), reference.mean, reference.std)
-    if task.kind == DISTILLED:
-        distilled = load_distilled(task.data_uri)
-        train = TensorClips(distilled.videos_NCTHW, distilled.labels)
-    else:
-        source = open_prepared(task.data_uri)
-        videos = source.split("train")
-        chosen = random_per_class(videos.labels, task.random_ipc, len(source.classes), task.settings.seed) if task.kind == RANDOM_REAL else None
-        train = RealClips(videos, reference.mean, reference.std, chosen)
-    every = max(1, task.settings.epochs // 5)
+    train = training_set(task, reference.mean, reference.std, len(reference.classes))
+    passes = protocol.passes(task.settings.epochs)
+    every = max(1, passes // 5)
 
     def report(epoch: int, loss: float) -> None:
-        if (epoch + 1) % every == 0 or epoch + 1 == task.settings.epochs:
-            print(f"[run {task.run}] epoch {epoch + 1}/{task.settings.epochs} train loss {loss:.4f}", flush=True)
+        if (epoch + 1) % every == 0 or epoch + 1 == passes:
+            print(f"[run {task.run}] epoch {epoch + 1}/{passes} train loss {loss:.4f}", flush=True)
 
     return train_and_test(
         task.settings, train, test, num_classes=len(reference.classes), clip_shape=tuple(reference.manifest.metadata["clip_shape"]),
-        device=device, run=task.run, on_epoch=report,
+        device=device, run=task.run, on_epoch=report, protocol=protocol,
     )  # fmt: skip
+
+
+def training_set(task: RunTask, mean: tuple[float, ...], std: tuple[float, ...], num_classes: int) -> BatchSource:
+    """What ``task`` trains on, as its protocol presents it."""
+    if task.kind == STILLS_ONLY:
+        return TensorClips(*load_static_dynamic(task.data_uri).still_videos())
+    if task.kind == DISTILLED:
+        representation = read_manifest(resolve(task.data_uri)).metadata.get("representation")
+        if representation == STATIC_DYNAMIC and get_protocol(task.protocol).repair_static_dynamic:
+            return RepairedStaticDynamic(load_static_dynamic(task.data_uri), seed=task.settings.seed)
+        distilled = load_distilled(task.data_uri)
+        return TensorClips(distilled.videos_NCTHW, distilled.labels)
+    source = open_prepared(task.data_uri)
+    videos = source.split("train")
+    chosen = None
+    if task.kind == RANDOM_REAL:
+        chosen = random_per_class(videos.labels, task.random_ipc, num_classes, task.settings.seed)
+    return RealClips(videos, mean, std, chosen)

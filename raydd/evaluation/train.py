@@ -1,7 +1,9 @@
 """Train one fresh network on a batch source and score it on the test split, final epoch only.
 
-There is no model selection on the test set (the reference evaluation picks its best test epoch;
-raydd reports the last one). Image models (the frame-only ConvNet) see one random frame per clip
+There is no model selection on the test set (the reference's distillation scripts keep the best
+evaluation over iterations; raydd reports the last epoch of one evaluation). The protocol
+(:mod:`raydd.evaluation.protocols`) decides the passes, the lr cut, the batch re-standardisation and
+MiniC3D's head. Image models (the frame-only ConvNet) see one random frame per clip
 while training and the middle frame when tested.
 """
 
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raydd.errors import RayddError
+from raydd.evaluation.protocols import PROTOCOLS, RAYDD, Protocol
 from raydd.evaluation.sources import BatchSource
 from raydd.models.registry import IMAGE_MODELS, build_model
 
@@ -66,17 +69,34 @@ def train_and_test(
     device: torch.device,
     run: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
+    protocol: Protocol = PROTOCOLS[RAYDD],
 ) -> RunResult:
-    """SGD (momentum, weight decay), lr x0.1 at half the epochs; returns final-epoch test accuracy."""
+    """SGD (momentum, weight decay), lr x0.1 once (where the protocol says); returns final-epoch test accuracy."""
     started = time.perf_counter()
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    model = build_model(settings.model, num_classes=num_classes, clip_shape=clip_shape).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[max(1, settings.epochs // 2)], gamma=0.1)
-    to_input = frame_picker(settings.model)
+    head = {"head": protocol.head} if settings.model == "minic3d" else {}
+    model = build_model(settings.model, num_classes=num_classes, clip_shape=clip_shape, **head).to(device)
+
+    def sgd(lr: float) -> torch.optim.Optimizer:
+        momentum, weight_decay = settings.momentum, settings.weight_decay
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    optimizer = sgd(settings.lr)
+    picker = frame_picker(settings.model)
+
+    def to_input(videos: torch.Tensor, training: bool) -> torch.Tensor:
+        return protocol.prepare(picker(videos, training))
+
     losses = []
-    for epoch in range(settings.epochs):
+    passes, cut = protocol.passes(settings.epochs), protocol.cut_at(settings.epochs)
+    for epoch in range(passes):
+        if epoch == cut:
+            if protocol.fresh_optimizer_at_cut:
+                optimizer = sgd(settings.lr * 0.1)
+            else:
+                for group in optimizer.param_groups:
+                    group["lr"] = settings.lr * 0.1
         model.train()
         order = torch.randperm(len(train), generator=generator)
         total, seen = 0.0, 0
@@ -89,22 +109,28 @@ def train_and_test(
             loss.backward()
             optimizer.step()
             total, seen = total + loss.item() * len(labels), seen + len(labels)
-        schedule.step()
         losses.append(total / seen)
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
-    top1, top5, top_k, per_class = score(model, test, num_classes, device, to_input)
+    top1, top5, top_k, per_class = score(model, test, num_classes, device, to_input, protocol.test_batch_size)
     return RunResult(run, top1, top5, top_k, per_class, tuple(losses), len(train), time.perf_counter() - started)
 
 
 @torch.no_grad()
-def score(model: nn.Module, test: BatchSource, num_classes: int, device: torch.device, to_input) -> tuple[float, float, int, tuple[float, ...]]:  # noqa: ANN001
+def score(
+    model: nn.Module,
+    test: BatchSource,
+    num_classes: int,
+    device: torch.device,
+    to_input,  # noqa: ANN001
+    batch_size: int = 256,
+) -> tuple[float, float, int, tuple[float, ...]]:
     model.eval()
     top_k = min(5, num_classes)
     correct1 = torch.zeros(num_classes)
     correct_k = 0
-    for start in range(0, len(test), 256):
-        videos, labels = test.batch(torch.arange(start, min(start + 256, len(test))), device)
+    for start in range(0, len(test), batch_size):
+        videos, labels = test.batch(torch.arange(start, min(start + batch_size, len(test))), device)
         logits = model(to_input(videos, False))
         best = logits.topk(top_k, dim=1).indices
         hit1 = (best[:, 0] == labels).float().cpu()

@@ -23,9 +23,16 @@ def convnet(*, num_classes: int, clip_shape: tuple[int, int, int, int], depth: i
     return ConvNet(num_classes=num_classes, channels=c, height=h, width=w, depth=depth, net_width=net_width)
 
 
-def minic3d(*, num_classes: int, clip_shape: tuple[int, int, int, int], widths: tuple[int, ...] = (64, 128, 128)) -> nn.Module:
+def minic3d(
+    *,
+    num_classes: int,
+    clip_shape: tuple[int, int, int, int],
+    widths: tuple[int, ...] = (64, 128, 128),
+    head: str = "average",
+) -> nn.Module:
+    """MiniC3D; ``head``: "average" (raydd's) or "dropout-max" (the reference evaluation's), see :class:`MiniC3D`."""
     t, h, w, c = clip_shape
-    return MiniC3D(num_classes=num_classes, channels=c, frames=t, height=h, width=w, widths=tuple(widths))
+    return MiniC3D(num_classes=num_classes, channels=c, frames=t, height=h, width=w, widths=tuple(widths), head=head)
 
 
 def cnn_gru(*, num_classes: int, clip_shape: tuple[int, int, int, int], widths: tuple[int, ...] = (32, 64, 64), hidden: int = 128) -> nn.Module:

@@ -1,0 +1,177 @@
+"""Evaluation protocols without Ray: batch re-standardisation, re-pairing, MiniC3D's heads, the comparison table."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from raydd.config import parse_config
+from raydd.distill.config import DistillConfig
+from raydd.distilled_set import StaticDynamicParts
+from raydd.errors import RayddError
+from raydd.evaluate import EvalConfig
+from raydd.evaluation.pairing import RepairedStaticDynamic
+from raydd.evaluation.protocols import PROTOCOLS, get_protocol
+from raydd.evaluation.report import format_comparison
+from raydd.evaluation.sources import TensorClips
+from raydd.evaluation.train import TrainSettings, train_and_test
+from raydd.models.hallucinator import Hallucinator
+from raydd.models.registry import build_model
+from raydd.pipeline import PipelineConfig
+
+CPU = torch.device("cpu")
+
+
+def test_reference_restandardises_each_batch_and_raydd_does_not() -> None:
+    batch = 3 * torch.randn(4, 3, 2, 5, 5) + 7
+    prepared = PROTOCOLS["reference"].prepare(batch)
+    assert prepared.mean().item() == pytest.approx(0, abs=1e-5) and prepared.std().item() == pytest.approx(1, abs=1e-5)
+    assert PROTOCOLS["raydd"].prepare(batch) is batch
+    with pytest.raises(RayddError, match="unknown evaluation protocol 'paper': use --protocol raydd or reference"):
+        get_protocol("paper")
+
+
+def _losses(protocol: str, scale: float, shift: float) -> tuple[float, ...]:
+    generator = torch.Generator().manual_seed(0)
+    videos = torch.randn(6, 3, 4, 16, 16, generator=generator)
+    labels = torch.arange(3).repeat(2)
+    train = TensorClips(scale * videos + shift, labels)
+    settings = TrainSettings("minic3d", epochs=2, lr=0.01, batch_size=6, seed=1)  # no normalisation layer in MiniC3D
+    test = TensorClips(videos, labels)
+    result = train_and_test(
+        settings, train, test, num_classes=3, clip_shape=(4, 16, 16, 3), device=CPU, protocol=PROTOCOLS[protocol]
+    )
+    return result.losses
+
+
+def test_training_sees_restandardised_batches_only_under_the_reference_protocol() -> None:
+    """Re-standardised batches make the training blind to an affine change of the whole training set."""
+    assert _losses("reference", 5.0, 3.0) == pytest.approx(_losses("reference", 1.0, 0.0), rel=1e-4)
+    assert _losses("raydd", 5.0, 3.0) != pytest.approx(_losses("raydd", 1.0, 0.0), rel=1e-2)
+
+
+def test_the_reference_runs_one_extra_pass_and_cuts_the_lr_later() -> None:
+    raydd, reference = PROTOCOLS["raydd"], PROTOCOLS["reference"]
+    assert (raydd.passes(10), raydd.cut_at(10)) == (10, 5)
+    assert (reference.passes(10), reference.cut_at(10)) == (11, 7)  # lr x0.1 after pass 6 (Epoch // 2 + 1)
+    assert len(_losses("reference", 1.0, 0.0)) == 3 and len(_losses("raydd", 1.0, 0.0)) == 2
+
+
+def _parts(num_classes: int = 2, ipc: int = 2, frames: int = 4) -> StaticDynamicParts:
+    spc = dpc = 2 * ipc
+    static = torch.randn(num_classes * spc, 3, 8, 8)
+    dynamic = torch.randn(num_classes * dpc, 1, frames, 4, 4)
+    meta = {
+        "classes": [f"c{i}" for i in range(num_classes)],
+        "clip_shape": [frames, 8, 8, 3],
+        "ipc": ipc,
+        "spc": spc,
+        "dpc": dpc,
+        "full_video_values_per_class": frames * 8 * 8 * 3,
+    }
+    return StaticDynamicParts(static, dynamic, Hallucinator(frames=frames).requires_grad_(False), meta)
+
+
+def test_repairing_draws_fresh_pairs_from_each_slot_and_keeps_labels() -> None:
+    parts = _parts()
+    source = RepairedStaticDynamic(parts, seed=3)
+    slots = torch.arange(len(source))
+    assert len(source) == 4 and source.labels.tolist() == [0, 0, 1, 1]
+    seen: list[set[tuple[int, int]]] = [set() for _ in slots]
+    for _ in range(40):
+        static_index, dynamic_index = source.draw(slots)
+        for slot, s, d in zip(slots.tolist(), static_index.tolist(), dynamic_index.tolist()):
+            seen[slot].add((s, d))
+    for slot, pairs in enumerate(seen):  # slot k of class c owns stills/memories c*4 + 2k + {0, 1}
+        own = {4 * (slot // 2) + 2 * (slot % 2) + i for i in (0, 1)}
+        assert pairs == {(s, d) for s in own for d in own}
+    fetches = [source.batch(slots, CPU) for _ in range(6)]
+    assert all(labels.tolist() == [0, 0, 1, 1] for _, labels in fetches)
+    assert fetches[0][0].shape == (4, 3, 4, 8, 8)
+    assert any(not torch.equal(videos, fetches[0][0]) for videos, _ in fetches[1:])
+
+
+def test_a_fetch_renders_the_drawn_pair_through_h() -> None:
+    parts = _parts()
+    source, twin = RepairedStaticDynamic(parts, seed=5), RepairedStaticDynamic(parts, seed=5)
+    slots = torch.tensor([3, 0, 2])
+    videos, labels = source.batch(slots, CPU)
+    static_index, dynamic_index = twin.draw(slots)
+    expected = parts.hallucinator(parts.static_NCHW[static_index], parts.dynamic_NCTHW[dynamic_index])
+    assert torch.allclose(videos, expected)
+    assert labels.tolist() == [1, 0, 1]
+
+
+def test_repairing_refuses_stills_that_do_not_split_into_slots() -> None:
+    parts = _parts()
+    meta = {**parts.metadata, "spc": 3}
+    odd = StaticDynamicParts(parts.static_NCHW[:6], parts.dynamic_NCTHW, parts.hallucinator, meta)
+    with pytest.raises(RayddError, match="3 stills .* 2 video slots.*--protocol raydd"):
+        RepairedStaticDynamic(odd, seed=0)
+
+
+def test_still_videos_repeat_each_still_over_the_frames() -> None:
+    parts = _parts(num_classes=3, ipc=1, frames=5)
+    videos, labels = parts.still_videos()
+    assert videos.shape == (6, 3, 5, 8, 8) and labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert all(torch.equal(videos[:, :, t], parts.static_NCHW) for t in range(5))
+    assert parts.stills_storage_ratio() == pytest.approx(2 / 5)  # 2 stills a class against one 5-frame video
+
+
+def test_dropout_max_head_keeps_parameters_and_embed_and_takes_the_max_over_time() -> None:
+    torch.manual_seed(0)
+    average = build_model("minic3d", num_classes=7, clip_shape=(8, 32, 32, 3), widths=(8, 16, 16))
+    reference = build_model("minic3d", num_classes=7, clip_shape=(8, 32, 32, 3), widths=(8, 16, 16), head="dropout-max")
+    reference.load_state_dict(average.state_dict())  # same parameter layout
+    videos = torch.randn(5, 3, 8, 32, 32)
+    assert torch.equal(average.embed(videos), reference.embed(videos))
+    reference.eval()
+    logits = reference(videos)
+    assert logits.shape == (5, 7) and torch.equal(logits, reference(videos))  # eval: deterministic
+    features = reference.features(videos)  # (5, 16, 2, 1, 1) at 8x32x32
+    per_time = reference.classifier((features[:, :, :-1] + features[:, :, 1:]) / 2)  # 2-frame average, stride 1
+    assert torch.allclose(logits, per_time.flatten(2).max(dim=2).values, atol=1e-6)
+    reference.train()
+    assert not torch.equal(reference(videos), reference(videos))  # dropout 0.5 while training
+    with pytest.raises(ValueError, match="head must be one of"):
+        build_model("minic3d", num_classes=7, clip_shape=(8, 32, 32, 3), head="max")
+
+
+def _metrics(top1: float, protocol: str = "raydd", groups: bool = True) -> dict[str, object]:
+    metrics: dict[str, object] = {"top1_mean": top1, "top1_std": 1.25, "protocol": protocol}
+    if groups:
+        metrics.update(static_top1_mean=top1 + 10, static_top1_std=2.0)
+        metrics.update(dynamic_top1_mean=top1 - 10, dynamic_top1_std=3.0)
+    return metrics
+
+
+def test_comparison_table_names_the_protocol_and_the_gain_over_random() -> None:
+    rows = {
+        "dm static-dynamic": (0.92, _metrics(31.5)),
+        "stills only": (0.4, _metrics(20.0, groups=False)),
+        "random real clips": (1.0, _metrics(25.0)),
+        "full train split": (None, _metrics(90.0)),
+    }
+    lines = format_comparison(rows, protocol="raydd", title="builtin, IPC 1").splitlines()
+    assert lines[0].startswith("builtin, IPC 1 (protocol raydd;") and "gain" in lines[1]
+    by_name = {line[:17].strip(): line.split() for line in lines[2:]}
+    expected = ["0.920x", "31.5", "±", "1.2", "41.5", "±", "2.0", "21.5", "±", "3.0", "+6.5"]
+    assert by_name["dm static-dynamic"][2:] == expected
+    assert by_name["stills only"][-3:] == ["-", "-", "-5.0"] and by_name["random real clips"][-1] == "+0.0"
+    assert by_name["full train split"][3] == "-" and by_name["full train split"][-1] == "+65.0"
+    without_random = format_comparison({"a": (1.0, _metrics(3.0))}, protocol="raydd", title="t")
+    assert without_random.splitlines()[-1].split()[-1] == "-"
+    mixed = {**rows, "random real clips": (1.0, _metrics(25.0, "reference"))}
+    refusal = "'random real clips' was evaluated under protocol 'reference'.*--protocol raydd"
+    with pytest.raises(RayddError, match=refusal):
+        format_comparison(mixed, protocol="raydd", title="t")
+
+
+def test_distill_and_pipeline_accept_the_protocol() -> None:
+    assert EvalConfig().protocol == "reference"  # the default, chosen from evidence (protocols.py)
+    assert parse_config(DistillConfig, [], "raydd.distill")[0].eval_protocol == "reference"
+    config, _ = parse_config(DistillConfig, ["--eval-protocol", "reference"], "raydd.distill")
+    assert config.eval_protocol == "reference"
+    assert parse_config(PipelineConfig, ["--protocol", "reference"], "raydd.pipeline")[0].protocol == "reference"
+    with pytest.raises(SystemExit):
+        parse_config(DistillConfig, ["--eval-protocol", "paper"], "raydd.distill")
