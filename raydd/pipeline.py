@@ -1,7 +1,8 @@
 """``python -m raydd.pipeline``: the whole pipeline on one dataset, end to end.
 
-prepare -> experts (MTT only) -> distil static-dynamic -> distil naive at the same IPC -> evaluate both
-and random real clips at that IPC, then one table. With no flags it runs on the built-in dataset in a
+prepare -> experts (MTT only) -> distil static-dynamic -> distil naive at the same IPC -> evaluate both,
+the static-dynamic set's stage-1 stills alone (what stage 2 adds) and random real clips at that IPC under
+one protocol, then one table with storage, static/dynamic class groups and the gain over random. With no flags it runs on the built-in dataset in a
 few minutes on 2 CPU cores.
 """
 
@@ -16,6 +17,7 @@ from raydd.config import check, check_choice, option, parse_config, run_command
 from raydd.data.specs import dataset_names
 from raydd.distill.presets import METHODS
 from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES
+from raydd.evaluation.report import RANDOM_REAL_ROW, format_comparison
 from raydd.prepare import DEFAULT_STORE
 
 # Experts for the built-in dataset: small MiniC3D / ConvNet (width 32), a batch small enough to take
@@ -30,10 +32,11 @@ class PipelineConfig:
     method: str = option("dm", "base method", choices=METHODS)
     ipc: int = option(1, "instances per class")
     store: str = option(DEFAULT_STORE, "store URI for every stage's output and mlflow.db")
-    eval_runs: int = option(3, "evaluation runs per training set (mean ± std)")
+    eval_runs: int = option(5, "evaluation runs per training set (mean ± std)")
     eval_epochs: int = option(100, "evaluation epochs (the paper's 500 for MiniC3D is GPU-sized; 100 keeps this to minutes on CPU)")
     iterations: int | None = option(None, "distillation iterations per stage (default: the preset's)")
     protocol: str = option(DEFAULT_PROTOCOL, "evaluation protocol of every row", choices=PROTOCOL_NAMES)
+    seed: int = option(0, "seed of the distillations and of evaluation run 0 (run i uses seed + i)")
     workers: int = option(1, "Ray Train workers per distillation")
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
 
@@ -53,7 +56,8 @@ def _flags(**values: Any) -> list[str]:
 
 
 def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Any]]:
-    """Returns {row name: {storage_ratio, metrics}} for static-dynamic, naive and random real clips."""
+    """Returns {row name: {storage_ratio, metrics, output}} for static-dynamic, naive, stills only and random real
+    clips, every row evaluated here under ``config.protocol`` (the distillations run no closing evaluation)."""
     from raydd.distill.config import DistillConfig
     from raydd.distill.pipeline import distill
     from raydd.evaluate import EvalConfig, evaluate
@@ -66,31 +70,35 @@ def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Any]]:
         extra = BUILTIN_EXPERTS if config.dataset == "builtin" else []
         for model in ("minic3d", "convnet"):
             experts(parse_config(ExpertsConfig, ["--dataset", config.dataset, "--model", model, *_flags(**common), *extra], "raydd.experts")[0])
-    rows: dict[str, dict[str, Any]] = {}
+    outputs = {}
     for paradigm in ("static-dynamic", "naive"):
-        argv = _flags(dataset=config.dataset, method=config.method, paradigm=paradigm, ipc=config.ipc, iterations=config.iterations, workers=config.workers,
-                      eval_runs=config.eval_runs, eval_epochs=config.eval_epochs, **common)  # fmt: skip
-        argv += ["--eval-protocol", config.protocol]
-        outcome = distill(parse_config(DistillConfig, argv, "raydd.distill")[0])
-        rows[f"{config.method} {paradigm}"] = {"storage_ratio": outcome.manifest.metadata["storage_ratio"], "metrics": outcome.evaluation, "output": outcome.output}
+        argv = _flags(
+            dataset=config.dataset, method=config.method, paradigm=paradigm, ipc=config.ipc, iterations=config.iterations,
+            workers=config.workers, seed=config.seed, eval_runs=0, **common,
+        )
+        outputs[paradigm] = distill(parse_config(DistillConfig, argv, "raydd.distill")[0]).output
     dataset_uri = f"{config.store.rstrip('/')}/datasets/{config.dataset}"
-    random = evaluate(EvalConfig(data=dataset_uri, random_ipc=config.ipc, runs=config.eval_runs, epochs=config.eval_epochs, **common,
-                                 protocol=config.protocol))
-    rows["random real clips"] = {"storage_ratio": 1.0, "metrics": random, "output": dataset_uri}
+    sets = {
+        f"{config.method} static-dynamic": {"data": outputs["static-dynamic"]},
+        f"{config.method} naive": {"data": outputs["naive"]},
+        "stills only (stage 1)": {"data": outputs["static-dynamic"], "stills_only": True},
+        RANDOM_REAL_ROW: {"data": dataset_uri, "random_ipc": config.ipc},
+    }
+    rows: dict[str, dict[str, Any]] = {}
+    for name, training_set in sets.items():
+        settings = EvalConfig(
+            **training_set, runs=config.eval_runs, epochs=config.eval_epochs, protocol=config.protocol, seed=config.seed, **common
+        )
+        metrics = evaluate(settings)
+        rows[name] = {"storage_ratio": metrics.get("storage_ratio", 1.0), "metrics": metrics, "output": training_set["data"]}
     print(format_table(rows, config))
     return rows
 
 
 def format_table(rows: dict[str, dict[str, Any]], config: PipelineConfig) -> str:
-    lines = [
-        f"\n{config.dataset}, IPC {config.ipc}, MiniC3D trained {config.eval_epochs} epochs, {config.eval_runs} runs (top-1 %, mean ± std, final epoch)",
-        f"{'training set':<24} {'storage':>8} {'top-1':>14} {'static':>14} {'dynamic':>14}",
-    ]
-    for name, row in rows.items():
-        m = row["metrics"]
-        cells = [f"{m[k + '_mean']:.1f} ± {m[k + '_std']:.1f}" if k + "_mean" in m else "-" for k in ("top1", "static_top1", "dynamic_top1")]
-        lines.append(f"{name:<24} {row['storage_ratio']:>7.3f}x {cells[0]:>14} {cells[1]:>14} {cells[2]:>14}")
-    return "\n".join(lines)
+    title = f"\n{config.dataset}, IPC {config.ipc}, MiniC3D trained {config.eval_epochs} epochs, {config.eval_runs} runs"
+    table = {name: (row["storage_ratio"], row["metrics"]) for name, row in rows.items()}
+    return format_comparison(table, protocol=config.protocol, title=title)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
