@@ -63,5 +63,9 @@ def nearest_row(method: str, paradigm: str, ipc: int, clip_shape: tuple[int, ...
     keys = [k for k in TABLES if k[0] == method and k[1] == paradigm and k[2] in TABLE_DATASETS]
     if not keys:
         return None
-    best = min(keys, key=lambda k: (abs(math.log(k[3] / ipc)), shape_distance(ours, row_shape(k[2])), order.index(k[2])))
+
+    def distance(key: tuple[str, str, str, int]) -> tuple[float, float, int]:
+        return abs(math.log(key[3] / ipc)), shape_distance(ours, row_shape(key[2])), order.index(key[2])
+
+    best = min(keys, key=distance)
     return Borrowed(best[2], best[3], shape_distance(ours, row_shape(best[2])), dict(TABLES[best]))

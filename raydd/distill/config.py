@@ -51,8 +51,10 @@ PRESET_HELP = {
     "match_features": "DM: match the flattened feature map (map, the reference) or globally pooled features (pooled)",
     "network_width": "width of the matching networks (ConvNet; MiniC3D w/2, w, w)",
 }
-# Stage 1's method when --static-method is not given (None: the base method); see README "Stage 1".
-DEFAULT_STATIC_METHOD: str | None = None
+# Stage 1's method when --static-method is not given, wherever the tables give it settings for the dataset (builtin,
+# and folder datasets, which borrow builtin's row); elsewhere the base method. DC is the reference's choice for
+# every base method, and on builtin its stills train a frame-only ConvNet better than DM's (issue 12's evidence).
+DEFAULT_STATIC_METHOD = "dc"
 # What stage 1 takes from its own method's row when that method is not the base method's.
 STAGE1_FIELDS = (
     "lr_static", "momentum", "batch_real", "batch_syn", "syn_steps", "expert_epochs", "max_start_epoch", "lr_teacher",
@@ -73,7 +75,8 @@ class _RunFields:
     static_method: str | None = option(
         None, "static-dynamic: the method that learns stage 1's still images (on single frames, image ConvNet; "
         "it takes lr_static, momentum, batch_real and MTT's fields from its own preset row); default: "
-        f"{DEFAULT_STATIC_METHOD or 'the base method'}", choices=METHODS,
+        f"{DEFAULT_STATIC_METHOD} where the preset tables have a {DEFAULT_STATIC_METHOD} row for the dataset (builtin, "
+        "folder), else the base method", choices=METHODS,
     )  # fmt: skip
     ipc: int = option(1, "instances per class (storage budget of IPC full videos)")
     store: str = option(DEFAULT_STORE, "store URI (path, file://, s3://...): reads datasets/ and experts/, writes distill/ and distilled/")
@@ -147,7 +150,12 @@ def _validate(config: Any) -> None:
 
 def _stage1_method(config: Any) -> str:
     """The method that learns stage 1's still images."""
-    return config.static_method or DEFAULT_STATIC_METHOD or config.method
+    if config.static_method is not None:
+        return config.static_method
+    default = DEFAULT_STATIC_METHOD
+    if borrows(config.dataset) or table_preset(default, STATIC_DYNAMIC, config.dataset, config.ipc) is not None:
+        return default
+    return config.method
 
 
 def _borrowed(config: Any, method: str | None = None, paradigm: str | None = None) -> Borrowed | None:

@@ -120,14 +120,20 @@ def distill(config: Any) -> DistillOutcome:
             image_experts = None
             if static_method == "mtt" and not config.static:
                 image_experts = _experts_uri(config, store, dataset, "convnet")
-            static_spec = dataclasses.replace(base, stage=STATIC, method=static_method, preset=static_preset, experts_uri=image_experts)
-            static_uri = config.static or store.child("distill", "static", dataset.spec.name, f"{static_method}-spc{static_spec.per_class}-{_stage_key(static_spec, STAGE2_ONLY)}-{preset.iterations}it").uri
+            static_spec = dataclasses.replace(
+                base, stage=STATIC, method=static_method, preset=static_preset, experts_uri=image_experts
+            )
+            stage1_key = _stage_key(static_spec, STAGE2_ONLY)
+            static_name = f"{static_method}-spc{static_spec.per_class}-{stage1_key}-{preset.iterations}it"
+            static_uri = config.static or store.child("distill", "static", dataset.spec.name, static_name).uri
             if static_exists(static_uri):
                 print(f"stage 1: reusing the still images at {static_uri}", flush=True)
             else:
                 state = _fit(static_spec, run_settings, runs, tracker)
                 labels = torch.arange(len(dataset.classes)).repeat_interleave(static_spec.per_class)
-                write_static(static_uri, state["synthetic"]["values"], labels, {"dataset_uri": str(dataset.location.uri), "method": static_method, "preset": static_preset.to_dict()})
+                about = {"dataset_uri": str(dataset.location.uri), "method": static_method}
+                about["preset"] = static_preset.to_dict()
+                write_static(static_uri, state["synthetic"]["values"], labels, about)
             _log_stills(tracker, static_uri, dataset)
             spec = dataclasses.replace(base, stage=DYNAMIC, static_uri=static_uri, experts_uri=video_experts)
             state = _fit(spec, last, runs, tracker)

@@ -6,7 +6,8 @@ max_start_epoch 10, H the single Conv3D (ConvTranspose for DM+static-dynamic on 
 SPC = DPC = 2 x IPC with one-channel dynamic memories of T frames at full resolution (the reference
 scripts' --spc 2 --dpc 2 per video), and a learned synthetic lr except for naive MTT on MiniUCF IPC 1.
 
-``builtin`` presets are raydd's own: sized so the whole pipeline runs in minutes on 2 CPU cores.
+``builtin`` presets are raydd's own: sized so the whole pipeline runs in minutes on 2 CPU cores. DC
+(gradient matching) has builtin rows only: neither the seed nor the reference scripts give DC settings.
 A preset file (``--preset FILE``, written by ``python -m raydd.tune``) is a JSON object of these
 fields; any field it omits keeps the table's value.
 """

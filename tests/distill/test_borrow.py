@@ -38,7 +38,8 @@ def test_a_folder_dataset_distils_with_no_lr_flags_and_says_which_preset_it_borr
     source = folder_tree(tmp_path / "videos", classes=("cat", "dog", "eel"), per_class=4)
     store = str(tmp_path / "store")
     prepare(PrepareConfig(dataset="folder", source=str(source), store=store, frames=4, height=16, width=16))
-    tiny = ["--iterations", "2", "--checkpoint-every", "2", "--network-width", "8", "--batch-real", "2", "--eval-runs", "0"]
+    tiny = ["--iterations", "2", "--checkpoint-every", "2", "--network-width", "8", "--batch-real", "2"]
+    tiny += ["--eval-runs", "0"]
     assert main(["--store", store, "--dataset", "folder", *tiny]) == 0
     out = capsys.readouterr().out
     (line,) = [line for line in out.splitlines() if line.startswith("preset: ")]
@@ -48,7 +49,8 @@ def test_a_folder_dataset_distils_with_no_lr_flags_and_says_which_preset_it_borr
     params = run.data.params
     builtin = TABLES[("dm", "static-dynamic", "builtin", 1)]
     assert params["preset.borrowed_from"] == "builtin/ipc1"
-    assert float(params["preset.lr_dynamic"]) == builtin["lr_dynamic"] and float(params["preset.lr_hal"]) == builtin["lr_hal"]
+    assert float(params["preset.lr_dynamic"]) == builtin["lr_dynamic"]
+    assert float(params["preset.lr_hal"]) == builtin["lr_hal"]
     assert (Path(store) / "distilled" / "folder").is_dir()
     # Naive distillation borrows the naive row.
     assert main(["--store", store, "--dataset", "folder", "--paradigm", "naive", "--ipc", "2", *tiny]) == 0

@@ -40,7 +40,9 @@ MTT = Preset(
     expert_epochs=1, max_start_epoch=2, lr_teacher=0.05, learn_lr=True, lr_lr=1e-5, network_width=8,
 )
 FREPO = Preset(iterations=3, lr_img=1e-2, lr_static=1e-2, lr_dynamic=1e-3, lr_hal=1e-5, batch_real=16, network_width=8)
-DC = Preset(iterations=3, lr_img=30.0, lr_static=3.0, lr_dynamic=30.0, lr_hal=1e-3, momentum=0.5, batch_real=4, network_width=8)
+DC = Preset(
+    iterations=3, lr_img=30.0, lr_static=3.0, lr_dynamic=30.0, lr_hal=1e-3, momentum=0.5, batch_real=4, network_width=8
+)
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,15 @@ def test_dc_as_the_base_method_of_naive_distillation_runs(store: str) -> None:
     assert _run(store).data.tags["raydd.method"] == "dc-naive"
 
 
+def test_stage_one_is_dc_by_default_where_the_tables_give_dc_settings() -> None:
+    assert DistillConfig(method="dm").stage1_method() == "dc"  # builtin
+    assert DistillConfig(method="mtt", dataset="folder").stage1_method() == "dc"  # borrows builtin's DC row
+    assert DistillConfig(method="dm", dataset="miniucf").stage1_method() == "dm"  # the seed gives no DC settings
+    assert DistillConfig(method="dm", static_method="frepo").stage1_method() == "frepo"
+    dc = table_preset("dc", "static-dynamic", "builtin", 1)
+    assert DistillConfig(method="dm").static_preset().lr_static == dc.lr_static
+
+
 def test_stage_one_takes_its_fields_from_its_own_methods_row() -> None:
     own = DistillConfig(method="mtt", static_method="mtt")
     assert own.static_preset() == own.resolved_preset() == table_preset("mtt", "static-dynamic", "builtin", 1)
@@ -69,7 +78,7 @@ def test_stage_one_takes_its_fields_from_its_own_methods_row() -> None:
     flagged = DistillConfig(method="frepo", static_method="dc", lr_static=0.5, momentum=0.1).static_preset()
     assert (flagged.lr_static, flagged.momentum) == (0.5, 0.1)
     # DC has no row for a paper dataset: stage 1 then needs its lr, and the error names every way out.
-    expected = "no preset for stage 1 with --static-method dc on miniucf at IPC 1: pass --lr-static LR, --static-method dm"
+    expected = "no preset for stage 1 with --static-method dc on miniucf at IPC 1: pass --lr-static LR, --static-method"
     with pytest.raises(RayddError, match=expected):
         DistillConfig(dataset="miniucf", method="dm", static_method="dc").resolved_preset()
     given = DistillConfig(dataset="miniucf", method="dm", static_method="dc", lr_static=0.1)

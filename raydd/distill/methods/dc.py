@@ -5,7 +5,8 @@ batch of its real clips points, layer by layer, under a freshly initialised netw
 The distance is the paper's: for every weight tensor with an output dimension (conv and linear
 weights), one minus the cosine between the real and synthetic gradients of each output unit, summed
 over units, layers and classes. One-dimensional parameters (biases, norm scales) count zero, as in
-the reference, so their gradients are never computed.
+the reference, so their gradients are never computed. A unit's weights are everything but the output
+dimension, for MiniC3D's Conv3d weights too (the reference's distance knows only image-network shapes).
 
 How much a sample covers: one outer loop at the network's initialisation, no inner training. That is
 what the reference's ``get_loops`` uses at IPC 1 and 5 (1 outer, 1 inner: its loop ends before the
