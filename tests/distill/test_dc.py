@@ -93,7 +93,7 @@ def test_a_few_iterations_lower_the_matching_loss_on_held_out_samples(dataset_ur
 
 def test_steps_on_one_sample_lower_its_loss_for_videos(dataset_uri: str) -> None:
     """Naive videos through MiniC3D: the update goes down the matching loss (the gradient's sign and scale)."""
-    preset = Preset(iterations=5, lr_img=3.0, momentum=0.0, batch_real=8, network_width=8)
+    preset = Preset(iterations=5, lr_img=1.0, momentum=0.0, batch_real=8, network_width=8)
     spec = StageSpec(stage="naive", method="dc", dataset_uri=dataset_uri, ipc=1, preset=preset, seed=3)
     distiller = build_stage(spec, SingleProcess(), CPU)
     seed = sample_seed(3, "naive", 0, 0)  # the sample that iteration 0 runs
@@ -102,4 +102,4 @@ def test_steps_on_one_sample_lower_its_loss_for_videos(dataset_uri: str) -> None
         distiller.step(0)
         losses.append(_loss(distiller, [seed]))
     assert all(after < before for before, after in zip(losses, losses[1:])), losses
-    assert losses[-1] < 0.9 * losses[0]
+    assert losses[-1] < 0.95 * losses[0]
