@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int)
     parser.add_argument("--clamp", action="store_true")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--split", default="test", choices=("test", "val"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -96,7 +97,7 @@ def main() -> None:
     static = set(dataset.spec.static_classes)
     groups = [i for i, name in enumerate(dataset.classes) if name in static]
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         started = time.perf_counter()
         stills, labels = _stills(args, dataset, fit, seed)
         videos = stills.unsqueeze(2).expand(-1, -1, clip_shape[0], -1, -1).contiguous()  # a still video per image
