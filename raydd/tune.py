@@ -13,6 +13,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from raydd.cluster import capacity
 from raydd.config import check, option, run_command, to_dict
@@ -91,16 +92,28 @@ def _range(low: float | None, high: float | None, centre: float | None, flag: st
     return low, high
 
 
-def base_preset(config: TuneConfig) -> Preset:
-    """The preset every trial starts from (its lr_dynamic and lr_hal are the sweep's)."""
+def _distill_config(config: TuneConfig, **lrs: float) -> Any:  # noqa: ANN401
     overrides = {k: getattr(config, k) for k in ("iterations", "network_width", "batch_real")}
     fields = {"dataset": config.dataset, "method": config.method, "ipc": config.ipc, "store": config.store}
-    return DistillConfig(**fields, lr_dynamic=1.0, lr_hal=1.0, **overrides).resolved_preset()
+    return DistillConfig(**fields, **lrs, **overrides)
+
+
+def base_preset(config: TuneConfig) -> Preset:
+    """The preset every trial starts from (its lr_dynamic and lr_hal are the sweep's)."""
+    return _distill_config(config, lr_dynamic=1.0, lr_hal=1.0).resolved_preset()
+
+
+def _centre(config: TuneConfig) -> Preset | None:
+    """The preset whose lr_dynamic and lr_hal the sweep's ranges centre on: the table's, or the borrowed row's."""
+    table = table_preset(config.method, "static-dynamic", config.dataset, config.ipc)
+    borrowed = None if table is not None else _distill_config(config).borrowed()
+    return table if borrowed is None else Preset(**borrowed.fields)
 
 
 def tune(config: TuneConfig) -> list[TrialRow]:
     preset = base_preset(config)
-    centre = table_preset(config.method, "static-dynamic", config.dataset, config.ipc)
+    centre = _centre(config)
+    stage1 = _distill_config(config, lr_dynamic=1.0, lr_hal=1.0)
     lr_dynamic = _range(config.lr_dynamic_min, config.lr_dynamic_max, centre and centre.lr_dynamic, "lr_dynamic")
     lr_hal = _range(config.lr_hal_min, config.lr_hal_max, centre and centre.lr_hal, "lr_hal")
     start = {"lr_dynamic": math.sqrt(lr_dynamic[0] * lr_dynamic[1]), "lr_hal": math.sqrt(lr_hal[0] * lr_hal[1])}
@@ -109,6 +122,11 @@ def tune(config: TuneConfig) -> list[TrialRow]:
     name, folder = config.name(), store.child("tune", config.name())
     experts = lambda model: store.child("experts", config.dataset, model).uri if config.method == "mtt" else None  # noqa: E731
     base = StageSpec(stage=STATIC, method=config.method, dataset_uri=dataset.location.uri, ipc=config.ipc, preset=preset, seed=config.seed, device=config.device, experts_uri=experts("convnet"))
+    static_method = stage1.stage1_method()
+    static = dataclasses.replace(
+        base, method=static_method, preset=stage1.static_preset(),
+        experts_uri=store.child("experts", config.dataset, "convnet").uri if static_method == "mtt" else None,
+    )
     trial = TrialSpec(
         stage=dataclasses.replace(base, stage=DYNAMIC, static_uri=folder.child("static").uri, experts_uri=experts("minic3d")),
         validation_fraction=config.validation_fraction, eval_epochs=config.eval_epochs, report_every=max(1, preset.iterations // 20),
@@ -119,7 +137,7 @@ def tune(config: TuneConfig) -> list[TrialRow]:
         print(f"stage 1: reusing the still images at {folder.child('static')}", flush=True)
     else:
         train_indices, _ = trial.split()
-        calls = [(base, train_indices, folder.child("static").uri)]
+        calls = [(static, train_indices, folder.child("static").uri)]
         needs = {"num_cpus": config.cpus_per_trial, "num_gpus": gpus}
         list(run_tasks(fit_static, calls, description="stage 1", weights=[1], unit="stage", max_in_flight=1, **needs))
     parent_file = folder.child("mlflow_parent_run")

@@ -16,6 +16,7 @@ from typing import Any
 from raydd.config import check, check_choice, option
 from raydd.data.specs import dataset_names
 from raydd.devices import DEVICE_CHOICES
+from raydd.distill.borrow import Borrowed, borrows, nearest_row
 from raydd.distill.presets import METHODS, PARADIGMS, Preset, load_preset_file, table_preset
 from raydd.errors import RayddError
 from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES
@@ -51,6 +52,16 @@ PRESET_HELP = {
     "match_features": "DM: match the flattened feature map (map, the reference) or globally pooled features (pooled)",
     "network_width": "width of the matching networks (ConvNet; MiniC3D w/2, w, w)",
 }
+# Stage 1's method when --static-method is not given, wherever the tables give it settings for the dataset (builtin,
+# and folder datasets, which borrow builtin's row); elsewhere the base method. DC is the reference's choice for
+# every base method, and on builtin its stills train a frame-only ConvNet better than DM's (issue 12's evidence).
+DEFAULT_STATIC_METHOD = "dc"
+# What stage 1 takes from its own method's row when that method is not the base method's.
+STAGE1_FIELDS = (
+    "lr_static", "momentum", "batch_real", "batch_syn", "syn_steps", "expert_epochs", "max_start_epoch", "lr_teacher",
+    "learn_lr", "lr_lr",
+)  # fmt: skip
+STATIC_DYNAMIC = "static-dynamic"
 PRESET_CHOICES = {
     "hallucinator": VARIANTS, "init": ("real", "noise"), "hal_init": ("random", "identity"), "pixel_range": ("free", "data"),
     "match_features": ("map", "pooled"),
@@ -62,6 +73,12 @@ class _RunFields:
     dataset: str = option("builtin", "prepared dataset to distil (STORE/datasets/DATASET)", choices=dataset_names())
     method: str = option("dm", "base method", choices=METHODS)
     paradigm: str = option("static-dynamic", "naive (full videos) or static-dynamic (stage 1 images, stage 2 dynamic memories + H)", choices=PARADIGMS)
+    static_method: str | None = option(
+        None, "static-dynamic: the method that learns stage 1's still images (on single frames, image ConvNet; "
+        "it takes lr_static, momentum, batch_real and MTT's fields from its own preset row); default: "
+        f"{DEFAULT_STATIC_METHOD} where the preset tables have a {DEFAULT_STATIC_METHOD} row for the dataset (builtin, "
+        "folder), else the base method", choices=METHODS,
+    )  # fmt: skip
     ipc: int = option(1, "instances per class (storage budget of IPC full videos)")
     store: str = option(DEFAULT_STORE, "store URI (path, file://, s3://...): reads datasets/ and experts/, writes distill/ and distilled/")
     preset: str | None = option(None, "JSON preset file (from python -m raydd.tune) overriding the table's values; flags override it")
@@ -122,6 +139,8 @@ def _validate(config: Any) -> None:
     check_choice(config.method, "method", METHODS)
     check_choice(config.paradigm, "paradigm", PARADIGMS)
     check_choice(config.eval_protocol, "eval_protocol", PROTOCOL_NAMES)
+    if config.static_method is not None:
+        check_choice(config.static_method, "static_method", METHODS)
     for name in ("ipc", "workers", "samples_per_worker", "checkpoint_every"):
         check(getattr(config, name) >= 1, name, "a positive integer")
     check(config.cpus_per_worker is None or config.cpus_per_worker > 0, "cpus_per_worker", "a positive number")
@@ -134,20 +153,77 @@ def _validate(config: Any) -> None:
     check(config.dynamic_std is None or config.dynamic_std >= 0, "dynamic_std", "0 or a positive number")
 
 
-def _resolved_preset(config: Any) -> Preset:
-    table = table_preset(config.method, config.paradigm, config.dataset, config.ipc)
-    fields = table.to_dict() if table is not None else {}
+def _stage1_method(config: Any) -> str:
+    """The method that learns stage 1's still images."""
+    if config.static_method is not None:
+        return config.static_method
+    default = DEFAULT_STATIC_METHOD
+    if borrows(config.dataset) or table_preset(default, STATIC_DYNAMIC, config.dataset, config.ipc) is not None:
+        return default
+    return config.method
+
+
+def _borrowed(config: Any, method: str | None = None, paradigm: str | None = None) -> Borrowed | None:
+    """The nearest table row a dataset without rows (a folder of videos) borrows; None for any other."""
+    method, paradigm = method or config.method, paradigm or config.paradigm
+    if not borrows(config.dataset) or table_preset(method, paradigm, config.dataset, config.ipc) is not None:
+        return None
+    from raydd.data.reader import open_prepared
+
+    dataset = open_prepared(resolve(config.store).child("datasets", config.dataset).uri)
+    clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
+    return nearest_row(method, paradigm, config.ipc, clip_shape, len(dataset.classes))
+
+
+def _table_fields(config: Any, method: str, paradigm: str) -> dict[str, Any] | None:
+    table = table_preset(method, paradigm, config.dataset, config.ipc)
+    if table is not None:
+        return table.to_dict()
+    borrowed = _borrowed(config, method, paradigm)
+    return None if borrowed is None else Preset(**borrowed.fields).to_dict()
+
+
+def _presets(config: Any) -> tuple[Preset, Preset]:
+    """(the run's preset, stage 1's): table (or the borrowed row) -> stage 1's method's row for its
+    STAGE1_FIELDS -> ``--preset FILE`` -> flags."""
+    table = _table_fields(config, config.method, config.paradigm)
+    fields = dict(table or {})
+    stage1 = dict(fields)
+    static_method = _stage1_method(config)
+    if config.paradigm == STATIC_DYNAMIC and static_method != config.method:
+        row = _table_fields(config, static_method, STATIC_DYNAMIC)
+        stage1.update({name: row[name] for name in STAGE1_FIELDS} if row is not None else {"lr_static": None})
+    overrides: dict[str, Any] = {}
     if config.preset:
-        fields.update(load_preset_file(read_bytes(resolve(config.preset)).decode(), config.preset))
-    fields.update({f.name: getattr(config, f.name) for f in dataclasses.fields(Preset) if getattr(config, f.name) is not None})
-    needed = ("lr_img",) if config.paradigm == "naive" else ("lr_static", "lr_dynamic", "lr_hal")
-    missing = [name for name in needed if fields.get(name) is None and not (name == "lr_static" and config.static)]
-    if table is None and missing:
+        overrides.update(load_preset_file(read_bytes(resolve(config.preset)).decode(), config.preset))
+    flags = {f.name: getattr(config, f.name) for f in dataclasses.fields(Preset)}
+    overrides.update({name: value for name, value in flags.items() if value is not None})
+    fields.update(overrides)
+    stage1.update(overrides)
+    needed = ("lr_img",) if config.paradigm == "naive" else ("lr_dynamic", "lr_hal")
+    missing = [name for name in needed if fields.get(name) is None]
+    if config.paradigm == STATIC_DYNAMIC and not config.static and stage1.get("lr_static") is None:
+        missing.insert(0, "lr_static")
+    if missing and table is None:
         raise RayddError(
             f"no preset for {config.method} {config.paradigm} on {config.dataset} at IPC {config.ipc} (the seed's tables have none): "
             f"pass {' '.join('--' + n.replace('_', '-') + ' LR' for n in missing)} or --preset FILE"
         )
-    return Preset(**fields)
+    if missing == ["lr_static"]:
+        raise RayddError(
+            f"no preset for stage 1 with --static-method {static_method} on {config.dataset} at IPC {config.ipc}: "
+            f"pass --lr-static LR, --static-method {config.method} or --preset FILE"
+        )
+    return Preset(**fields), Preset(**stage1)
+
+
+def _resolved_preset(config: Any) -> Preset:
+    return _presets(config)[0]
+
+
+def _static_preset(config: Any) -> Preset:
+    """Stage 1's preset: the run's, with STAGE1_FIELDS from stage 1's method's row when it is not the base method."""
+    return _presets(config)[1]
 
 
 def _settings_hash(data: dict[str, Any]) -> str:
@@ -158,7 +234,8 @@ DistillConfig = dataclasses.make_dataclass(
     "DistillConfig",
     [(f.name, f.type, f) for f in dataclasses.fields(_RunFields)] + _override_fields(),
     frozen=True,
-    namespace={"__post_init__": _validate, "resolved_preset": _resolved_preset, "__module__": __name__,
+    namespace={"__post_init__": _validate, "resolved_preset": _resolved_preset, "static_preset": _static_preset,
+               "stage1_method": _stage1_method, "borrowed": _borrowed, "__module__": __name__,
                "__doc__": "The flags of python -m raydd.distill (run flags + one override per preset field)."},
 )  # fmt: skip
 settings_hash = _settings_hash

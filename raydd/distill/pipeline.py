@@ -59,6 +59,16 @@ def _stage_key(spec: StageSpec, exclude: tuple[str, ...] = ()) -> str:
 def distill(config: Any) -> DistillOutcome:
     started = time.perf_counter()
     preset: Preset = config.resolved_preset()
+    static_method = config.stage1_method()
+    static_preset: Preset = config.static_preset() if config.paradigm != "naive" else preset
+    borrowed = config.borrowed()
+    if borrowed is not None:
+        print(
+            f"preset: {config.dataset} has no preset of its own; borrowed {config.method} {config.paradigm} "
+            f"{borrowed.dataset} IPC {borrowed.ipc} (the nearest row by IPC, clip shape and class count; "
+            "python -m raydd.tune finds better settings)",
+            flush=True,
+        )  # fmt: skip
     store = resolve(config.store)
     require_writable_root(store)
     dataset = open_prepared(store.child("datasets", config.dataset).uri)
@@ -68,7 +78,13 @@ def distill(config: Any) -> DistillOutcome:
         split=config.split,
     )  # fmt: skip
     video_experts = _experts_uri(config, store, dataset, "minic3d") if config.method == "mtt" else None
-    key = settings_hash({"spec": _stage_key(base), "paradigm": config.paradigm, "iterations": preset.iterations, "static": config.static, "workers": config.workers})
+    identity = {
+        "spec": _stage_key(base), "paradigm": config.paradigm, "iterations": preset.iterations, "static": config.static,
+        "workers": config.workers,
+    }  # fmt: skip
+    if config.paradigm != "naive" and static_method != config.method:  # only then: other runs keep their names
+        identity["stage1"] = {"method": static_method, "preset": static_preset.to_dict()}
+    key = settings_hash(identity)
     output = resolve(config.output) if config.output else store.child("distilled", dataset.spec.name, f"{config.method}-{config.paradigm}-ipc{config.ipc}-{key}")
     existing = manifest_or_none(output)
     if existing is not None and not config.overwrite:
@@ -87,6 +103,11 @@ def distill(config: Any) -> DistillOutcome:
     name = f"{config.method}-{config.paradigm}-ipc{config.ipc}-{dataset.spec.name}"
     with mlflow_run(config.store, config.experiment, name, to_dict(config), tags) as tracker:
         tracker.log_params({f"preset.{k}": v for k, v in preset.to_dict().items()})
+        if borrowed is not None:
+            tracker.log_params({"preset.borrowed_from": borrowed.name})
+        if config.paradigm != "naive":
+            stage1 = {f"static_preset.{k}": v for k, v in static_preset.to_dict().items() if v != getattr(preset, k)}
+            tracker.log_params({"stage1.method": static_method, **stage1})
         last = dataclasses.replace(run_settings, fail_at_iteration=config.fail_at_iteration)
         static_uri = None
         if config.paradigm == "naive":
@@ -96,14 +117,23 @@ def distill(config: Any) -> DistillOutcome:
             labels = torch.arange(len(dataset.classes)).repeat_interleave(config.ipc)
             manifest = write_distilled(output.uri, videos, labels, classes=dataset.classes, dataset_uri=str(dataset.location.uri), method=f"{config.method}-naive", ipc=config.ipc, extra=_extra(config, preset))
         else:
-            static_spec = dataclasses.replace(base, stage=STATIC, experts_uri=_experts_uri(config, store, dataset, "convnet") if config.method == "mtt" and not config.static else None)
-            static_uri = config.static or store.child("distill", "static", dataset.spec.name, f"{config.method}-spc{static_spec.per_class}-{_stage_key(static_spec, STAGE2_ONLY)}-{preset.iterations}it").uri
+            image_experts = None
+            if static_method == "mtt" and not config.static:
+                image_experts = _experts_uri(config, store, dataset, "convnet")
+            static_spec = dataclasses.replace(
+                base, stage=STATIC, method=static_method, preset=static_preset, experts_uri=image_experts
+            )
+            stage1_key = _stage_key(static_spec, STAGE2_ONLY)
+            static_name = f"{static_method}-spc{static_spec.per_class}-{stage1_key}-{preset.iterations}it"
+            static_uri = config.static or store.child("distill", "static", dataset.spec.name, static_name).uri
             if static_exists(static_uri):
                 print(f"stage 1: reusing the still images at {static_uri}", flush=True)
             else:
                 state = _fit(static_spec, run_settings, runs, tracker)
                 labels = torch.arange(len(dataset.classes)).repeat_interleave(static_spec.per_class)
-                write_static(static_uri, state["synthetic"]["values"], labels, {"dataset_uri": str(dataset.location.uri), "method": config.method, "preset": preset.to_dict()})
+                about = {"dataset_uri": str(dataset.location.uri), "method": static_method}
+                about["preset"] = static_preset.to_dict()
+                write_static(static_uri, state["synthetic"]["values"], labels, about)
             _log_stills(tracker, static_uri, dataset)
             spec = dataclasses.replace(base, stage=DYNAMIC, static_uri=static_uri, experts_uri=video_experts)
             state = _fit(spec, last, runs, tracker)

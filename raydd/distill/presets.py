@@ -6,7 +6,8 @@ max_start_epoch 10, H the single Conv3D (ConvTranspose for DM+static-dynamic on 
 SPC = DPC = 2 x IPC with one-channel dynamic memories of T frames at full resolution (the reference
 scripts' --spc 2 --dpc 2 per video), and a learned synthetic lr except for naive MTT on MiniUCF IPC 1.
 
-``builtin`` presets are raydd's own: sized so the whole pipeline runs in minutes on 2 CPU cores.
+``builtin`` presets are raydd's own: sized so the whole pipeline runs in minutes on 2 CPU cores. DC
+(gradient matching) has builtin rows only: neither the seed nor the reference scripts give DC settings.
 A preset file (``--preset FILE``, written by ``python -m raydd.tune``) is a JSON object of these
 fields; any field it omits keeps the table's value.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 from raydd.errors import RayddError
 
-METHODS = ("dm", "mtt", "frepo")
+METHODS = ("dm", "mtt", "frepo", "dc")
 PARADIGMS = ("naive", "static-dynamic")
 
 
@@ -124,6 +125,14 @@ TABLES: dict[tuple[str, str, str, int], dict[str, Any]] = {
 # width-32 matching networks; lrs set from the gradient scale of one iteration and a check on the
 # training split (never the test split). Its experts (python -m raydd.pipeline trains them) use
 # lr_teacher 0.05, batch 32 and 11 epochs, so that they move in the first epochs that MTT matches.
+# DC (gradient matching) has no row in the seed's tables, nor in the reference scripts (its stage 1 images come
+# from DC's own code, run outside them), so only builtin has DC rows: lrs sized from the gradient scale of one
+# iteration (a step of about 1e-3 of the unit-std values, as DM's builtin stage 2 takes) and, for lr_static, a
+# check on a validation split of train (see the dc helper's report in issue 12).
+_DC_BUILTIN = {
+    "naive": {"momentum": 0.5, "lr_img": 0.5},
+    "static-dynamic": {"momentum": 0.95, "lr_static": 0.1, "lr_dynamic": 1.0, "lr_hal": 1e-5},
+}
 _BUILTIN = {"iterations": 200, "network_width": 32, "batch_real": 16, "syn_steps": 10, "lr_teacher": 0.05, "max_start_epoch": 8, "expert_epochs": 2, "learn_lr": False}
 for _ipc in (1, 5, 10):
     TABLES[("dm", "naive", "builtin", _ipc)] = {**_BUILTIN, "momentum": 0.5, "lr_img": 100.0}
@@ -132,6 +141,8 @@ for _ipc in (1, 5, 10):
     TABLES[("mtt", "static-dynamic", "builtin", _ipc)] = {**_BUILTIN, "momentum": 0.95, "lr_static": 100.0, "lr_dynamic": 10.0, "lr_hal": 1e-4}
     TABLES[("frepo", "naive", "builtin", _ipc)] = {**_BUILTIN, "momentum": 0.0, "lr_img": 1e-2, "batch_real": 128}
     TABLES[("frepo", "static-dynamic", "builtin", _ipc)] = {**_BUILTIN, "momentum": 0.0, "lr_static": 1e-2, "lr_dynamic": 1e-2, "lr_hal": 1e-3, "batch_real": 128}
+    TABLES[("dc", "naive", "builtin", _ipc)] = {**_BUILTIN, **_DC_BUILTIN["naive"]}
+    TABLES[("dc", "static-dynamic", "builtin", _ipc)] = {**_BUILTIN, **_DC_BUILTIN["static-dynamic"]}
 
 # Datasets without their own rows borrow another's (UCF101 in full uses MiniUCF's numbers).
 ALIASES = {"ucf101": "miniucf"}

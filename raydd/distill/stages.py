@@ -19,6 +19,7 @@ from raydd.data.reader import open_prepared
 from raydd.distill.artifact import read_static
 from raydd.distill.experts_bank import ExpertBank
 from raydd.distill.loop import CLASSES, Collective, Distiller, LearningRate, build_optimizer, sample_seed
+from raydd.distill.methods.dc import GradientMatching
 from raydd.distill.methods.dm import DistributionMatching
 from raydd.distill.methods.mtt import TrajectoryMatching
 from raydd.distill.presets import Preset
@@ -133,6 +134,8 @@ def build_stage(spec: StageSpec, collective: Collective, device: torch.device, *
     p = spec.preset
     if spec.method == "dm":
         method: nn.Module = DistributionMatching(matching_network(spec, num_classes, clip_shape), batch_real=p.batch_real, features=p.match_features)
+    elif spec.method == "dc":
+        method = GradientMatching(matching_network(spec, num_classes, clip_shape), batch_real=p.batch_real)
     elif spec.method == "mtt":
         bank = ExpertBank(spec.experts_uri or "", make_them=f"python -m raydd.experts --dataset {dataset.spec.name} --model {'convnet' if spec.stage == STATIC else 'minic3d'}")
         bank.check_fits(num_classes, clip_shape)
@@ -152,7 +155,7 @@ def build_stage(spec: StageSpec, collective: Collective, device: torch.device, *
         samples_per_worker=spec.samples_per_worker, seed=spec.seed, device=device, split=spec.split,
     )  # fmt: skip
     if spec.method != "mtt":  # MTT reads no real clips
-        own = distiller.classes if spec.method == "dm" and distiller.classes is not None else range(num_classes)
+        own = distiller.classes if spec.method in ("dm", "dc") and distiller.classes is not None else range(num_classes)
         rows = real.rows_of(own)
         if should_keep_resident(len(rows), clip_shape, device):
             real.keep_resident(rows)

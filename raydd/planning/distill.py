@@ -138,6 +138,13 @@ def distill_demands(config: Any, known: Capacity) -> tuple[bool, float, list[Dem
     return use_gpu, cpus, demands
 
 
+def _stage_method(config: Any, stage: str, preset: Preset) -> tuple[str, str, Preset]:
+    """(method, stage, preset) of one stage: stage 1 runs ``--static-method`` with its own preset."""
+    if stage == STATIC and hasattr(config, "stage1_method"):
+        return config.stage1_method(), stage, config.static_preset()
+    return config.method, stage, preset
+
+
 def plan_distill(config: Any, capacity: Capacity | None = None) -> DistillPlan:
     """The plan of ``config`` (a :class:`~raydd.distill.config.DistillConfig`), checked against ``capacity``
     when given (raises a one-line :class:`~raydd.errors.RayddError` when the cluster cannot place it)."""
@@ -152,7 +159,8 @@ def plan_distill(config: Any, capacity: Capacity | None = None) -> DistillPlan:
     stages = {
         stage: worker_memory(
             stage_load(
-                config.method, stage, preset, config.ipc, size, own_classes=own, memory_bounded=config.memory_bounded
+                *_stage_method(config, stage, preset), config.ipc, size, own_classes=own,
+                memory_bounded=config.memory_bounded,
             ),
             gpu=use_gpu,
             gpu_memory_bytes=gpu_bytes or ASSUMED_GPU_MEMORY,

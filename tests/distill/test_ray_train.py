@@ -31,9 +31,10 @@ SMALL = dict(frames=4, height=16, width=16)
 # DM, naive, 4 iterations with checkpoints after iterations 2 and 4: the uninterrupted reference run. The large
 # lr moves the videos far enough from their initial real clips for the comparisons below to mean something.
 NAIVE = ["--method", "dm", "--paradigm", "naive", "--iterations", "4", "--checkpoint-every", "2", "--network-width", "8", "--batch-real", "4", "--lr-img", "1000", "--eval-runs", "0"]
-# MTT static-dynamic: stage 1 matches the image ConvNet's trajectories, stage 2 MiniC3D's.
+# MTT static-dynamic: stage 1 matches the image ConvNet's trajectories (--static-method mtt: not the default), stage 2
+# MiniC3D's.
 MTT = [
-    "--method", "mtt", "--paradigm", "static-dynamic", "--iterations", "3", "--checkpoint-every", "3", "--max-start-epoch", "2", "--expert-epochs", "1",
+    "--method", "mtt", "--static-method", "mtt", "--paradigm", "static-dynamic", "--iterations", "3", "--checkpoint-every", "3", "--max-start-epoch", "2", "--expert-epochs", "1",
     "--syn-steps", "2", "--static-per-ipc", "2", "--dynamic-per-ipc", "2",
 ]  # fmt: skip
 

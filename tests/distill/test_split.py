@@ -1,4 +1,4 @@
-"""``--split classes`` without Ray: N gloo processes compute the one-worker iteration of DM, FRePo and MTT
+"""``--split classes`` without Ray: N gloo processes compute the one-worker iteration of DM, FRePo, MTT and DC
 (synthetic set, optimiser state, method state, losses, and a resume in between); DM's chunked real path gives the
 unchunked loss and gradient; resident clips load as the memory-mapped ones do."""
 
@@ -40,6 +40,9 @@ MTT = Preset(
     expert_epochs=1, max_start_epoch=2, lr_teacher=0.05, learn_lr=True, lr_lr=1e-5, network_width=8,
 )
 FREPO = Preset(iterations=3, lr_img=1e-2, lr_static=1e-2, lr_dynamic=1e-3, lr_hal=1e-5, batch_real=16, network_width=8)
+DC = Preset(
+    iterations=3, lr_img=30.0, lr_static=3.0, lr_dynamic=30.0, lr_hal=1e-3, momentum=0.5, batch_real=4, network_width=8
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,7 @@ def _spec(store: Path, stage: str, method: str = "dm", **overrides) -> StageSpec
     experts = store / "experts" / ("convnet" if stage == "static" else "minic3d")
     fields = dict(
         stage=stage, method=method, dataset_uri=str(store / "datasets" / "builtin"), ipc=1, seed=7,
-        preset={"frepo": FREPO, "mtt": MTT}.get(method, DM), static_uri=str(store / "static"), experts_uri=str(experts),
+        preset={"frepo": FREPO, "mtt": MTT, "dc": DC}.get(method, DM), static_uri=str(store / "static"), experts_uri=str(experts),
     )
     return StageSpec(**{**fields, **overrides})
 
@@ -113,7 +116,7 @@ def _assert_same_state(state: dict, reference: dict) -> None:
 @pytest.mark.parametrize(
     ("method", "stage", "world"),
     [("dm", "naive", 2), ("dm", "dynamic", 2), ("dm", "static", 3), ("frepo", "static", 2), ("frepo", "dynamic", 3),
-     ("mtt", "naive", 2), ("mtt", "dynamic", 3)],
+     ("mtt", "naive", 2), ("mtt", "dynamic", 3), ("dc", "static", 3), ("dc", "dynamic", 2)],
 )
 def test_workers_split_by_classes_compute_what_one_worker_computes(
     store: Path, tmp_path: Path, method: str, stage: str, world: int

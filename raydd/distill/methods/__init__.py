@@ -1,1 +1,1 @@
-"""Matching methods (DM, MTT, FRePo): one file each, one small interface (:mod:`.base`)."""
+"""Matching methods (DC, DM, MTT, FRePo): one file each, one small interface (:mod:`.base`)."""
