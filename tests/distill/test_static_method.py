@@ -57,13 +57,12 @@ def test_dc_as_the_base_method_of_naive_distillation_runs(store: str) -> None:
     assert _run(store).data.tags["raydd.method"] == "dc-naive"
 
 
-def test_stage_one_is_dc_by_default_where_the_tables_give_dc_settings() -> None:
-    assert DistillConfig(method="dm").stage1_method() == "dc"  # builtin
-    assert DistillConfig(method="mtt", dataset="folder").stage1_method() == "dc"  # borrows builtin's DC row
-    assert DistillConfig(method="dm", dataset="miniucf").stage1_method() == "dm"  # the seed gives no DC settings
+def test_stage_one_runs_the_base_method_unless_told_otherwise() -> None:
+    # The evidence (benchmarks/stills.py on builtin) favours DM's stills over DC's: the default is the base method.
+    assert DistillConfig(method="dm").stage1_method() == "dm"
+    assert DistillConfig(method="mtt", dataset="miniucf").stage1_method() == "mtt"
     assert DistillConfig(method="dm", static_method="frepo").stage1_method() == "frepo"
-    dc = table_preset("dc", "static-dynamic", "builtin", 1)
-    assert DistillConfig(method="dm").static_preset().lr_static == dc.lr_static
+    assert DistillConfig(method="dm").static_preset() == DistillConfig(method="dm").resolved_preset()
 
 
 def test_stage_one_takes_its_fields_from_its_own_methods_row() -> None:
