@@ -46,7 +46,7 @@ def test_stage_one_learned_by_dc_under_dm_runs_end_to_end(store: str) -> None:
     assert read_manifest(resolve(str(output))).metadata["static_uri"].endswith(static.name)
     params = _run(store).data.params
     assert params["static_method"] == "dc" and params["stage1.method"] == "dc"
-    assert params["preset.lr_static"] == "1.0" and params["static_preset.lr_static"] == "0.1"  # DM's row vs DC's row
+    assert params["preset.lr_static"] == str(table_preset("dm", "static-dynamic", "builtin", 1).lr_static)  # DM's row
 
 
 def test_dc_as_the_base_method_of_naive_distillation_runs(store: str) -> None:

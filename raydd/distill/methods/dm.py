@@ -38,7 +38,8 @@ class DistributionMatching(nn.Module):
         self.features = features  # "map": the flattened feature map (the reference); "pooled": pooled features
 
     def _embed(self, net: nn.Module, inputs: Tensor) -> Tensor:
-        return net.feature_map(inputs) if self.features == "map" else net.embed(inputs)
+        feature_map = getattr(net, "feature_map", None) if self.features == "map" else None
+        return feature_map(inputs) if feature_map is not None else net.embed(inputs)  # a network without one: its embed
 
     def learnable(self) -> list[nn.Parameter]:
         return []
