@@ -2,8 +2,8 @@
 
 prepare -> experts (MTT only) -> distil static-dynamic -> distil naive at the same IPC -> evaluate both,
 the static-dynamic set's stage-1 stills alone (what stage 2 adds) and random real clips at that IPC under
-one protocol, then one table with storage, static/dynamic class groups and the gain over random. With no flags it runs on the built-in dataset in a
-few minutes on 2 CPU cores.
+one protocol, then one table with storage, static/dynamic class groups and the gain over random. With no
+flags it runs on the built-in dataset on CPU cores.
 """
 
 from __future__ import annotations
