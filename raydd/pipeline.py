@@ -60,7 +60,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Any]]:
     clips, every row evaluated here under ``config.protocol`` (the distillations run no closing evaluation)."""
     from raydd.distill.config import DistillConfig
     from raydd.distill.pipeline import distill
-    from raydd.evaluate import EvalConfig, evaluate
+    from raydd.evaluation.job import EvalConfig, evaluate
     from raydd.experts.__main__ import ExpertsConfig, experts
     from raydd.prepare import PrepareConfig, prepare
 

@@ -49,3 +49,12 @@ def test_storage_knows_bytes_not_videos() -> None:
     imported = _imports(PACKAGE / "storage.py")
     assert not imported & {"torch", "av", "numpy", "pyarrow", "ray"}
     assert not any(name.startswith("raydd.data") for name in imported)
+
+
+COMMANDS = {"raydd.prepare", "raydd.evaluate", "raydd.tune", "raydd.pipeline", "raydd.analyse"}
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if "/" in m and not m.endswith("__main__.py")])
+def test_engines_never_import_commands(module: str) -> None:
+    """Commands call engines, never the reverse (a package module importing a ``python -m raydd.X`` module)."""
+    assert not _imports(PACKAGE / module) & COMMANDS, module

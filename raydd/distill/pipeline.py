@@ -197,7 +197,7 @@ def _log_stills(tracker: Tracker, static_uri: str, dataset: PreparedDataset) -> 
 
 def _evaluate(config: Any, uri: str, tracker: Tracker, run: RunSettings) -> dict[str, float]:
     """Evaluation runs on GPUs when the distillation did (one GPU and a worker's CPUs each), else on 1 CPU each."""
-    from raydd.evaluate import EvalConfig, evaluate
+    from raydd.evaluation.job import EvalConfig, evaluate
 
     devices = {"gpus_per_run": 1.0, "cpus_per_run": run.cpus_per_worker} if run.use_gpu else {}
     settings = EvalConfig(
