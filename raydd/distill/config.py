@@ -49,6 +49,8 @@ PRESET_HELP = {
     "after each step), free leaves them unbounded (the reference)",
     "hal_init": "stage 2 starts H at random (the reference) or as the identity composition video = static + dynamic",
     "dynamic_std": "stage 2 initialises the dynamic memories as Gaussian noise of this std (the reference: 1)",
+    "dynamic_init": "stage 2 starts the dynamic memories as noise (the reference; see --dynamic-std) or as the motion "
+    "of random real clips of their class (real)",
     "match_features": "DM: match the flattened feature map (map, the reference) or globally pooled features (pooled)",
     "network_width": "width of the matching networks (ConvNet; MiniC3D w/2, w, w)",
 }
@@ -64,7 +66,8 @@ STAGE1_FIELDS = (
 )  # fmt: skip
 STATIC_DYNAMIC = "static-dynamic"
 PRESET_CHOICES = {
-    "hallucinator": VARIANTS, "init": ("real", "noise"), "hal_init": ("random", "identity"), "pixel_range": ("free", "data"),
+    "hallucinator": VARIANTS, "init": ("real", "noise"), "hal_init": ("random", "identity"), "dynamic_init": ("noise", "real"),
+    "pixel_range": ("free", "data"),
     "match_features": ("map", "pooled"),
 }
 

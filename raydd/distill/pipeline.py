@@ -30,7 +30,7 @@ from raydd.storage import Location, Manifest, manifest_or_none, require_writable
 from raydd.tracking import Tracker, mlflow_run
 
 # Preset fields that only stage 2 reads: changing them keeps stage 1's images reusable.
-STAGE2_ONLY = ("lr_dynamic", "lr_hal", "hallucinator", "hal_init", "dynamic_per_ipc", "dynamic_channels", "dynamic_frames", "dynamic_scale", "dynamic_std", "lr_img")
+STAGE2_ONLY = ("lr_dynamic", "lr_hal", "hallucinator", "hal_init", "dynamic_per_ipc", "dynamic_channels", "dynamic_frames", "dynamic_scale", "dynamic_std", "dynamic_init", "lr_img")
 
 
 @dataclasses.dataclass(frozen=True)

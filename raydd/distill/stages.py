@@ -89,12 +89,26 @@ def _synthetic(spec: StageSpec, real: RealData, num_classes: int, clip_shape: tu
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(sample_seed(spec.seed, "hallucinator", 0, 0))
         hallucinator = Hallucinator(frames=t, channels=c, dynamic_channels=p.dynamic_channels, variant=p.hallucinator)
-    dynamic = p.dynamic_std * torch.randn((num_classes * spec.dpc, *dynamic_shape(spec, clip_shape)), generator=init)
+    memory_shape = dynamic_shape(spec, clip_shape)
+    if p.dynamic_init == "real":
+        dynamic = real_motion(real.per_class(spec.dpc, init).cpu(), memory_shape)
+    else:
+        dynamic = p.dynamic_std * torch.randn((num_classes * spec.dpc, *memory_shape), generator=init)
     if p.hal_init == "identity":
         identity_composition(hallucinator)
-    synthetic = StaticDynamic(static, num_classes=num_classes, dpc=spec.dpc, dynamic_shape=dynamic_shape(spec, clip_shape), hallucinator=hallucinator, initial_dynamic=dynamic)
+    synthetic = StaticDynamic(static, num_classes=num_classes, dpc=spec.dpc, dynamic_shape=memory_shape, hallucinator=hallucinator, initial_dynamic=dynamic)
     groups = [LearningRate("lr_dynamic", [synthetic.dynamic], _required(p.lr_dynamic, "lr_dynamic")), LearningRate("lr_hal", list(hallucinator.parameters()), _required(p.lr_hal, "lr_hal"))]
     return synthetic.to(device), groups
+
+
+def real_motion(clips_NCTHW: torch.Tensor, memory_shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """Dynamic memories that start as real clips' motion: each clip less its mean over time, averaged over
+    colours, pooled to the memories' frames and resolution, in every dynamic channel. Under the identity
+    composition a rendered video then begins as its still plus that clip's moving residual."""
+    channels, frames, height, width = memory_shape
+    residual = (clips_NCTHW - clips_NCTHW.mean(dim=2, keepdim=True)).mean(dim=1, keepdim=True)
+    pooled = nn.functional.adaptive_avg_pool3d(residual, (frames, height, width))
+    return pooled.expand(-1, channels, -1, -1, -1).contiguous()
 
 
 @torch.no_grad()

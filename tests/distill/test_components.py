@@ -145,3 +145,27 @@ def test_identity_hallucinator_renders_static_plus_dynamic() -> None:
     assert torch.allclose(hallucinator(static, dynamic), expected, atol=1e-6)
     with pytest.raises(RayddError, match="--hallucinator conv"):
         identity_composition(Hallucinator(frames=4, variant="convtranspose"))
+
+
+def test_real_motion_memories_carry_a_clips_change_over_time() -> None:
+    """--dynamic-init real: a memory is its clip less the clip's mean over time, averaged over colours and pooled
+    to the memory's shape; a clip without motion gives a zero memory, and under the identity composition the
+    rendered video is the still plus that motion."""
+    from raydd.distill.stages import identity_composition, real_motion
+    from raydd.models.hallucinator import Hallucinator
+
+    still_clip = torch.randn(1, 3, 1, 8, 8).expand(1, 3, 4, 8, 8)
+    moving = torch.zeros(1, 3, 4, 8, 8)
+    for t in range(4):
+        moving[0, :, t, 2, 2 * t] = 1.0  # a dot moving right
+    memories = real_motion(torch.cat([still_clip, moving]), (2, 4, 4, 4))
+    assert memories.shape == (2, 2, 4, 4, 4)
+    assert memories[0].abs().max() < 1e-6
+    residual = moving - moving.mean(dim=2, keepdim=True)
+    assert torch.allclose(memories[1, 0], torch.nn.functional.avg_pool3d(residual.mean(1, keepdim=True), (1, 2, 2))[0, 0], atol=1e-6)
+    assert torch.equal(memories[1, 0], memories[1, 1])
+    hallucinator = Hallucinator(frames=4, channels=3, dynamic_channels=1)
+    identity_composition(hallucinator)
+    full = real_motion(moving, (1, 4, 8, 8))
+    rendered = hallucinator(torch.zeros(1, 3, 8, 8), full)
+    assert rendered[0, 0, :, 2].argmax(dim=1).tolist() == [0, 2, 4, 6]  # the dot moves as in the clip
