@@ -41,7 +41,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--protocols", nargs="+", default=["reference", "raydd"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--eval-epochs", type=int, default=100)
-    parser.add_argument("--iterations", type=int, default=None, help="iterations per stage (default: the builtin presets')")
+    parser.add_argument(
+        "--iterations", type=int, default=None, help="iterations per stage (default: the builtin presets')"
+    )
     parser.add_argument("--store", default=None, help="store to use (default: a temporary folder)")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/acceptance.json"))
     parser.add_argument("--fresh", action="store_true", help="ignore the blocks already in --output")
@@ -74,7 +76,8 @@ def table(blocks: list[dict[str, Any]]) -> list[str]:
             m = row["metrics"]
             lines.append(
                 f"| {block['protocol']} | {block['method']} | {block['ipc']} | {name} | {row['storage_ratio']:.3f}x | "
-                f"{cell(m, 'top1')} | {cell(m, 'static_top1')} | {cell(m, 'dynamic_top1')} | {m['top1_mean'] - random:+.1f} |"
+                f"{cell(m, 'top1')} | {cell(m, 'static_top1')} | {cell(m, 'dynamic_top1')} | "
+                f"{m['top1_mean'] - random:+.1f} |"
             )
     return lines
 
@@ -91,8 +94,13 @@ def main() -> None:
                 if any((b["method"], b["ipc"], b["protocol"]) == (method, ipc, protocol) for b in done):
                     continue
                 config = PipelineConfig(
-                    method=method, ipc=ipc, store=store, eval_runs=args.runs, eval_epochs=args.eval_epochs,
-                    iterations=args.iterations, protocol=protocol,
+                    method=method,
+                    ipc=ipc,
+                    store=store,
+                    eval_runs=args.runs,
+                    eval_epochs=args.eval_epochs,
+                    iterations=args.iterations,
+                    protocol=protocol,
                 )
                 block_started = time.perf_counter()
                 rows = run_pipeline(config)

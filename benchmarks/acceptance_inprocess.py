@@ -55,10 +55,18 @@ def parse_args() -> argparse.Namespace:
 def train_experts(dataset: PreparedDataset, store: Path, count: int, device: str) -> None:
     """The experts raydd.pipeline trains for the built-in dataset (width 32, batch 32, lr 0.05, 11 epochs)."""
     for model in ("minic3d", "convnet"):
-        spec = ModelSpec.of(model, num_classes=len(dataset.classes), clip_shape=dataset.manifest.metadata["clip_shape"], options=model_options(model, 32))
+        spec = ModelSpec.of(
+            model,
+            num_classes=len(dataset.classes),
+            clip_shape=dataset.manifest.metadata["clip_shape"],
+            options=model_options(model, 32),
+        )
         settings = ExpertSettings(spec, dataset.manifest.content_sha256(), 11, 0.05, 0.0, 0.0, 32, "float32", 0)
         folder = resolve(str(store / "experts" / dataset.spec.name / model))
-        records = [run_expert(ExpertTask(e, settings, str(dataset.location.uri), folder.uri, device)).record for e in range(count)]
+        records = [
+            run_expert(ExpertTask(e, settings, str(dataset.location.uri), folder.uri, device)).record
+            for e in range(count)
+        ]
         write_manifest(folder, experts_manifest(settings.to_dict(), records))
         print(f"experts {model}: test top-1 {[round(100 * r.test_accuracy, 1) for r in records]}", flush=True)
 
@@ -69,7 +77,15 @@ def run_stage(spec: StageSpec, device: torch.device) -> tuple[object, list[float
     return distiller, losses
 
 
-def distil(method: str, paradigm: str, ipc: int, iterations: int | None, dataset: PreparedDataset, store: Path, device: torch.device) -> tuple[str, float, float]:
+def distil(
+    method: str,
+    paradigm: str,
+    ipc: int,
+    iterations: int | None,
+    dataset: PreparedDataset,
+    store: Path,
+    device: torch.device,
+) -> tuple[str, float, float]:
     preset = table_preset(method, paradigm, "builtin", ipc)
     preset = dataclasses.replace(preset, iterations=iterations or preset.iterations)
     experts = store / "experts" / dataset.spec.name
@@ -78,7 +94,15 @@ def distil(method: str, paradigm: str, ipc: int, iterations: int | None, dataset
     started = time.perf_counter()
     if paradigm == "naive":
         distiller, _ = run_stage(base, device)
-        manifest = write_distilled(uri, distiller.synthetic.render().cpu(), distiller.synthetic.labels.cpu(), classes=dataset.classes, dataset_uri=str(dataset.location.uri), method=f"{method}-naive", ipc=ipc)
+        manifest = write_distilled(
+            uri,
+            distiller.synthetic.render().cpu(),
+            distiller.synthetic.labels.cpu(),
+            classes=dataset.classes,
+            dataset_uri=str(dataset.location.uri),
+            method=f"{method}-naive",
+            ipc=ipc,
+        )
     else:
         still, _ = run_stage(dataclasses.replace(base, stage=STATIC, experts_uri=str(experts / "convnet")), device)
         static_uri = str(store / "static" / f"{method}-ipc{ipc}")
@@ -89,11 +113,23 @@ def distil(method: str, paradigm: str, ipc: int, iterations: int | None, dataset
     return uri, manifest.metadata["storage_ratio"], time.perf_counter() - started
 
 
-def evaluate(kind: str, data_uri: str, test_uri: str, ipc: int, args: argparse.Namespace, dataset: PreparedDataset) -> dict[str, float]:
+def evaluate(
+    kind: str, data_uri: str, test_uri: str, ipc: int, args: argparse.Namespace, dataset: PreparedDataset
+) -> dict[str, float]:
     results = [
-        execute(RunTask(run, TrainSettings("minic3d", args.eval_epochs, 0.01, 256, seed=run), kind, data_uri, test_uri, random_ipc=ipc if kind == RANDOM_REAL else 0, device=args.device))
+        execute(
+            RunTask(
+                run,
+                TrainSettings("minic3d", args.eval_epochs, 0.01, 256, seed=run),
+                kind,
+                data_uri,
+                test_uri,
+                random_ipc=ipc if kind == RANDOM_REAL else 0,
+                device=args.device,
+            )
+        )
         for run in range(args.runs)
-    ]  # fmt: skip
+    ]
     return summarize(results, dataset.classes, dataset.spec.static_classes)
 
 
@@ -113,24 +149,51 @@ def main() -> None:
             block = {}
             for paradigm in ("static-dynamic", "naive"):
                 uri, ratio, seconds = distil(method, paradigm, ipc, args.iterations, dataset, store, device)
-                block[f"{method} {paradigm}"] = {"storage_ratio": ratio, "distill_seconds": seconds, "metrics": evaluate(DISTILLED, uri, test_uri, ipc, args, dataset)}
+                block[f"{method} {paradigm}"] = {
+                    "storage_ratio": ratio,
+                    "distill_seconds": seconds,
+                    "metrics": evaluate(DISTILLED, uri, test_uri, ipc, args, dataset),
+                }
                 print(f"{method} {paradigm} IPC {ipc}: {block[f'{method} {paradigm}']}", flush=True)
-            block["random real clips"] = {"storage_ratio": 1.0, "metrics": evaluate(RANDOM_REAL, test_uri, test_uri, ipc, args, dataset)}
+            block["random real clips"] = {
+                "storage_ratio": 1.0,
+                "metrics": evaluate(RANDOM_REAL, test_uri, test_uri, ipc, args, dataset),
+            }
             rows.append({"method": method, "ipc": ipc, "rows": block})
-            write_json(args, rows, device, time.perf_counter() - started)  # after every block: a cut-short run keeps what it did
-    lines = ["| method | IPC | training set | storage vs IPC videos | top-1 % | static classes % | dynamic classes % |", "|---|---|---|---|---|---|---|"]
+            write_json(
+                args, rows, device, time.perf_counter() - started
+            )  # after every block: a cut-short run keeps what it did
+    lines = [
+        "| method | IPC | training set | storage vs IPC videos | top-1 % | static classes % | dynamic classes % |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         for name, cell in row["rows"].items():
             m = cell["metrics"]
-            fmt = lambda k: f"{m[k + '_mean']:.1f} ± {m[k + '_std']:.1f}"  # noqa: E731
-            lines.append(f"| {row['method']} | {row['ipc']} | {name} | {cell['storage_ratio']:.3f}x | {fmt('top1')} | {fmt('static_top1')} | {fmt('dynamic_top1')} |")
+            fmt = lambda k, m=m: f"{m[k + '_mean']:.1f} ± {m[k + '_std']:.1f}"  # noqa: E731
+            lines.append(
+                f"| {row['method']} | {row['ipc']} | {name} | {cell['storage_ratio']:.3f}x | {fmt('top1')} | "
+                f"{fmt('static_top1')} | {fmt('dynamic_top1')} |"
+            )
     print("\n".join(["", *lines, f"\n{time.perf_counter() - started:.0f} s on {device}"]))
     write_json(args, rows, device, time.perf_counter() - started)
 
 
 def write_json(args: argparse.Namespace, rows: list[dict], device: torch.device, seconds: float) -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"rows": rows, "device": str(device), "runs": args.runs, "eval_epochs": args.eval_epochs, "iterations": args.iterations, "seconds": seconds}, indent=2))
+    args.output.write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "device": str(device),
+                "runs": args.runs,
+                "eval_epochs": args.eval_epochs,
+                "iterations": args.iterations,
+                "seconds": seconds,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

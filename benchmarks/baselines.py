@@ -34,9 +34,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--ipc", type=int, nargs="+", default=[1, 5, 10])
     parser.add_argument("--models", nargs="+", default=["minic3d", "cnn_gru", "cnn_lstm"])
-    parser.add_argument("--full-epochs", type=int, default=30, help="epochs on the full split (the presets are for tiny sets)")
-    parser.add_argument("--ipc-epochs", type=int, default=None, help="epochs on random-IPC sets (default: the model's preset)")
-    parser.add_argument("--batch-size", type=int, default=32, help="32: the evaluation default (256) leaves 300 clips two steps an epoch")
+    parser.add_argument(
+        "--full-epochs", type=int, default=30, help="epochs on the full split (the presets are for tiny sets)"
+    )
+    parser.add_argument(
+        "--ipc-epochs", type=int, default=None, help="epochs on random-IPC sets (default: the model's preset)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="32: the evaluation default (256) leaves 300 clips two steps an epoch",
+    )
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/baselines.json"))
     return parser.parse_args()
 
@@ -48,16 +57,42 @@ def main() -> None:
     prepare(PrepareConfig(store=store))
     data = f"{store}/datasets/builtin"
     rows = []
-    jobs = [(model, 0) for model in args.models] + [(model, k) for model in args.models for k in args.ipc] + [("convnet", 0)]
+    jobs = (
+        [(model, 0) for model in args.models]
+        + [(model, k) for model in args.models for k in args.ipc]
+        + [("convnet", 0)]
+    )
     for model, ipc in jobs:
         epochs = args.full_epochs if ipc == 0 else args.ipc_epochs
         started = time.perf_counter()
-        metrics = evaluate(EvalConfig(data=data, store=store, model=model, runs=args.runs, random_ipc=ipc, epochs=epochs, batch_size=args.batch_size, experiment="baselines"))
-        rows.append({"model": model, "train": "full" if ipc == 0 else f"random IPC {ipc}", "epochs": epochs or "preset", "batch_size": args.batch_size, "seconds": time.perf_counter() - started, **metrics})
+        metrics = evaluate(
+            EvalConfig(
+                data=data,
+                store=store,
+                model=model,
+                runs=args.runs,
+                random_ipc=ipc,
+                epochs=epochs,
+                batch_size=args.batch_size,
+                experiment="baselines",
+            )
+        )
+        rows.append(
+            {
+                "model": model,
+                "train": "full" if ipc == 0 else f"random IPC {ipc}",
+                "epochs": epochs or "preset",
+                "batch_size": args.batch_size,
+                "seconds": time.perf_counter() - started,
+                **metrics,
+            }
+        )
     header = "| model | training set | top-1 (%) | static classes (%) | dynamic classes (%) |\n|---|---|---|---|---|"
     lines = [header] + [
-        f"| {'ConvNet, one frame' if r['model'] == 'convnet' else r['model']} | {r['train']} | {r['top1_mean']:.1f} ± {r['top1_std']:.1f} "
-        f"| {r['static_top1_mean']:.1f} ± {r['static_top1_std']:.1f} | {r['dynamic_top1_mean']:.1f} ± {r['dynamic_top1_std']:.1f} |"
+        f"| {'ConvNet, one frame' if r['model'] == 'convnet' else r['model']} | {r['train']} | {r['top1_mean']:.1f} "
+        f"± {r['top1_std']:.1f} "
+        f"| {r['static_top1_mean']:.1f} ± {r['static_top1_std']:.1f} | {r['dynamic_top1_mean']:.1f} ± "
+        f"{r['dynamic_top1_std']:.1f} |"
         for r in rows
     ]
     table = "\n".join(lines)

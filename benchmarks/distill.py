@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/distill.py --quick                       # smoke run of every section, nothing judged
     .venv/bin/python benchmarks/distill.py --sections builtin,reference,workers,mtt-memory   # the CPU targets
-    .venv/bin/python benchmarks/distill.py --sections miniucf            # hours on 2 cores (one DM iteration: ~35 TFLOP)
+    .venv/bin/python benchmarks/distill.py --sections miniucf  # hours on 2 cores (one DM iteration: ~35 TFLOP)
     python benchmarks/distill.py --device cuda --sections builtin,miniucf,reference,mtt-memory   # no Ray needed
 
 Sections (``--sections``, comma-separated; run in this order):
@@ -66,13 +66,25 @@ from raydd.distill.artifact import static_exists, write_static
 from raydd.distill.loop import SingleProcess
 from raydd.distill.presets import Preset, table_preset
 from raydd.distill.stages import DYNAMIC, NAIVE, StageSpec, build_stage
-from raydd.experts.trajectories import ModelSpec, TrajectoryRecord, experts_manifest, flatten_parameters, shard_name, write_trajectory
+from raydd.experts.trajectories import (
+    ModelSpec,
+    TrajectoryRecord,
+    experts_manifest,
+    flatten_parameters,
+    shard_name,
+    write_trajectory,
+)
 from raydd.storage import Location, Manifest, ShardRecord, atomic_writer, manifest_or_none, resolve, write_manifest
 
 SECTIONS = ("builtin", "miniucf", "reference", "workers", "mtt-memory")
 GB = 1e9
 MINIUCF_LIMIT_GB = 24.0
-REFERENCE_SECONDS = {("dm", "naive"): 8.1, ("dm", "static-dynamic"): 6.9, ("mtt", "naive"): 10.4, ("mtt", "static-dynamic"): 10.9}
+REFERENCE_SECONDS = {
+    ("dm", "naive"): 8.1,
+    ("dm", "static-dynamic"): 6.9,
+    ("mtt", "naive"): 10.4,
+    ("mtt", "static-dynamic"): 10.9,
+}
 REFERENCE_TARGET = 0.7  # raydd's seconds per iteration / the reference's
 WORKERS_TARGET = 1.6  # samples/s with 2 Ray Train workers / with 1
 MAX_START_EPOCH = 2  # few epochs to write: which epoch a sample starts at does not change its cost
@@ -122,7 +134,9 @@ class Job:
 
 
 def write_dataset(cache: Location, shape: Shape) -> str:
-    folder = cache.child("datasets", f"random-{shape.classes}c-{shape.frames}x{shape.side}x{shape.side}-{shape.clips_per_class}")
+    folder = cache.child(
+        "datasets", f"random-{shape.classes}c-{shape.frames}x{shape.side}x{shape.side}-{shape.clips_per_class}"
+    )
     if manifest_or_none(folder) is not None:
         return folder.uri
     rng = np.random.default_rng(0)
@@ -138,23 +152,42 @@ def write_dataset(cache: Location, shape: Shape) -> str:
             write_clip_shard(handle, frames_NTHWC, chunk, [f"random:{start + i}" for i in range(len(chunk))], [])
         records.append(ShardRecord(location.name, len(chunk), handle.bytes_written, handle.hexdigest(), "train"))
     classes = [f"class{c:02d}" for c in range(shape.classes)]
-    spec = DatasetSpec(name=folder.name, layout="folder", num_frames=shape.frames, height=shape.side, width=shape.side, classes=tuple(classes), description="random uint8 clips (benchmarks/distill.py)")
+    spec = DatasetSpec(
+        name=folder.name,
+        layout="folder",
+        num_frames=shape.frames,
+        height=shape.side,
+        width=shape.side,
+        classes=tuple(classes),
+        description="random uint8 clips (benchmarks/distill.py)",
+    )
     uniform_std = float(np.sqrt((256**2 - 1) / 12) / 255)  # of uniform uint8 values, in [0, 1] units
     metadata = {
-        "spec": spec.to_dict(), "classes": classes, "clip_shape": list(shape.clip_shape), "clips": {"train": len(labels)},
-        "train_mean": [0.5] * 3, "train_std": [round(uniform_std, 6)] * 3,
-    }  # fmt: skip
+        "spec": spec.to_dict(),
+        "classes": classes,
+        "clip_shape": list(shape.clip_shape),
+        "clips": {"train": len(labels)},
+        "train_mean": [0.5] * 3,
+        "train_std": [round(uniform_std, 6)] * 3,
+    }
     write_manifest(folder, Manifest(kind=DATASET_KIND, shards=tuple(records), metadata=metadata))
     return folder.uri
 
 
-def write_experts(cache: Location, shape: Shape, width: int, epochs: int, *, num_experts: int = 2, drift: float = 0.002) -> str:
+def write_experts(
+    cache: Location, shape: Shape, width: int, epochs: int, *, num_experts: int = 2, drift: float = 0.002
+) -> str:
     """MiniC3D trajectories at ``width`` (MiniC3D (w/2, w, w), as ``network_width`` builds it) that start at a
     real initialisation and drift by seeded noise: MTT reads exactly what trained experts would give it."""
     folder = cache.child("experts", f"{shape.name}-minic3d-w{width}-{epochs}epochs")
     if manifest_or_none(folder) is not None:
         return folder.uri
-    spec = ModelSpec.of("minic3d", num_classes=shape.classes, clip_shape=shape.clip_shape, options={"widths": [max(1, width // 2), width, width]})
+    spec = ModelSpec.of(
+        "minic3d",
+        num_classes=shape.classes,
+        clip_shape=shape.clip_shape,
+        options={"widths": [max(1, width // 2), width, width]},
+    )
     records = []
     for expert in range(num_experts):
         with torch.random.fork_rng(devices=[]):
@@ -166,7 +199,16 @@ def write_experts(cache: Location, shape: Shape, width: int, epochs: int, *, num
         location = folder.child(shard_name(expert))
         with atomic_writer(location) as handle:
             write_trajectory(handle, spec, epochs_P, dtype="float32", metadata={"expert": expert, "seed": expert})
-        records.append(TrajectoryRecord(expert, expert, ShardRecord(location.name, len(epochs_P), handle.bytes_written, handle.hexdigest()), 0.0, 0.0, 0.0))
+        records.append(
+            TrajectoryRecord(
+                expert,
+                expert,
+                ShardRecord(location.name, len(epochs_P), handle.bytes_written, handle.hexdigest()),
+                0.0,
+                0.0,
+                0.0,
+            )
+        )
     write_manifest(folder, experts_manifest({"model": spec.to_dict()}, records))
     return folder.uri
 
@@ -175,7 +217,9 @@ def write_random_static(cache: Location, shape: Shape, per_class: int) -> str:
     """Stage 1's still images (random): stage 2's cost does not depend on what they show."""
     folder = cache.child("static", f"{shape.name}-spc{per_class}")
     if not static_exists(folder.uri):
-        images = torch.randn(shape.classes * per_class, 3, shape.side, shape.side, generator=torch.Generator().manual_seed(0))
+        images = torch.randn(
+            shape.classes * per_class, 3, shape.side, shape.side, generator=torch.Generator().manual_seed(0)
+        )
         write_static(folder.uri, images, torch.arange(shape.classes).repeat_interleave(per_class), {"method": "random"})
     return folder.uri
 
@@ -203,9 +247,16 @@ def measure(job: Job) -> dict[str, Any]:
     else:
         baseline = max_rss_bytes()
     spec = StageSpec(
-        stage=job.stage, method=job.method, dataset_uri=job.dataset_uri, ipc=1, preset=Preset(**job.preset), static_uri=job.static_uri,
-        experts_uri=job.experts_uri, memory_bounded=job.memory_bounded, device=job.device,
-    )  # fmt: skip
+        stage=job.stage,
+        method=job.method,
+        dataset_uri=job.dataset_uri,
+        ipc=1,
+        preset=Preset(**job.preset),
+        static_uri=job.static_uri,
+        experts_uri=job.experts_uri,
+        memory_bounded=job.memory_bounded,
+        device=job.device,
+    )
     distiller = build_stage(spec, SingleProcess(), device)
     seconds, cpu_seconds, losses = [], [], []
     for iteration in range(job.warmup + job.iterations):
@@ -220,19 +271,35 @@ def measure(job: Job) -> dict[str, Any]:
     peak = torch.cuda.max_memory_allocated(device) if cuda else max_rss_bytes()
     median = statistics.median(seconds)
     return {
-        "seconds": seconds, "median_s": median, "samples_per_s": result.samples / median, "losses": losses,
-        "cpu_seconds": cpu_seconds, "median_cpu_s": statistics.median(cpu_seconds),
-        "peak_bytes": peak, "baseline_bytes": baseline, "delta_bytes": peak - baseline, "memory": "cuda allocated" if cuda else "max rss",
-        "device": str(device), "threads": torch.get_num_threads(),
-    }  # fmt: skip
+        "seconds": seconds,
+        "median_s": median,
+        "samples_per_s": result.samples / median,
+        "losses": losses,
+        "cpu_seconds": cpu_seconds,
+        "median_cpu_s": statistics.median(cpu_seconds),
+        "peak_bytes": peak,
+        "baseline_bytes": baseline,
+        "delta_bytes": peak - baseline,
+        "memory": "cuda allocated" if cuda else "max rss",
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def run_job(job: Job, label: str) -> dict[str, Any]:
     """``measure(job)`` in a fresh process; ``{"error": ...}`` if it failed (out of memory, a raised error)."""
     print(f"  {label} ...", end="", flush=True, file=sys.stderr)
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(job.threads), "MKL_NUM_THREADS": str(job.threads)} if job.threads else {}))
+    env = dict(
+        os.environ,
+        **({"OMP_NUM_THREADS": str(job.threads), "MKL_NUM_THREADS": str(job.threads)} if job.threads else {}),
+    )
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, __file__, "--one", json.dumps(dataclasses.asdict(job))], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, __file__, "--one", json.dumps(dataclasses.asdict(job))],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     print(f" {time.perf_counter() - started:.0f} s", flush=True, file=sys.stderr)
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
     if done.returncode == 0 and lines:
@@ -274,18 +341,42 @@ class Bench:
             overrides = {"max_start_epoch": MAX_START_EPOCH, **overrides}
         return dataclasses.replace(preset, **overrides)
 
-    def job(self, shape: Shape, method: str, paradigm: str, preset: Preset, *, memory_bounded: bool = False, warmup: int | None = None, iterations: int | None = None, threads: int | None = -1) -> Job:
+    def job(
+        self,
+        shape: Shape,
+        method: str,
+        paradigm: str,
+        preset: Preset,
+        *,
+        memory_bounded: bool = False,
+        warmup: int | None = None,
+        iterations: int | None = None,
+        threads: int | None = -1,
+    ) -> Job:
         static = write_random_static(self.cache, shape, preset.static_per_ipc) if paradigm == "static-dynamic" else None
         return Job(
-            method=method, stage=NAIVE if paradigm == "naive" else DYNAMIC, dataset_uri=write_dataset(self.cache, shape), preset=preset.to_dict(),
-            experts_uri=write_experts(self.cache, shape, preset.network_width, preset.max_start_epoch + preset.expert_epochs) if method == "mtt" else None, static_uri=static,
-            memory_bounded=memory_bounded, device=self.args.device, threads=self.threads if threads == -1 else threads,
-            warmup=self.args.warmup if warmup is None else warmup, iterations=self.args.iterations if iterations is None else iterations,
-        )  # fmt: skip
+            method=method,
+            stage=NAIVE if paradigm == "naive" else DYNAMIC,
+            dataset_uri=write_dataset(self.cache, shape),
+            preset=preset.to_dict(),
+            experts_uri=write_experts(
+                self.cache, shape, preset.network_width, preset.max_start_epoch + preset.expert_epochs
+            )
+            if method == "mtt"
+            else None,
+            static_uri=static,
+            memory_bounded=memory_bounded,
+            device=self.args.device,
+            threads=self.threads if threads == -1 else threads,
+            warmup=self.args.warmup if warmup is None else warmup,
+            iterations=self.args.iterations if iterations is None else iterations,
+        )
 
     def measure(self, section: str, name: str, job: Job, **row: Any) -> Row:
         result = run_job(job, f"{section}: {name}")
-        settings = {k: v for k, v in dataclasses.asdict(job).items() if k not in ("dataset_uri", "experts_uri", "static_uri")}
+        settings = {
+            k: v for k, v in dataclasses.asdict(job).items() if k not in ("dataset_uri", "experts_uri", "static_uri")
+        }
         entry = Row(section, name, result, settings=settings, **row)
         if "error" in result:
             entry.status = f"failed: {result['error']}"
@@ -295,20 +386,31 @@ class Bench:
     @staticmethod
     def label(method: str, paradigm: str, memory_bounded: bool | None = None) -> str:
         name = f"{method.upper()} {paradigm}" + (" (stage 2)" if paradigm == "static-dynamic" else "")
-        return name if method == "dm" or memory_bounded is None else f"{name}, {'memory-bounded' if memory_bounded else 'plain'}"
+        return (
+            name
+            if method == "dm" or memory_bounded is None
+            else f"{name}, {'memory-bounded' if memory_bounded else 'plain'}"
+        )
 
     def builtin(self) -> None:
         print(f"builtin ({BUILTIN}, builtin presets)", file=sys.stderr)
         for method in ("dm", "mtt"):
             for paradigm in ("naive", "static-dynamic"):
                 preset = self.preset(method, paradigm, "builtin")
-                self.measure("builtin", self.label(method, paradigm, False if method == "mtt" else None), self.job(BUILTIN, method, paradigm, preset))
+                self.measure(
+                    "builtin",
+                    self.label(method, paradigm, False if method == "mtt" else None),
+                    self.job(BUILTIN, method, paradigm, preset),
+                )
 
     def shrunk(self, method: str, paradigm: str, dm: dict[str, Any], mtt: dict[str, Any]) -> tuple[dict[str, Any], str]:
         """``--quick`` on CPU: overrides that make a heavy row a smoke test, and the note that says so."""
         if not (self.args.quick and not self.cuda):
             return {}, ""
-        overrides = {**(dm if method == "dm" else mtt), **({"static_per_ipc": 1, "dynamic_per_ipc": 1} if paradigm == "static-dynamic" else {})}
+        overrides = {
+            **(dm if method == "dm" else mtt),
+            **({"static_per_ipc": 1, "dynamic_per_ipc": 1} if paradigm == "static-dynamic" else {}),
+        }
         return overrides, f" [quick: {', '.join(f'{k} {v}' for k, v in overrides.items())}]"
 
     def heavy_warmup(self) -> int:
@@ -322,14 +424,20 @@ class Bench:
                 quick, note = self.shrunk(method, paradigm, {"batch_real": 8}, {"syn_steps": 2})
                 preset = self.preset(method, paradigm, "builtin", network_width=128, **{**extra, **quick})
                 job = self.job(REFERENCE, method, paradigm, preset, warmup=self.heavy_warmup() if quick else None)
-                row = self.measure("reference", self.label(method, paradigm, False if method == "mtt" else None) + note, job)
+                row = self.measure(
+                    "reference", self.label(method, paradigm, False if method == "mtt" else None) + note, job
+                )
                 reference = REFERENCE_SECONDS[(method, paradigm)]
                 row.target = f"<= {REFERENCE_TARGET:.1f} x {reference} s"
                 if row.result and "error" not in row.result:
                     ratio = row.result["median_s"] / reference
                     row.result["reference_s"], row.result["ratio"] = reference, ratio
                     comparable = self.device.type == "cpu" and not self.args.quick
-                    row.status = f"{'PASS' if ratio <= REFERENCE_TARGET else 'FAIL'} {ratio:.2f} x" if comparable else f"({ratio:.2f} x; {'quick run' if self.args.quick else 'not on CPU'}: not judged)"
+                    row.status = (
+                        f"{'PASS' if ratio <= REFERENCE_TARGET else 'FAIL'} {ratio:.2f} x"
+                        if comparable
+                        else f"({ratio:.2f} x; {'quick run' if self.args.quick else 'not on CPU'}: not judged)"
+                    )
 
     def miniucf(self) -> None:
         print(f"miniucf ({MINIUCF})", file=sys.stderr)
@@ -340,9 +448,17 @@ class Bench:
                 quick, note = self.shrunk(method, paradigm, {"batch_real": 2}, {"syn_steps": 2, "batch_syn": 5})
                 preset = self.preset(method, paradigm, "miniucf", **quick)
                 if method == "dm":
-                    self.measure("miniucf", self.label(method, paradigm) + note, self.job(MINIUCF, method, paradigm, preset, **timing))
+                    self.measure(
+                        "miniucf",
+                        self.label(method, paradigm) + note,
+                        self.job(MINIUCF, method, paradigm, preset, **timing),
+                    )
                     continue
-                row = self.measure("miniucf", self.label(method, paradigm, True) + note, self.job(MINIUCF, method, paradigm, preset, memory_bounded=True, **timing))
+                row = self.measure(
+                    "miniucf",
+                    self.label(method, paradigm, True) + note,
+                    self.job(MINIUCF, method, paradigm, preset, memory_bounded=True, **timing),
+                )
                 row.target = f"peak <= {MINIUCF_LIMIT_GB:.0f} GB"
                 if row.result and "error" not in row.result:
                     fits = row.result["peak_bytes"] <= MINIUCF_LIMIT_GB * GB
@@ -361,9 +477,22 @@ class Bench:
             plain: Row | None = None
             for bounded in (False, True):
                 preset = self.preset("mtt", "naive", "builtin", syn_steps=syn_steps, **extra)
-                row = self.measure("mtt-memory", f"MTT naive, syn_steps {syn_steps}, {'memory-bounded' if bounded else 'plain'}", self.job(shape, "mtt", "naive", preset, memory_bounded=bounded))
-                if bounded and plain and plain.result and row.result and "error" not in plain.result and "error" not in row.result:
-                    row.status = f"peak rise {row.result['delta_bytes'] / max(1, plain.result['delta_bytes']):.2f} x plain"
+                row = self.measure(
+                    "mtt-memory",
+                    f"MTT naive, syn_steps {syn_steps}, {'memory-bounded' if bounded else 'plain'}",
+                    self.job(shape, "mtt", "naive", preset, memory_bounded=bounded),
+                )
+                if (
+                    bounded
+                    and plain
+                    and plain.result
+                    and row.result
+                    and "error" not in plain.result
+                    and "error" not in row.result
+                ):
+                    row.status = (
+                        f"peak rise {row.result['delta_bytes'] / max(1, plain.result['delta_bytes']):.2f} x plain"
+                    )
                 plain = row
 
     def workers(self) -> None:
@@ -374,7 +503,10 @@ class Bench:
         print(f"workers ({BUILTIN}, builtin presets, Ray Train on ray.init(num_cpus=2))", file=sys.stderr)
         warmup, iterations = max(1, self.args.warmup), max(2, self.args.iterations)
         runs = Path(tempfile.mkdtemp(prefix="raydd-bench-distill-runs-"))
-        jobs = {method: self.job(BUILTIN, method, "naive", self.preset(method, "naive", "builtin"), threads=1) for method in ("dm", "mtt")}
+        jobs = {
+            method: self.job(BUILTIN, method, "naive", self.preset(method, "naive", "builtin"), threads=1)
+            for method in ("dm", "mtt")
+        }
         for method, job in jobs.items():
             self.measure("workers", f"{method.upper()} naive, single process, 1 thread", job)
         ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
@@ -382,25 +514,75 @@ class Bench:
             for method, job in jobs.items():
                 rates = {}
                 for count in (1, 2):
-                    spec = StageSpec(stage=NAIVE, method=method, dataset_uri=job.dataset_uri, ipc=1, preset=Preset(**job.preset), experts_uri=job.experts_uri, device=self.args.device)
-                    run = RunSettings(iterations=warmup + iterations, checkpoint_every=warmup + iterations, workers=count, cpus_per_worker=1, log_every=10**9)
-                    print(f"  workers: {method} naive, {count} Ray Train worker(s) ...", end="", flush=True, file=sys.stderr)
+                    spec = StageSpec(
+                        stage=NAIVE,
+                        method=method,
+                        dataset_uri=job.dataset_uri,
+                        ipc=1,
+                        preset=Preset(**job.preset),
+                        experts_uri=job.experts_uri,
+                        device=self.args.device,
+                    )
+                    run = RunSettings(
+                        iterations=warmup + iterations,
+                        checkpoint_every=warmup + iterations,
+                        workers=count,
+                        cpus_per_worker=1,
+                        log_every=10**9,
+                    )
+                    print(
+                        f"  workers: {method} naive, {count} Ray Train worker(s) ...",
+                        end="",
+                        flush=True,
+                        file=sys.stderr,
+                    )
                     started = time.perf_counter()
                     try:
-                        history = fit_stage(spec, run, runs=resolve(str(runs)), name=f"{method}-{count}-workers")["history"]
+                        history = fit_stage(spec, run, runs=resolve(str(runs)), name=f"{method}-{count}-workers")[
+                            "history"
+                        ]
                     except Exception as error:  # noqa: BLE001 - one failed row, not a failed benchmark
                         print(f" failed: {error}", file=sys.stderr)
-                        self.rows.append(Row("workers", f"{method.upper()} naive, {count} Ray Train worker(s)", {"error": str(error)[:200]}, status=f"failed: {str(error)[:120]}"))
+                        self.rows.append(
+                            Row(
+                                "workers",
+                                f"{method.upper()} naive, {count} Ray Train worker(s)",
+                                {"error": str(error)[:200]},
+                                status=f"failed: {str(error)[:120]}",
+                            )
+                        )
                         continue
                     print(f" {time.perf_counter() - started:.0f} s", flush=True, file=sys.stderr)
                     seconds, samples = history["seconds"][warmup:], history["samples"][warmup:]
                     rates[count] = sum(samples) / sum(seconds)
-                    result = {"seconds": seconds, "median_s": statistics.median(seconds), "samples_per_s": rates[count], "workers": count, "warmup_excluded": warmup, "wall_s": time.perf_counter() - started}
-                    self.rows.append(Row("workers", f"{method.upper()} naive, {count} Ray Train worker(s)", result, settings={"workers": count, "cpus_per_worker": 1, "preset": job.preset}))
+                    result = {
+                        "seconds": seconds,
+                        "median_s": statistics.median(seconds),
+                        "samples_per_s": rates[count],
+                        "workers": count,
+                        "warmup_excluded": warmup,
+                        "wall_s": time.perf_counter() - started,
+                    }
+                    self.rows.append(
+                        Row(
+                            "workers",
+                            f"{method.upper()} naive, {count} Ray Train worker(s)",
+                            result,
+                            settings={"workers": count, "cpus_per_worker": 1, "preset": job.preset},
+                        )
+                    )
                 if len(rates) == 2:
                     speedup = rates[2] / rates[1]
                     verdict = f"{'PASS' if speedup >= WORKERS_TARGET else 'FAIL'} {speedup:.2f} x"
-                    self.rows.append(Row("workers", f"{method.upper()} naive, speedup 2 workers / 1", {"speedup": speedup}, target=f">= {WORKERS_TARGET} x", status=verdict if not self.args.quick else f"({speedup:.2f} x; quick run: not judged)"))
+                    self.rows.append(
+                        Row(
+                            "workers",
+                            f"{method.upper()} naive, speedup 2 workers / 1",
+                            {"speedup": speedup},
+                            target=f">= {WORKERS_TARGET} x",
+                            status=verdict if not self.args.quick else f"({speedup:.2f} x; quick run: not judged)",
+                        )
+                    )
         finally:
             ray.shutdown()
             shutil.rmtree(runs, ignore_errors=True)
@@ -421,28 +603,71 @@ def print_table(rows: list[Row]) -> None:
     lines = []
     for row in rows:
         r = row.result or {}
-        lines.append((
-            row.section, row.name, f"{r['median_s']:.3f}" if "median_s" in r else "", f"{r['median_cpu_s']:.3f}" if "median_cpu_s" in r else "",
-            f"{r['samples_per_s']:.2f}" if "samples_per_s" in r else "",
-            _size(r, "peak_bytes"), _size(r, "delta_bytes"), row.target, row.status,
-        ))  # fmt: skip
+        lines.append(
+            (
+                row.section,
+                row.name,
+                f"{r['median_s']:.3f}" if "median_s" in r else "",
+                f"{r['median_cpu_s']:.3f}" if "median_cpu_s" in r else "",
+                f"{r['samples_per_s']:.2f}" if "samples_per_s" in r else "",
+                _size(r, "peak_bytes"),
+                _size(r, "delta_bytes"),
+                row.target,
+                row.status,
+            )
+        )
     widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
     for line in [header, *lines]:
-        print("  ".join(f"{cell:<{w}}" if i < 2 or i >= 7 else f"{cell:>{w}}" for i, (cell, w) in enumerate(zip(line, widths))).rstrip())
+        print(
+            "  ".join(
+                f"{cell:<{w}}" if i < 2 or i >= 7 else f"{cell:>{w}}" for i, (cell, w) in enumerate(zip(line, widths))
+            ).rstrip()
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--threads", type=int, default=None, help="torch threads of each measurement (default 2 on CPU)")
-    parser.add_argument("--iterations", type=int, default=None, help="timed iterations per configuration (default 5; --quick 1; workers: at least 2)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default 2; --quick 1; --quick on CPU: none for reference and miniucf)")
-    parser.add_argument("--miniucf-iterations", type=int, default=None, help="timed iterations at MiniUCF shape (default 1 on CPU, 3 on CUDA), after at most 1 warm-up")
-    parser.add_argument("--mtt-memory-shape", default="builtin", choices=("builtin", "reference"), help="shape of the mtt-memory section")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads of each measurement (default 2 on CPU)"
+    )
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="timed iterations per configuration (default 5; --quick 1; workers: at least 2)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed iterations first (default 2; --quick 1; --quick on CPU: none for reference and miniucf)",
+    )
+    parser.add_argument(
+        "--miniucf-iterations",
+        type=int,
+        default=None,
+        help="timed iterations at MiniUCF shape (default 1 on CPU, 3 on CUDA), after at most 1 warm-up",
+    )
+    parser.add_argument(
+        "--mtt-memory-shape",
+        default="builtin",
+        choices=("builtin", "reference"),
+        help="shape of the mtt-memory section",
+    )
     parser.add_argument("--allow-big", action="store_true", help="run plain MTT at MiniUCF shape on CPU too (~30+ GB)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 iteration; on CPU, shrunk reference and MiniUCF settings; nothing judged")
-    parser.add_argument("--cache", type=Path, default=Path("benchmarks/results/cache"), help="where the random datasets, experts and static images are kept")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 iteration; on CPU, shrunk reference and MiniUCF settings; nothing judged",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("benchmarks/results/cache"),
+        help="where the random datasets, experts and static images are kept",
+    )
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/distill.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -457,16 +682,33 @@ def main() -> None:
         parser.error(f"unknown section(s) {', '.join(unknown)}: use {', '.join(SECTIONS)}")
     bench = Bench(args)
     started = time.perf_counter()
-    print(f"device {bench.device}, torch threads {bench.threads or torch.get_num_threads()}, {args.warmup} warm-up + {args.iterations} timed iterations", file=sys.stderr)
+    print(
+        f"device {bench.device}, torch threads {bench.threads or torch.get_num_threads()}, {args.warmup} warm-up + "
+        f"{args.iterations} timed iterations",
+        file=sys.stderr,
+    )
     for section in SECTIONS:  # a fixed order, whatever order they were named in
         if section in sections:
             getattr(bench, section.replace("-", "_"))()
-    memory = "CUDA max allocated, rise above the allocation before the stage is built" if bench.cuda else "max RSS, rise above the process after imports and paging the dataset in"
-    print(f"\ndevice {bench.device}; static-dynamic rows time stage 2 (dynamic memories + H); peak: {memory}{'; --quick: nothing judged' if args.quick else ''}")
+    memory = (
+        "CUDA max allocated, rise above the allocation before the stage is built"
+        if bench.cuda
+        else "max RSS, rise above the process after imports and paging the dataset in"
+    )
+    print(
+        f"\ndevice {bench.device}; static-dynamic rows time stage 2 (dynamic memories + H); peak: "
+        f"{memory}{'; --quick: nothing judged' if args.quick else ''}"
+    )
     print_table(bench.rows)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "one"}
-    payload = {"settings": settings, "device": str(bench.device), "torch": torch.__version__, "seconds": time.perf_counter() - started, "rows": [dataclasses.asdict(r) for r in bench.rows]}
+    payload = {
+        "settings": settings,
+        "device": str(bench.device),
+        "torch": torch.__version__,
+        "seconds": time.perf_counter() - started,
+        "rows": [dataclasses.asdict(r) for r in bench.rows],
+    }
     args.output.write_text(json.dumps(payload, indent=2))
     print(f"wrote {args.output} ({time.perf_counter() - started:.0f} s)")
 

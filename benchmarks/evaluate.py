@@ -41,6 +41,7 @@ def training_speed(model: str, clip_shape: tuple[int, int, int, int], batch: int
     optimizer = torch.optim.SGD(network.parameters(), lr=1e-2, momentum=0.9)
     t, h, w, c = clip_shape
     videos, labels = torch.randn(batch, c, t, h, w), torch.randint(10, (batch,))
+
     def step() -> None:
         loss = F.cross_entropy(network(videos), labels)
         optimizer.zero_grad()
@@ -73,12 +74,39 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     store = tempfile.mkdtemp(prefix="raydd-bench-eval-")
     prepare(PrepareConfig(store=store))
-    config = EvalConfig(data=f"{store}/datasets/builtin", store=store, model="minic3d", runs=args.runs, random_ipc=5, epochs=epochs, experiment="bench")
+    config = EvalConfig(
+        data=f"{store}/datasets/builtin",
+        store=store,
+        model="minic3d",
+        runs=args.runs,
+        random_ipc=5,
+        epochs=epochs,
+        experiment="bench",
+    )
     evaluate(EvalConfig(**{**config.__dict__, "runs": 2, "epochs": 1}))  # warm up the worker processes
     started = time.perf_counter()
     evaluate(config)
     parallel = time.perf_counter() - started
-    plan = plan_evaluation(**{k: getattr(config, k) for k in ("data", "test", "model", "runs", "random_ipc", "preset", "epochs", "lr", "batch_size", "momentum", "weight_decay", "seed", "device")})
+    plan = plan_evaluation(
+        **{
+            k: getattr(config, k)
+            for k in (
+                "data",
+                "test",
+                "model",
+                "runs",
+                "random_ipc",
+                "preset",
+                "epochs",
+                "lr",
+                "batch_size",
+                "momentum",
+                "weight_decay",
+                "seed",
+                "device",
+            )
+        }
+    )
     started = time.perf_counter()
     for task in plan.tasks:
         execute(task)
@@ -96,7 +124,19 @@ def main() -> None:
     for name, value, target, status in rows:
         print(f"{name:<{width}}  {value:>10}  {target:>10}  {status}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"train_clips_per_s": speeds, "sequential_s": sequential, "parallel_s": parallel, "speedup": speedup, "runs": args.runs, "epochs": epochs}, indent=2))
+    args.output.write_text(
+        json.dumps(
+            {
+                "train_clips_per_s": speeds,
+                "sequential_s": sequential,
+                "parallel_s": parallel,
+                "speedup": speedup,
+                "runs": args.runs,
+                "epochs": epochs,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.output}")
 
 

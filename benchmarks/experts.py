@@ -39,7 +39,14 @@ import torch
 from raydd.data import open_prepared
 from raydd.experts.__main__ import ExpertsConfig, experts, settings_for
 from raydd.experts.trainer import ExpertTask, model_options, run_expert
-from raydd.experts.trajectories import ModelSpec, Trajectory, read_epoch, shard_name, unflatten_parameters, write_trajectory
+from raydd.experts.trajectories import (
+    ModelSpec,
+    Trajectory,
+    read_epoch,
+    shard_name,
+    unflatten_parameters,
+    write_trajectory,
+)
 from raydd.prepare import PrepareConfig, prepare
 from raydd.storage import atomic_writer, resolve
 
@@ -61,7 +68,9 @@ def fresh_store(root: Path, name: str, datasets: Path) -> str:
 def _plain_expert(task: ExpertTask, niceness: int, results: multiprocessing.Queue) -> None:
     os.nice(niceness)
     torch.set_num_threads(1)
-    warm = dataclasses.replace(task, settings=dataclasses.replace(task.settings, epochs=1), folder_uri=task.folder_uri + "-warm")
+    warm = dataclasses.replace(
+        task, settings=dataclasses.replace(task.settings, epochs=1), folder_uri=task.folder_uri + "-warm"
+    )
     run_expert(warm)  # imports and first-use kernel set-up, as the warm Ray workers have already done
     results.put(timed(lambda: run_expert(task)))
 
@@ -81,22 +90,37 @@ def ray_numbers(root: Path, width: int, epochs: int, count: int) -> dict[str, fl
     prepare(PrepareConfig(store=str(root / "prepared")))
     datasets = root / "prepared" / "datasets"
     base = dict(model="minic3d", width=width, epochs=epochs, experiment="bench-experts")
-    experts(ExpertsConfig(store=fresh_store(root, "warm", datasets), num_experts=2, **{**base, "epochs": 1}))  # start workers, MLflow db
+    experts(
+        ExpertsConfig(store=fresh_store(root, "warm", datasets), num_experts=2, **{**base, "epochs": 1})
+    )  # start workers, MLflow db
     config = ExpertsConfig(store=fresh_store(root, "plain", datasets), num_experts=1, **base)
-    task = ExpertTask(0, settings_for(config, open_prepared(f"{config.store}/datasets/builtin")), f"{config.store}/datasets/builtin", "")
-    plain = {n: plain_seconds(dataclasses.replace(task, folder_uri=f"{config.store}/experts/nice{n}"), n) for n in (RAY_WORKER_NICENESS, 0)}
+    task = ExpertTask(
+        0,
+        settings_for(config, open_prepared(f"{config.store}/datasets/builtin")),
+        f"{config.store}/datasets/builtin",
+        "",
+    )
+    plain = {
+        n: plain_seconds(dataclasses.replace(task, folder_uri=f"{config.store}/experts/nice{n}"), n)
+        for n in (RAY_WORKER_NICENESS, 0)
+    }
     config = ExpertsConfig(store=fresh_store(root, "ray", datasets), num_experts=1, workers=1, **base)
     through_ray = timed(lambda: experts(config))
     one = ExpertsConfig(store=fresh_store(root, "one", datasets), num_experts=count, workers=1, **base)
     two = ExpertsConfig(store=fresh_store(root, "two", datasets), num_experts=count, workers=2, **base)
     one_s, two_s = timed(lambda: experts(one)), timed(lambda: experts(two))
     return {
-        "in_process_s": plain[RAY_WORKER_NICENESS], "in_process_nice0_s": plain[0], "ray_s": through_ray,
+        "in_process_s": plain[RAY_WORKER_NICENESS],
+        "in_process_nice0_s": plain[0],
+        "ray_s": through_ray,
         "overhead_one_invocation": through_ray / plain[RAY_WORKER_NICENESS] - 1,
-        # per trajectory, from the 1-worker run: the invocation's fixed costs (MLflow run, Ray scheduling) spread over its experts
+        # per trajectory, from the 1-worker run: the invocation's fixed costs (MLflow run, Ray scheduling)
+        # spread over its experts
         "overhead": one_s / count / plain[RAY_WORKER_NICENESS] - 1,
-        "per_hour_1_worker": count * 3600 / one_s, "per_hour_2_workers": count * 3600 / two_s, "speedup": one_s / two_s,
-    }  # fmt: skip
+        "per_hour_1_worker": count * 3600 / one_s,
+        "per_hour_2_workers": count * 3600 / two_s,
+        "speedup": one_s / two_s,
+    }
 
 
 def storage_numbers(root: Path, epochs: int) -> dict[str, float]:
@@ -120,10 +144,16 @@ def storage_numbers(root: Path, epochs: int) -> dict[str, float]:
         served = statistics.median(timed(lambda t=t: trajectory.epoch(t)) for t in list(range(epochs + 1)) * 2)
     load = statistics.median(timed(lambda: torch.load(reference)) for _ in range(3))
     return {
-        "shard_bytes": sizes["float32"], "shard_bf16_bytes": sizes["bfloat16"], "torch_save_bytes": sizes["torch"],
-        "bytes_ratio": sizes["float32"] / sizes["torch"], "bf16_bytes_ratio": sizes["bfloat16"] / sizes["torch"],
-        "read_epoch_s": fetch, "open_trajectory_epoch_s": served, "torch_load_s": load, "fetch_speedup": load / fetch,
-    }  # fmt: skip
+        "shard_bytes": sizes["float32"],
+        "shard_bf16_bytes": sizes["bfloat16"],
+        "torch_save_bytes": sizes["torch"],
+        "bytes_ratio": sizes["float32"] / sizes["torch"],
+        "bf16_bytes_ratio": sizes["bfloat16"] / sizes["torch"],
+        "read_epoch_s": fetch,
+        "open_trajectory_epoch_s": served,
+        "torch_load_s": load,
+        "fetch_speedup": load / fetch,
+    }
 
 
 def main() -> None:
@@ -143,22 +173,52 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     rows = [
-        (f"trajectories/hour, 1 worker ({args.experts} MiniC3D-{args.width} experts, {args.epochs} epochs)", f"{parallel['per_hour_1_worker']:.0f}", "", ""),
+        (
+            f"trajectories/hour, 1 worker ({args.experts} MiniC3D-{args.width} experts, {args.epochs} epochs)",
+            f"{parallel['per_hour_1_worker']:.0f}",
+            "",
+            "",
+        ),
         ("trajectories/hour, 2 workers", f"{parallel['per_hour_2_workers']:.0f}", "", ""),
         ("speedup 2 workers / 1", f"{parallel['speedup']:.2f} x", ">= 1.70 x", parallel["speedup"] >= 1.7),
         ("one expert, plain in-process loop at nice 0", f"{parallel['in_process_nice0_s']:.2f} s", "", ""),
-        (f"one expert, plain in-process loop at nice {RAY_WORKER_NICENESS} (as Ray's workers)", f"{parallel['in_process_s']:.2f} s", "", ""),
+        (
+            f"one expert, plain in-process loop at nice {RAY_WORKER_NICENESS} (as Ray's workers)",
+            f"{parallel['in_process_s']:.2f} s",
+            "",
+            "",
+        ),
         ("one expert through the command (Ray task, MLflow, manifest)", f"{parallel['ray_s']:.2f} s", "", ""),
         ("  overhead of that single-expert invocation", f"{100 * parallel['overhead_one_invocation']:.1f} %", "", ""),
-        ("Ray overhead per trajectory (1-worker run of 4 vs plain loop)", f"{100 * parallel['overhead']:.1f} %", "<= 10 %", parallel["overhead"] <= 0.10),
-        (f"shard bytes, float32 ({MINIC3D_PARAMS:,} params x {args.epochs + 1})", f"{stored['shard_bytes'] / 1e6:.1f} MB", "", ""),
+        (
+            "Ray overhead per trajectory (1-worker run of 4 vs plain loop)",
+            f"{100 * parallel['overhead']:.1f} %",
+            "<= 10 %",
+            parallel["overhead"] <= 0.10,
+        ),
+        (
+            f"shard bytes, float32 ({MINIC3D_PARAMS:,} params x {args.epochs + 1})",
+            f"{stored['shard_bytes'] / 1e6:.1f} MB",
+            "",
+            "",
+        ),
         ("torch.save of the per-epoch tensor lists", f"{stored['torch_save_bytes'] / 1e6:.1f} MB", "", ""),
         ("shard / torch.save, float32", f"{stored['bytes_ratio']:.5f} x", "<= 1.00 x", stored["bytes_ratio"] <= 1.0),
-        ("shard / torch.save, bfloat16", f"{stored['bf16_bytes_ratio']:.5f} x", "<= 0.50 x", stored["bf16_bytes_ratio"] <= 0.5),
+        (
+            "shard / torch.save, bfloat16",
+            f"{stored['bf16_bytes_ratio']:.5f} x",
+            "<= 0.50 x",
+            stored["bf16_bytes_ratio"] <= 0.5,
+        ),
         ("read_epoch (open, read one epoch, close)", f"{1e3 * stored['read_epoch_s']:.1f} ms", "", ""),
         ("one epoch from an open Trajectory", f"{1e3 * stored['open_trajectory_epoch_s']:.1f} ms", "", ""),
         ("torch.load of the whole file", f"{1e3 * stored['torch_load_s']:.1f} ms", "", ""),
-        ("fetch speedup torch.load / read_epoch", f"{stored['fetch_speedup']:.1f} x", ">= 10 x", stored["fetch_speedup"] >= 10),
+        (
+            "fetch speedup torch.load / read_epoch",
+            f"{stored['fetch_speedup']:.1f} x",
+            ">= 10 x",
+            stored["fetch_speedup"] >= 10,
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"{'metric':<{width}}  {'value':>12}  {'target':>10}  status")
@@ -166,7 +226,9 @@ def main() -> None:
         verdict = "" if status == "" else ("PASS" if status else "FAIL")
         print(f"{name:<{width}}  {value:>12}  {target:>10}  {verdict}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"settings": vars(args) | {"output": str(args.output)}, **parallel, **stored}, indent=2))
+    args.output.write_text(
+        json.dumps({"settings": vars(args) | {"output": str(args.output)}, **parallel, **stored}, indent=2)
+    )
     print(f"wrote {args.output}")
 
 

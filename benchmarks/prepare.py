@@ -26,7 +26,13 @@ from __future__ import annotations
 
 import os
 
-for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+for _name in (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+):
     os.environ.setdefault(_name, "1")  # before numpy/torch are imported; Ray workers inherit it
 
 import argparse
@@ -103,7 +109,17 @@ def generate_videos(source: Path, args: argparse.Namespace) -> dict[str, Any]:
         label = number % args.classes
         folder = source / f"class{label:02d}"
         folder.mkdir(parents=True, exist_ok=True)
-        jobs.append((str(folder / f"video{number:04d}.mp4"), label, number, args.video_frames, args.video_width, args.video_height, args.codec))
+        jobs.append(
+            (
+                str(folder / f"video{number:04d}.mp4"),
+                label,
+                number,
+                args.video_frames,
+                args.video_width,
+                args.video_height,
+                args.codec,
+            )
+        )
     started = time.perf_counter()
     with concurrent.futures.ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         sizes = list(pool.map(_encode_video, *zip(*jobs), chunksize=4))
@@ -203,9 +219,16 @@ def _config(args: argparse.Namespace, source: Path, store: Path, workers: int):
     from raydd.prepare import PrepareConfig
 
     return PrepareConfig(
-        dataset="folder", source=str(source), store=str(store), frames=args.clip_frames, height=args.clip_size,
-        width=args.clip_size, shard_mb=args.shard_mb, workers=workers, overwrite=True,
-    )  # fmt: skip
+        dataset="folder",
+        source=str(source),
+        store=str(store),
+        frames=args.clip_frames,
+        height=args.clip_size,
+        width=args.clip_size,
+        shard_mb=args.shard_mb,
+        workers=workers,
+        overwrite=True,
+    )
 
 
 def run_plain(args: argparse.Namespace, source: Path, store: Path) -> dict[str, Any]:
@@ -241,11 +264,15 @@ def run_plain(args: argparse.Namespace, source: Path, store: Path) -> dict[str, 
         clips += len(plan.clips)
     seconds = time.perf_counter() - started
     return {
-        "seconds": seconds, "clips": clips, "shards": len(plans), "decode_seconds": decode_s, "write_seconds": write_s,
+        "seconds": seconds,
+        "clips": clips,
+        "shards": len(plans),
+        "decode_seconds": decode_s,
+        "write_seconds": write_s,
         "cpu_seconds": time.process_time() - cpu_started,
         # CPU of threads other than this one (libswscale/libavcodec helper threads): should be ~0
         "helper_thread_cpu_seconds": (time.process_time() - cpu_started) - (time.thread_time() - thread_started),
-    }  # fmt: skip
+    }
 
 
 def run_engine(args: argparse.Namespace, source: Path, store: Path) -> dict[str, Any]:
@@ -266,9 +293,12 @@ def run_engine(args: argparse.Namespace, source: Path, store: Path) -> dict[str,
     write_manifest(target, manifest)
     seconds = time.perf_counter() - started
     return {
-        "seconds": seconds, "clips": sum(r.record.rows for r in results), "shards": len(plans),
-        "task_seconds": [r.seconds for r in results], "cpu_seconds": time.process_time() - cpu_started,
-    }  # fmt: skip
+        "seconds": seconds,
+        "clips": sum(r.record.rows for r in results),
+        "shards": len(plans),
+        "task_seconds": [r.seconds for r in results],
+        "cpu_seconds": time.process_time() - cpu_started,
+    }
 
 
 def run_ray(args: argparse.Namespace, source: Path, store: Path, workers: int) -> dict[str, Any]:
@@ -295,21 +325,28 @@ def run_ray(args: argparse.Namespace, source: Path, store: Path, workers: int) -
         raise RuntimeError(f"{reused} shards were reused instead of written: the benchmark needs a fresh store per run")
     task_seconds = [r.seconds for r in captured]
     return {
-        "seconds": seconds, "clips": sum(s.rows for s in manifest.shards), "shards": len(manifest.shards),
-        "task_seconds": task_seconds, "driver_cpu_seconds": time.process_time() - cpu_started,
+        "seconds": seconds,
+        "clips": sum(s.rows for s in manifest.shards),
+        "shards": len(manifest.shards),
+        "task_seconds": task_seconds,
+        "driver_cpu_seconds": time.process_time() - cpu_started,
         # busy = sum of time spent inside write_shard / (workers x wall): what is left is Ray + driver + imbalance
         "worker_busy_fraction": sum(task_seconds) / (workers * seconds),
-    }  # fmt: skip
+    }
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     times = [r["seconds"] for r in runs]
     best = min(runs, key=lambda r: r["seconds"])
     return {
-        "seconds": best["seconds"], "median_seconds": statistics.median(times), "all_seconds": times,
-        "clips": best["clips"], "clips_per_s": best["clips"] / best["seconds"],
-        "median_clips_per_s": best["clips"] / statistics.median(times), "best_run": best,
-    }  # fmt: skip
+        "seconds": best["seconds"],
+        "median_seconds": statistics.median(times),
+        "all_seconds": times,
+        "clips": best["clips"],
+        "clips_per_s": best["clips"] / best["seconds"],
+        "median_clips_per_s": best["clips"] / statistics.median(times),
+        "best_run": best,
+    }
 
 
 def bench_prepare(args: argparse.Namespace, source: Path, work: Path) -> dict[str, Any]:
@@ -358,7 +395,10 @@ def bench_prepare(args: argparse.Namespace, source: Path, work: Path) -> dict[st
                 run["machine_load_before"] = load_before
                 noisy = meter.cores["other processes"] > NOISY_CORES
                 if noisy:
-                    print(f"warning: background load of {meter.cores['other processes']:.2f} cores during {name}", file=sys.stderr)
+                    print(
+                        f"warning: background load of {meter.cores['other processes']:.2f} cores during {name}",
+                        file=sys.stderr,
+                    )
                 if not noisy or attempt == 1 or quiet_budget["left"] <= 0:
                     break
                 drop(store)
@@ -387,7 +427,9 @@ def write_synthetic(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     from raydd.data.specs import get_spec
     from raydd.storage import Manifest, ShardRecord, resolve, write_manifest
 
-    spec = dataclasses.replace(get_spec("folder"), name="synthetic", num_frames=args.clip_frames, height=args.clip_size, width=args.clip_size)
+    spec = dataclasses.replace(
+        get_spec("folder"), name="synthetic", num_frames=args.clip_frames, height=args.clip_size, width=args.clip_size
+    )
     n_clips = max(1, int(args.read_mb * MiB) // spec.clip_bytes)
     per_shard = max(1, int(args.read_shard_mb * MiB) // spec.clip_bytes)
     rng = np.random.default_rng(0)
@@ -401,11 +443,17 @@ def write_synthetic(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
         with open(folder / name, "wb") as handle:
             write_clip_shard(handle, frames, labels, [f"synthetic:{i}" for i in range(start, start + count)], [])
         digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
-        records.append(ShardRecord(name=name, rows=count, bytes=(folder / name).stat().st_size, sha256=digest, group="train"))
+        records.append(
+            ShardRecord(name=name, rows=count, bytes=(folder / name).stat().st_size, sha256=digest, group="train")
+        )
     metadata = {
-        "spec": spec.to_dict(), "classes": [f"c{i}" for i in range(10)], "clip_shape": list(spec.clip_shape),
-        "clips": {"train": n_clips}, "train_mean": [0.5] * 3, "train_std": [0.29] * 3,
-    }  # fmt: skip
+        "spec": spec.to_dict(),
+        "classes": [f"c{i}" for i in range(10)],
+        "clip_shape": list(spec.clip_shape),
+        "clips": {"train": n_clips},
+        "train_mean": [0.5] * 3,
+        "train_std": [0.29] * 3,
+    }
     write_manifest(resolve(str(folder)), Manifest(kind=DATASET_KIND, shards=tuple(records), metadata=metadata))
     return {"clips": n_clips, "shards": len(records), "bytes": int(sum(r.bytes for r in records))}
 
@@ -436,10 +484,14 @@ def read_throughput(uri: str, args: argparse.Namespace) -> dict[str, Any]:
             first_seconds = first_seconds or seconds
             epochs.append(delivered / MB / seconds)
         out[order] = {
-            "open_seconds": open_s, "clips": n, "bytes_per_epoch": delivered, "mb_per_s_epochs": epochs,
-            "first_epoch_mb_per_s": epochs[0], "mb_per_s": statistics.median(epochs[1:] or epochs),
+            "open_seconds": open_s,
+            "clips": n,
+            "bytes_per_epoch": delivered,
+            "mb_per_s_epochs": epochs,
+            "first_epoch_mb_per_s": epochs[0],
+            "mb_per_s": statistics.median(epochs[1:] or epochs),
             "first_epoch_with_open_mb_per_s": delivered / MB / (open_s + first_seconds),
-        }  # fmt: skip
+        }
     return out
 
 
@@ -471,8 +523,16 @@ def report(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     seq = read["synthetic"]["sequential"]["mb_per_s"]
     shuf = read["synthetic"]["shuffled"]["mb_per_s"]
     targets = {
-        "speedup_2_vs_1_worker": {"value": speedup, "target": f">= {TARGET_SPEEDUP}", "pass": speedup >= TARGET_SPEEDUP},
-        "ray_overhead_vs_plain": {"value": overhead, "target": f"<= {TARGET_OVERHEAD}", "pass": overhead <= TARGET_OVERHEAD},
+        "speedup_2_vs_1_worker": {
+            "value": speedup,
+            "target": f">= {TARGET_SPEEDUP}",
+            "pass": speedup >= TARGET_SPEEDUP,
+        },
+        "ray_overhead_vs_plain": {
+            "value": overhead,
+            "target": f"<= {TARGET_OVERHEAD}",
+            "pass": overhead <= TARGET_OVERHEAD,
+        },
         "read_sequential_mb_per_s": {"value": seq, "target": f">= {TARGET_READ_MBPS}", "pass": seq >= TARGET_READ_MBPS},
         "read_shuffled_mb_per_s": {"value": shuf, "target": f">= {TARGET_READ_MBPS}", "pass": shuf >= TARGET_READ_MBPS},
     }
@@ -485,7 +545,8 @@ def report(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     lines = [
         f"prepare: {r2['clips']} clips from {cfg['videos']} {cfg['codec']} videos "
         f"({cfg['video_frames']} frames {cfg['video_width']}x{cfg['video_height']}) -> "
-        f"{cfg['clip_frames']}x{cfg['clip_size']}x{cfg['clip_size']}, {n_shards} shards of <= {cfg['shard_mb']:.2f} MiB; "
+        f"{cfg['clip_frames']}x{cfg['clip_size']}x{cfg['clip_size']}, {n_shards} shards of <= {cfg['shard_mb']:.2f} "
+        "MiB; "
         f"best of {cfg['repeats']}; {res['environment']['cpus']} CPUs",
         _row("metric", "value", "target", "status"),
         _row("-" * 46, "-" * 16, "-" * 12, "------"),
@@ -493,25 +554,77 @@ def report(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         _row("engine loop (write_shard in-process, no Ray)", f"{engine['clips_per_s']:.1f} clips/s"),
         _row("raydd.prepare, 1 Ray worker", f"{r1['clips_per_s']:.1f} clips/s"),
         _row("raydd.prepare, 2 Ray workers", f"{r2['clips_per_s']:.1f} clips/s"),
-        _row("speedup 2 workers / 1 worker", f"{speedup:.2f} x", f">= {TARGET_SPEEDUP:.2f} x", status("speedup_2_vs_1_worker")),
-        _row("Ray overhead vs plain loop (1 - plain/ray-1)", f"{overhead:.1%}", f"<= {TARGET_OVERHEAD:.0%}", status("ray_overhead_vs_plain")),
+        _row(
+            "speedup 2 workers / 1 worker",
+            f"{speedup:.2f} x",
+            f">= {TARGET_SPEEDUP:.2f} x",
+            status("speedup_2_vs_1_worker"),
+        ),
+        _row(
+            "Ray overhead vs plain loop (1 - plain/ray-1)",
+            f"{overhead:.1%}",
+            f"<= {TARGET_OVERHEAD:.0%}",
+            status("ray_overhead_vs_plain"),
+        ),
         _row("  of which engine extras (1 - plain/engine)", f"{1 - plain['seconds'] / engine['seconds']:.1%}"),
         _row("  Ray itself (1 - engine/ray-1)", f"{overhead_engine:.1%}"),
-        _row("write_shard time in Ray worker vs in-process", f"{sum(r1['best_run']['task_seconds']) / sum(engine['best_run']['task_seconds']) - 1:+.1%} (1w) {sum(r2['best_run']['task_seconds']) / sum(engine['best_run']['task_seconds']) - 1:+.1%} (2w)"),
-        _row("plain loop CPU in helper threads (swscale...)", f"{plain['best_run']['helper_thread_cpu_seconds'] / plain['best_run']['cpu_seconds']:.0%} of its CPU"),
-        _row("worker busy fraction, 1 / 2 workers", f"{r1['best_run']['worker_busy_fraction']:.0%} / {r2['best_run']['worker_busy_fraction']:.0%}"),
-        _row("background load (other processes), max", f"{max(v['best_run']['cpu_cores']['other processes'] for v in (plain, engine, r1, r2)):.2f} cores", f"<= {NOISY_CORES:.2f}", "ok" if max(v['best_run']['cpu_cores']['other processes'] for v in (plain, engine, r1, r2)) <= NOISY_CORES else "NOISY"),
-        _row("cores used in ray-2: workers/ray system/driver", "/".join(f"{r2['best_run']['cpu_cores'][g]:.2f}" for g in ("ray workers", "ray system", "driver"))),
+        _row(
+            "write_shard time in Ray worker vs in-process",
+            f"{sum(r1['best_run']['task_seconds']) / sum(engine['best_run']['task_seconds']) - 1:+.1%} (1w) "
+            f"{sum(r2['best_run']['task_seconds']) / sum(engine['best_run']['task_seconds']) - 1:+.1%} (2w)",
+        ),
+        _row(
+            "plain loop CPU in helper threads (swscale...)",
+            f"{plain['best_run']['helper_thread_cpu_seconds'] / plain['best_run']['cpu_seconds']:.0%} of its CPU",
+        ),
+        _row(
+            "worker busy fraction, 1 / 2 workers",
+            f"{r1['best_run']['worker_busy_fraction']:.0%} / {r2['best_run']['worker_busy_fraction']:.0%}",
+        ),
+        _row(
+            "background load (other processes), max",
+            f"{max(v['best_run']['cpu_cores']['other processes'] for v in (plain, engine, r1, r2)):.2f} cores",
+            f"<= {NOISY_CORES:.2f}",
+            "ok"
+            if max(v["best_run"]["cpu_cores"]["other processes"] for v in (plain, engine, r1, r2)) <= NOISY_CORES
+            else "NOISY",
+        ),
+        _row(
+            "cores used in ray-2: workers/ray system/driver",
+            "/".join(f"{r2['best_run']['cpu_cores'][g]:.2f}" for g in ("ray workers", "ray system", "driver")),
+        ),
         _row("ray.init / first (warm-up) run", f"{prep['ray_init_seconds']:.1f} s / {prep['warmup_seconds'][0]:.1f} s"),
         _row("read prepared train split, sequential", f"{read['prepared']['sequential']['mb_per_s']:.0f} MB/s"),
         _row("read prepared train split, shuffled", f"{read['prepared']['shuffled']['mb_per_s']:.0f} MB/s"),
-        _row(f"read synthetic {read['synthetic_info']['bytes'] / MB:.0f} MB, sequential (batch {cfg['batch']})", f"{seq:.0f} MB/s", f">= {TARGET_READ_MBPS:.0f}", status("read_sequential_mb_per_s")),
-        _row(f"read synthetic {read['synthetic_info']['bytes'] / MB:.0f} MB, shuffled (batch {cfg['batch']})", f"{shuf:.0f} MB/s", f">= {TARGET_READ_MBPS:.0f}", status("read_shuffled_mb_per_s")),
-        _row("  first epoch after open, seq / shuffled", f"{read['synthetic']['sequential']['first_epoch_mb_per_s']:.0f} / {read['synthetic']['shuffled']['first_epoch_mb_per_s']:.0f}"),
-        _row("  open + first epoch, seq / shuffled", f"{read['synthetic']['sequential']['first_epoch_with_open_mb_per_s']:.0f} / {read['synthetic']['shuffled']['first_epoch_with_open_mb_per_s']:.0f}"),
-        _row("  open_prepared().split() time, seq / shuffled", f"{read['synthetic']['sequential']['open_seconds']:.2f} / {read['synthetic']['shuffled']['open_seconds']:.2f} s"),
+        _row(
+            f"read synthetic {read['synthetic_info']['bytes'] / MB:.0f} MB, sequential (batch {cfg['batch']})",
+            f"{seq:.0f} MB/s",
+            f">= {TARGET_READ_MBPS:.0f}",
+            status("read_sequential_mb_per_s"),
+        ),
+        _row(
+            f"read synthetic {read['synthetic_info']['bytes'] / MB:.0f} MB, shuffled (batch {cfg['batch']})",
+            f"{shuf:.0f} MB/s",
+            f">= {TARGET_READ_MBPS:.0f}",
+            status("read_shuffled_mb_per_s"),
+        ),
+        _row(
+            "  first epoch after open, seq / shuffled",
+            f"{read['synthetic']['sequential']['first_epoch_mb_per_s']:.0f} / "
+            f"{read['synthetic']['shuffled']['first_epoch_mb_per_s']:.0f}",
+        ),
+        _row(
+            "  open + first epoch, seq / shuffled",
+            f"{read['synthetic']['sequential']['first_epoch_with_open_mb_per_s']:.0f} / "
+            f"{read['synthetic']['shuffled']['first_epoch_with_open_mb_per_s']:.0f}",
+        ),
+        _row(
+            "  open_prepared().split() time, seq / shuffled",
+            f"{read['synthetic']['sequential']['open_seconds']:.2f} / "
+            f"{read['synthetic']['shuffled']['open_seconds']:.2f} s",
+        ),
         _row("  memcpy reference (one np.copyto)", f"{read['memcpy_mb_per_s']:.0f} MB/s"),
-    ]  # fmt: skip
+    ]
     return "\n".join(lines), targets
 
 
@@ -520,29 +633,70 @@ def report(res: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small smoke run (fewer, smaller videos; one repeat; 64 MiB read test)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small smoke run (fewer, smaller videos; one repeat; 64 MiB read test)"
+    )
     parser.add_argument("--videos", type=int, default=None, help="videos to generate (default 192, quick 48)")
     parser.add_argument("--classes", type=int, default=6, help="class folders (default 6)")
-    parser.add_argument("--video-frames", type=int, default=None, help="frames per generated video (default 64, quick 48)")
+    parser.add_argument(
+        "--video-frames", type=int, default=None, help="frames per generated video (default 64, quick 48)"
+    )
     parser.add_argument("--video-width", type=int, default=None, help="generated width (default 320, quick 160)")
     parser.add_argument("--video-height", type=int, default=None, help="generated height (default 240, quick 120)")
-    parser.add_argument("--codec", default="libx264", choices=("libx264", "mpeg4"), help="video codec (default libx264)")
+    parser.add_argument(
+        "--codec", default="libx264", choices=("libx264", "mpeg4"), help="video codec (default libx264)"
+    )
     parser.add_argument("--clip-frames", type=int, default=16, help="frames per prepared clip (default 16)")
     parser.add_argument("--clip-size", type=int, default=112, help="prepared clip height and width (default 112)")
-    parser.add_argument("--shards", type=int, default=None, help="aim for about this many shards, sets --shard-mb (default 16, quick 8)")
+    parser.add_argument(
+        "--shards", type=int, default=None, help="aim for about this many shards, sets --shard-mb (default 16, quick 8)"
+    )
     parser.add_argument("--shard-mb", type=float, default=None, help="shard size in MiB (overrides --shards)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs of each variant, best reported (default 3, quick 1)")
-    parser.add_argument("--dashboard", action=argparse.BooleanOptionalAction, default=True, help="start the Ray dashboard, as `python -m raydd.prepare` does (default on)")
-    parser.add_argument("--max-wait", type=float, default=60.0, help="seconds in all to wait for other processes to go quiet before timed runs (default 60)")
-    parser.add_argument("--read-mb", type=float, default=None, help="MiB of frames in the synthetic read dataset (default 512, quick 64)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed runs of each variant, best reported (default 3, quick 1)"
+    )
+    parser.add_argument(
+        "--dashboard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start the Ray dashboard, as `python -m raydd.prepare` does (default on)",
+    )
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=60.0,
+        help="seconds in all to wait for other processes to go quiet before timed runs (default 60)",
+    )
+    parser.add_argument(
+        "--read-mb",
+        type=float,
+        default=None,
+        help="MiB of frames in the synthetic read dataset (default 512, quick 64)",
+    )
     parser.add_argument("--read-shard-mb", type=float, default=64.0, help="MiB per synthetic shard (default 64)")
-    parser.add_argument("--read-epochs", type=int, default=4, help="epochs per read order; the first is reported separately (default 4)")
+    parser.add_argument(
+        "--read-epochs", type=int, default=4, help="epochs per read order; the first is reported separately (default 4)"
+    )
     parser.add_argument("--batch", type=int, default=64, help="clips per .batch() call (default 64)")
-    parser.add_argument("--workdir", default=None, help="where videos and stores go (default: a new temp dir, removed at the end)")
+    parser.add_argument(
+        "--workdir", default=None, help="where videos and stores go (default: a new temp dir, removed at the end)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "prepare.json"), help="JSON results file (default benchmarks/results/prepare.json)")
+    parser.add_argument(
+        "--output",
+        default=str(ROOT / "benchmarks" / "results" / "prepare.json"),
+        help="JSON results file (default benchmarks/results/prepare.json)",
+    )
     args = parser.parse_args(argv)
-    defaults = {"videos": (192, 48), "video_frames": (64, 48), "video_width": (320, 160), "video_height": (240, 120), "repeats": (3, 1), "read_mb": (512.0, 64.0), "shards": (16, 8)}
+    defaults = {
+        "videos": (192, 48),
+        "video_frames": (64, 48),
+        "video_width": (320, 160),
+        "video_height": (240, 120),
+        "repeats": (3, 1),
+        "read_mb": (512.0, 64.0),
+        "shards": (16, 8),
+    }
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -587,14 +741,19 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, Any] = {
             "config": {k: v for k, v in vars(args).items() if k not in ("output",)},
             "environment": {
-                "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                "ray": ray_module.__version__, "av": av.__version__, "torch": torch.__version__, "pyarrow": pyarrow.__version__,
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "ray": ray_module.__version__,
+                "av": av.__version__,
+                "torch": torch.__version__,
+                "pyarrow": pyarrow.__version__,
                 "numpy": np.__version__,
             },
             "videos": videos,
             "prepare": prepare_results,
             "read": read,
-        }  # fmt: skip
+        }
         table, targets = report(results)
         results["targets"] = targets
         results["total_seconds"] = time.perf_counter() - started

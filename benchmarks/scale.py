@@ -88,18 +88,24 @@ def write_k400_like(store: str, train_per_class: int, test_per_class: int = 1, *
             frames_NTHWC = rng.integers(0, 256, (len(chunk), *CLIP_SHAPE), dtype=np.uint8)
             location = folder.child(f"{split}-{number:05d}.arrow")
             with atomic_writer(location) as handle:
-                write_clip_shard(handle, frames_NTHWC, chunk, [f"random:{split}:{start + i}" for i in range(len(chunk))], [])
+                write_clip_shard(
+                    handle, frames_NTHWC, chunk, [f"random:{split}:{start + i}" for i in range(len(chunk))], []
+                )
             records.append(ShardRecord(location.name, len(chunk), handle.bytes_written, handle.hexdigest(), split))
     spec = get_spec("k400")
     classes = [f"class{c:03d}" for c in range(CLASSES)]
     spec_dict = {**spec.to_dict(), "classes": classes}
     uniform_std = float(np.sqrt((256**2 - 1) / 12) / 255)
     metadata = {
-        "spec": spec_dict, "classes": classes, "clip_shape": list(CLIP_SHAPE),
+        "spec": spec_dict,
+        "classes": classes,
+        "clip_shape": list(CLIP_SHAPE),
         "clips": {split: CLASSES * n for split, n in counts.items()},
         "class_counts": {split: dict.fromkeys(classes, n) for split, n in counts.items()},
-        "skipped": {"count": 0, "files": []}, "missing": {"count": 0, "examples": []},
-        "train_mean": [0.5] * 3, "train_std": [round(uniform_std, 6)] * 3,
+        "skipped": {"count": 0, "files": []},
+        "missing": {"count": 0, "examples": []},
+        "train_mean": [0.5] * 3,
+        "train_std": [round(uniform_std, 6)] * 3,
         "note": "random uint8 clips at Kinetics-400's shape (benchmarks/scale.py)",
     }
     write_manifest(folder, Manifest(kind=DATASET_KIND, shards=tuple(records), metadata=metadata))
@@ -218,7 +224,11 @@ def moto_server() -> Iterator[int]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -244,13 +254,22 @@ def _stage_spec(dataset_uri: str, split: str) -> Any:
 
     preset = table_preset("dm", "naive", "k400", 1)
     assert preset is not None
-    return StageSpec(stage=NAIVE, method="dm", dataset_uri=dataset_uri, ipc=1, preset=dataclasses.replace(preset, **DM_OVERRIDES), split=split)
+    return StageSpec(
+        stage=NAIVE,
+        method="dm",
+        dataset_uri=dataset_uri,
+        ipc=1,
+        preset=dataclasses.replace(preset, **DM_OVERRIDES),
+        split=split,
+    )
 
 
 def fit(dataset_uri: str, workers: int, iterations: int, runs: Path, name: str) -> dict[str, Any]:
     from raydd.distill.ray_train import RunSettings, fit_stage
 
-    run = RunSettings(iterations=iterations, checkpoint_every=iterations, workers=workers, cpus_per_worker=1, log_every=10**9)
+    run = RunSettings(
+        iterations=iterations, checkpoint_every=iterations, workers=workers, cpus_per_worker=1, log_every=10**9
+    )
     return fit_stage(_stage_spec(dataset_uri, "classes"), run, runs=resolve(str(runs)), name=name)
 
 
@@ -261,7 +280,10 @@ def scaling(dataset_uri: str, warmup: int, timed: int, runs: Path) -> dict[str, 
         started = time.perf_counter()
         history = fit(dataset_uri, workers, warmup + timed, runs, f"scaling-{workers}")["history"]
         seconds[workers] = history["seconds"][warmup:]
-        print(f" {time.perf_counter() - started:.0f} s, median {statistics.median(seconds[workers]):.2f} s/it", file=sys.stderr)
+        print(
+            f" {time.perf_counter() - started:.0f} s, median {statistics.median(seconds[workers]):.2f} s/it",
+            file=sys.stderr,
+        )
     ratio = statistics.median(seconds[1]) / statistics.median(seconds[2])
     return {"dm_strong_scaling_2_workers": ratio, "seconds_1_worker": seconds[1], "seconds_2_workers": seconds[2]}
 
@@ -272,8 +294,15 @@ def predicted_worker_bytes(store: str, workers: int) -> int:
     from raydd.planning.distill import plan_distill
 
     config = DistillConfig(
-        dataset="k400", store=store, method="dm", paradigm="naive", workers=workers, use_gpu=False, cpus_per_worker=1,
-        eval_runs=0, **DM_OVERRIDES,
+        dataset="k400",
+        store=store,
+        method="dm",
+        paradigm="naive",
+        workers=workers,
+        use_gpu=False,
+        cpus_per_worker=1,
+        eval_runs=0,
+        **DM_OVERRIDES,
     )
     return plan_distill(config).worker_host_bytes
 
@@ -317,16 +346,45 @@ def s3_run(clips: int, iterations: int, work: Path) -> dict[str, Any]:
         cache = work / "node-cache"
         shutil.rmtree(cache, ignore_errors=True)  # a fresh node: everything it reads comes from S3
         command = [
-            sys.executable, "-m", "raydd.distill", "--dataset", "k400", "--store", store, "--method", "dm", "--paradigm", "static-dynamic",
-            "--ipc", "1", "--workers", "2", "--cpus-per-worker", "1", "--iterations", str(iterations), "--checkpoint-every", "2",
-            "--fail-at-iteration", "2", "--max-failures", "1", "--eval-runs", "0",
+            sys.executable,
+            "-m",
+            "raydd.distill",
+            "--dataset",
+            "k400",
+            "--store",
+            store,
+            "--method",
+            "dm",
+            "--paradigm",
+            "static-dynamic",
+            "--ipc",
+            "1",
+            "--workers",
+            "2",
+            "--cpus-per-worker",
+            "1",
+            "--iterations",
+            str(iterations),
+            "--checkpoint-every",
+            "2",
+            "--fail-at-iteration",
+            "2",
+            "--max-failures",
+            "1",
+            "--eval-runs",
+            "0",
             *[f"--{k.replace('_', '-')}={v}" for k, v in DM_OVERRIDES.items()],
         ]
         run_env = dict(
-            env, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{proxy.port}", RAYDD_CACHE=str(cache),
-            MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}", PYTHONUNBUFFERED="1",
+            env,
+            AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{proxy.port}",
+            RAYDD_CACHE=str(cache),
+            MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
+            PYTHONUNBUFFERED="1",
         )
-        print("  s3: two-stage distill on 2 workers, a worker killed in stage 2 ...", end="", flush=True, file=sys.stderr)
+        print(
+            "  s3: two-stage distill on 2 workers, a worker killed in stage 2 ...", end="", flush=True, file=sys.stderr
+        )
         started = time.perf_counter()
         done = subprocess.run(command, env=run_env, capture_output=True, text=True)
         wall = time.perf_counter() - started
@@ -343,8 +401,12 @@ def s3_run(clips: int, iterations: int, work: Path) -> dict[str, Any]:
                 shard_gets[name] = shard_gets.get(name, 0) + 1
         return {
             "s3_bytes_per_node_per_run_over_dataset_bytes": proxy.received / train_bytes,
-            "s3_bytes_received": proxy.received, "train_split_bytes": train_bytes, "s3_requests": len(proxy.requests),
-            "shard_get_requests": shard_gets, "worker_restarted": restarted, "wall_s": wall,
+            "s3_bytes_received": proxy.received,
+            "train_split_bytes": train_bytes,
+            "s3_requests": len(proxy.requests),
+            "shard_get_requests": shard_gets,
+            "worker_restarted": restarted,
+            "wall_s": wall,
             "largest_responses": dict(sorted(proxy.bytes_by_request.items(), key=lambda kv: -kv[1])[:12]),
         }
 
@@ -369,7 +431,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer iterations (under 10 minutes on 2 cores)")
     parser.add_argument("--clips", default="10,40", help="train clips a class of the small and the large dataset")
     parser.add_argument("--sections", default="scaling,memory,s3", help="comma-separated: scaling, memory, s3")
-    parser.add_argument("--workdir", type=Path, default=None, help="where datasets and runs go (default: a temporary folder)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where datasets and runs go (default: a temporary folder)"
+    )
     args = parser.parse_args()
     small, large = (int(n) for n in args.clips.split(","))
     sections = args.sections.split(",")
@@ -377,7 +441,13 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     warmup, timed = (1, 4) if args.quick else (2, 8)
     os.environ.setdefault("RAYDD_CACHE", str(work / "cache"))
-    results: dict[str, Any] = {"quick": args.quick, "clips_per_class": [small, large], "dm_overrides": DM_OVERRIDES, "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+    results: dict[str, Any] = {
+        "quick": args.quick,
+        "clips_per_class": [small, large],
+        "dm_overrides": DM_OVERRIDES,
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+    }
     started = time.perf_counter()
     try:
         local = {}

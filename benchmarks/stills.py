@@ -25,7 +25,6 @@ import time
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
-import dataclasses
 
 import numpy as np
 import torch
@@ -62,9 +61,13 @@ def _stills(args: argparse.Namespace, dataset, fit: np.ndarray | None, seed: int
         videos, labels = clips.batch(torch.arange(len(clips)), CPU)
         return videos[:, :, videos.shape[2] // 2], labels
     flags = {k: getattr(args, k) for k in ("lr_static", "momentum", "iterations") if getattr(args, k) is not None}
-    config = DistillConfig(dataset=args.dataset, store=args.store, ipc=args.ipc, method="dm", static_method=args.method, **flags)
+    config = DistillConfig(
+        dataset=args.dataset, store=args.store, ipc=args.ipc, method="dm", static_method=args.method, **flags
+    )
     preset = config.static_preset()
-    spec = StageSpec(stage=STATIC, method=args.method, dataset_uri=dataset.location.uri, ipc=args.ipc, preset=preset, seed=seed)
+    spec = StageSpec(
+        stage=STATIC, method=args.method, dataset_uri=dataset.location.uri, ipc=args.ipc, preset=preset, seed=seed
+    )
     distiller = build_stage(spec, SingleProcess(), CPU, real_indices=fit)
     mean, std = torch.tensor(dataset.mean).view(1, -1, 1, 1), torch.tensor(dataset.std).view(1, -1, 1, 1)
     low, high = -mean / std, (1 - mean) / std
@@ -102,14 +105,27 @@ def main() -> None:
         stills, labels = _stills(args, dataset, fit, seed)
         videos = stills.unsqueeze(2).expand(-1, -1, clip_shape[0], -1, -1).contiguous()  # a still video per image
         settings = TrainSettings(model="convnet", epochs=300, lr=1e-2, batch_size=256, seed=seed)
-        result = train_and_test(settings, TensorClips(videos, labels), scored, num_classes=len(dataset.classes), clip_shape=clip_shape, device=CPU, run=seed)
+        result = train_and_test(
+            settings,
+            TensorClips(videos, labels),
+            scored,
+            num_classes=len(dataset.classes),
+            clip_shape=clip_shape,
+            device=CPU,
+            run=seed,
+        )
         per_class = np.array(result.per_class)
         others = [i for i in range(len(per_class)) if i not in groups]
         row = {
-            "seed": seed, "top1": 100 * result.top1, "static": 100 * per_class[groups].mean() if groups else float("nan"),
-            "dynamic": 100 * per_class[others].mean(), "std": float(stills.std()), "min": float(stills.min()),
-            "max": float(stills.max()), "seconds": time.perf_counter() - started,
-        }  # fmt: skip
+            "seed": seed,
+            "top1": 100 * result.top1,
+            "static": 100 * per_class[groups].mean() if groups else float("nan"),
+            "dynamic": 100 * per_class[others].mean(),
+            "std": float(stills.std()),
+            "min": float(stills.min()),
+            "max": float(stills.max()),
+            "seconds": time.perf_counter() - started,
+        }
         print(json.dumps(row), flush=True)
         rows.append(row)
 
@@ -118,7 +134,8 @@ def main() -> None:
         return f"{values.mean():.1f} ± {values.std():.1f}"
 
     print(
-        f"{args.method}{' clamped' if args.clamp else ''} ({args.split}, {args.seeds} seeds): top-1 {cell('top1')}, static {cell('static')}, "
+        f"{args.method}{' clamped' if args.clamp else ''} ({args.split}, {args.seeds} seeds): top-1 {cell('top1')}, "
+        f"static {cell('static')}, "
         f"dynamic {cell('dynamic')}; stills std {np.mean([r['std'] for r in rows]):.2f}, "
         f"range [{min(r['min'] for r in rows):.1f}, {max(r['max'] for r in rows):.1f}]"
     )

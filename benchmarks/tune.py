@@ -29,12 +29,12 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import ray
 import torch
 
+from raydd.data.reader import open_prepared
 from raydd.distill.config import DistillConfig
 from raydd.distill.stages import STATIC, StageSpec
 from raydd.prepare import PrepareConfig, prepare
 from raydd.tune import TuneConfig, tune
 from raydd.tuning.trial import fit_static, validation_split
-from raydd.data.reader import open_prepared
 
 
 def main() -> None:
@@ -53,14 +53,26 @@ def main() -> None:
     dataset = open_prepared(str(root / "prepared" / "datasets" / "builtin"))
     train, _ = validation_split(dataset.split("train").labels, len(dataset.classes), 0.2, 0)
     started = time.perf_counter()
-    fit_static(StageSpec(stage=STATIC, method="dm", dataset_uri=str(dataset.location.uri), ipc=1, preset=preset), train, str(root / "static-alone"))
+    fit_static(
+        StageSpec(stage=STATIC, method="dm", dataset_uri=str(dataset.location.uri), ipc=1, preset=preset),
+        train,
+        str(root / "static-alone"),
+    )
     stage1 = time.perf_counter() - started
 
     sweeps = {}
     for concurrent in (1, 2):
         store = root / f"c{concurrent}"
         shutil.copytree(root / "prepared" / "datasets", store / "datasets")
-        config = TuneConfig(store=str(store), num_samples=args.trials, max_concurrent=concurrent, iterations=iterations, eval_epochs=epochs, grace_period=iterations, experiment="bench")
+        config = TuneConfig(
+            store=str(store),
+            num_samples=args.trials,
+            max_concurrent=concurrent,
+            iterations=iterations,
+            eval_epochs=epochs,
+            grace_period=iterations,
+            experiment="bench",
+        )
         started = time.perf_counter()
         rows = tune(config)
         total = time.perf_counter() - started
@@ -71,16 +83,35 @@ def main() -> None:
     saved = (args.trials - 1) * stage1
     rows = [
         (f"stage 1 alone ({iterations} iterations)", f"{stage1:.1f} s"),
-        *[(f"sweep, {args.trials} trials, max-concurrent {c} (incl. stage 1)", f"{s['seconds']:.1f} s") for c, s in sweeps.items()],
+        *[
+            (f"sweep, {args.trials} trials, max-concurrent {c} (incl. stage 1)", f"{s['seconds']:.1f} s")
+            for c, s in sweeps.items()
+        ],
         *[(f"trials/hour, max-concurrent {c}", f"{s['trials_per_hour']:.0f}") for c, s in sweeps.items()],
         ("trials/hour, 2 / 1", f"{speedup:.2f} x"),
-        (f"stage 1 shared: saved per sweep ({args.trials} trials)", f"{saved:.1f} s ({saved / (sweeps[1]['seconds'] + saved):.0%} of an unshared sweep)"),
+        (
+            f"stage 1 shared: saved per sweep ({args.trials} trials)",
+            f"{saved:.1f} s ({saved / (sweeps[1]['seconds'] + saved):.0%} of an unshared sweep)",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"iterations": iterations, "eval_epochs": epochs, "trials": args.trials, "stage1_s": stage1, "sweeps": sweeps, "speedup": speedup, "stage1_saved_s": saved}, indent=2))
+    args.output.write_text(
+        json.dumps(
+            {
+                "iterations": iterations,
+                "eval_epochs": epochs,
+                "trials": args.trials,
+                "stage1_s": stage1,
+                "sweeps": sweeps,
+                "speedup": speedup,
+                "stage1_saved_s": saved,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.output}")
     shutil.rmtree(root, ignore_errors=True)
 

@@ -67,9 +67,7 @@ def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
 
 
 def build_parser(config_cls: type, prog: str, description: str) -> argparse.ArgumentParser:
-    parser = _OneLineParser(
-        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = _OneLineParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
         kind, _ = _unwrap_optional(hints[field.name])
@@ -83,9 +81,7 @@ def build_parser(config_cls: type, prog: str, description: str) -> argparse.Argu
                 kwargs["choices"] = list(field.metadata["choices"])
                 kwargs["metavar"] = "{" + ",".join(map(str, kwargs["choices"])) + "}"
         parser.add_argument(flag_name(field.name), dest=field.name, **kwargs)
-    parser.add_argument(
-        "--print-config", action="store_true", help="print the resolved config as JSON and exit"
-    )
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     return parser
 
 

@@ -30,7 +30,18 @@ from raydd.data.cache import admit, file_sha256, local_shard
 from raydd.data.shards import tensor_array, tensor_numpy
 from raydd.errors import RayddError
 from raydd.models.hallucinator import Hallucinator
-from raydd.storage import Location, Manifest, ManifestNotFound, ShardRecord, atomic_writer, read_bytes, read_manifest, resolve, size, write_manifest
+from raydd.storage import (
+    Location,
+    Manifest,
+    ManifestNotFound,
+    ShardRecord,
+    atomic_writer,
+    read_bytes,
+    read_manifest,
+    resolve,
+    size,
+    write_manifest,
+)
 
 DISTILLED_KIND = "raydd.distilled/1"
 VIDEOS, STATIC_DYNAMIC = "videos", "static-dynamic"
@@ -67,7 +78,9 @@ def write_tensor_shard(folder: Location, name: str, values_N: torch.Tensor, labe
     return record
 
 
-def read_tensor_shard(folder: Location, name: str, record: ShardRecord | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def read_tensor_shard(
+    folder: Location, name: str, record: ShardRecord | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The shard's values and labels. With its manifest ``record``, the bytes come through the node cache
     (fetched once per node, checked against the record), as every worker of a stage reads the same artifact."""
     location = folder.child(name)
@@ -81,36 +94,66 @@ def read_tensor_shard(folder: Location, name: str, record: ShardRecord | None = 
 
 
 def _storage(values: int, num_classes: int, clip_shape: tuple[int, ...]) -> dict[str, Any]:
-    return {"storage_values": values, "storage_bytes": values * BYTES_PER_VALUE, "full_video_values_per_class": math.prod(clip_shape), "num_classes": num_classes}
+    return {
+        "storage_values": values,
+        "storage_bytes": values * BYTES_PER_VALUE,
+        "full_video_values_per_class": math.prod(clip_shape),
+        "num_classes": num_classes,
+    }
 
 
 def _finish(folder: Location, shards: list[ShardRecord], metadata: dict[str, Any]) -> Manifest:
     per_class = len(metadata["classes"]) * metadata["full_video_values_per_class"]
-    metadata["storage_ratio"] = metadata["storage_values"] / (per_class * metadata["ipc"]) if metadata.get("ipc") else None
+    metadata["storage_ratio"] = (
+        metadata["storage_values"] / (per_class * metadata["ipc"]) if metadata.get("ipc") else None
+    )
     manifest = Manifest(kind=DISTILLED_KIND, shards=tuple(shards), metadata=metadata)
     write_manifest(folder, manifest)
     return manifest
 
 
 def write_distilled(
-    uri: str, videos_NCTHW: torch.Tensor, labels: torch.Tensor, *, classes: tuple[str, ...], dataset_uri: str, method: str,
-    ipc: int | None = None, extra: dict[str, Any] | None = None,
-) -> Manifest:  # fmt: skip
+    uri: str,
+    videos_NCTHW: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    classes: tuple[str, ...],
+    dataset_uri: str,
+    method: str,
+    ipc: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Manifest:
     """Write a distilled set of full videos (shards first, manifest last)."""
     n, c, t, h, w = videos_NCTHW.shape
     folder = resolve(uri)
     shard = write_tensor_shard(folder, "videos.arrow", videos_NCTHW, labels)
     metadata = {
-        "representation": VIDEOS, "classes": list(classes), "clip_shape": [t, h, w, c], "dataset_uri": dataset_uri, "method": method,
-        "ipc": ipc or n // max(1, len(classes)), **_storage(videos_NCTHW.numel(), len(classes), (t, h, w, c)), **(extra or {}),
-    }  # fmt: skip
+        "representation": VIDEOS,
+        "classes": list(classes),
+        "clip_shape": [t, h, w, c],
+        "dataset_uri": dataset_uri,
+        "method": method,
+        "ipc": ipc or n // max(1, len(classes)),
+        **_storage(videos_NCTHW.numel(), len(classes), (t, h, w, c)),
+        **(extra or {}),
+    }
     return _finish(folder, [shard], metadata)
 
 
 def write_static_dynamic(
-    uri: str, *, static_NCHW: torch.Tensor, dynamic_NCTHW: torch.Tensor, hallucinator: Hallucinator, variant: str, classes: tuple[str, ...],
-    frames: int, dataset_uri: str, method: str, ipc: int, extra: dict[str, Any] | None = None,
-) -> Manifest:  # fmt: skip
+    uri: str,
+    *,
+    static_NCHW: torch.Tensor,
+    dynamic_NCTHW: torch.Tensor,
+    hallucinator: Hallucinator,
+    variant: str,
+    classes: tuple[str, ...],
+    frames: int,
+    dataset_uri: str,
+    method: str,
+    ipc: int,
+    extra: dict[str, Any] | None = None,
+) -> Manifest:
     """Write static images, dynamic memories and H (class-major; shards first, manifest last)."""
     num_classes = len(classes)
     c, h, w = static_NCHW.shape[1:]
@@ -125,11 +168,19 @@ def write_static_dynamic(
     ]
     values = static_NCHW.numel() + dynamic_NCTHW.numel() + flat_P.numel()
     metadata = {
-        "representation": STATIC_DYNAMIC, "classes": list(classes), "clip_shape": [frames, h, w, c], "dataset_uri": dataset_uri, "method": method,
-        "ipc": ipc, "spc": spc, "dpc": dpc, "dynamic_shape": list(dynamic_NCTHW.shape[1:]),
+        "representation": STATIC_DYNAMIC,
+        "classes": list(classes),
+        "clip_shape": [frames, h, w, c],
+        "dataset_uri": dataset_uri,
+        "method": method,
+        "ipc": ipc,
+        "spc": spc,
+        "dpc": dpc,
+        "dynamic_shape": list(dynamic_NCTHW.shape[1:]),
         "hallucinator": {"variant": variant, "dynamic_channels": int(dynamic_NCTHW.shape[1])},
-        **_storage(values, num_classes, (frames, h, w, c)), **(extra or {}),
-    }  # fmt: skip
+        **_storage(values, num_classes, (frames, h, w, c)),
+        **(extra or {}),
+    }
     return _finish(folder, shards, metadata)
 
 
@@ -179,7 +230,10 @@ def _open_distilled(uri: str) -> tuple[Location, Manifest, dict[str, ShardRecord
         raise RayddError(f"{folder} holds a {manifest.kind!r}, not a distilled set")
     for record in manifest.shards:
         if size(folder.child(record.name)) != record.bytes:
-            raise RayddError(f"{folder.child(record.name)} does not match its manifest: it was modified or truncated; distil it again")
+            raise RayddError(
+                f"{folder.child(record.name)} does not match its manifest: it was modified or truncated; distil it "
+                "again"
+            )
     return folder, manifest, {record.name: record for record in manifest.shards}
 
 
@@ -192,9 +246,13 @@ def load_distilled(uri: str) -> DistilledSet:
     else:
         videos, labels = _render(_parts(folder, meta, records))
     return DistilledSet(
-        videos_NCTHW=videos, labels=labels, classes=tuple(meta["classes"]), clip_shape=tuple(meta["clip_shape"]),
-        dataset_uri=meta["dataset_uri"], metadata=meta,
-    )  # fmt: skip
+        videos_NCTHW=videos,
+        labels=labels,
+        classes=tuple(meta["classes"]),
+        clip_shape=tuple(meta["clip_shape"]),
+        dataset_uri=meta["dataset_uri"],
+        metadata=meta,
+    )
 
 
 def load_static_dynamic(uri: str) -> StaticDynamicParts:
@@ -215,7 +273,9 @@ def _parts(folder: Location, meta: dict[str, Any], records: dict[str, ShardRecor
     flat, _ = read_tensor_shard(folder, "hallucinator.arrow", records["hallucinator.arrow"])
     frames, _, _, channels = meta["clip_shape"]
     spec = meta["hallucinator"]
-    hallucinator = Hallucinator(frames=frames, channels=channels, dynamic_channels=spec["dynamic_channels"], variant=spec["variant"])
+    hallucinator = Hallucinator(
+        frames=frames, channels=channels, dynamic_channels=spec["dynamic_channels"], variant=spec["variant"]
+    )
     torch.nn.utils.vector_to_parameters(flat[0], hallucinator.parameters())
     return StaticDynamicParts(static, dynamic, hallucinator.requires_grad_(False), meta)
 

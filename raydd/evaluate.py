@@ -13,7 +13,13 @@ __all__ = ["EvalConfig", "evaluate", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(EvalConfig, evaluate, argv, "raydd.evaluate", "Train fresh networks on a training set and score them on the real test split.")
+    return run_command(
+        EvalConfig,
+        evaluate,
+        argv,
+        "raydd.evaluate",
+        "Train fresh networks on a training set and score them on the real test split.",
+    )
 
 
 if __name__ == "__main__":

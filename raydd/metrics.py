@@ -32,11 +32,19 @@ class _Definition:
 
 
 _DEFINITIONS = {
-    DISTILL_ITERATIONS_PER_SECOND: _Definition("gauge", "distillation iterations per second (rank 0, last iteration)", DISTILL_TAGS),
+    DISTILL_ITERATIONS_PER_SECOND: _Definition(
+        "gauge", "distillation iterations per second (rank 0, last iteration)", DISTILL_TAGS
+    ),
     DISTILL_LOSS: _Definition("gauge", "matching loss of the last distillation iteration (rank 0)", DISTILL_TAGS),
-    DISTILL_MATCHING_SAMPLES_PER_SECOND: _Definition("gauge", "matching samples per second of the last iteration (rank 0)", DISTILL_TAGS),
-    DISTILL_CHECKPOINT_AGE_SECONDS: _Definition("gauge", "seconds since the stage last saved a checkpoint (or started)", DISTILL_TAGS),
-    EXPERTS_FINISHED_TOTAL: _Definition("counter", "expert trajectories finished (trained or reused)", ("dataset", "model")),
+    DISTILL_MATCHING_SAMPLES_PER_SECOND: _Definition(
+        "gauge", "matching samples per second of the last iteration (rank 0)", DISTILL_TAGS
+    ),
+    DISTILL_CHECKPOINT_AGE_SECONDS: _Definition(
+        "gauge", "seconds since the stage last saved a checkpoint (or started)", DISTILL_TAGS
+    ),
+    EXPERTS_FINISHED_TOTAL: _Definition(
+        "counter", "expert trajectories finished (trained or reused)", ("dataset", "model")
+    ),
     PREPARE_CLIPS_PER_SECOND: _Definition("gauge", "clips per second of the last prepare run", ("dataset",)),
 }
 
@@ -62,7 +70,9 @@ def increment(name: str, value: float = 1.0, **tags: str) -> None:
     _metric(name).inc(float(value), tags=tags)
 
 
-def record_distill_iteration(*, loss: float, seconds: float, samples: int, checkpoint_age_s: float, tags: dict[str, str]) -> None:
+def record_distill_iteration(
+    *, loss: float, seconds: float, samples: int, checkpoint_age_s: float, tags: dict[str, str]
+) -> None:
     """Rank 0's per-iteration gauges: loss, iterations/s, matching samples/s and checkpoint age."""
     seconds = max(seconds, 1e-9)
     set_gauge(DISTILL_LOSS, loss, **tags)

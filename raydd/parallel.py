@@ -30,9 +30,14 @@ def ensure_ray(address: str | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     try:
-        ray.init(address=address, log_to_driver=True, configure_logging=False) if address else ray.init(configure_logging=False)
+        ray.init(address=address, log_to_driver=True, configure_logging=False) if address else ray.init(
+            configure_logging=False
+        )
     except ConnectionError as error:
-        raise RayddError(f"cannot join the Ray cluster at {address} ({error}): start it with `ray start --head` or drop --ray-address") from None
+        raise RayddError(
+            f"cannot join the Ray cluster at {address} ({error}): start it with `ray start --head` or drop "
+            "--ray-address"
+        ) from None
 
 
 @ray.remote(num_cpus=0)

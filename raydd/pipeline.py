@@ -33,7 +33,9 @@ class PipelineConfig:
     ipc: int = option(1, "instances per class")
     store: str = option(DEFAULT_STORE, "store URI for every stage's output and mlflow.db")
     eval_runs: int = option(5, "evaluation runs per training set (mean ± std)")
-    eval_epochs: int = option(100, "evaluation epochs (the paper's 500 for MiniC3D is GPU-sized; 100 keeps this to minutes on CPU)")
+    eval_epochs: int = option(
+        100, "evaluation epochs (the paper's 500 for MiniC3D is GPU-sized; 100 keeps this to minutes on CPU)"
+    )
     iterations: int | None = option(None, "distillation iterations per stage (default: the preset's)")
     protocol: str = option(DEFAULT_PROTOCOL, "evaluation protocol of every row", choices=PROTOCOL_NAMES)
     seed: int = option(0, "seed of the distillations and of evaluation run 0 (run i uses seed + i)")
@@ -69,12 +71,25 @@ def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Any]]:
     if config.method == "mtt":
         extra = BUILTIN_EXPERTS if config.dataset == "builtin" else []
         for model in ("minic3d", "convnet"):
-            experts(parse_config(ExpertsConfig, ["--dataset", config.dataset, "--model", model, *_flags(**common), *extra], "raydd.experts")[0])
+            experts(
+                parse_config(
+                    ExpertsConfig,
+                    ["--dataset", config.dataset, "--model", model, *_flags(**common), *extra],
+                    "raydd.experts",
+                )[0]
+            )
     outputs = {}
     for paradigm in ("static-dynamic", "naive"):
         argv = _flags(
-            dataset=config.dataset, method=config.method, paradigm=paradigm, ipc=config.ipc, iterations=config.iterations,
-            workers=config.workers, seed=config.seed, eval_runs=0, **common,
+            dataset=config.dataset,
+            method=config.method,
+            paradigm=paradigm,
+            ipc=config.ipc,
+            iterations=config.iterations,
+            workers=config.workers,
+            seed=config.seed,
+            eval_runs=0,
+            **common,
         )
         outputs[paradigm] = distill(parse_config(DistillConfig, argv, "raydd.distill")[0]).output
     dataset_uri = f"{config.store.rstrip('/')}/datasets/{config.dataset}"
@@ -87,22 +102,39 @@ def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for name, training_set in sets.items():
         settings = EvalConfig(
-            **training_set, runs=config.eval_runs, epochs=config.eval_epochs, protocol=config.protocol, seed=config.seed, **common
+            **training_set,
+            runs=config.eval_runs,
+            epochs=config.eval_epochs,
+            protocol=config.protocol,
+            seed=config.seed,
+            **common,
         )
         metrics = evaluate(settings)
-        rows[name] = {"storage_ratio": metrics.get("storage_ratio", 1.0), "metrics": metrics, "output": training_set["data"]}
+        rows[name] = {
+            "storage_ratio": metrics.get("storage_ratio", 1.0),
+            "metrics": metrics,
+            "output": training_set["data"],
+        }
     print(format_table(rows, config))
     return rows
 
 
 def format_table(rows: dict[str, dict[str, Any]], config: PipelineConfig) -> str:
-    title = f"\n{config.dataset}, IPC {config.ipc}, MiniC3D trained {config.eval_epochs} epochs, {config.eval_runs} runs"
+    title = (
+        f"\n{config.dataset}, IPC {config.ipc}, MiniC3D trained {config.eval_epochs} epochs, {config.eval_runs} runs"
+    )
     table = {name: (row["storage_ratio"], row["metrics"]) for name, row in rows.items()}
     return format_comparison(table, protocol=config.protocol, title=title)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(PipelineConfig, run_pipeline, argv, "raydd.pipeline", "Prepare, distil (static-dynamic and naive) and evaluate one dataset end to end.")
+    return run_command(
+        PipelineConfig,
+        run_pipeline,
+        argv,
+        "raydd.pipeline",
+        "Prepare, distil (static-dynamic and naive) and evaluate one dataset end to end.",
+    )
 
 
 if __name__ == "__main__":

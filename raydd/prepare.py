@@ -17,7 +17,17 @@ from raydd.data.specs import DatasetSpec, dataset_names, get_spec
 from raydd.errors import RayddError
 from raydd.parallel import ensure_ray, run_tasks
 from raydd.planning.resources import tasks_at_once
-from raydd.storage import DEFAULT_STORE, Location, Manifest, delete, list_names, manifest_or_none, require_writable_root, resolve, write_manifest
+from raydd.storage import (
+    DEFAULT_STORE,
+    Location,
+    Manifest,
+    delete,
+    list_names,
+    manifest_or_none,
+    require_writable_root,
+    resolve,
+    write_manifest,
+)
 
 # Testing aid, not a flag: a local folder; the first attempt at writing each shard then fails with a transient
 # storage error (a dropped connection), and Ray's retry of the task writes it (see write_shard).
@@ -28,7 +38,11 @@ FAIL_ONCE_ENV = "RAYDD_TEST_FAIL_ONCE_DIR"
 class PrepareConfig:
     dataset: str = option("builtin", "dataset to prepare", choices=dataset_names())
     source: str | None = option(None, "folder or URI holding the raw videos (builtin needs none)")
-    store: str = option(DEFAULT_STORE, "store URI (path, file://, s3://...; default $RAYDD_STORE or ./raydd-store); output lands in STORE/datasets/DATASET")
+    store: str = option(
+        DEFAULT_STORE,
+        "store URI (path, file://, s3://...; default $RAYDD_STORE or ./raydd-store); output lands in "
+        "STORE/datasets/DATASET",
+    )
     frames: int | None = option(None, "frames sampled uniformly per clip (default: the dataset's, e.g. 16 for UCF101)")
     height: int | None = option(None, "frame height in pixels (default: the dataset's)")
     width: int | None = option(None, "frame width in pixels (default: the dataset's)")
@@ -38,7 +52,11 @@ class PrepareConfig:
     shard_mb: float = option(256.0, "target size of one Arrow shard in MiB")
     max_bad_fraction: float = option(0.05, "stop with an error when more than this fraction of videos is unreadable")
     workers: int = option(0, "shard writers running at once (0: one per CPU of the Ray cluster)")
-    overwrite: bool = option(False, "replace a prepared dataset made with other settings (it stays readable until the new one is complete; shards whose inputs are unchanged are reused)")
+    overwrite: bool = option(
+        False,
+        "replace a prepared dataset made with other settings (it stays readable until the new one is complete; "
+        "shards whose inputs are unchanged are reused)",
+    )
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
     fail_shard: int = option(-1, "testing aid: the writer of this shard number fails half-way, as a crashed task would")
 
@@ -78,7 +96,9 @@ def prepare(config: PrepareConfig) -> Manifest:
         if DatasetSpec.from_dict(existing.metadata.get("spec", {})) == spec:
             print(f"{spec.name} is already prepared at {target} with these settings: nothing to do", file=sys.stderr)
             return existing
-        raise RayddError(f"{target} already holds {spec.name} prepared with other settings: pass --overwrite to replace it")
+        raise RayddError(
+            f"{target} already holds {spec.name} prepared with other settings: pass --overwrite to replace it"
+        )
     source = resolve(config.source) if config.source else None
     index = index_source(spec, source)
     plans = plan_shards(spec, index, config.shard_mb)
@@ -92,10 +112,15 @@ def prepare(config: PrepareConfig) -> Manifest:
     ]
     results = list(
         run_tasks(
-            write_shard, calls, description=f"prepare {spec.name}", weights=[len(p.clips) for p in plans],
-            unit="clip", max_in_flight=config.workers or tasks_at_once(1, 0, capacity()), reports_progress=True,
+            write_shard,
+            calls,
+            description=f"prepare {spec.name}",
+            weights=[len(p.clips) for p in plans],
+            unit="clip",
+            max_in_flight=config.workers or tasks_at_once(1, 0, capacity()),
+            reports_progress=True,
         )
-    )  # fmt: skip
+    )
     for result in results:
         for entry in result.skipped:
             print(f"warning: skipped {entry['source']}: {entry['reason']}", file=sys.stderr)
@@ -103,7 +128,9 @@ def prepare(config: PrepareConfig) -> Manifest:
     write_manifest(target, manifest)
     _remove_unreferenced(target, manifest)
     seconds = time.perf_counter() - started
-    metrics.set_gauge(metrics.PREPARE_CLIPS_PER_SECOND, sum(s.rows for s in manifest.shards) / max(seconds, 1e-9), dataset=spec.name)
+    metrics.set_gauge(
+        metrics.PREPARE_CLIPS_PER_SECOND, sum(s.rows for s in manifest.shards) / max(seconds, 1e-9), dataset=spec.name
+    )
     _print_summary(spec.name, target, manifest, results, seconds)
     return manifest
 
@@ -122,7 +149,8 @@ def _print_summary(name: str, target: Location, manifest: Manifest, results: lis
     size = sum(shard.bytes for shard in manifest.shards)
     counts = manifest.metadata["clips"]
     print(
-        f"prepared {name}: {clips} clips ({counts.get('train', 0)} train / {counts.get('test', 0)} test) in {seconds:.1f} s, "
+        f"prepared {name}: {clips} clips ({counts.get('train', 0)} train / {counts.get('test', 0)} test) in "
+        f"{seconds:.1f} s, "
         f"{clips / max(seconds, 1e-9):.1f} clips/s, {size / 1e6:.1f} MB in {len(manifest.shards)} shards "
         f"({written} written, {len(results) - written} reused), {manifest.metadata['skipped']['count']} skipped, "
         f"{manifest.metadata['missing']['count']} missing -> {target}"
@@ -130,7 +158,9 @@ def _print_summary(name: str, target: Location, manifest: Manifest, results: lis
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(PrepareConfig, prepare, argv, "raydd.prepare", "Decode raw videos into Arrow shards, in parallel on Ray.")
+    return run_command(
+        PrepareConfig, prepare, argv, "raydd.prepare", "Decode raw videos into Arrow shards, in parallel on Ray."
+    )
 
 
 if __name__ == "__main__":

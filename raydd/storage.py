@@ -128,7 +128,9 @@ def storage_errors(location: Location | str) -> Iterator[None]:
     except RayddError:
         raise
     except PermissionError as error:
-        raise RayddError(f"permission denied at {location} ({error}): check the credentials and the bucket policy") from None
+        raise RayddError(
+            f"permission denied at {location} ({error}): check the credentials and the bucket policy"
+        ) from None
     except Exception as error:  # noqa: BLE001 - botocore's errors are not importable without boto
         name = type(error).__name__
         text = str(error)
@@ -341,7 +343,9 @@ def read_manifest(folder: Location) -> Manifest:
     try:
         return Manifest.from_json(read_bytes(location).decode())
     except (ValueError, TypeError, KeyError) as error:
-        raise RayddError(f"unreadable manifest {location} ({error}): delete it and re-run the command that wrote it") from None
+        raise RayddError(
+            f"unreadable manifest {location} ({error}): delete it and re-run the command that wrote it"
+        ) from None
 
 
 def manifest_or_none(folder: Location) -> Manifest | None:

@@ -134,7 +134,11 @@ class MlflowTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(key, float(value), now, step) for key, values in series.items() for step, value in enumerate(values, start)]
+        items = [
+            Metric(key, float(value), now, step)
+            for key, values in series.items()
+            for step, value in enumerate(values, start)
+        ]
         for start in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
 
@@ -151,7 +155,13 @@ class MlflowTracker:
 
 @contextlib.contextmanager
 def mlflow_run(
-    store: str, experiment: str, run_name: str, config: Mapping[str, Any], tags: Mapping[str, str] | None = None, *, resume_run_id: str | None = None
+    store: str,
+    experiment: str,
+    run_name: str,
+    config: Mapping[str, Any],
+    tags: Mapping[str, str] | None = None,
+    *,
+    resume_run_id: str | None = None,
 ) -> Iterator[MlflowTracker]:
     """One MLflow run: logs the config verbatim (params + ``config.json``), the git commit and ``tags``;
     ends FINISHED, or FAILED if the block raises. ``resume_run_id``: continue that run (a resumed sweep's
@@ -163,7 +173,11 @@ def mlflow_run(
     client = MlflowClient(tracking_uri=uri)
     try:
         found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=_artifact_root(uri, experiment))
+        experiment_id = (
+            found.experiment_id
+            if found
+            else client.create_experiment(experiment, artifact_location=_artifact_root(uri, experiment))
+        )
     except mlflow.exceptions.MlflowException as error:
         raise RayddError(f"cannot use the MLflow tracking store {uri} ({error}): check MLFLOW_TRACKING_URI") from None
     if resume_run_id is not None:
@@ -171,7 +185,11 @@ def mlflow_run(
         run = client.get_run(resume_run_id)
         tracker = MlflowTracker(client, run.info.run_id)
     else:
-        run = client.create_run(experiment_id, run_name=run_name, tags={"raydd.git_commit": git_commit(), "raydd.command": " ".join(sys.argv), **(tags or {})})
+        run = client.create_run(
+            experiment_id,
+            run_name=run_name,
+            tags={"raydd.git_commit": git_commit(), "raydd.command": " ".join(sys.argv), **(tags or {})},
+        )
         tracker = MlflowTracker(client, run.info.run_id)
         tracker.log_params(config)
         tracker.log_dict(config, "config.json")

@@ -47,23 +47,29 @@ class TuneConfig:
     iterations: int | None = option(None, "iterations of stage 1 and of every trial's stage 2 (default: the preset's)")
     network_width: int | None = option(None, "width of the matching networks (default: the preset's)")
     batch_real: int | None = option(None, "real clips per class per matching sample (default: the preset's)")
-    grace_period: int | None = option(None, "ASHA: iterations every trial runs before it may be stopped (default: a quarter)")
+    grace_period: int | None = option(
+        None, "ASHA: iterations every trial runs before it may be stopped (default: a quarter)"
+    )
     validation_fraction: float = option(0.2, "fraction of every class of the train split held out to score trials")
     eval_epochs: int = option(100, "epochs of each trial's evaluation (MiniC3D on the distilled set)")
     cpus_per_trial: float = option(1.0, "CPUs reserved by each trial")
     gpus_per_trial: float | None = option(
-        None, "GPUs reserved by each trial (fractions share a GPU); default: 0.5 when the Ray cluster has "
-        "(or can launch) GPU nodes, else 0"
+        None,
+        "GPUs reserved by each trial (fractions share a GPU); default: 0.5 when the Ray cluster has "
+        "(or can launch) GPU nodes, else 0",
     )
     seed: int = option(0, "seed of the distillation, the validation split and the searcher")
     device: str = option("auto", "device of each trial", choices=DEVICE_CHOICES)
     experiment: str = option("raydd-tune", "MLflow experiment name")
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
     plan: bool = option(
-        False, "print the plan (preset, memory per trial, bytes per node, Ray resources) and start nothing; "
-        "with --ray-address or RAY_ADDRESS, refuse what that cluster cannot place"
+        False,
+        "print the plan (preset, memory per trial, bytes per node, Ray resources) and start nothing; "
+        "with --ray-address or RAY_ADDRESS, refuse what that cluster cannot place",
     )
-    interrupt_after_trials: int = option(-1, "testing aid: the first attempt of the sweep stops as if interrupted once this many trials finished")
+    interrupt_after_trials: int = option(
+        -1, "testing aid: the first attempt of the sweep stops as if interrupted once this many trials finished"
+    )
 
     def __post_init__(self) -> None:
         for name in ("ipc", "num_samples", "max_concurrent", "eval_epochs"):
@@ -80,15 +86,20 @@ class TuneConfig:
     def name(self) -> str:
         """The sweep's folder: the same settings name the same sweep, so a re-run resumes it."""
         ignored = ("num_samples", "max_concurrent", "ray_address", "interrupt_after_trials", "store", "plan")
-        return f"{self.dataset}-{self.method}-ipc{self.ipc}-{settings_hash({k: v for k, v in to_dict(self).items() if k not in ignored})}"
+        settings = {k: v for k, v in to_dict(self).items() if k not in ignored}
+        return f"{self.dataset}-{self.method}-ipc{self.ipc}-{settings_hash(settings)}"
 
 
 def _range(low: float | None, high: float | None, centre: float | None, flag: str) -> tuple[float, float]:
     if centre is None and (low is None or high is None):
-        raise RayddError(f"no preset gives {flag} here: pass --{flag.replace('_', '-')}-min and --{flag.replace('_', '-')}-max")
+        raise RayddError(
+            f"no preset gives {flag} here: pass --{flag.replace('_', '-')}-min and --{flag.replace('_', '-')}-max"
+        )
     low, high = low or centre / 10, high or centre * 10
     if not low < high:
-        raise RayddError(f"--{flag.replace('_', '-')}-min ({low:g}) must be below --{flag.replace('_', '-')}-max ({high:g})")
+        raise RayddError(
+            f"--{flag.replace('_', '-')}-min ({low:g}) must be below --{flag.replace('_', '-')}-max ({high:g})"
+        )
     return low, high
 
 
@@ -121,16 +132,31 @@ def tune(config: TuneConfig) -> list[TrialRow]:
     dataset = open_prepared(store.child("datasets", config.dataset).uri)
     name, folder = config.name(), store.child("tune", config.name())
     experts = lambda model: store.child("experts", config.dataset, model).uri if config.method == "mtt" else None  # noqa: E731
-    base = StageSpec(stage=STATIC, method=config.method, dataset_uri=dataset.location.uri, ipc=config.ipc, preset=preset, seed=config.seed, device=config.device, experts_uri=experts("convnet"))
+    base = StageSpec(
+        stage=STATIC,
+        method=config.method,
+        dataset_uri=dataset.location.uri,
+        ipc=config.ipc,
+        preset=preset,
+        seed=config.seed,
+        device=config.device,
+        experts_uri=experts("convnet"),
+    )
     static_method = stage1.stage1_method()
     static = dataclasses.replace(
-        base, method=static_method, preset=stage1.static_preset(),
+        base,
+        method=static_method,
+        preset=stage1.static_preset(),
         experts_uri=store.child("experts", config.dataset, "convnet").uri if static_method == "mtt" else None,
     )
     trial = TrialSpec(
-        stage=dataclasses.replace(base, stage=DYNAMIC, static_uri=folder.child("static").uri, experts_uri=experts("minic3d")),
-        validation_fraction=config.validation_fraction, eval_epochs=config.eval_epochs, report_every=max(1, preset.iterations // 20),
-    )  # fmt: skip
+        stage=dataclasses.replace(
+            base, stage=DYNAMIC, static_uri=folder.child("static").uri, experts_uri=experts("minic3d")
+        ),
+        validation_fraction=config.validation_fraction,
+        eval_epochs=config.eval_epochs,
+        report_every=max(1, preset.iterations // 20),
+    )
     ensure_ray(config.ray_address)
     gpus = auto_gpus(config.gpus_per_trial, AUTO_GPUS_PER_TRIAL, capacity())
     if exists(folder.child("static", "manifest.json")):
@@ -144,26 +170,72 @@ def tune(config: TuneConfig) -> list[TrialRow]:
     parent_id = read_bytes(parent_file).decode() if exists(parent_file) else None
     grace = config.grace_period or max(1, preset.iterations // 4)
     settings = SweepSettings(
-        config.num_samples, config.max_concurrent, lr_dynamic, lr_hal, start, grace, config.cpus_per_trial, gpus,
-        config.seed, config.interrupt_after_trials,
+        config.num_samples,
+        config.max_concurrent,
+        lr_dynamic,
+        lr_hal,
+        start,
+        grace,
+        config.cpus_per_trial,
+        gpus,
+        config.seed,
+        config.interrupt_after_trials,
     )
-    with mlflow_run(config.store, config.experiment, name, to_dict(config), {"raydd.dataset": config.dataset, "raydd.sweep": name}, resume_run_id=parent_id) as tracker:
+    with mlflow_run(
+        config.store,
+        config.experiment,
+        name,
+        to_dict(config),
+        {"raydd.dataset": config.dataset, "raydd.sweep": name},
+        resume_run_id=parent_id,
+    ) as tracker:
         write_bytes(parent_file, tracker.run_id.encode())
-        rows = run_sweep(trial, settings, storage=str(store.child("tune").uri), name=name, store=config.store, experiment=config.experiment, parent_run_id=tracker.run_id)
+        rows = run_sweep(
+            trial,
+            settings,
+            storage=str(store.child("tune").uri),
+            name=name,
+            store=config.store,
+            experiment=config.experiment,
+            parent_run_id=tracker.run_id,
+        )
         if len(rows) < config.num_samples or any(row.status == "ERROR" for row in rows):
-            raise RayddError(f"the sweep stopped with {sum(r.status != 'ERROR' for r in rows)} of {config.num_samples} trials finished: re-run the same command to resume it")
+            raise RayddError(
+                f"the sweep stopped with {sum(r.status != 'ERROR' for r in rows)} of {config.num_samples} trials "
+                "finished: re-run the same command to resume it"
+            )
         best = rows[0]
         if math.isnan(best.val_top1):
             raise RayddError("no trial reached its evaluation: widen --grace-period or the lr ranges")
         chosen = dataclasses.replace(preset, lr_dynamic=best.lr_dynamic, lr_hal=best.lr_hal)
-        sweep = {"name": name, "dataset": config.dataset, "method": config.method, "ipc": config.ipc, "val_top1": best.val_top1, "trial_id": best.trial_id, "static_uri": folder.child("static").uri, "trials": len(rows)}
-        write_bytes(folder.child("best_preset.json"), json.dumps({"preset": chosen.to_dict(), "sweep": sweep}, indent=2, sort_keys=True).encode())
-        tracker.log_metrics({"best/val_top1": best.val_top1, "best/lr_dynamic": best.lr_dynamic, "best/lr_hal": best.lr_hal})
+        sweep = {
+            "name": name,
+            "dataset": config.dataset,
+            "method": config.method,
+            "ipc": config.ipc,
+            "val_top1": best.val_top1,
+            "trial_id": best.trial_id,
+            "static_uri": folder.child("static").uri,
+            "trials": len(rows),
+        }
+        write_bytes(
+            folder.child("best_preset.json"),
+            json.dumps({"preset": chosen.to_dict(), "sweep": sweep}, indent=2, sort_keys=True).encode(),
+        )
+        tracker.log_metrics(
+            {"best/val_top1": best.val_top1, "best/lr_dynamic": best.lr_dynamic, "best/lr_hal": best.lr_hal}
+        )
         tracker.set_tags({"raydd.best_preset": folder.child("best_preset.json").uri})
     print(f"{'trial':>12} {'lr_dynamic':>11} {'lr_hal':>11} {'loss':>10} {'val top-1':>9}  status")
     for row in rows:
-        print(f"{row.trial_id:>12} {row.lr_dynamic:11.4g} {row.lr_hal:11.4g} {row.loss:10.5g} {row.val_top1:9.1f}  {row.status}")
-    print(f"best preset ({best.val_top1:.1f} % on {config.validation_fraction:.0%} of the train split) -> {folder.child('best_preset.json')}")
+        print(
+            f"{row.trial_id:>12} {row.lr_dynamic:11.4g} {row.lr_hal:11.4g} {row.loss:10.5g} {row.val_top1:9.1f}  "
+            f"{row.status}"
+        )
+    print(
+        f"best preset ({best.val_top1:.1f} % on {config.validation_fraction:.0%} of the train split) -> "
+        f"{folder.child('best_preset.json')}"
+    )
     return rows
 
 
@@ -176,7 +248,10 @@ def show_plan(config: TuneConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run_command(
-        TuneConfig, lambda config: show_plan(config) if config.plan else tune(config), argv, "raydd.tune",
+        TuneConfig,
+        lambda config: show_plan(config) if config.plan else tune(config),
+        argv,
+        "raydd.tune",
         "Sweep stage 2's lr_dynamic and lr_hal with Ray Tune; write the best as a preset file.",
     )
 

@@ -61,17 +61,25 @@ def s3_endpoint(node_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     recording = tmp_path_factory.mktemp("moto") / "recording.jsonl"
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, "MOTO_RECORDER_FILEPATH": str(recording)},
-    )  # fmt: skip
+    )
     ready, seen = _start_draining(process, "Running on")
     if not ready.wait(S3_START_TIMEOUT_S):
         process.kill()
         raise RuntimeError(f"moto S3 server did not start within {S3_START_TIMEOUT_S} s: {''.join(seen)[-2000:]}")
     endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")}
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")
+    }
     os.environ.update(
-        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL_S3=endpoint
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL_S3=endpoint,
     )
     yield endpoint
     process.terminate()

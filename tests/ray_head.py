@@ -58,31 +58,66 @@ def wait_for(check: Callable[[], T], *, within_s: float, watching: subprocess.Po
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not within {within_s} s; log of the watched process:\n{log.read_text()[-3000:]}")
+            raise AssertionError(
+                f"{what} not within {within_s} s; log of the watched process:\n{log.read_text()[-3000:]}"
+            )
         with contextlib.suppress(subprocess.TimeoutExpired):
             watching.wait(timeout=min(CHECK_EVERY_S, max(0.0, deadline - time.monotonic())))
         if watching.poll() is not None:
-            raise AssertionError(f"{what}: the process stopped (exit {watching.returncode}); its log:\n{log.read_text()[-3000:]}")
+            raise AssertionError(
+                f"{what}: the process stopped (exit {watching.returncode}); its log:\n{log.read_text()[-3000:]}"
+            )
 
 
 @contextlib.contextmanager
 def ray_head(tmp_path: Path, **env_overrides: str) -> Iterator[RayHead]:
     temp = Path(tempfile.mkdtemp(prefix="rdh", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env.update(RAY_AUTH_MODE="disabled", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2", RAY_USAGE_STATS_ENABLED="0", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0", **env_overrides)
+    env.update(
+        RAY_AUTH_MODE="disabled",
+        RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2",
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
+        **env_overrides,
+    )
     port, dashboard_port, agent_port = _free_port(), _free_port(), _free_port()
     log = tmp_path / "ray-start.log"
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-            f"--dashboard-agent-listen-port={agent_port}", f"--dashboard-agent-grpc-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
-            f"--ray-client-server-port={_free_port()}", f"--metrics-export-port={_free_port()}", f"--temp-dir={temp}",
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+            f"--dashboard-agent-listen-port={agent_port}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
+            f"--ray-client-server-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+            f"--temp-dir={temp}",
         ],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        yield RayHead(f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", f"http://127.0.0.1:{agent_port}", temp, env, process, log)
+        yield RayHead(
+            f"127.0.0.1:{port}",
+            f"http://127.0.0.1:{dashboard_port}",
+            f"http://127.0.0.1:{agent_port}",
+            temp,
+            env,
+            process,
+            log,
+        )
     finally:
         stop(process)
         shutil.rmtree(temp, ignore_errors=True)

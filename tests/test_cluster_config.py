@@ -62,7 +62,9 @@ def test_cluster_yaml_passes_rays_validation() -> None:
     head = prepared["head_node_type"]
     head_resources = prepared["available_node_types"][head]["resources"]
     assert head_resources == {"CPU": 0}, "the head keeps its cores for drivers, dashboard, MLflow"
-    gpu_types = [t for name, t in prepared["available_node_types"].items() if name != head and t["resources"].get("GPU", 0) >= 1]
+    gpu_types = [
+        t for name, t in prepared["available_node_types"].items() if name != head and t["resources"].get("GPU", 0) >= 1
+    ]
     assert gpu_types and all(t["min_workers"] == 0 for t in gpu_types), "GPU workers must scale from zero"
     head_start = " ".join(prepared["head_start_ray_commands"])
     assert "--dashboard-port=8265" in head_start and "--metrics-export-port=8080" in head_start
@@ -83,13 +85,33 @@ def _set_gpu_worker(**fields: Any):
 @pytest.mark.parametrize(
     ("break_it", "error", "message"),
     [
-        pytest.param(_set_gpu_worker(min_workers=99), ValueError, "smaller than the sum of `min_workers`", id="min_workers-above-max_workers"),
+        pytest.param(
+            _set_gpu_worker(min_workers=99),
+            ValueError,
+            "smaller than the sum of `min_workers`",
+            id="min_workers-above-max_workers",
+        ),
         pytest.param(lambda config: config.pop("provider"), KeyError, "provider", id="no-provider"),
-        pytest.param(_set_gpu_worker(min_worker=0), jsonschema.ValidationError, "'min_worker' was unexpected", id="misspelt-field"),
-        pytest.param(_set_gpu_worker(resources={"GPU": 0.5}), jsonschema.ValidationError, "not of type 'integer'", id="fractional-gpu"),
-        pytest.param(lambda config: config.update(head_node_type="cpu_head"), ValueError, "must be one of", id="undeclared-head-type"),
+        pytest.param(
+            _set_gpu_worker(min_worker=0),
+            jsonschema.ValidationError,
+            "'min_worker' was unexpected",
+            id="misspelt-field",
+        ),
+        pytest.param(
+            _set_gpu_worker(resources={"GPU": 0.5}),
+            jsonschema.ValidationError,
+            "not of type 'integer'",
+            id="fractional-gpu",
+        ),
+        pytest.param(
+            lambda config: config.update(head_node_type="cpu_head"),
+            ValueError,
+            "must be one of",
+            id="undeclared-head-type",
+        ),
     ],
-)  # fmt: skip
+)
 def test_rays_validation_rejects_a_broken_copy(break_it, error: type[Exception], message: str) -> None:
     config = load(CLUSTER)
     break_it(config)
@@ -118,7 +140,9 @@ def test_job_is_a_submit_job_call(path: Path) -> None:
     inspect.signature(JobSubmissionClient.submit_job).bind(None, **spec)  # TypeError on a key it does not take
     JobSubmitRequest(**spec)  # the body the job server receives: types of metadata, resources, ...
     runtime_env = spec.get("runtime_env") or {}
-    assert set(runtime_env) <= RuntimeEnv.known_fields, f"unknown runtime_env fields {set(runtime_env) - RuntimeEnv.known_fields}"
+    assert set(runtime_env) <= RuntimeEnv.known_fields, (
+        f"unknown runtime_env fields {set(runtime_env) - RuntimeEnv.known_fields}"
+    )
     RuntimeEnv(**runtime_env)
     assert f"jobs/{path.name}" in path.read_text(), "the submit line in the header names another file"
 
@@ -159,7 +183,9 @@ def resolved_stages(path: Path, capsys: pytest.CaptureFixture[str]) -> list[tupl
         module, argv = words[2], words[3:]
         config = _print_config(module, argv, capsys)
         for field, given in _flags(argv).items():
-            assert field in config, f"{module}: --{field.replace('_', '-')} is no flag of its own (argparse read it as an abbreviation)"
+            assert field in config, (
+                f"{module}: --{field.replace('_', '-')} is no flag of its own (argparse read it as an abbreviation)"
+            )
             actual = config[field]
             expected = given if isinstance(given, bool) else type(actual)(given)
             assert actual == expected, f"{module} --{field}: printed {actual!r}, given {given!r}"
@@ -202,7 +228,7 @@ def test_every_node_mounts_one_cache_folder_and_names_it_in_raydd_cache(tmp_path
     cache = next(o.split("=", 1)[1] for o in options if o.startswith("-e RAYDD_CACHE="))
     assert f"-v {cache}:{cache}" in options
     (command,) = config["initialization_commands"]
-    assert f"sudo mount \"$DEV\" {cache}" in command and f"sudo mkdir -p {cache}" in command
+    assert f'sudo mount "$DEV" {cache}' in command and f"sudo mkdir -p {cache}" in command
     assert "Instance Storage" in command  # the model name of an EC2 instance-store NVMe device in lsblk
     script = tmp_path / "init.sh"
     script.write_text(command)

@@ -32,7 +32,15 @@ def _local_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _config(store: str, **overrides) -> EvalConfig:
-    fields = dict(data=f"{store}/datasets/builtin", store=store, model="cnn_gru", runs=2, epochs=2, batch_size=64, experiment="test-eval")
+    fields = dict(
+        data=f"{store}/datasets/builtin",
+        store=store,
+        model="cnn_gru",
+        runs=2,
+        epochs=2,
+        batch_size=64,
+        experiment="test-eval",
+    )
     return EvalConfig(**{**fields, **overrides})
 
 
@@ -69,15 +77,36 @@ def test_a_distilled_set_trains_and_a_mismatched_one_is_refused(store: str, tmp_
     dataset_uri = f"{store}/datasets/builtin"
     classes = open_prepared(dataset_uri).classes
     labels = torch.arange(10)
-    good = write_distilled(str(tmp_path / "good"), torch.randn(10, 3, 4, 16, 16), labels, classes=classes, dataset_uri=dataset_uri, method="dm")
+    good = write_distilled(
+        str(tmp_path / "good"),
+        torch.randn(10, 3, 4, 16, 16),
+        labels,
+        classes=classes,
+        dataset_uri=dataset_uri,
+        method="dm",
+    )
     assert load_distilled(str(tmp_path / "good")).videos_NCTHW.shape == (10, 3, 4, 16, 16)
     assert good.metadata["storage_bytes"] == 10 * 3 * 4 * 16 * 16 * 4
     evaluate(_config(store, data=str(tmp_path / "good"), runs=1, experiment="test-distilled"))
 
-    write_distilled(str(tmp_path / "frames"), torch.randn(10, 3, 8, 16, 16), labels, classes=classes, dataset_uri=dataset_uri, method="dm")
+    write_distilled(
+        str(tmp_path / "frames"),
+        torch.randn(10, 3, 8, 16, 16),
+        labels,
+        classes=classes,
+        dataset_uri=dataset_uri,
+        method="dm",
+    )
     with pytest.raises(RayddError, match=r"shape \(8, 16, 16, 3\).*\(4, 16, 16, 3\).*--frames"):
         evaluate(_config(store, data=str(tmp_path / "frames")))
-    write_distilled(str(tmp_path / "classes"), torch.randn(5, 3, 4, 16, 16), labels[:5], classes=classes[:5], dataset_uri=dataset_uri, method="dm")
+    write_distilled(
+        str(tmp_path / "classes"),
+        torch.randn(5, 3, 4, 16, 16),
+        labels[:5],
+        classes=classes[:5],
+        dataset_uri=dataset_uri,
+        method="dm",
+    )
     with pytest.raises(RayddError, match="has 5 classes .* has 10"):
         evaluate(_config(store, data=str(tmp_path / "classes")))
 

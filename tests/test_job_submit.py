@@ -36,36 +36,90 @@ def head(tmp_path: Path) -> Iterator[RayHead]:
         # The job server (in the dashboard) hands a job to the head's dashboard agent, which registers itself
         # right after its HTTP server starts; the job server waits 10 s for that registration, not longer.
         ready = [f"{started.dashboard}/api/version", f"{started.agent}/api/healthz"]
-        wait_for(lambda: all(map(_answers, ready)), within_s=START_TIMEOUT_S, watching=started.process, what=f"the job server and agent ({', '.join(ready)})", log=started.log)
+        wait_for(
+            lambda: all(map(_answers, ready)),
+            within_s=START_TIMEOUT_S,
+            watching=started.process,
+            what=f"the job server and agent ({', '.join(ready)})",
+            log=started.log,
+        )
         yield started
 
 
-def test_ray_job_submit_runs_distill_to_success_and_its_mlflow_run_names_the_distilled_set(head: RayHead, tmp_path: Path) -> None:
+def test_ray_job_submit_runs_distill_to_success_and_its_mlflow_run_names_the_distilled_set(
+    head: RayHead, tmp_path: Path
+) -> None:
     address, cluster, env = head.dashboard, head.address, head.env
-    store, tracking = tmp_path / "store", f"sqlite:///{tmp_path}/mlflow.db"  # not the store's default: the runtime env must carry it
+    store, tracking = (
+        tmp_path / "store",
+        f"sqlite:///{tmp_path}/mlflow.db",
+    )  # not the store's default: the runtime env must carry it
     prepared = subprocess.run(
-        [sys.executable, "-m", "raydd.prepare", "--store", str(store), *SMALL, "--ray-address", cluster], env=env, capture_output=True, text=True, timeout=120
-    )  # fmt: skip
+        [sys.executable, "-m", "raydd.prepare", "--store", str(store), *SMALL, "--ray-address", cluster],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert prepared.returncode == 0, prepared.stderr[-2000:]
     # The venv's interpreter by path, whatever PATH the head's workers have; `ray job submit` quotes each word.
     entrypoint = [
-        sys.executable, "-m", "raydd.distill", "--dataset", "builtin", "--paradigm", "naive", "--iterations", "3", "--checkpoint-every", "3",
-        "--network-width", "8", "--batch-real", "4", "--eval-runs", "0", "--store", str(store),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "raydd.distill",
+        "--dataset",
+        "builtin",
+        "--paradigm",
+        "naive",
+        "--iterations",
+        "3",
+        "--checkpoint-every",
+        "3",
+        "--network-width",
+        "8",
+        "--batch-real",
+        "4",
+        "--eval-runs",
+        "0",
+        "--store",
+        str(store),
+    ]
     runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": tracking, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}}
     submission_id = f"raydd-test-{tmp_path.name}"
     submitted = subprocess.run(
-        [str(RAY), "job", "submit", "--address", address, "--submission-id", submission_id, "--runtime-env-json", json.dumps(runtime_env), "--no-wait", "--", *entrypoint],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            str(RAY),
+            "job",
+            "submit",
+            "--address",
+            address,
+            "--submission-id",
+            submission_id,
+            "--runtime-env-json",
+            json.dumps(runtime_env),
+            "--no-wait",
+            "--",
+            *entrypoint,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
 
     client = JobSubmissionClient(address)
     status = wait_for(
-        lambda: (s := client.get_job_status(submission_id)).is_terminal() and s, within_s=JOB_TIMEOUT_S, watching=head.process, what=f"job {submission_id} ending", log=head.log
-    )  # fmt: skip
+        lambda: (s := client.get_job_status(submission_id)).is_terminal() and s,
+        within_s=JOB_TIMEOUT_S,
+        watching=head.process,
+        what=f"job {submission_id} ending",
+        log=head.log,
+    )
     logs = client.get_job_logs(submission_id)
-    assert status == JobStatus.SUCCEEDED, f"job {submission_id} is {status} after at most {JOB_TIMEOUT_S} s; its log:\n{logs[-4000:]}"
+    assert status == JobStatus.SUCCEEDED, (
+        f"job {submission_id} is {status} after at most {JOB_TIMEOUT_S} s; its log:\n{logs[-4000:]}"
+    )
     assert "distilled builtin with dm naive" in logs, logs[-4000:]
 
     mlflow = MlflowClient(tracking_uri=tracking)

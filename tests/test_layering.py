@@ -10,7 +10,15 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "raydd"
 
 # Modules allowed to import Ray: the entry modules, the Ray plumbing and metrics, the Ray Data and Ray Train adapters.
-RAY_ALLOWED = {"prepare.py", "metrics.py", "parallel.py", "data/ray_reader.py", "experts/__main__.py", "distill/ray_train.py", "tuning/ray_tune.py"}
+RAY_ALLOWED = {
+    "prepare.py",
+    "metrics.py",
+    "parallel.py",
+    "data/ray_reader.py",
+    "experts/__main__.py",
+    "distill/ray_train.py",
+    "tuning/ray_tune.py",
+}
 RAY_ALLOWED |= {"cluster.py"}  # reads a cluster's capacity for --plan and the automatic defaults
 MLFLOW_ALLOWED = {"tracking.py"}
 
@@ -40,7 +48,13 @@ def test_only_entry_points_and_adapters_import_ray_or_mlflow(module: str) -> Non
 
 def test_distillation_components_know_neither_ray_nor_files_of_their_own() -> None:
     """The loop, methods and synthetic sets are pure torch: only the Ray Train adapter touches Ray."""
-    for module in ("distill/loop.py", "distill/synthetic.py", "distill/methods/dm.py", "distill/methods/mtt.py", "distill/methods/frepo.py"):
+    for module in (
+        "distill/loop.py",
+        "distill/synthetic.py",
+        "distill/methods/dm.py",
+        "distill/methods/mtt.py",
+        "distill/methods/frepo.py",
+    ):
         imported = _imports(PACKAGE / module)
         assert not imported & {"ray", "mlflow", "fsspec"}, module
 

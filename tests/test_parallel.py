@@ -32,7 +32,9 @@ def die(code: int) -> None:
 
 
 def test_results_arrive_for_every_call() -> None:
-    results = run_tasks(multiply, [(2, 3), (4, 5), (6, 7)], description="mul", weights=[1, 1, 1], unit="call", max_in_flight=2)
+    results = run_tasks(
+        multiply, [(2, 3), (4, 5), (6, 7)], description="mul", weights=[1, 1, 1], unit="call", max_in_flight=2
+    )
     assert sorted(results) == [6, 20, 42]
 
 
@@ -76,9 +78,15 @@ def test_progress_reported_inside_tasks_reaches_the_bar_before_they_end() -> Non
 
     calls = [(5, signal), (7, signal)]
     results = run_tasks(
-        count_up, calls, description="count", weights=[5, 7], unit="unit", max_in_flight=2,
-        reports_progress=True, on_progress=on_progress,
-    )  # fmt: skip
+        count_up,
+        calls,
+        description="count",
+        weights=[5, 7],
+        unit="unit",
+        max_in_flight=2,
+        reports_progress=True,
+        on_progress=on_progress,
+    )
     assert sorted(results) == [5, 7]
     assert seen[-1] == 12 and seen == sorted(seen)
 

@@ -141,9 +141,24 @@ def test_missing_bucket_is_reported_before_any_work() -> None:
 def test_command_line_runs_end_to_end(tmp_path) -> None:
     """The real entry point in a fresh process (its own local Ray), as a user types it."""
     result = subprocess.run(
-        [sys.executable, "-m", "raydd.prepare", "--store", str(tmp_path), "--frames", "4", "--height", "16", "--width", "16"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ""},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "raydd.prepare",
+            "--store",
+            str(tmp_path),
+            "--frames",
+            "4",
+            "--height",
+            "16",
+            "--width",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "prepared builtin: 500 clips (300 train / 200 test)" in result.stdout
     assert "clips/s" in result.stdout

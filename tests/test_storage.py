@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
-
-import hashlib
 
 import numpy as np
 import pytest
@@ -111,10 +110,12 @@ def test_unknown_protocol_is_one_clear_error() -> None:
 def test_missing_credentials_are_named(s3_bucket: str, tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
-        AWS_ENDPOINT_URL_S3=os.environ["AWS_ENDPOINT_URL_S3"], AWS_EC2_METADATA_DISABLED="true",
-        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"),
-    )  # fmt: skip
-    code = "from raydd.storage import resolve, write_bytes; write_bytes(resolve(%r), b'x')" % f"{s3_bucket}/a.bin"
+        AWS_ENDPOINT_URL_S3=os.environ["AWS_ENDPOINT_URL_S3"],
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+    )
+    code = f"from raydd.storage import resolve, write_bytes; write_bytes(resolve({f'{s3_bucket}/a.bin'!r}), b'x')"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "RayddError: no credentials for s3://" in result.stderr
@@ -128,4 +129,6 @@ def test_content_fingerprint_ignores_when_the_manifest_was_written(tmp_path) -> 
     first = read_manifest(folder)
     rewritten = Manifest(kind="test/1", shards=manifest.shards, metadata={"k": 1}, created="2000-01-01T00:00:00")
     assert first.content_sha256() == rewritten.content_sha256() == manifest.content_sha256()
-    assert Manifest(kind="test/1", shards=manifest.shards, metadata={"k": 2}).content_sha256() != manifest.content_sha256()
+    assert (
+        Manifest(kind="test/1", shards=manifest.shards, metadata={"k": 2}).content_sha256() != manifest.content_sha256()
+    )

@@ -8,7 +8,9 @@ from mlflow import MlflowClient
 from raydd.tracking import flatten, mlflow_run, tracking_uri
 
 
-def test_default_uri_is_sqlite_in_the_store_unless_the_environment_says_otherwise(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_uri_is_sqlite_in_the_store_unless_the_environment_says_otherwise(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking_uri(str(tmp_path / "store")) == f"sqlite:///{tmp_path}/store/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
@@ -44,7 +46,10 @@ def test_a_series_logs_every_value_at_its_step_across_batches(tmp_path, monkeypa
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     history = sorted(client.get_metric_history(run_id, "stage/loss"), key=lambda m: m.step)
     assert [m.step for m in history] == list(range(1500)) and [m.value for m in history] == pytest.approx(curve)
-    assert [m.value for m in sorted(client.get_metric_history(run_id, "stage/seconds"), key=lambda m: m.step)] == [0.5, 0.25]
+    assert [m.value for m in sorted(client.get_metric_history(run_id, "stage/seconds"), key=lambda m: m.step)] == [
+        0.5,
+        0.25,
+    ]
 
 
 def test_flatten_keeps_every_field() -> None:

@@ -20,8 +20,26 @@ from tests.conftest import store_holding
 
 pytestmark = pytest.mark.usefixtures("ray_cluster", "mlflow_in_each_store")
 
-TINY = ["--dataset", "builtin", "--method", "dm", "--num-samples", "2", "--max-concurrent", "1", "--iterations", "3", "--eval-epochs", "2",
-        "--network-width", "8", "--batch-real", "4", "--grace-period", "3"]  # fmt: skip
+TINY = [
+    "--dataset",
+    "builtin",
+    "--method",
+    "dm",
+    "--num-samples",
+    "2",
+    "--max-concurrent",
+    "1",
+    "--iterations",
+    "3",
+    "--eval-epochs",
+    "2",
+    "--network-width",
+    "8",
+    "--batch-real",
+    "4",
+    "--grace-period",
+    "3",
+]
 
 
 def _sweep(store: str) -> Path:
@@ -40,34 +58,52 @@ def test_the_validation_split_holds_out_a_seeded_fraction_of_every_class() -> No
     train, validation = validation_split(labels, 4, 0.2, seed=0)
     assert sorted([*train, *validation]) == list(range(40)) and set(train).isdisjoint(validation)
     assert torch.bincount(labels[validation]).tolist() == [2, 2, 2, 2]
-    assert validation.tolist() == validation_split(labels, 4, 0.2, seed=0)[1].tolist() != validation_split(labels, 4, 0.2, seed=1)[1].tolist()
+    assert (
+        validation.tolist()
+        == validation_split(labels, 4, 0.2, seed=0)[1].tolist()
+        != validation_split(labels, 4, 0.2, seed=1)[1].tolist()
+    )
 
 
-def test_a_sweep_writes_a_usable_preset_and_nested_runs_with_stage_one_once(tiny_datasets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_sweep_writes_a_usable_preset_and_nested_runs_with_stage_one_once(
+    tiny_datasets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = store_holding(tiny_datasets, tmp_path)
     assert main(["--store", store, *TINY]) == 0
     out = capsys.readouterr().out
     folder = _sweep(store)
-    assert [p.name for p in folder.iterdir() if p.name == "static"] == ["static"]  # stage 1: one folder, every trial reads it
+    assert [p.name for p in folder.iterdir() if p.name == "static"] == [
+        "static"
+    ]  # stage 1: one folder, every trial reads it
     best = json.loads((folder / "best_preset.json").read_text())
-    config, _ = parse_config(DistillConfig, ["--store", store, "--preset", str(folder / "best_preset.json")], "raydd.distill")
+    config, _ = parse_config(
+        DistillConfig, ["--store", store, "--preset", str(folder / "best_preset.json")], "raydd.distill"
+    )
     preset = config.resolved_preset()
     assert isinstance(preset, Preset) and preset.iterations == 3 and preset.network_width == 8
     assert (preset.lr_dynamic, preset.lr_hal) == (best["preset"]["lr_dynamic"], best["preset"]["lr_hal"])
 
     client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
-    (parent,) = client.search_runs([client.get_experiment_by_name("raydd-tune").experiment_id], filter_string="tags.`raydd.sweep` != ''")
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("raydd-tune").experiment_id], filter_string="tags.`raydd.sweep` != ''"
+    )
     children = _children(store, parent.info.run_id)
     assert len(children) == 2 and all(child.info.status == "FINISHED" for child in children)
     (winner,) = [child for child in children if child.data.tags["raydd.trial_id"] == best["sweep"]["trial_id"]]
-    assert best["sweep"]["val_top1"] == pytest.approx(winner.data.metrics["val_top1"]) == max(child.data.metrics["val_top1"] for child in children)
+    assert (
+        best["sweep"]["val_top1"]
+        == pytest.approx(winner.data.metrics["val_top1"])
+        == max(child.data.metrics["val_top1"] for child in children)
+    )
     assert float(winner.data.params["lr_dynamic"]) == pytest.approx(best["preset"]["lr_dynamic"])
     assert [m.step for m in client.get_metric_history(winner.info.run_id, "loss")] == [0, 1, 2]
     assert parent.data.metrics["best/val_top1"] == pytest.approx(best["sweep"]["val_top1"])
     assert "val top-1" in out and out.count(" DONE") == 2
 
 
-def test_an_interrupted_sweep_resumes_with_the_same_command(tiny_datasets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_interrupted_sweep_resumes_with_the_same_command(
+    tiny_datasets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = store_holding(tiny_datasets, tmp_path)
     command = ["--store", store, *TINY, "--interrupt-after-trials", "1"]
     assert main(command) == 1

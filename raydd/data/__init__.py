@@ -12,8 +12,15 @@ from typing import Any
 from raydd.data.specs import DatasetSpec, dataset_names, get_spec
 
 __all__ = [
-    "DatasetSpec", "PreparedDataset", "PreparedVideos", "class_counts", "dataset_names", "get_spec", "open_prepared",
-    "ray_dataset", "read_labels",
+    "DatasetSpec",
+    "PreparedDataset",
+    "PreparedVideos",
+    "class_counts",
+    "dataset_names",
+    "get_spec",
+    "open_prepared",
+    "ray_dataset",
+    "read_labels",
 ]
 
 _LAZY = {

@@ -30,8 +30,12 @@ from raydd.data.specs import DatasetSpec
 # (dy, dx) in pixels per frame at 32 px; scaled with the canvas. Paths wrap around the canvas's edges.
 _DYNAMIC_MOTIONS: tuple[tuple[float, float], ...] = ((0, 1.5), (0, -1.5), (-1.5, 0), (1.5, 0), (0, 3.5))
 _STATIC_COLOURS: tuple[tuple[float, float, float], ...] = (
-    (0.9, 0.15, 0.15), (0.15, 0.8, 0.2), (0.2, 0.3, 0.95), (0.9, 0.85, 0.1), (0.1, 0.85, 0.9),
-)  # fmt: skip
+    (0.9, 0.15, 0.15),
+    (0.15, 0.8, 0.2),
+    (0.2, 0.3, 0.95),
+    (0.9, 0.85, 0.1),
+    (0.1, 0.85, 0.9),
+)
 _STATIC_SHAPES = ("disk", "square", "ring", "cross", "bar")
 # The calibration (at 32 px; scaled with the canvas): how far a path's middle frame strays from the
 # centre, and the background's grey level (a plain grey plus pixel noise).
@@ -83,7 +87,9 @@ def generate_clip(spec: DatasetSpec, label: int, split: str, index: int) -> np.n
     canvas_mask[:sprite_size, :sprite_size, 0] = mask
     canvas_sprite[:sprite_size, :sprite_size] = sprite
 
-    background = np.full(3, rng.uniform(*BACKGROUND_GREY), np.float32) + rng.normal(0, 0.04, (height, width, 3)).astype(np.float32)
+    background = np.full(3, rng.uniform(*BACKGROUND_GREY), np.float32) + rng.normal(0, 0.04, (height, width, 3)).astype(
+        np.float32
+    )
     jitter = CENTRE_JITTER * scale
     middle = (frames - 1) / 2
     start_y = (height - sprite_size) / 2 - motion[0] * scale * middle + rng.uniform(-jitter, jitter)

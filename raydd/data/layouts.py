@@ -52,7 +52,9 @@ def index_source(spec: DatasetSpec, source: Location | None) -> ClipIndex:
             raise RayddError(f"dataset {spec.name!r} needs --source: the folder or URI holding its raw videos")
         with storage_errors(source):
             if not source.fs.isdir(source.path):
-                raise RayddError(f"source {source} does not exist or is not a folder: pass the folder holding the {spec.name} videos")
+                raise RayddError(
+                    f"source {source} does not exist or is not a folder: pass the folder holding the {spec.name} videos"
+                )
     _find.cache_clear()  # list the source once per index, never reuse a listing across runs
     index = _LAYOUTS[spec.layout](spec, source)
     _find.cache_clear()
@@ -64,9 +66,13 @@ def _check_index(spec: DatasetSpec, index: ClipIndex, source: Location | None) -
     for label, name in enumerate(index.classes):
         if index.count(TRAIN, label) == 0:
             where = f" in {source}" if source is not None else ""
-            raise RayddError(f"class {name!r} of {spec.name} has no training clips{where}: add its videos or remove the class")
+            raise RayddError(
+                f"class {name!r} of {spec.name} has no training clips{where}: add its videos or remove the class"
+            )
     if not any(clip.split == TEST for clip in index.clips):
-        raise RayddError(f"{spec.name} at {source} has no test clips: check the split files (or --test-fraction for folder)")
+        raise RayddError(
+            f"{spec.name} at {source} has no test clips: check the split files (or --test-fraction for folder)"
+        )
 
 
 @functools.lru_cache(maxsize=4)
@@ -106,7 +112,7 @@ def _video_files(source: Location) -> dict[str, str]:
     for path in found:
         name = path.rsplit("/", 1)[-1]
         if "." + name.rsplit(".", 1)[-1].lower() in VIDEO_EXTENSIONS and not name.startswith("."):
-            files[path[len(root):].lower() if path.startswith(root) else path.lower()] = path
+            files[path[len(root) :].lower() if path.startswith(root) else path.lower()] = path
     return files
 
 
@@ -158,7 +164,10 @@ def _folder(spec: DatasetSpec, source: Location | None) -> ClipIndex:
     for label, name in enumerate(class_dirs):
         videos = sorted(path for relative, path in files.items() if relative.startswith(name.lower() + "/"))
         if not videos:
-            raise RayddError(f"class folder {source}/{name} has no videos ({', '.join(sorted(VIDEO_EXTENSIONS))}): add some or remove the folder")
+            raise RayddError(
+                f"class folder {source}/{name} has no videos ({', '.join(sorted(VIDEO_EXTENSIONS))}): add some or "
+                "remove the folder"
+            )
         random.Random(f"{spec.seed}:{name}").shuffle(videos)
         n_test = min(round(len(videos) * spec.test_fraction), len(videos) - 1)
         clips += [ClipRef(path, label, TEST if i < n_test else TRAIN) for i, path in enumerate(videos)]
@@ -231,7 +240,9 @@ def _k400(spec: DatasetSpec, source: Location | None) -> ClipIndex:
     train_rows = _csv_rows(source, _require(tables, "train.csv", spec, source), spec)
     test_name = "val.csv" if "val.csv" in tables else "validate.csv"
     if test_name not in tables:  # name the file the description promises, not only its alias
-        raise RayddError(f"{spec.name} source {source} has no val.csv (or validate.csv): expected the layout '{spec.description}'")
+        raise RayddError(
+            f"{spec.name} source {source} has no val.csv (or validate.csv): expected the layout '{spec.description}'"
+        )
     test_rows = _csv_rows(source, _require(tables, test_name, spec, source), spec)
     classes = tuple(sorted({row["label"] for row in train_rows}))
     label_of = {name: label for label, name in enumerate(classes)}

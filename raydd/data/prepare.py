@@ -29,7 +29,6 @@ from raydd.errors import RayddError
 from raydd.storage import Location, Manifest, ShardRecord, atomic_writer, exists, resolve, sha256, size, storage_errors
 
 
-
 @dataclasses.dataclass(frozen=True)
 class ShardPlan:
     name: str
@@ -79,11 +78,22 @@ def load_clip(spec: DatasetSpec, clip: ClipRef, source: Location | None) -> np.n
 def clip_histogram(frames: np.ndarray) -> np.ndarray:
     """(C, 256) counts of each uint8 value per channel, in one bincount (channels offset by 256)."""
     channels = frames.shape[-1]
-    offsets = (np.arange(channels, dtype=np.uint16) * 256)
-    return np.bincount((frames.reshape(-1, channels) + offsets).ravel(), minlength=256 * channels).reshape(channels, 256)
+    offsets = np.arange(channels, dtype=np.uint16) * 256
+    return np.bincount((frames.reshape(-1, channels) + offsets).ravel(), minlength=256 * channels).reshape(
+        channels, 256
+    )
 
 
-def _summary(plan: ShardPlan, record: ShardRecord, labels: np.ndarray, histogram: np.ndarray, skipped, reused: bool, started: float, n_classes: int) -> ShardResult:
+def _summary(
+    plan: ShardPlan,
+    record: ShardRecord,
+    labels: np.ndarray,
+    histogram: np.ndarray,
+    skipped,
+    reused: bool,
+    started: float,
+    n_classes: int,
+) -> ShardResult:
     return ShardResult(
         record=record,
         skipped=tuple(skipped),
@@ -171,7 +181,9 @@ def channel_stats(histograms: list[tuple[tuple[int, ...], ...]]) -> tuple[list[f
     return mean.round(6).tolist(), np.sqrt(np.maximum(var, 0)).round(6).tolist()
 
 
-def assemble_manifest(spec: DatasetSpec, index: ClipIndex, results: list[ShardResult], max_bad_fraction: float) -> Manifest:
+def assemble_manifest(
+    spec: DatasetSpec, index: ClipIndex, results: list[ShardResult], max_bad_fraction: float
+) -> Manifest:
     """Check the outcome (bad fraction, empty classes) and build the manifest; raises instead of publishing bad data."""
     skipped = [entry for result in results for entry in result.skipped]
     attempted = sum(r.record.rows + len(r.skipped) for r in results)
@@ -187,7 +199,9 @@ def assemble_manifest(spec: DatasetSpec, index: ClipIndex, results: list[ShardRe
         counts[result.record.group] = [a + b for a, b in zip(running, result.class_counts)]
     for label, name in enumerate(index.classes):
         if counts.get(TRAIN, [0] * len(index.classes))[label] == 0:
-            raise RayddError(f"class {name!r} has no readable training clips left after skipping bad videos: fix its videos")
+            raise RayddError(
+                f"class {name!r} has no readable training clips left after skipping bad videos: fix its videos"
+            )
     mean, std = channel_stats([r.histogram for r in results if r.record.group == TRAIN])
     metadata = {
         "spec": spec.to_dict(),

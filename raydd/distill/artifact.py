@@ -30,30 +30,64 @@ def static_exists(uri: str) -> bool:
     return manifest is not None and manifest.kind == STATIC_KIND
 
 
-def read_static(uri: str, *, num_classes: int, image_shape: tuple[int, int, int]) -> tuple[torch.Tensor, dict[str, Any]]:
+def read_static(
+    uri: str, *, num_classes: int, image_shape: tuple[int, int, int]
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """Stage 1's images (class-major (N, C, H, W)), checked against the dataset they are used with."""
     folder = resolve(uri)
     manifest = manifest_or_none(folder)
     if manifest is None or manifest.kind != STATIC_KIND:
-        raise RayddError(f"no static images at {folder}: drop --static to distil them, or point it at STORE/distill/static/...")
+        raise RayddError(
+            f"no static images at {folder}: drop --static to distil them, or point it at STORE/distill/static/..."
+        )
     record = manifest.shards[0]
     if size(folder.child(record.name)) != record.bytes:
-        raise RayddError(f"{folder.child(record.name)} does not match its manifest: delete {folder} and distil the static images again")
+        raise RayddError(
+            f"{folder.child(record.name)} does not match its manifest: delete {folder} and distil the static images "
+            "again"
+        )
     static, labels = read_tensor_shard(folder, record.name, record)
-    if tuple(static.shape[1:]) != tuple(image_shape) or static.shape[0] % num_classes or not torch.equal(labels, torch.arange(num_classes).repeat_interleave(static.shape[0] // num_classes)):
+    if (
+        tuple(static.shape[1:]) != tuple(image_shape)
+        or static.shape[0] % num_classes
+        or not torch.equal(labels, torch.arange(num_classes).repeat_interleave(static.shape[0] // num_classes))
+    ):
         raise RayddError(
             f"static images at {folder} have shape {tuple(static.shape)} for {int(labels.max()) + 1} classes, "
-            f"not class-major {num_classes} classes of {tuple(image_shape)}: distil them for this dataset (drop --static)"
+            f"not class-major {num_classes} classes of {tuple(image_shape)}: distil them for this dataset (drop "
+            "--static)"
         )
     return static, manifest.metadata
 
 
-def write_static_dynamic_state(uri: str, synthetic: dict[str, torch.Tensor], preset: Preset, dataset: PreparedDataset, *, method: str, ipc: int, extra: dict[str, Any]) -> Manifest:
+def write_static_dynamic_state(
+    uri: str,
+    synthetic: dict[str, torch.Tensor],
+    preset: Preset,
+    dataset: PreparedDataset,
+    *,
+    method: str,
+    ipc: int,
+    extra: dict[str, Any],
+) -> Manifest:
     """The distilled set of a finished stage 2, from its ``StaticDynamic`` state dict."""
     t, _, _, c = dataset.manifest.metadata["clip_shape"]
-    hallucinator = Hallucinator(frames=t, channels=c, dynamic_channels=preset.dynamic_channels, variant=preset.hallucinator)
-    hallucinator.load_state_dict({k.removeprefix("hallucinator."): v for k, v in synthetic.items() if k.startswith("hallucinator.")})
+    hallucinator = Hallucinator(
+        frames=t, channels=c, dynamic_channels=preset.dynamic_channels, variant=preset.hallucinator
+    )
+    hallucinator.load_state_dict(
+        {k.removeprefix("hallucinator."): v for k, v in synthetic.items() if k.startswith("hallucinator.")}
+    )
     return write_static_dynamic(
-        uri, static_NCHW=synthetic["static"], dynamic_NCTHW=synthetic["dynamic"], hallucinator=hallucinator, variant=preset.hallucinator,
-        classes=dataset.classes, frames=t, dataset_uri=str(dataset.location.uri), method=f"{method}-static-dynamic", ipc=ipc, extra=extra,
-    )  # fmt: skip
+        uri,
+        static_NCHW=synthetic["static"],
+        dynamic_NCTHW=synthetic["dynamic"],
+        hallucinator=hallucinator,
+        variant=preset.hallucinator,
+        classes=dataset.classes,
+        frames=t,
+        dataset_uri=str(dataset.location.uri),
+        method=f"{method}-static-dynamic",
+        ipc=ipc,
+        extra=extra,
+    )

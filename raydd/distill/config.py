@@ -61,12 +61,23 @@ PRESET_HELP = {
 DEFAULT_STATIC_METHOD: str | None = None
 # What stage 1 takes from its own method's row when that method is not the base method's.
 STAGE1_FIELDS = (
-    "lr_static", "momentum", "batch_real", "batch_syn", "syn_steps", "expert_epochs", "max_start_epoch", "lr_teacher",
-    "learn_lr", "lr_lr",
-)  # fmt: skip
+    "lr_static",
+    "momentum",
+    "batch_real",
+    "batch_syn",
+    "syn_steps",
+    "expert_epochs",
+    "max_start_epoch",
+    "lr_teacher",
+    "learn_lr",
+    "lr_lr",
+)
 STATIC_DYNAMIC = "static-dynamic"
 PRESET_CHOICES = {
-    "hallucinator": VARIANTS, "init": ("real", "noise"), "hal_init": ("random", "identity"), "dynamic_init": ("noise", "real"),
+    "hallucinator": VARIANTS,
+    "init": ("real", "noise"),
+    "hal_init": ("random", "identity"),
+    "dynamic_init": ("noise", "real"),
     "pixel_range": ("free", "data"),
     "match_features": ("map", "pooled"),
 }
@@ -76,26 +87,45 @@ PRESET_CHOICES = {
 class _RunFields:
     dataset: str = option("builtin", "prepared dataset to distil (STORE/datasets/DATASET)", choices=dataset_names())
     method: str = option("dm", "base method", choices=METHODS)
-    paradigm: str = option("static-dynamic", "naive (full videos) or static-dynamic (stage 1 images, stage 2 dynamic memories + H)", choices=PARADIGMS)
+    paradigm: str = option(
+        "static-dynamic",
+        "naive (full videos) or static-dynamic (stage 1 images, stage 2 dynamic memories + H)",
+        choices=PARADIGMS,
+    )
     static_method: str | None = option(
-        None, "static-dynamic: the method that learns stage 1's still images (on single frames, image ConvNet; "
+        None,
+        "static-dynamic: the method that learns stage 1's still images (on single frames, image ConvNet; "
         "it takes lr_static, momentum, batch_real and MTT's fields from its own preset row); default: "
-        f"{DEFAULT_STATIC_METHOD or 'the base method'}", choices=METHODS,
-    )  # fmt: skip
+        f"{DEFAULT_STATIC_METHOD or 'the base method'}",
+        choices=METHODS,
+    )
     ipc: int = option(1, "instances per class (storage budget of IPC full videos)")
-    store: str = option(DEFAULT_STORE, "store URI (path, file://, s3://...): reads datasets/ and experts/, writes distill/ and distilled/")
-    preset: str | None = option(None, "JSON preset file (from python -m raydd.tune) overriding the table's values; flags override it")
-    static: str | None = option(None, "reuse stage 1's still images from this URI (STORE/distill/static/...) instead of distilling them")
-    experts: str | None = option(None, "MTT experts folder of stage 2 / naive (default STORE/experts/DATASET/minic3d; stage 1 uses .../convnet)")
-    output: str | None = option(None, "where the distilled set goes (default STORE/distilled/DATASET/METHOD-PARADIGM-ipcK-HASH)")
+    store: str = option(
+        DEFAULT_STORE,
+        "store URI (path, file://, s3://...): reads datasets/ and experts/, writes distill/ and distilled/",
+    )
+    preset: str | None = option(
+        None, "JSON preset file (from python -m raydd.tune) overriding the table's values; flags override it"
+    )
+    static: str | None = option(
+        None, "reuse stage 1's still images from this URI (STORE/distill/static/...) instead of distilling them"
+    )
+    experts: str | None = option(
+        None, "MTT experts folder of stage 2 / naive (default STORE/experts/DATASET/minic3d; stage 1 uses .../convnet)"
+    )
+    output: str | None = option(
+        None, "where the distilled set goes (default STORE/distilled/DATASET/METHOD-PARADIGM-ipcK-HASH)"
+    )
     workers: int = option(1, "Ray Train workers; how they share an iteration: --split")
     use_gpu: bool | None = option(
-        None, "one GPU per Ray Train worker (NCCL), else CPU workers (gloo); default: GPUs when the Ray cluster has "
-        "(or its autoscaler can launch) GPU nodes"
+        None,
+        "one GPU per Ray Train worker (NCCL), else CPU workers (gloo); default: GPUs when the Ray cluster has "
+        "(or its autoscaler can launch) GPU nodes",
     )
     cpus_per_worker: float | None = option(
-        None, "CPUs per Ray Train worker (its torch threads); default: a CPU run shares the cluster's CPUs among the "
-        "workers, a GPU worker takes its node's CPUs per GPU"
+        None,
+        "CPUs per Ray Train worker (its torch threads); default: a CPU run shares the cluster's CPUs among the "
+        "workers, a GPU worker takes its node's CPUs per GPU",
     )
     samples_per_worker: int = option(
         1, "matching samples per iteration (--split classes: shared by the workers; samples: per worker)"
@@ -106,8 +136,11 @@ class _RunFields:
         "block of classes: the result of 1 worker, ~N x faster) or samples (each worker its own matching "
         "samples: N x the samples an iteration)",
         choices=("classes", "samples"),
-    )  # fmt: skip
-    memory_bounded: bool = option(False, "MTT: rebuild one student step at a time in the backward pass (same gradient, memory independent of syn_steps)")
+    )
+    memory_bounded: bool = option(
+        False,
+        "MTT: rebuild one student step at a time in the backward pass (same gradient, memory independent of syn_steps)",
+    )
     checkpoint_every: int = option(50, "iterations between checkpoints (in STORE/distill/runs)")
     max_failures: int = option(1, "times Ray Train restarts a failed worker group from the last checkpoint")
     seed: int = option(0, "seed of every random choice (initialisation, batches, experts, pairing)")
@@ -122,18 +155,33 @@ class _RunFields:
     experiment: str = option("raydd-distill", "MLflow experiment name")
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
     plan: bool = option(
-        False, "print the plan (preset, memory per worker, bytes per node, Ray resources) and start nothing; "
-        "with --ray-address or RAY_ADDRESS, refuse what that cluster cannot place"
+        False,
+        "print the plan (preset, memory per worker, bytes per node, Ray resources) and start nothing; "
+        "with --ray-address or RAY_ADDRESS, refuse what that cluster cannot place",
     )
-    fail_at_iteration: int = option(-1, "testing aid: the first attempt of the last stage dies after this iteration, as a lost worker would")
+    fail_at_iteration: int = option(
+        -1, "testing aid: the first attempt of the last stage dies after this iteration, as a lost worker would"
+    )
 
 
 def _override_fields() -> list[tuple[str, Any, dataclasses.Field]]:
     hints = typing.get_type_hints(Preset)
     fields = []
     for field in dataclasses.fields(Preset):
-        base = typing.get_args(hints[field.name])[0] if typing.get_origin(hints[field.name]) in (typing.Union, __import__("types").UnionType) else hints[field.name]
-        fields.append((field.name, base | None, option(None, f"{PRESET_HELP[field.name]} (default: the preset's)", choices=PRESET_CHOICES.get(field.name))))
+        base = (
+            typing.get_args(hints[field.name])[0]
+            if typing.get_origin(hints[field.name]) in (typing.Union, __import__("types").UnionType)
+            else hints[field.name]
+        )
+        fields.append(
+            (
+                field.name,
+                base | None,
+                option(
+                    None, f"{PRESET_HELP[field.name]} (default: the preset's)", choices=PRESET_CHOICES.get(field.name)
+                ),
+            )
+        )
     return fields
 
 
@@ -147,8 +195,26 @@ def _validate(config: Any) -> None:
     for name in ("ipc", "workers", "samples_per_worker", "checkpoint_every"):
         check(getattr(config, name) >= 1, name, "a positive integer")
     check(config.cpus_per_worker is None or config.cpus_per_worker > 0, "cpus_per_worker", "a positive number")
-    check(config.max_failures >= 0 and config.eval_runs >= 0, "max_failures" if config.max_failures < 0 else "eval_runs", "0 or a positive integer")
-    for name in ("iterations", "batch_real", "batch_syn", "syn_steps", "expert_epochs", "max_start_epoch", "static_per_ipc", "dynamic_per_ipc", "dynamic_channels", "dynamic_frames", "dynamic_scale", "network_width", "eval_epochs"):
+    check(
+        config.max_failures >= 0 and config.eval_runs >= 0,
+        "max_failures" if config.max_failures < 0 else "eval_runs",
+        "0 or a positive integer",
+    )
+    for name in (
+        "iterations",
+        "batch_real",
+        "batch_syn",
+        "syn_steps",
+        "expert_epochs",
+        "max_start_epoch",
+        "static_per_ipc",
+        "dynamic_per_ipc",
+        "dynamic_channels",
+        "dynamic_frames",
+        "dynamic_scale",
+        "network_width",
+        "eval_epochs",
+    ):
         check(getattr(config, name) is None or getattr(config, name) >= 1, name, "a positive integer")
     for name in ("lr_img", "lr_static", "lr_dynamic", "lr_hal", "lr_teacher", "lr_lr"):
         check(getattr(config, name) is None or getattr(config, name) > 0, name, "a positive number")
@@ -211,7 +277,8 @@ def _presets(config: Any) -> tuple[Preset, Preset]:
         missing.insert(0, "lr_static")
     if missing and table is None:
         raise RayddError(
-            f"no preset for {config.method} {config.paradigm} on {config.dataset} at IPC {config.ipc} (the seed's tables have none): "
+            f"no preset for {config.method} {config.paradigm} on {config.dataset} at IPC {config.ipc} (the seed's "
+            "tables have none): "
             f"pass {' '.join('--' + n.replace('_', '-') + ' LR' for n in missing)} or --preset FILE"
         )
     if missing == ["lr_static"]:
@@ -239,8 +306,14 @@ DistillConfig = dataclasses.make_dataclass(
     "DistillConfig",
     [(f.name, f.type, f) for f in dataclasses.fields(_RunFields)] + _override_fields(),
     frozen=True,
-    namespace={"__post_init__": _validate, "resolved_preset": _resolved_preset, "static_preset": _static_preset,
-               "stage1_method": _stage1_method, "borrowed": _borrowed, "__module__": __name__,
-               "__doc__": "The flags of python -m raydd.distill (run flags + one override per preset field)."},
-)  # fmt: skip
+    namespace={
+        "__post_init__": _validate,
+        "resolved_preset": _resolved_preset,
+        "static_preset": _static_preset,
+        "stage1_method": _stage1_method,
+        "borrowed": _borrowed,
+        "__module__": __name__,
+        "__doc__": "The flags of python -m raydd.distill (run flags + one override per preset field).",
+    },
+)
 settings_hash = _settings_hash

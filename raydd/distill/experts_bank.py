@@ -36,14 +36,16 @@ class ExpertBank:
     def require_epochs(self, needed: int) -> None:
         if self.num_epochs < needed:
             raise RayddError(
-                f"experts at {self.folder} have {self.num_epochs} epochs but max_start_epoch + expert_epochs needs {needed}: "
+                f"experts at {self.folder} have {self.num_epochs} epochs but max_start_epoch + expert_epochs needs "
+                f"{needed}: "
                 f"retrain them with --epochs {needed} or lower --max-start-epoch"
             )
 
     def check_fits(self, num_classes: int, clip_shape: tuple[int, ...]) -> None:
         if self.spec.num_classes != num_classes or tuple(self.spec.clip_shape) != tuple(clip_shape):
             raise RayddError(
-                f"experts at {self.folder} were trained for {self.spec.num_classes} classes of shape {tuple(self.spec.clip_shape)}, "
+                f"experts at {self.folder} were trained for {self.spec.num_classes} classes of shape "
+                f"{tuple(self.spec.clip_shape)}, "
                 f"not {num_classes} of {tuple(clip_shape)}: retrain them on this dataset with `python -m raydd.experts`"
             )
 

@@ -36,7 +36,6 @@ from raydd.distill.share import Share, all_gather_rows
 from raydd.distill.synthetic import SyntheticSet
 from raydd.errors import RayddError
 
-
 SAMPLES, CLASSES = "samples", "classes"
 SPLITS = (CLASSES, SAMPLES)
 
@@ -114,9 +113,20 @@ class IterationResult:
 
 class Distiller:
     def __init__(
-        self, *, stage: str, synthetic: SyntheticSet, method: Method, real: RealData, groups: list[LearningRate], optimizer: torch.optim.Optimizer,
-        collective: Collective, samples_per_worker: int, seed: int, device: torch.device, split: str = SAMPLES,
-    ) -> None:  # fmt: skip
+        self,
+        *,
+        stage: str,
+        synthetic: SyntheticSet,
+        method: Method,
+        real: RealData,
+        groups: list[LearningRate],
+        optimizer: torch.optim.Optimizer,
+        collective: Collective,
+        samples_per_worker: int,
+        seed: int,
+        device: torch.device,
+        split: str = SAMPLES,
+    ) -> None:
         if split not in SPLITS:
             raise RayddError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
         self.stage, self.synthetic, self.method, self.real = stage, synthetic, method, real
@@ -191,7 +201,12 @@ class Distiller:
 
     def state(self, iteration: int) -> dict[str, Any]:
         """Everything a resumed run needs (``iteration``: the next one to run)."""
-        return {"iteration": iteration, "synthetic": self.synthetic.state_dict(), "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {
+            "iteration": iteration,
+            "synthetic": self.synthetic.state_dict(),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
 
     def restore(self, state: dict[str, Any]) -> int:
         self.synthetic.load_state_dict(state["synthetic"])

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from raydd.cluster import capacity
 from raydd.config import to_dict
 from raydd.data.reader import PreparedDataset, open_prepared
-from raydd.cluster import capacity
 from raydd.distill.artifact import read_static, static_exists, write_static, write_static_dynamic_state
 from raydd.distill.config import settings_hash
 from raydd.distill.presets import Preset
@@ -30,7 +30,19 @@ from raydd.storage import Location, Manifest, manifest_or_none, require_writable
 from raydd.tracking import Tracker, mlflow_run
 
 # Preset fields that only stage 2 reads: changing them keeps stage 1's images reusable.
-STAGE2_ONLY = ("lr_dynamic", "lr_hal", "hallucinator", "hal_init", "dynamic_per_ipc", "dynamic_channels", "dynamic_frames", "dynamic_scale", "dynamic_std", "dynamic_init", "lr_img")
+STAGE2_ONLY = (
+    "lr_dynamic",
+    "lr_hal",
+    "hallucinator",
+    "hal_init",
+    "dynamic_per_ipc",
+    "dynamic_channels",
+    "dynamic_frames",
+    "dynamic_scale",
+    "dynamic_std",
+    "dynamic_init",
+    "lr_img",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,9 +55,16 @@ class DistillOutcome:
 
 
 def _experts_uri(config: Any, store: Location, dataset: PreparedDataset, model: str) -> str:
-    uri = store.child("experts", dataset.spec.name, model).uri if (model == "convnet" or not config.experts) else config.experts
+    uri = (
+        store.child("experts", dataset.spec.name, model).uri
+        if (model == "convnet" or not config.experts)
+        else config.experts
+    )
     if manifest_or_none(resolve(uri)) is None:
-        raise RayddError(f"MTT needs expert trajectories at {uri}: run `python -m raydd.experts --dataset {dataset.spec.name} --model {model} --store {config.store}` first")
+        raise RayddError(
+            f"MTT needs expert trajectories at {uri}: run `python -m raydd.experts --dataset {dataset.spec.name} "
+            f"--model {model} --store {config.store}` first"
+        )
     return uri
 
 
@@ -68,38 +87,61 @@ def distill(config: Any) -> DistillOutcome:
             f"{borrowed.dataset} IPC {borrowed.ipc} (the nearest row by IPC, clip shape and class count; "
             "python -m raydd.tune finds better settings)",
             flush=True,
-        )  # fmt: skip
+        )
     store = resolve(config.store)
     require_writable_root(store)
     dataset = open_prepared(store.child("datasets", config.dataset).uri)
     base = StageSpec(
-        stage=NAIVE, method=config.method, dataset_uri=str(dataset.location.uri), ipc=config.ipc, preset=preset, seed=config.seed,
-        samples_per_worker=config.samples_per_worker, memory_bounded=config.memory_bounded, device=config.device,
+        stage=NAIVE,
+        method=config.method,
+        dataset_uri=str(dataset.location.uri),
+        ipc=config.ipc,
+        preset=preset,
+        seed=config.seed,
+        samples_per_worker=config.samples_per_worker,
+        memory_bounded=config.memory_bounded,
+        device=config.device,
         split=config.split,
-    )  # fmt: skip
+    )
     video_experts = _experts_uri(config, store, dataset, "minic3d") if config.method == "mtt" else None
     identity = {
-        "spec": _stage_key(base), "paradigm": config.paradigm, "iterations": preset.iterations, "static": config.static,
+        "spec": _stage_key(base),
+        "paradigm": config.paradigm,
+        "iterations": preset.iterations,
+        "static": config.static,
         "workers": config.workers,
-    }  # fmt: skip
+    }
     if config.paradigm != "naive" and static_method != config.method:  # only then: other runs keep their names
         identity["stage1"] = {"method": static_method, "preset": static_preset.to_dict()}
     key = settings_hash(identity)
-    output = resolve(config.output) if config.output else store.child("distilled", dataset.spec.name, f"{config.method}-{config.paradigm}-ipc{config.ipc}-{key}")
+    output = (
+        resolve(config.output)
+        if config.output
+        else store.child("distilled", dataset.spec.name, f"{config.method}-{config.paradigm}-ipc{config.ipc}-{key}")
+    )
     existing = manifest_or_none(output)
     if existing is not None and not config.overwrite:
-        print(f"{output} already holds this distilled set: nothing to do (--overwrite distils it again)", file=sys.stderr)
+        print(
+            f"{output} already holds this distilled set: nothing to do (--overwrite distils it again)", file=sys.stderr
+        )
         return DistillOutcome(output.uri, existing, existing.metadata.get("static_uri"), {}, 0.0)
     ensure_ray(config.ray_address)
     cluster = capacity()
     use_gpu = auto_use_gpu(config.use_gpu, cluster)
     run_settings = RunSettings(
-        iterations=preset.iterations, checkpoint_every=config.checkpoint_every, workers=config.workers, use_gpu=use_gpu,
+        iterations=preset.iterations,
+        checkpoint_every=config.checkpoint_every,
+        workers=config.workers,
+        use_gpu=use_gpu,
         cpus_per_worker=auto_cpus_per_worker(config.cpus_per_worker, config.workers, use_gpu, cluster),
         max_failures=config.max_failures,
-    )  # fmt: skip
+    )
     runs = store.child("distill", "runs")
-    tags = {"raydd.dataset": dataset.spec.name, "raydd.dataset_manifest_sha256": dataset.manifest.content_sha256(), "raydd.method": f"{config.method}-{config.paradigm}"}
+    tags = {
+        "raydd.dataset": dataset.spec.name,
+        "raydd.dataset_manifest_sha256": dataset.manifest.content_sha256(),
+        "raydd.method": f"{config.method}-{config.paradigm}",
+    }
     name = f"{config.method}-{config.paradigm}-ipc{config.ipc}-{dataset.spec.name}"
     with mlflow_run(config.store, config.experiment, name, to_dict(config), tags) as tracker:
         tracker.log_params({f"preset.{k}": v for k, v in preset.to_dict().items()})
@@ -115,7 +157,16 @@ def distill(config: Any) -> DistillOutcome:
             state = _fit(spec, last, runs, tracker)
             videos = state["synthetic"]["values"]
             labels = torch.arange(len(dataset.classes)).repeat_interleave(config.ipc)
-            manifest = write_distilled(output.uri, videos, labels, classes=dataset.classes, dataset_uri=str(dataset.location.uri), method=f"{config.method}-naive", ipc=config.ipc, extra=_extra(config, preset))
+            manifest = write_distilled(
+                output.uri,
+                videos,
+                labels,
+                classes=dataset.classes,
+                dataset_uri=str(dataset.location.uri),
+                method=f"{config.method}-naive",
+                ipc=config.ipc,
+                extra=_extra(config, preset),
+            )
         else:
             image_experts = None
             if static_method == "mtt" and not config.static:
@@ -138,8 +189,12 @@ def distill(config: Any) -> DistillOutcome:
             spec = dataclasses.replace(base, stage=DYNAMIC, static_uri=static_uri, experts_uri=video_experts)
             state = _fit(spec, last, runs, tracker)
             extra = {**_extra(config, preset), "static_uri": static_uri}
-            manifest = write_static_dynamic_state(output.uri, state["synthetic"], preset, dataset, method=config.method, ipc=config.ipc, extra=extra)
-        tracker.log_metrics({"storage_bytes": manifest.metadata["storage_bytes"], "storage_ratio": manifest.metadata["storage_ratio"]})
+            manifest = write_static_dynamic_state(
+                output.uri, state["synthetic"], preset, dataset, method=config.method, ipc=config.ipc, extra=extra
+            )
+        tracker.log_metrics(
+            {"storage_bytes": manifest.metadata["storage_bytes"], "storage_ratio": manifest.metadata["storage_ratio"]}
+        )
         tracker.log_dict(manifest.metadata, "distilled_set.json")
         tracker.set_tags({"raydd.output": output.uri})
         _log_preview(tracker, output.uri, dataset)
@@ -147,9 +202,10 @@ def distill(config: Any) -> DistillOutcome:
     seconds = time.perf_counter() - started
     ratio = manifest.metadata["storage_ratio"]
     print(
-        f"distilled {dataset.spec.name} with {config.method} {config.paradigm} at IPC {config.ipc}: {manifest.metadata['storage_bytes'] / 1e3:.1f} kB "
+        f"distilled {dataset.spec.name} with {config.method} {config.paradigm} at IPC {config.ipc}: "
+        f"{manifest.metadata['storage_bytes'] / 1e3:.1f} kB "
         f"({ratio:.3f} x of {config.ipc} full video(s) per class) in {seconds:.0f} s -> {output.uri}"
-    )  # fmt: skip
+    )
     return DistillOutcome(output.uri, manifest, static_uri, evaluation, seconds)
 
 
@@ -158,7 +214,11 @@ def _fit(spec: StageSpec, run: RunSettings, runs: Location, tracker: Tracker) ->
     # names the run folder too: a run with another count must not resume this one's checkpoints.
     key = settings_hash({"spec": _stage_key(spec, ("iterations",)), "workers": run.workers})
     name = f"{Path(spec.dataset_uri).name}-{spec.method}-{spec.stage}-ipc{spec.ipc}-{key}"
-    print(f"stage {spec.stage}: {run.iterations} iterations on {run.workers} Ray Train worker(s), checkpoints in {runs.child(name)}", flush=True)
+    print(
+        f"stage {spec.stage}: {run.iterations} iterations on {run.workers} Ray Train worker(s), checkpoints in "
+        f"{runs.child(name)}",
+        flush=True,
+    )
     address = getattr(tracker, "address", None)  # rank 0 sends the curves while the stage runs
     state = _checked(fit_stage(spec, run, runs=runs, name=name, tracking=address), spec, run)
     history = state["history"]
@@ -172,7 +232,10 @@ def _fit(spec: StageSpec, run: RunSettings, runs: Location, tracker: Tracker) ->
 
 def _checked(state: dict[str, Any], spec: StageSpec, run: RunSettings) -> dict[str, Any]:
     if state["iteration"] < run.iterations:
-        raise RayddError(f"stage {spec.stage} stopped at iteration {state['iteration']} of {run.iterations}: re-run the same command to resume")
+        raise RayddError(
+            f"stage {spec.stage} stopped at iteration {state['iteration']} of {run.iterations}: re-run the same "
+            "command to resume"
+        )
     return state
 
 
@@ -183,7 +246,9 @@ def _extra(config: Any, preset: Preset) -> dict[str, Any]:
 def _log_preview(tracker: Tracker, uri: str, dataset: PreparedDataset) -> None:
     distilled = load_distilled(uri)
     with tempfile.TemporaryDirectory() as folder:
-        tracker.log_artifact(str(preview_gif(distilled.videos_NCTHW, dataset.mean, dataset.std, Path(folder) / "preview.gif")))
+        tracker.log_artifact(
+            str(preview_gif(distilled.videos_NCTHW, dataset.mean, dataset.std, Path(folder) / "preview.gif"))
+        )
 
 
 def _log_stills(tracker: Tracker, static_uri: str, dataset: PreparedDataset) -> None:
@@ -191,7 +256,9 @@ def _log_stills(tracker: Tracker, static_uri: str, dataset: PreparedDataset) -> 
     t, h, w, c = dataset.manifest.metadata["clip_shape"]
     static, _ = read_static(static_uri, num_classes=len(dataset.classes), image_shape=(c, h, w))
     with tempfile.TemporaryDirectory() as folder:
-        path = stills_png(static, dataset.mean, dataset.std, Path(folder) / "stills.png", num_classes=len(dataset.classes))
+        path = stills_png(
+            static, dataset.mean, dataset.std, Path(folder) / "stills.png", num_classes=len(dataset.classes)
+        )
         tracker.log_artifact(str(path))
 
 
@@ -201,8 +268,15 @@ def _evaluate(config: Any, uri: str, tracker: Tracker, run: RunSettings) -> dict
 
     devices = {"gpus_per_run": 1.0, "cpus_per_run": run.cpus_per_worker} if run.use_gpu else {}
     settings = EvalConfig(
-        data=uri, model=config.eval_model, runs=config.eval_runs, epochs=config.eval_epochs, store=config.store,
-        seed=config.seed, ray_address=config.ray_address, protocol=config.eval_protocol, **devices,
+        data=uri,
+        model=config.eval_model,
+        runs=config.eval_runs,
+        epochs=config.eval_epochs,
+        store=config.store,
+        seed=config.seed,
+        ray_address=config.ray_address,
+        protocol=config.eval_protocol,
+        **devices,
     )
     metrics = evaluate(settings)
     tracker.log_metrics({f"eval/{key}": value for key, value in metrics.items() if key != "protocol"})

@@ -48,7 +48,9 @@ class Preset:
     dynamic_scale: int = 1  # dynamic memories are H/scale x W/scale
     init: str = "real"  # naive and stage 1: start from random real clips/frames, or "noise"
     pixel_range: str = "free"  # naive and stage 1: "data" clamps the free tensors to real pixels' range after each step
-    hal_init: str = "random"  # stage 2: H at random (the reference) or "identity" (video = static + mean of dynamic channels)
+    hal_init: str = (
+        "random"  # stage 2: H at random (the reference) or "identity" (video = static + mean of dynamic channels)
+    )
     dynamic_std: float = 1.0  # stage 2: std of the dynamic memories' Gaussian initialisation (the reference: 1)
     dynamic_init: str = "noise"  # stage 2: Gaussian noise (the reference) or "real": the motion of random real clips
     match_features: str = "map"  # DM: the flattened feature map (the reference) or "pooled" features
@@ -58,7 +60,9 @@ class Preset:
         return dataclasses.asdict(self)
 
 
-def _rows(method: str, paradigm: str, base: dict[str, Any], rows: dict[tuple[str, int], dict[str, Any]]) -> dict[tuple[str, str, str, int], dict[str, Any]]:
+def _rows(
+    method: str, paradigm: str, base: dict[str, Any], rows: dict[tuple[str, int], dict[str, Any]]
+) -> dict[tuple[str, str, str, int], dict[str, Any]]:
     return {(method, paradigm, dataset, ipc): {**base, **row} for (dataset, ipc), row in rows.items()}
 
 
@@ -70,57 +74,91 @@ _FREPO = {"iterations": 5000, "momentum": 0.0, "lr_static": 1e-3, "batch_real": 
 
 TABLES: dict[tuple[str, str, str, int], dict[str, Any]] = {
     # Suppl. Table 10 (a) MTT and (b) MTT+Ours.
-    **_rows("mtt", "naive", _MTT, {
-        ("miniucf", 1): {"lr_img": 1e5, "batch_syn": 50, "syn_steps": 10, "learn_lr": False},
-        ("miniucf", 5): {"lr_img": 1e5, "batch_syn": 128, "syn_steps": 5},
-        ("hmdb51", 1): {"lr_img": 1e4, "batch_syn": 51, "syn_steps": 10},
-        ("hmdb51", 5): {"lr_img": 1e6, "batch_syn": 128, "syn_steps": 5},
-        ("k400", 1): {"lr_img": 5e5, "batch_syn": 256, "syn_steps": 10},
-        ("k400", 5): {"lr_img": 1e7, "batch_syn": 256, "syn_steps": 5},
-        ("ssv2", 1): {"lr_img": 1e5, "batch_syn": 256, "syn_steps": 10},
-        ("ssv2", 5): {"lr_img": 1e6, "batch_syn": 256, "syn_steps": 5},
-    }),
-    **_rows("mtt", "static-dynamic", _MTT_SD, {
-        ("miniucf", 1): {"lr_dynamic": 1e4, "lr_hal": 1e-3, "batch_syn": 50, "syn_steps": 10},
-        ("miniucf", 5): {"lr_dynamic": 1e4, "lr_hal": 1e-3, "batch_syn": 128, "syn_steps": 5},
-        ("hmdb51", 1): {"lr_dynamic": 1e5, "lr_hal": 1e-2, "batch_syn": 51, "syn_steps": 10},
-        ("hmdb51", 5): {"lr_dynamic": 1e6, "lr_hal": 1e-2, "batch_syn": 128, "syn_steps": 5},
-        ("k400", 1): {"lr_dynamic": 1e3, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 10},
-        ("k400", 5): {"lr_dynamic": 1e7, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 5},
-        ("ssv2", 1): {"lr_dynamic": 1e4, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 10},
-        ("ssv2", 5): {"lr_dynamic": 1e5, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 5},
-    }),
+    **_rows(
+        "mtt",
+        "naive",
+        _MTT,
+        {
+            ("miniucf", 1): {"lr_img": 1e5, "batch_syn": 50, "syn_steps": 10, "learn_lr": False},
+            ("miniucf", 5): {"lr_img": 1e5, "batch_syn": 128, "syn_steps": 5},
+            ("hmdb51", 1): {"lr_img": 1e4, "batch_syn": 51, "syn_steps": 10},
+            ("hmdb51", 5): {"lr_img": 1e6, "batch_syn": 128, "syn_steps": 5},
+            ("k400", 1): {"lr_img": 5e5, "batch_syn": 256, "syn_steps": 10},
+            ("k400", 5): {"lr_img": 1e7, "batch_syn": 256, "syn_steps": 5},
+            ("ssv2", 1): {"lr_img": 1e5, "batch_syn": 256, "syn_steps": 10},
+            ("ssv2", 5): {"lr_img": 1e6, "batch_syn": 256, "syn_steps": 5},
+        },
+    ),
+    **_rows(
+        "mtt",
+        "static-dynamic",
+        _MTT_SD,
+        {
+            ("miniucf", 1): {"lr_dynamic": 1e4, "lr_hal": 1e-3, "batch_syn": 50, "syn_steps": 10},
+            ("miniucf", 5): {"lr_dynamic": 1e4, "lr_hal": 1e-3, "batch_syn": 128, "syn_steps": 5},
+            ("hmdb51", 1): {"lr_dynamic": 1e5, "lr_hal": 1e-2, "batch_syn": 51, "syn_steps": 10},
+            ("hmdb51", 5): {"lr_dynamic": 1e6, "lr_hal": 1e-2, "batch_syn": 128, "syn_steps": 5},
+            ("k400", 1): {"lr_dynamic": 1e3, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 10},
+            ("k400", 5): {"lr_dynamic": 1e7, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 5},
+            ("ssv2", 1): {"lr_dynamic": 1e4, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 10},
+            ("ssv2", 5): {"lr_dynamic": 1e5, "lr_hal": 1e-2, "batch_syn": 256, "syn_steps": 5},
+        },
+    ),
     # Suppl. Table 11 (a) DM and (b) DM+Ours.
-    **_rows("dm", "naive", _DM, {
-        ("miniucf", 1): {"lr_img": 30.0, "batch_real": 64},
-        ("miniucf", 5): {"lr_img": 100.0, "batch_real": 64},
-        ("hmdb51", 1): {"lr_img": 30.0, "batch_real": 64},
-        ("hmdb51", 5): {"lr_img": 300.0, "batch_real": 64},
-        ("k400", 1): {"lr_img": 100.0, "batch_real": 64},
-        ("k400", 5): {"lr_img": 500.0, "batch_real": 128},
-        ("ssv2", 1): {"lr_img": 10.0, "batch_real": 64},
-        ("ssv2", 5): {"lr_img": 100.0, "batch_real": 128},
-    }),
-    **_rows("dm", "static-dynamic", _DM_SD, {
-        ("miniucf", 1): {"lr_dynamic": 1e-4, "lr_hal": 1e-5, "batch_real": 64, "hallucinator": "convtranspose"},
-        ("miniucf", 5): {"lr_dynamic": 1e3, "lr_hal": 1e-6, "batch_real": 64},
-        ("hmdb51", 1): {"lr_dynamic": 10.0, "lr_hal": 1e-6, "batch_real": 64},
-        ("hmdb51", 5): {"lr_dynamic": 10.0, "lr_hal": 1e-5, "batch_real": 64},
-        ("k400", 1): {"lr_dynamic": 1.0, "lr_hal": 1e-5, "batch_real": 64},
-        ("k400", 5): {"lr_dynamic": 10.0, "lr_hal": 1e-5, "batch_real": 128},
-        ("ssv2", 1): {"lr_dynamic": 1.0, "lr_hal": 1e-5, "batch_real": 64},
-        ("ssv2", 5): {"lr_dynamic": 100.0, "lr_hal": 1e-5, "batch_real": 128},
-    }),
+    **_rows(
+        "dm",
+        "naive",
+        _DM,
+        {
+            ("miniucf", 1): {"lr_img": 30.0, "batch_real": 64},
+            ("miniucf", 5): {"lr_img": 100.0, "batch_real": 64},
+            ("hmdb51", 1): {"lr_img": 30.0, "batch_real": 64},
+            ("hmdb51", 5): {"lr_img": 300.0, "batch_real": 64},
+            ("k400", 1): {"lr_img": 100.0, "batch_real": 64},
+            ("k400", 5): {"lr_img": 500.0, "batch_real": 128},
+            ("ssv2", 1): {"lr_img": 10.0, "batch_real": 64},
+            ("ssv2", 5): {"lr_img": 100.0, "batch_real": 128},
+        },
+    ),
+    **_rows(
+        "dm",
+        "static-dynamic",
+        _DM_SD,
+        {
+            ("miniucf", 1): {"lr_dynamic": 1e-4, "lr_hal": 1e-5, "batch_real": 64, "hallucinator": "convtranspose"},
+            ("miniucf", 5): {"lr_dynamic": 1e3, "lr_hal": 1e-6, "batch_real": 64},
+            ("hmdb51", 1): {"lr_dynamic": 10.0, "lr_hal": 1e-6, "batch_real": 64},
+            ("hmdb51", 5): {"lr_dynamic": 10.0, "lr_hal": 1e-5, "batch_real": 64},
+            ("k400", 1): {"lr_dynamic": 1.0, "lr_hal": 1e-5, "batch_real": 64},
+            ("k400", 5): {"lr_dynamic": 10.0, "lr_hal": 1e-5, "batch_real": 128},
+            ("ssv2", 1): {"lr_dynamic": 1.0, "lr_hal": 1e-5, "batch_real": 64},
+            ("ssv2", 5): {"lr_dynamic": 100.0, "lr_hal": 1e-5, "batch_real": 128},
+        },
+    ),
     # Suppl. Table 12 (a) FRePo and (b) FRePo+Ours: MiniUCF and HMDB51 only.
-    **_rows("frepo", "naive", _FREPO, {
-        ("miniucf", 1): {"lr_img": 1e-3}, ("miniucf", 5): {"lr_img": 1e-3},
-        ("hmdb51", 1): {"lr_img": 1e-3}, ("hmdb51", 5): {"lr_img": 1e-3},
-    }),
-    **_rows("frepo", "static-dynamic", _FREPO, {
-        ("miniucf", 1): {"lr_dynamic": 1e-4, "lr_hal": 1e-3}, ("miniucf", 5): {"lr_dynamic": 1e-1, "lr_hal": 1e-3},
-        ("hmdb51", 1): {"lr_dynamic": 1e-1, "lr_hal": 1e-3}, ("hmdb51", 5): {"lr_dynamic": 1e-2, "lr_hal": 1e-3},
-    }),
-}  # fmt: skip
+    **_rows(
+        "frepo",
+        "naive",
+        _FREPO,
+        {
+            ("miniucf", 1): {"lr_img": 1e-3},
+            ("miniucf", 5): {"lr_img": 1e-3},
+            ("hmdb51", 1): {"lr_img": 1e-3},
+            ("hmdb51", 5): {"lr_img": 1e-3},
+        },
+    ),
+    **_rows(
+        "frepo",
+        "static-dynamic",
+        _FREPO,
+        {
+            ("miniucf", 1): {"lr_dynamic": 1e-4, "lr_hal": 1e-3},
+            ("miniucf", 5): {"lr_dynamic": 1e-1, "lr_hal": 1e-3},
+            ("hmdb51", 1): {"lr_dynamic": 1e-1, "lr_hal": 1e-3},
+            ("hmdb51", 5): {"lr_dynamic": 1e-2, "lr_hal": 1e-3},
+        },
+    ),
+}
 
 # raydd's presets for the built-in dataset (10 classes, 8 x 32 x 32): few, cheap iterations on CPU with
 # width-32 matching networks; lrs set from the gradient scale of one iteration and a check on the
@@ -145,22 +183,45 @@ _DC_BUILTIN = {
 #   76.3 (63.3) / 74.3 (59.3); lr_dynamic 30 instead of 10: 75.3 (59.3); naive 54.0 (51.3)
 # so both stages stop at 200 iterations (accuracy has plateaued; stage 2's loss falls 5 % from 100 to 200).
 _BUILTIN = {
-    "iterations": 200, "network_width": 32, "batch_real": 16, "syn_steps": 10, "lr_teacher": 0.05, "max_start_epoch": 8,
-    "expert_epochs": 2, "learn_lr": False, "pixel_range": "data",
+    "iterations": 200,
+    "network_width": 32,
+    "batch_real": 16,
+    "syn_steps": 10,
+    "lr_teacher": 0.05,
+    "max_start_epoch": 8,
+    "expert_epochs": 2,
+    "learn_lr": False,
+    "pixel_range": "data",
 }
 _STAGE2 = {"hal_init": "identity", "dynamic_init": "real"}
 for _ipc in (1, 5, 10):
     TABLES[("dm", "naive", "builtin", _ipc)] = {**_BUILTIN, "momentum": 0.5, "lr_img": 100.0}
     TABLES[("dm", "static-dynamic", "builtin", _ipc)] = {
-        **_BUILTIN, **_STAGE2, "momentum": 0.95, "lr_static": 0.1, "lr_dynamic": 10.0, "lr_hal": 1e-4,
+        **_BUILTIN,
+        **_STAGE2,
+        "momentum": 0.95,
+        "lr_static": 0.1,
+        "lr_dynamic": 10.0,
+        "lr_hal": 1e-4,
     }
     TABLES[("mtt", "naive", "builtin", _ipc)] = {**_BUILTIN, "momentum": 0.5, "lr_img": 100.0}
     TABLES[("mtt", "static-dynamic", "builtin", _ipc)] = {
-        **_BUILTIN, **_STAGE2, "momentum": 0.95, "lr_static": 100.0, "lr_dynamic": 10.0, "lr_hal": 1e-4,
+        **_BUILTIN,
+        **_STAGE2,
+        "momentum": 0.95,
+        "lr_static": 100.0,
+        "lr_dynamic": 10.0,
+        "lr_hal": 1e-4,
     }
     TABLES[("frepo", "naive", "builtin", _ipc)] = {**_BUILTIN, "momentum": 0.0, "lr_img": 1e-2, "batch_real": 128}
     TABLES[("frepo", "static-dynamic", "builtin", _ipc)] = {
-        **_BUILTIN, **_STAGE2, "momentum": 0.0, "lr_static": 1e-2, "lr_dynamic": 1e-2, "lr_hal": 1e-3, "batch_real": 128,
+        **_BUILTIN,
+        **_STAGE2,
+        "momentum": 0.0,
+        "lr_static": 1e-2,
+        "lr_dynamic": 1e-2,
+        "lr_hal": 1e-3,
+        "batch_real": 128,
     }
     TABLES[("dc", "naive", "builtin", _ipc)] = {**_BUILTIN, **_DC_BUILTIN["naive"]}
     TABLES[("dc", "static-dynamic", "builtin", _ipc)] = {**_BUILTIN, **_STAGE2, **_DC_BUILTIN["static-dynamic"]}
@@ -180,12 +241,16 @@ def load_preset_file(text: str, source: str) -> dict[str, Any]:
     try:
         fields = json.loads(text)
     except json.JSONDecodeError as error:
-        raise RayddError(f"preset file {source} is not JSON ({error}): write it with `python -m raydd.tune` or fix it") from None
+        raise RayddError(
+            f"preset file {source} is not JSON ({error}): write it with `python -m raydd.tune` or fix it"
+        ) from None
     if not isinstance(fields, dict):
         raise RayddError(f"preset file {source} must hold a JSON object of preset fields")
     fields = fields.get("preset", fields)
     known = {field.name for field in dataclasses.fields(Preset)}
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise RayddError(f"preset file {source} has unknown fields {', '.join(unknown)}: known fields are {', '.join(sorted(known))}")
+        raise RayddError(
+            f"preset file {source} has unknown fields {', '.join(unknown)}: known fields are {', '.join(sorted(known))}"
+        )
     return fields

@@ -64,7 +64,9 @@ def preview_gif(
     right_NTHWC = diff_NTHW.unsqueeze(-1).expand(-1, -1, -1, -1, 3)
     panel_h, panel_w = h * scale, w * scale
     canvas_THWC = torch.full(
-        (t, rows * panel_h + (rows - 1) * SEPARATOR_PX, 2 * panel_w + SEPARATOR_PX, 3), SEPARATOR_GREY, dtype=torch.uint8
+        (t, rows * panel_h + (rows - 1) * SEPARATOR_PX, 2 * panel_w + SEPARATOR_PX, 3),
+        SEPARATOR_GREY,
+        dtype=torch.uint8,
     )
     for row in range(rows):
         top = row * (panel_h + SEPARATOR_PX)
@@ -91,7 +93,13 @@ def _check_videos(videos_NCTHW: Tensor) -> None:
 
 
 def stills_png(
-    static_NCHW: Tensor, mean: Sequence[float], std: Sequence[float], path: str | Path, *, num_classes: int, scale: int = 2
+    static_NCHW: Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    path: str | Path,
+    *,
+    num_classes: int,
+    scale: int = 2,
 ) -> Path:
     """Stage 1's still images as one PNG: a row per class, SPC images a row, in pixel space. Values outside
     real pixels' range are clipped for display, so the picture shows what the stills say, not their scale."""
@@ -100,11 +108,14 @@ def stills_png(
     n, c, h, w = static_NCHW.shape
     spc = n // num_classes
     mean_C, std_C = (torch.tensor(v, dtype=torch.float32).view(1, c, 1, 1) for v in (mean, std))
-    pixels_NHWC = (static_NCHW.detach().cpu().float() * std_C + mean_C).clamp(0, 1).expand(-1, 3, -1, -1).permute(0, 2, 3, 1)
+    pixels_NHWC = (
+        (static_NCHW.detach().cpu().float() * std_C + mean_C).clamp(0, 1).expand(-1, 3, -1, -1).permute(0, 2, 3, 1)
+    )
     side_h, side_w = h * scale, w * scale
     canvas = torch.full(
         (num_classes * side_h + (num_classes - 1) * SEPARATOR_PX, spc * side_w + (spc - 1) * SEPARATOR_PX, 3),
-        SEPARATOR_GREY, dtype=torch.uint8,
+        SEPARATOR_GREY,
+        dtype=torch.uint8,
     )
     for index in range(n):
         row, column = divmod(index, spc)

@@ -76,9 +76,19 @@ def _worker(config: dict[str, Any]) -> None:
         for key, value in (("loss", result.loss), ("seconds", result.seconds), ("samples", result.samples)):
             history[key].append(value)
         if rank == 0:
-            metrics.record_distill_iteration(loss=result.loss, seconds=result.seconds, samples=result.samples, checkpoint_age_s=time.time() - saved_at, tags=tags)
+            metrics.record_distill_iteration(
+                loss=result.loss,
+                seconds=result.seconds,
+                samples=result.samples,
+                checkpoint_age_s=time.time() - saved_at,
+                tags=tags,
+            )
         if rank == 0 and ((iteration + 1) % run.log_every == 0 or iteration == start):
-            print(f"[{spec.stage}] iteration {iteration + 1}/{run.iterations} loss {result.loss:.5g} {result.seconds:.2f} s/it", flush=True)
+            print(
+                f"[{spec.stage}] iteration {iteration + 1}/{run.iterations} loss {result.loss:.5g} "
+                f"{result.seconds:.2f} s/it",
+                flush=True,
+            )
         if (iteration + 1) % run.log_every == 0 or iteration + 1 == run.iterations:
             live.log_series(stage_curves(spec.stage, history, logged), start=logged)
             logged = iteration + 1
@@ -90,14 +100,20 @@ def _worker(config: dict[str, Any]) -> None:
             os._exit(1)
         if (iteration + 1) % run.checkpoint_every == 0 or iteration + 1 == run.iterations:
             distiller.synchronise()  # every worker: under --split classes each holds only its classes' rows
-            reported = {"iteration": iteration + 1, "loss": result.loss, "samples_per_s": result.samples / result.seconds}
+            reported = {
+                "iteration": iteration + 1,
+                "loss": result.loss,
+                "samples_per_s": result.samples / result.seconds,
+            }
             if rank == 0:
                 saved_at = time.time()
                 with tempfile.TemporaryDirectory() as folder:
                     state = {**distiller.state(iteration + 1), "history": history, "saved_at": saved_at}
                     cached_states.append(write_checkpoint_folder(Path(folder), state, cache=not runs.is_local))
                     ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(folder))
-                while len(cached_states) > KEPT_CHECKPOINTS and not runs.is_local:  # the cache keeps what Ray Train keeps
+                while (
+                    len(cached_states) > KEPT_CHECKPOINTS and not runs.is_local
+                ):  # the cache keeps what Ray Train keeps
                     cache_entry(cached_states.pop(0)).unlink(missing_ok=True)
             else:
                 ray.train.report(reported, checkpoint=None)
@@ -133,21 +149,34 @@ def fit_stage(
     trainer = TorchTrainer(
         _worker,
         train_loop_config={
-            "spec": spec, "run": run, "runs": runs.uri, "fail_marker": runs.child(name, "fail-marker").uri, "tracking": tracking,
+            "spec": spec,
+            "run": run,
+            "runs": runs.uri,
+            "fail_marker": runs.child(name, "fail-marker").uri,
+            "tracking": tracking,
         },
         torch_config=TorchConfig(backend="nccl" if run.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=run.workers, use_gpu=run.use_gpu, resources_per_worker={"CPU": run.cpus_per_worker, **({"GPU": 1} if run.use_gpu else {})}),
-        run_config=RunConfig(
-            name=name, storage_path=path, storage_filesystem=filesystem,
-            failure_config=FailureConfig(max_failures=run.max_failures), checkpoint_config=CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
+        scaling_config=ScalingConfig(
+            num_workers=run.workers,
+            use_gpu=run.use_gpu,
+            resources_per_worker={"CPU": run.cpus_per_worker, **({"GPU": 1} if run.use_gpu else {})},
         ),
-    )  # fmt: skip
+        run_config=RunConfig(
+            name=name,
+            storage_path=path,
+            storage_filesystem=filesystem,
+            failure_config=FailureConfig(max_failures=run.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
+        ),
+    )
     try:
         result = trainer.fit()
     except Exception as error:  # Ray Train wraps worker errors; keep the user's one line
         raise RayddError(_first_line(error, spec)) from None
     if result.checkpoint is None:
-        raise RayddError(f"stage {spec.stage} finished without a checkpoint in {runs.child(name)}: re-run the same command")
+        raise RayddError(
+            f"stage {spec.stage} finished without a checkpoint in {runs.child(name)}: re-run the same command"
+        )
     return read_checkpoint(result.checkpoint, runs, torch.device("cpu"))
 
 
@@ -194,4 +223,5 @@ def _first_line(error: BaseException, spec: StageSpec) -> str:
         if marker in text:
             return text.split(marker, 1)[1].splitlines()[0]
     last = [line for line in text.splitlines() if line.strip()]
-    return f"stage {spec.stage} failed: {last[-1] if last else type(error).__name__}; re-run the same command to resume from its last checkpoint"
+    cause = last[-1] if last else type(error).__name__
+    return f"stage {spec.stage} failed: {cause}; re-run the same command to resume from its last checkpoint"

@@ -44,18 +44,30 @@ class RealDraw:
 
 class RealData:
     def __init__(
-        self, videos: PreparedVideos, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, *, frames: bool, indices: np.ndarray | None = None
+        self,
+        videos: PreparedVideos,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device,
+        *,
+        frames: bool,
+        indices: np.ndarray | None = None,
     ) -> None:
         self.videos = videos
         self.device = device
         self.frames = frames
         self.num_classes = len(videos.dataset.classes)
-        self.indices = torch.arange(len(videos)) if indices is None else torch.as_tensor(np.array(indices, dtype=np.int64))
+        self.indices = (
+            torch.arange(len(videos)) if indices is None else torch.as_tensor(np.array(indices, dtype=np.int64))
+        )
         labels = videos.labels[self.indices]
         self.class_indices = [self.indices[torch.nonzero(labels == c).flatten()] for c in range(self.num_classes)]
         empty = [videos.dataset.classes[c] for c, idx in enumerate(self.class_indices) if len(idx) == 0]
         if empty:
-            raise RayddError(f"class {empty[0]!r} has no training clips in {videos.dataset.location}: re-prepare the dataset with clips of every class")
+            raise RayddError(
+                f"class {empty[0]!r} has no training clips in {videos.dataset.location}: re-prepare the dataset with "
+                "clips of every class"
+            )
         self._mean = torch.tensor(mean, device=device).view(1, -1, 1, 1, 1) * 255
         self._std = torch.tensor(std, device=device).view(1, -1, 1, 1, 1) * 255
         self._resident: Tensor | None = None  # uint8 (M, T, H, W, C) on the device

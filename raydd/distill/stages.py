@@ -58,11 +58,15 @@ class StageSpec:
         return self.ipc * self.preset.dynamic_per_ipc
 
 
-def matching_network(spec: StageSpec, num_classes: int, clip_shape: tuple[int, int, int, int]) -> Callable[[], nn.Module]:
+def matching_network(
+    spec: StageSpec, num_classes: int, clip_shape: tuple[int, int, int, int]
+) -> Callable[[], nn.Module]:
     width = spec.preset.network_width
     if spec.stage == STATIC:
         return lambda: build_model("convnet", num_classes=num_classes, clip_shape=clip_shape, net_width=width)
-    return lambda: build_model("minic3d", num_classes=num_classes, clip_shape=clip_shape, widths=(max(1, width // 2), width, width))
+    return lambda: build_model(
+        "minic3d", num_classes=num_classes, clip_shape=clip_shape, widths=(max(1, width // 2), width, width)
+    )
 
 
 def dynamic_shape(spec: StageSpec, clip_shape: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -71,13 +75,19 @@ def dynamic_shape(spec: StageSpec, clip_shape: tuple[int, int, int, int]) -> tup
     return (p.dynamic_channels, p.dynamic_frames or t, max(1, h // p.dynamic_scale), max(1, w // p.dynamic_scale))
 
 
-def _synthetic(spec: StageSpec, real: RealData, num_classes: int, clip_shape: tuple[int, int, int, int], device: torch.device) -> tuple[SyntheticSet, list[LearningRate]]:
+def _synthetic(
+    spec: StageSpec, real: RealData, num_classes: int, clip_shape: tuple[int, int, int, int], device: torch.device
+) -> tuple[SyntheticSet, list[LearningRate]]:
     t, h, w, c = clip_shape
     init = torch.Generator().manual_seed(sample_seed(spec.seed, spec.stage + "/init", 0, 0))
     p = spec.preset
     if spec.stage in (NAIVE, STATIC):
         item = (c, h, w) if spec.stage == STATIC else (c, t, h, w)
-        initial = real.per_class(spec.per_class, init).cpu() if p.init == "real" else torch.randn((num_classes * spec.per_class, *item), generator=init)
+        initial = (
+            real.per_class(spec.per_class, init).cpu()
+            if p.init == "real"
+            else torch.randn((num_classes * spec.per_class, *item), generator=init)
+        )
         synthetic = FreeTensors(num_classes, spec.per_class, item, initial=initial)
         if p.pixel_range == "data":
             synthetic.bound_to(*real.pixel_range())
@@ -96,8 +106,18 @@ def _synthetic(spec: StageSpec, real: RealData, num_classes: int, clip_shape: tu
         dynamic = p.dynamic_std * torch.randn((num_classes * spec.dpc, *memory_shape), generator=init)
     if p.hal_init == "identity":
         identity_composition(hallucinator)
-    synthetic = StaticDynamic(static, num_classes=num_classes, dpc=spec.dpc, dynamic_shape=memory_shape, hallucinator=hallucinator, initial_dynamic=dynamic)
-    groups = [LearningRate("lr_dynamic", [synthetic.dynamic], _required(p.lr_dynamic, "lr_dynamic")), LearningRate("lr_hal", list(hallucinator.parameters()), _required(p.lr_hal, "lr_hal"))]
+    synthetic = StaticDynamic(
+        static,
+        num_classes=num_classes,
+        dpc=spec.dpc,
+        dynamic_shape=memory_shape,
+        hallucinator=hallucinator,
+        initial_dynamic=dynamic,
+    )
+    groups = [
+        LearningRate("lr_dynamic", [synthetic.dynamic], _required(p.lr_dynamic, "lr_dynamic")),
+        LearningRate("lr_hal", list(hallucinator.parameters()), _required(p.lr_hal, "lr_hal")),
+    ]
     return synthetic.to(device), groups
 
 
@@ -133,7 +153,9 @@ def _required(lr: float | None, flag: str) -> float:
     return lr
 
 
-def build_stage(spec: StageSpec, collective: Collective, device: torch.device, *, real_indices: np.ndarray | None = None) -> Distiller:
+def build_stage(
+    spec: StageSpec, collective: Collective, device: torch.device, *, real_indices: np.ndarray | None = None
+) -> Distiller:
     """``real_indices``: the training clips the stage may match (default: the whole train split)."""
     dataset = open_prepared(spec.dataset_uri)
     clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
@@ -143,31 +165,56 @@ def build_stage(spec: StageSpec, collective: Collective, device: torch.device, *
             f"--split classes gives each worker at least one class: "
             f"use at most {num_classes} workers, or --split samples"
         )
-    real = RealData(dataset.split("train"), dataset.mean, dataset.std, device, frames=spec.stage == STATIC, indices=real_indices)
+    real = RealData(
+        dataset.split("train"), dataset.mean, dataset.std, device, frames=spec.stage == STATIC, indices=real_indices
+    )
     synthetic, groups = _synthetic(spec, real, num_classes, clip_shape, device)
     p = spec.preset
     if spec.method == "dm":
-        method: nn.Module = DistributionMatching(matching_network(spec, num_classes, clip_shape), batch_real=p.batch_real, features=p.match_features)
+        method: nn.Module = DistributionMatching(
+            matching_network(spec, num_classes, clip_shape), batch_real=p.batch_real, features=p.match_features
+        )
     elif spec.method == "dc":
         method = GradientMatching(matching_network(spec, num_classes, clip_shape), batch_real=p.batch_real)
     elif spec.method == "mtt":
-        bank = ExpertBank(spec.experts_uri or "", make_them=f"python -m raydd.experts --dataset {dataset.spec.name} --model {'convnet' if spec.stage == STATIC else 'minic3d'}")
+        bank = ExpertBank(
+            spec.experts_uri or "",
+            make_them=f"python -m raydd.experts --dataset {dataset.spec.name} "
+            f"--model {'convnet' if spec.stage == STATIC else 'minic3d'}",
+        )
         bank.check_fits(num_classes, clip_shape)
         method = TrajectoryMatching(
-            bank, syn_steps=p.syn_steps, batch_syn=p.batch_syn, expert_epochs=p.expert_epochs, max_start_epoch=p.max_start_epoch,
-            lr_teacher=p.lr_teacher, learn_lr=p.learn_lr, memory_bounded=spec.memory_bounded,
-        )  # fmt: skip
+            bank,
+            syn_steps=p.syn_steps,
+            batch_syn=p.batch_syn,
+            expert_epochs=p.expert_epochs,
+            max_start_epoch=p.max_start_epoch,
+            lr_teacher=p.lr_teacher,
+            learn_lr=p.learn_lr,
+            memory_bounded=spec.memory_bounded,
+        )
         groups.append(LearningRate("lr_lr", method.learnable(), p.lr_lr))
     else:
         from raydd.distill.methods.frepo import FeatureRegression
 
-        method = FeatureRegression(matching_network(spec, num_classes, clip_shape), batch_real=p.batch_real, seed=spec.seed)
+        method = FeatureRegression(
+            matching_network(spec, num_classes, clip_shape), batch_real=p.batch_real, seed=spec.seed
+        )
     method.to(device)
     optimizer = build_optimizer(groups, kind="adam" if spec.method == "frepo" else "sgd", momentum=p.momentum)
     distiller = Distiller(
-        stage=spec.stage, synthetic=synthetic, method=method, real=real, groups=groups, optimizer=optimizer, collective=collective,
-        samples_per_worker=spec.samples_per_worker, seed=spec.seed, device=device, split=spec.split,
-    )  # fmt: skip
+        stage=spec.stage,
+        synthetic=synthetic,
+        method=method,
+        real=real,
+        groups=groups,
+        optimizer=optimizer,
+        collective=collective,
+        samples_per_worker=spec.samples_per_worker,
+        seed=spec.seed,
+        device=device,
+        split=spec.split,
+    )
     if spec.method != "mtt":  # MTT reads no real clips
         own = distiller.classes if spec.method in ("dm", "dc") and distiller.classes is not None else range(num_classes)
         rows = real.rows_of(own)

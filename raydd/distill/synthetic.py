@@ -69,7 +69,9 @@ class SyntheticSet(nn.Module):
 class FreeTensors(SyntheticSet):
     """``per_class`` free tensors of ``item_shape`` per class: (C, T, H, W) videos or (C, H, W) images."""
 
-    def __init__(self, num_classes: int, per_class: int, item_shape: tuple[int, ...], *, initial: Tensor | None = None) -> None:
+    def __init__(
+        self, num_classes: int, per_class: int, item_shape: tuple[int, ...], *, initial: Tensor | None = None
+    ) -> None:
         super().__init__()
         self.num_classes, self.per_class = num_classes, per_class
         shape = (num_classes * per_class, *item_shape)
@@ -116,7 +118,16 @@ class StaticDynamic(SyntheticSet):
     max(SPC, DPC); :func:`~raydd.distilled_set.render_pairs` says which pairs ``render`` shows.
     """
 
-    def __init__(self, static_NCHW: Tensor, *, num_classes: int, dpc: int, dynamic_shape: tuple[int, int, int, int], hallucinator: Hallucinator, initial_dynamic: Tensor | None = None) -> None:
+    def __init__(
+        self,
+        static_NCHW: Tensor,
+        *,
+        num_classes: int,
+        dpc: int,
+        dynamic_shape: tuple[int, int, int, int],
+        hallucinator: Hallucinator,
+        initial_dynamic: Tensor | None = None,
+    ) -> None:
         super().__init__()
         if static_NCHW.shape[0] % num_classes:
             raise ValueError(f"{static_NCHW.shape[0]} static images do not divide into {num_classes} classes")
@@ -125,7 +136,9 @@ class StaticDynamic(SyntheticSet):
         self.per_class = max(self.spc, dpc)
         self.register_buffer("static", static_NCHW.detach().clone().float())
         shape = (num_classes * dpc, *dynamic_shape)
-        self.dynamic = nn.Parameter(initial_dynamic.clone().float() if initial_dynamic is not None else torch.randn(shape))
+        self.dynamic = nn.Parameter(
+            initial_dynamic.clone().float() if initial_dynamic is not None else torch.randn(shape)
+        )
         self.hallucinator = hallucinator
         self.register_buffer("labels", class_major_labels(num_classes, self.per_class), persistent=False)
 

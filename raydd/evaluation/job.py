@@ -24,8 +24,13 @@ from raydd.tracking import mlflow_run
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    data: str = option(f"{DEFAULT_STORE}/datasets/builtin", "prepared dataset (STORE/datasets/NAME) or distilled set to train on")
-    test: str | None = option(None, "prepared dataset whose test split scores the runs (default: --data, or the dataset a distilled set came from)")
+    data: str = option(
+        f"{DEFAULT_STORE}/datasets/builtin", "prepared dataset (STORE/datasets/NAME) or distilled set to train on"
+    )
+    test: str | None = option(
+        None,
+        "prepared dataset whose test split scores the runs (default: --data, or the dataset a distilled set came from)",
+    )
     model: str = option("minic3d", "network trained from scratch (convnet: frame-only probe)", choices=CLASSIFIERS)
     runs: int = option(5, "independent runs (different seeds); reported as mean ± std")
     protocol: str = option(
@@ -35,14 +40,22 @@ class EvalConfig:
         "passes); both report the final epoch",
         choices=PROTOCOL_NAMES,
     )
-    random_ipc: int = option(0, "train on K random real clips per class instead of all (the baseline a distilled set must beat)")
+    random_ipc: int = option(
+        0, "train on K random real clips per class instead of all (the baseline a distilled set must beat)"
+    )
     stills_only: bool = option(
         False, "train on a static-dynamic set's stage-1 still images, each repeated over the T frames"
     )
-    preset: str = option("auto", "lr/epochs preset: standard, frepo (lr 1e-4, 1000 epochs), auto (frepo for FRePo sets)", choices=PRESET_NAMES)
+    preset: str = option(
+        "auto",
+        "lr/epochs preset: standard, frepo (lr 1e-4, 1000 epochs), auto (frepo for FRePo sets)",
+        choices=PRESET_NAMES,
+    )
     epochs: int | None = option(None, "training epochs (default: the preset's)")
     lr: float | None = option(None, "SGD learning rate (default: the preset's); x0.1 at half the epochs")
-    batch_size: int = option(256, "training batch size (256 as the reference for distilled sets; use 32-64 on full real data)")
+    batch_size: int = option(
+        256, "training batch size (256 as the reference for distilled sets; use 32-64 on full real data)"
+    )
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(5e-4, "SGD weight decay")
     seed: int = option(0, "seed of run 0; run i uses seed + i")
@@ -90,23 +103,42 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     }
     run_name = f"{config.model}-{plan.kind}-{reference.spec.name}-{plan.protocol}"
     with mlflow_run(config.store, config.experiment, run_name, fields, tags) as tracker:
-        tracker.log_params({"input.mean": list(reference.mean), "input.std": list(reference.std), "input.test_dataset": str(reference.location)})
+        tracker.log_params(
+            {
+                "input.mean": list(reference.mean),
+                "input.std": list(reference.std),
+                "input.test_dataset": str(reference.location),
+            }
+        )
         tracker.log_params({"raydd.protocol": plan.protocol})
         calls = [(task,) for task in plan.tasks]
         results = sorted(
-            run_tasks(execute, calls, description=f"evaluate {config.model}", weights=[1] * len(calls), unit="run",
-                      max_in_flight=_at_once(config), num_cpus=config.cpus_per_run, num_gpus=config.gpus_per_run),
+            run_tasks(
+                execute,
+                calls,
+                description=f"evaluate {config.model}",
+                weights=[1] * len(calls),
+                unit="run",
+                max_in_flight=_at_once(config),
+                num_cpus=config.cpus_per_run,
+                num_gpus=config.gpus_per_run,
+            ),
             key=lambda r: r.run,
-        )  # fmt: skip
+        )
         for result in results:
             for epoch, loss in enumerate(result.losses):
                 tracker.log_metrics({f"run{result.run}/train_loss": loss}, step=epoch)
-            tracker.log_metrics({f"run{result.run}/top1": 100 * result.top1, f"run{result.run}/top{result.top_k}": 100 * result.top5})
+            tracker.log_metrics(
+                {f"run{result.run}/top1": 100 * result.top1, f"run{result.run}/top{result.top_k}": 100 * result.top5}
+            )
         metrics: dict[str, Any] = summarize(results, reference.classes, reference.spec.static_classes)
         storage = {} if plan.storage_ratio is None else {"storage_ratio": plan.storage_ratio}
         seconds = sum(r.seconds for r in results) / len(results)
         tracker.log_metrics({**metrics, **storage, "train_clips": plan.train_clips, "seconds_per_run": seconds})
-        tracker.log_dict({"per_class": {f"run{r.run}": dict(zip(reference.classes, r.per_class)) for r in results}}, "per_class_accuracy.json")
+        tracker.log_dict(
+            {"per_class": {f"run{r.run}": dict(zip(reference.classes, r.per_class)) for r in results}},
+            "per_class_accuracy.json",
+        )
     metrics.update(storage, protocol=plan.protocol)
     clips = f"{plan.train_clips} clips, storage {storage_text(plan.storage_ratio)}"
     summary = describe(metrics, len(results), results[0].top_k)

@@ -25,10 +25,23 @@ class EvaluationPlan:
 
 
 def plan_evaluation(
-    *, data: str, test: str | None, model: str, runs: int, random_ipc: int, preset: str, epochs: int | None,
-    lr: float | None, batch_size: int, momentum: float, weight_decay: float, seed: int, device: str,
-    protocol: str = DEFAULT_PROTOCOL, stills_only: bool = False,
-) -> EvaluationPlan:  # fmt: skip
+    *,
+    data: str,
+    test: str | None,
+    model: str,
+    runs: int,
+    random_ipc: int,
+    preset: str,
+    epochs: int | None,
+    lr: float | None,
+    batch_size: int,
+    momentum: float,
+    weight_decay: float,
+    seed: int,
+    device: str,
+    protocol: str = DEFAULT_PROTOCOL,
+    stills_only: bool = False,
+) -> EvaluationPlan:
     repair = get_protocol(protocol).repair_static_dynamic
     manifest = manifest_or_none(resolve(data))
     distilled_set = manifest is not None and manifest.kind == DISTILLED_KIND
@@ -65,24 +78,35 @@ def plan_evaluation(
     tasks = tuple(
         RunTask(
             run=run,
-            settings=TrainSettings(model, epochs or preset_epochs, lr or preset_lr, batch_size, momentum, weight_decay, seed + run),
-            kind=kind, data_uri=data, test_uri=str(reference.location), random_ipc=random_ipc, device=device,
+            settings=TrainSettings(
+                model, epochs or preset_epochs, lr or preset_lr, batch_size, momentum, weight_decay, seed + run
+            ),
+            kind=kind,
+            data_uri=data,
+            test_uri=str(reference.location),
+            random_ipc=random_ipc,
+            device=device,
             protocol=protocol,
-        )  # fmt: skip
+        )
         for run in range(runs)
     )
     return EvaluationPlan(tasks, kind, reference, train_clips, storage_ratio, protocol)
 
 
-def _check_compatible(reference: PreparedDataset, classes: tuple[str, ...], clip_shape: tuple[int, ...], what: str) -> None:
+def _check_compatible(
+    reference: PreparedDataset, classes: tuple[str, ...], clip_shape: tuple[int, ...], what: str
+) -> None:
     expected_shape = tuple(reference.manifest.metadata["clip_shape"])
     if tuple(classes) != reference.classes:
         raise RayddError(
-            f"{what} has {len(classes)} classes ({', '.join(classes[:3])}, ...) but the test split of {reference.location} "
-            f"has {len(reference.classes)} ({', '.join(reference.classes[:3])}, ...): evaluate against the dataset it was made from (--test)"
+            f"{what} has {len(classes)} classes ({', '.join(classes[:3])}, ...) but the test split of "
+            f"{reference.location} "
+            f"has {len(reference.classes)} ({', '.join(reference.classes[:3])}, ...): evaluate against the dataset "
+            "it was made from (--test)"
         )
     if tuple(clip_shape) != expected_shape:
         raise RayddError(
-            f"{what} has clips of shape {tuple(clip_shape)} (T, H, W, C) but the test split of {reference.location} has "
+            f"{what} has clips of shape {tuple(clip_shape)} (T, H, W, C) but the test split of {reference.location} "
+            "has "
             f"{expected_shape}: prepare the test data with the same --frames/--height/--width"
         )

@@ -59,12 +59,22 @@ class Protocol:
 RAYDD, REFERENCE = "raydd", "reference"
 PROTOCOLS: dict[str, Protocol] = {
     RAYDD: Protocol(
-        RAYDD, restandardise_batches=False, repair_static_dynamic=False, head="average", extra_pass=False,
-        fresh_optimizer_at_cut=False, test_batch_size=256,
+        RAYDD,
+        restandardise_batches=False,
+        repair_static_dynamic=False,
+        head="average",
+        extra_pass=False,
+        fresh_optimizer_at_cut=False,
+        test_batch_size=256,
     ),
     REFERENCE: Protocol(
-        REFERENCE, restandardise_batches=True, repair_static_dynamic=True, head="dropout-max", extra_pass=True,
-        fresh_optimizer_at_cut=True, test_batch_size=64,
+        REFERENCE,
+        restandardise_batches=True,
+        repair_static_dynamic=True,
+        head="dropout-max",
+        extra_pass=True,
+        fresh_optimizer_at_cut=True,
+        test_batch_size=64,
     ),
 }
 PROTOCOL_NAMES = tuple(PROTOCOLS)

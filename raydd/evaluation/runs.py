@@ -47,9 +47,16 @@ def execute(task: RunTask) -> RunResult:
             print(f"[run {task.run}] epoch {epoch + 1}/{passes} train loss {loss:.4f}", flush=True)
 
     return train_and_test(
-        task.settings, train, test, num_classes=len(reference.classes), clip_shape=tuple(reference.manifest.metadata["clip_shape"]),
-        device=device, run=task.run, on_epoch=report, protocol=protocol,
-    )  # fmt: skip
+        task.settings,
+        train,
+        test,
+        num_classes=len(reference.classes),
+        clip_shape=tuple(reference.manifest.metadata["clip_shape"]),
+        device=device,
+        run=task.run,
+        on_epoch=report,
+        protocol=protocol,
+    )
 
 
 def training_set(task: RunTask, mean: tuple[float, ...], std: tuple[float, ...], num_classes: int) -> BatchSource:

@@ -23,7 +23,9 @@ class BatchSource(Protocol):
 class RealClips:
     """Clips of a prepared split (all, or the subset ``indices``), standardised with ``mean``/``std``."""
 
-    def __init__(self, videos: PreparedVideos, mean: tuple[float, ...], std: tuple[float, ...], indices: np.ndarray | None = None) -> None:
+    def __init__(
+        self, videos: PreparedVideos, mean: tuple[float, ...], std: tuple[float, ...], indices: np.ndarray | None = None
+    ) -> None:
         self.videos = videos
         self.indices = np.arange(len(videos)) if indices is None else np.asarray(indices)
         self.labels = videos.labels[torch.from_numpy(self.indices)]

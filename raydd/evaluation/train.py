@@ -53,7 +53,11 @@ def frame_picker(model_name: str) -> Callable[[torch.Tensor, bool], torch.Tensor
 
     def pick(videos_NCTHW: torch.Tensor, training: bool) -> torch.Tensor:
         n, _, t = videos_NCTHW.shape[:3]
-        frame = torch.randint(t, (n,), device=videos_NCTHW.device) if training else torch.full((n,), t // 2, device=videos_NCTHW.device)
+        frame = (
+            torch.randint(t, (n,), device=videos_NCTHW.device)
+            if training
+            else torch.full((n,), t // 2, device=videos_NCTHW.device)
+        )
         return videos_NCTHW[torch.arange(n, device=videos_NCTHW.device), :, frame]
 
     return pick
@@ -104,7 +108,9 @@ def train_and_test(
             videos, labels = train.batch(order[start : start + settings.batch_size], device)
             loss = F.cross_entropy(model(to_input(videos, True)), labels)
             if not math.isfinite(loss.item()):
-                raise RayddError(f"non-finite training loss at epoch {epoch + 1} of run {run} (lr {settings.lr:g}): lower --lr")
+                raise RayddError(
+                    f"non-finite training loss at epoch {epoch + 1} of run {run} (lr {settings.lr:g}): lower --lr"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

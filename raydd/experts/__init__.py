@@ -5,6 +5,13 @@
 trajectory without reading the rest.
 """
 
-from raydd.experts.trajectories import ModelSpec, Trajectory, load_parameters, open_trajectory, read_epoch, unflatten_parameters
+from raydd.experts.trajectories import (
+    ModelSpec,
+    Trajectory,
+    load_parameters,
+    open_trajectory,
+    read_epoch,
+    unflatten_parameters,
+)
 
 __all__ = ["ModelSpec", "Trajectory", "load_parameters", "open_trajectory", "read_epoch", "unflatten_parameters"]

@@ -24,7 +24,15 @@ from raydd.devices import pick_device
 from raydd.errors import RayddError
 from raydd.evaluation.sources import BatchSource, RealClips
 from raydd.evaluation.train import frame_picker, score
-from raydd.experts.trajectories import ModelSpec, Trajectory, TrajectoryRecord, flatten_parameters, settings_difference, shard_name, write_trajectory
+from raydd.experts.trajectories import (
+    ModelSpec,
+    Trajectory,
+    TrajectoryRecord,
+    flatten_parameters,
+    settings_difference,
+    shard_name,
+    write_trajectory,
+)
 from raydd.storage import Location, ShardRecord, atomic_writer, exists, resolve, sha256, size
 
 EXPERT_MODELS = ("minic3d", "convnet")
@@ -75,13 +83,21 @@ class ExpertResult:
 
 
 def train_expert(
-    model: nn.Module, train: BatchSource, settings: ExpertSettings, *, seed: int, device: torch.device,
-    on_epoch: Callable[[int, torch.Tensor], None], expert: int = 0,
-) -> float:  # fmt: skip
+    model: nn.Module,
+    train: BatchSource,
+    settings: ExpertSettings,
+    *,
+    seed: int,
+    device: torch.device,
+    on_epoch: Callable[[int, torch.Tensor], None],
+    expert: int = 0,
+) -> float:
     """Train ``model`` in place; ``on_epoch(t, flat_parameters)`` for t = 0 (initial) .. epochs.
     Returns the training accuracy of the last epoch."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr_teacher, momentum=settings.momentum, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=settings.lr_teacher, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
     to_input = frame_picker(settings.model.name)
     on_epoch(0, flatten_parameters(model))
     accuracy = 0.0
@@ -94,7 +110,10 @@ def train_expert(
             logits = model(to_input(videos, True))
             loss = F.cross_entropy(logits, labels)
             if not math.isfinite(loss.item()):
-                raise RayddError(f"non-finite training loss at epoch {epoch} of expert {expert} (lr {settings.lr_teacher:g}): lower --lr-teacher")
+                raise RayddError(
+                    f"non-finite training loss at epoch {epoch} of expert {expert} (lr {settings.lr_teacher:g}): "
+                    "lower --lr-teacher"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -127,14 +146,25 @@ def run_expert(task: ExpertTask, on_epoch: Callable[[int, torch.Tensor], None] |
         if on_epoch is not None:
             on_epoch(epoch, vector_P)
 
-    train_accuracy = train_expert(model, train, task.settings, seed=task.seed, device=device, on_epoch=record, expert=task.expert)
+    train_accuracy = train_expert(
+        model, train, task.settings, seed=task.seed, device=device, on_epoch=record, expert=task.expert
+    )
     test_accuracy = score(model, test, spec.num_classes, device, frame_picker(spec.name))[0]
     seconds = time.perf_counter() - started
-    info = {"expert": task.expert, "seed": task.seed, "settings": task.settings.to_dict(), "train_accuracy": train_accuracy, "test_accuracy": test_accuracy, "seconds": seconds}
+    info = {
+        "expert": task.expert,
+        "seed": task.seed,
+        "settings": task.settings.to_dict(),
+        "train_accuracy": train_accuracy,
+        "test_accuracy": test_accuracy,
+        "seconds": seconds,
+    }
     with atomic_writer(location) as handle:
         write_trajectory(handle, spec, epochs, dtype=task.settings.dtype, metadata=info)
     shard = ShardRecord(location.name, len(epochs), handle.bytes_written, handle.hexdigest())
-    return ExpertResult(TrajectoryRecord(task.expert, task.seed, shard, train_accuracy, test_accuracy, seconds), reused=False)
+    return ExpertResult(
+        TrajectoryRecord(task.expert, task.seed, shard, train_accuracy, test_accuracy, seconds), reused=False
+    )
 
 
 def _finished(task: ExpertTask, location: Location) -> TrajectoryRecord | None:
@@ -150,4 +180,6 @@ def _finished(task: ExpertTask, location: Location) -> TrajectoryRecord | None:
     if info.get("expert") != task.expert or not same or trajectory.num_epochs != task.settings.epochs:
         return None
     shard = ShardRecord(location.name, task.settings.epochs + 1, size(location), sha256(location))
-    return TrajectoryRecord(task.expert, task.seed, shard, info["train_accuracy"], info["test_accuracy"], info["seconds"])
+    return TrajectoryRecord(
+        task.expert, task.seed, shard, info["train_accuracy"], info["test_accuracy"], info["seconds"]
+    )

@@ -78,7 +78,10 @@ def flatten_parameters(model: nn.Module) -> torch.Tensor:
 def unflatten_parameters(vector_P: torch.Tensor, spec: ModelSpec) -> dict[str, torch.Tensor]:
     """Split a flat parameter vector into ``{name: tensor of its shape}`` (views of ``vector_P``)."""
     if vector_P.numel() != spec.num_params:
-        raise RayddError(f"a parameter vector of {vector_P.numel()} values does not fit {spec.name} with {spec.num_params} parameters")
+        raise RayddError(
+            f"a parameter vector of {vector_P.numel()} values does not fit {spec.name} with {spec.num_params} "
+            "parameters"
+        )
     sizes = [int(np.prod(shape)) for _, shape in spec.parameters]
     chunks = torch.split(vector_P, sizes)
     return {name: chunk.view(shape) for (name, shape), chunk in zip(spec.parameters, chunks)}
@@ -99,16 +102,25 @@ def _storage_values(vector_P: torch.Tensor, dtype: str) -> np.ndarray:
     return vector_P.to(torch.float32).numpy()
 
 
-def write_trajectory(handle: IO[bytes], spec: ModelSpec, epochs: Sequence[torch.Tensor], *, dtype: str, metadata: dict[str, Any]) -> None:
+def write_trajectory(
+    handle: IO[bytes], spec: ModelSpec, epochs: Sequence[torch.Tensor], *, dtype: str, metadata: dict[str, Any]
+) -> None:
     """Write a whole trajectory (``epochs[t]``: the flat parameters after t epochs) to an open binary file."""
     value_type = pa.uint16() if dtype == "bfloat16" else pa.float32()
     schema = pa.schema(
         [pa.field("epoch", pa.int32()), pa.field("params", pa.list_(value_type, spec.num_params))],
-        metadata={"format": TRAJECTORY_FORMAT, "model": json.dumps(spec.to_dict()), "dtype": dtype, "info": json.dumps(metadata)},
+        metadata={
+            "format": TRAJECTORY_FORMAT,
+            "model": json.dumps(spec.to_dict()),
+            "dtype": dtype,
+            "info": json.dumps(metadata),
+        },
     )
     with pa.ipc.new_file(pa.PythonFile(handle, mode="w"), schema) as writer:
         for epoch, vector_P in enumerate(epochs):
-            params = pa.FixedSizeListArray.from_arrays(pa.array(_storage_values(vector_P, dtype), type=value_type), spec.num_params)
+            params = pa.FixedSizeListArray.from_arrays(
+                pa.array(_storage_values(vector_P, dtype), type=value_type), spec.num_params
+            )
             writer.write_batch(pa.record_batch([pa.array([epoch], pa.int32()), params], schema=schema))
 
 
@@ -163,14 +175,19 @@ class Trajectory:
             self._reader = pa.ipc.open_file(self._source)
             meta = self._reader.schema.metadata or {}
             if meta.get(b"format") != TRAJECTORY_FORMAT.encode():
-                raise RayddError(f"{self.location} is not a raydd trajectory shard: point at STORE/experts/DATASET/MODEL")
+                raise RayddError(
+                    f"{self.location} is not a raydd trajectory shard: point at STORE/experts/DATASET/MODEL"
+                )
             self.spec = ModelSpec.from_dict(json.loads(meta[b"model"]))
             self.dtype = meta[b"dtype"].decode()
             self.metadata: dict[str, Any] = json.loads(meta[b"info"])
         except BaseException as error:
             self.close()
             if isinstance(error, FileNotFoundError):
-                raise RayddError(f"no trajectory shard at {self.location}: train it with `{_RERUN}` (a larger --num-experts adds experts)") from None
+                raise RayddError(
+                    f"no trajectory shard at {self.location}: train it with `{_RERUN}` (a larger --num-experts adds "
+                    "experts)"
+                ) from None
             if isinstance(error, (pa.ArrowInvalid, pa.ArrowIOError, OSError, KeyError, ValueError)):
                 raise self._damaged(error) from None
             raise
@@ -240,12 +257,22 @@ class TrajectoryRecord:
     seconds: float
 
     def summary(self) -> dict[str, Any]:
-        return {"expert": self.expert, "seed": self.seed, "train_accuracy": self.train_accuracy, "test_accuracy": self.test_accuracy, "seconds": self.seconds}
+        return {
+            "expert": self.expert,
+            "seed": self.seed,
+            "train_accuracy": self.train_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "seconds": self.seconds,
+        }
 
 
 def experts_manifest(settings: dict[str, Any], records: Sequence[TrajectoryRecord]) -> Manifest:
     ordered = sorted(records, key=lambda r: r.expert)
-    return Manifest(kind=EXPERTS_KIND, shards=tuple(r.shard for r in ordered), metadata={"settings": settings, "experts": [r.summary() for r in ordered]})
+    return Manifest(
+        kind=EXPERTS_KIND,
+        shards=tuple(r.shard for r in ordered),
+        metadata={"settings": settings, "experts": [r.summary() for r in ordered]},
+    )
 
 
 def listed_records(manifest: Manifest) -> dict[int, TrajectoryRecord]:
@@ -254,7 +281,14 @@ def listed_records(manifest: Manifest) -> dict[int, TrajectoryRecord]:
         raise RayddError(f"the manifest holds a {manifest.kind!r}, not expert trajectories: use another --store")
     shards = {shard.name: shard for shard in manifest.shards}
     return {
-        e["expert"]: TrajectoryRecord(e["expert"], e["seed"], shards[shard_name(e["expert"])], e["train_accuracy"], e["test_accuracy"], e["seconds"])
+        e["expert"]: TrajectoryRecord(
+            e["expert"],
+            e["seed"],
+            shards[shard_name(e["expert"])],
+            e["train_accuracy"],
+            e["test_accuracy"],
+            e["seconds"],
+        )
         for e in manifest.metadata["experts"]
     }
 
@@ -274,7 +308,10 @@ def published(folder: Location, settings: dict[str, Any]) -> dict[int, Trajector
     records = listed_records(manifest)
     differ = settings_difference(manifest.metadata.get("settings", {}), settings)
     if differ:
-        raise RayddError(f"{folder} holds experts trained with other settings ({', '.join(differ)}): pass another --store or delete that folder")
+        raise RayddError(
+            f"{folder} holds experts trained with other settings ({', '.join(differ)}): pass another --store or "
+            "delete that folder"
+        )
     present = {}
     for expert, record in records.items():
         location = folder.child(record.shard.name)
@@ -282,7 +319,8 @@ def published(folder: Location, settings: dict[str, Any]) -> dict[int, Trajector
             continue
         if size(location) != record.shard.bytes:
             raise RayddError(
-                f"trajectory shard {location} is truncated or modified ({size(location)} bytes, manifest says {record.shard.bytes}): "
+                f"trajectory shard {location} is truncated or modified ({size(location)} bytes, manifest says "
+                f"{record.shard.bytes}): "
                 f"delete it and re-run `{_RERUN}`"
             )
         present[expert] = record

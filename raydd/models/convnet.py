@@ -13,12 +13,25 @@ class ConvNet(nn.Module):
     1 pixel, so small inputs work.
     """
 
-    def __init__(self, *, num_classes: int, channels: int = 3, height: int = 32, width: int = 32, depth: int = 3, net_width: int = 128) -> None:
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        channels: int = 3,
+        height: int = 32,
+        width: int = 32,
+        depth: int = 3,
+        net_width: int = 128,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = channels
         for _ in range(depth):
-            layers += [nn.Conv2d(in_channels, net_width, 3, padding=1), nn.GroupNorm(net_width, net_width, affine=True), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(in_channels, net_width, 3, padding=1),
+                nn.GroupNorm(net_width, net_width, affine=True),
+                nn.ReLU(inplace=True),
+            ]
             if height > 1 and width > 1:
                 layers.append(nn.AvgPool2d(2))
                 height, width = height // 2, width // 2

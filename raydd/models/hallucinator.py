@@ -24,7 +24,15 @@ class Hallucinator(nn.Module):
     input size; the ReLU keeps the two layers from collapsing into one linear map.
     """
 
-    def __init__(self, *, frames: int, channels: int = 3, dynamic_channels: int = 1, variant: str = "conv", middle_channels: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        frames: int,
+        channels: int = 3,
+        dynamic_channels: int = 1,
+        variant: str = "conv",
+        middle_channels: int = 8,
+    ) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"hallucinator variant must be one of {VARIANTS}, got {variant!r}")

@@ -29,7 +29,17 @@ class MiniC3D(nn.Module):
     has parameters of its own, so both share one parameter layout; :meth:`embed` does not use the head.
     """
 
-    def __init__(self, *, num_classes: int, channels: int = 3, frames: int = 16, height: int = 112, width: int = 112, widths: tuple[int, ...] = (64, 128, 128), head: str = AVERAGE) -> None:
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        channels: int = 3,
+        frames: int = 16,
+        height: int = 112,
+        width: int = 112,
+        widths: tuple[int, ...] = (64, 128, 128),
+        head: str = AVERAGE,
+    ) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"MiniC3D head must be one of {HEADS}, got {head!r}")
@@ -38,7 +48,10 @@ class MiniC3D(nn.Module):
         in_channels = channels
         pools = ((1, 2, 2), (2, 2, 2), (2, 2, 2))
         for out_channels, pool in zip(widths, pools, strict=True):
-            layers += [nn.Conv3d(in_channels, out_channels, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3)), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv3d(in_channels, out_channels, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3)),
+                nn.ReLU(inplace=True),
+            ]
             size = [size[0], (size[1] + 1) // 2, (size[2] + 1) // 2]
             layers.append(_pool(nn.MaxPool3d, pool, size))
             in_channels = out_channels

@@ -17,12 +17,26 @@ class RecurrentVideoNet(nn.Module):
     net is there to see. Input (N, 3, T, H, W); output (N, num_classes).
     """
 
-    def __init__(self, *, num_classes: int, cell: str, channels: int = 3, height: int = 112, width: int = 112, widths: tuple[int, ...] = (32, 64, 64), hidden: int = 128) -> None:
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        cell: str,
+        channels: int = 3,
+        height: int = 112,
+        width: int = 112,
+        widths: tuple[int, ...] = (32, 64, 64),
+        hidden: int = 128,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = channels
         for out_channels in widths:
-            layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.GroupNorm(out_channels, out_channels), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(in_channels, out_channels, 3, padding=1),
+                nn.GroupNorm(out_channels, out_channels),
+                nn.ReLU(inplace=True),
+            ]
             if height > 1 and width > 1:
                 layers.append(nn.AvgPool2d(2))
                 height, width = height // 2, width // 2

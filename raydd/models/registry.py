@@ -18,7 +18,9 @@ from raydd.models.minic3d import MiniC3D
 from raydd.models.recurrent import RecurrentVideoNet
 
 
-def convnet(*, num_classes: int, clip_shape: tuple[int, int, int, int], depth: int = 3, net_width: int = 128) -> nn.Module:
+def convnet(
+    *, num_classes: int, clip_shape: tuple[int, int, int, int], depth: int = 3, net_width: int = 128
+) -> nn.Module:
     _, h, w, c = clip_shape
     return ConvNet(num_classes=num_classes, channels=c, height=h, width=w, depth=depth, net_width=net_width)
 
@@ -35,17 +37,35 @@ def minic3d(
     return MiniC3D(num_classes=num_classes, channels=c, frames=t, height=h, width=w, widths=tuple(widths), head=head)
 
 
-def cnn_gru(*, num_classes: int, clip_shape: tuple[int, int, int, int], widths: tuple[int, ...] = (32, 64, 64), hidden: int = 128) -> nn.Module:
+def cnn_gru(
+    *,
+    num_classes: int,
+    clip_shape: tuple[int, int, int, int],
+    widths: tuple[int, ...] = (32, 64, 64),
+    hidden: int = 128,
+) -> nn.Module:
     _, h, w, c = clip_shape
-    return RecurrentVideoNet(num_classes=num_classes, cell="gru", channels=c, height=h, width=w, widths=tuple(widths), hidden=hidden)
+    return RecurrentVideoNet(
+        num_classes=num_classes, cell="gru", channels=c, height=h, width=w, widths=tuple(widths), hidden=hidden
+    )
 
 
-def cnn_lstm(*, num_classes: int, clip_shape: tuple[int, int, int, int], widths: tuple[int, ...] = (32, 64, 64), hidden: int = 128) -> nn.Module:
+def cnn_lstm(
+    *,
+    num_classes: int,
+    clip_shape: tuple[int, int, int, int],
+    widths: tuple[int, ...] = (32, 64, 64),
+    hidden: int = 128,
+) -> nn.Module:
     _, h, w, c = clip_shape
-    return RecurrentVideoNet(num_classes=num_classes, cell="lstm", channels=c, height=h, width=w, widths=tuple(widths), hidden=hidden)
+    return RecurrentVideoNet(
+        num_classes=num_classes, cell="lstm", channels=c, height=h, width=w, widths=tuple(widths), hidden=hidden
+    )
 
 
-def hallucinator(*, clip_shape: tuple[int, int, int, int], dynamic_channels: int = 1, variant: str = "conv") -> nn.Module:
+def hallucinator(
+    *, clip_shape: tuple[int, int, int, int], dynamic_channels: int = 1, variant: str = "conv"
+) -> nn.Module:
     t, _, _, c = clip_shape
     return Hallucinator(frames=t, channels=c, dynamic_channels=dynamic_channels, variant=variant)
 

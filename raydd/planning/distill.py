@@ -159,7 +159,10 @@ def plan_distill(config: Any, capacity: Capacity | None = None) -> DistillPlan:
     stages = {
         stage: worker_memory(
             stage_load(
-                *_stage_method(config, stage, preset), config.ipc, size, own_classes=own,
+                *_stage_method(config, stage, preset),
+                config.ipc,
+                size,
+                own_classes=own,
                 memory_bounded=config.memory_bounded,
             ),
             gpu=use_gpu,

@@ -78,42 +78,104 @@ class _InterruptOnce(tune.Callback):
             os.kill(os.getpid(), signal.SIGUSR1)
 
 
-def _trial(config: dict[str, float], *, spec: TrialSpec, store: str, experiment: str, parent_run_id: str, cpus: float) -> None:
+def _trial(
+    config: dict[str, float], *, spec: TrialSpec, store: str, experiment: str, parent_run_id: str, cpus: float
+) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     trial_id = tune.get_context().get_trial_id()
     params = {"lr_dynamic": config["lr_dynamic"], "lr_hal": config["lr_hal"]}
     tags = {"mlflow.parentRunId": parent_run_id, "raydd.trial_id": trial_id}
     with mlflow_run(store, experiment, f"trial-{trial_id}", params, tags) as tracker:
-        result = run_trial(spec, config["lr_dynamic"], config["lr_hal"], lambda i, loss: tune.report({"iteration": i, "loss": loss, OBJECTIVE: math.nan}), tracker)
+        result = run_trial(
+            spec,
+            config["lr_dynamic"],
+            config["lr_hal"],
+            lambda i, loss: tune.report({"iteration": i, "loss": loss, OBJECTIVE: math.nan}),
+            tracker,
+        )
     # Outside the MLflow block: Tune may end this process as soon as it has the final result.
-    tune.report({"iteration": spec.stage.preset.iterations, "loss": result.losses[-1], OBJECTIVE: result.val_top1, "seconds": result.seconds})
+    tune.report(
+        {
+            "iteration": spec.stage.preset.iterations,
+            "loss": result.losses[-1],
+            OBJECTIVE: result.val_top1,
+            "seconds": result.seconds,
+        }
+    )
 
 
-def run_sweep(spec: TrialSpec, settings: SweepSettings, *, storage: str, name: str, store: str, experiment: str, parent_run_id: str) -> list[TrialRow]:
+def run_sweep(
+    spec: TrialSpec,
+    settings: SweepSettings,
+    *,
+    storage: str,
+    name: str,
+    store: str,
+    experiment: str,
+    parent_run_id: str,
+) -> list[TrialRow]:
     """Run (or resume) the sweep in ``storage/name``; returns every trial, best first."""
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, spec=spec, store=store, experiment=experiment, parent_run_id=parent_run_id, cpus=settings.cpus_per_trial),
+        tune.with_parameters(
+            _trial,
+            spec=spec,
+            store=store,
+            experiment=experiment,
+            parent_run_id=parent_run_id,
+            cpus=settings.cpus_per_trial,
+        ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
-    )  # fmt: skip
+    )
     path = f"{storage}/{name}"
     if tune.Tuner.can_restore(path):
         print(f"resuming the sweep in {path}", flush=True)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
-        searcher = _FinalOnlyOptuna(metric=OBJECTIVE, mode="max", points_to_evaluate=[settings.start], seed=settings.seed)
+        searcher = _FinalOnlyOptuna(
+            metric=OBJECTIVE, mode="max", points_to_evaluate=[settings.start], seed=settings.seed
+        )
         iterations = spec.stage.preset.iterations
-        scheduler = ASHAScheduler(time_attr="iteration", metric="loss", mode="min", max_t=iterations, grace_period=min(settings.grace_period, iterations))
+        scheduler = ASHAScheduler(
+            time_attr="iteration",
+            metric="loss",
+            mode="min",
+            max_t=iterations,
+            grace_period=min(settings.grace_period, iterations),
+        )
         tuner = tune.Tuner(
             trainable,
-            param_space={"lr_dynamic": tune.loguniform(*settings.lr_dynamic), "lr_hal": tune.loguniform(*settings.lr_hal)},
-            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, settings.max_concurrent), scheduler=scheduler, num_samples=settings.num_samples),
-            run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[_InterruptOnce(settings.interrupt_after_trials, f"{path}/interrupt-marker")], verbose=1),
-        )  # fmt: skip
+            param_space={
+                "lr_dynamic": tune.loguniform(*settings.lr_dynamic),
+                "lr_hal": tune.loguniform(*settings.lr_hal),
+            },
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(searcher, settings.max_concurrent),
+                scheduler=scheduler,
+                num_samples=settings.num_samples,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage,
+                callbacks=[_InterruptOnce(settings.interrupt_after_trials, f"{path}/interrupt-marker")],
+                verbose=1,
+            ),
+        )
     grid = tuner.fit()
     rows = []
     for result in grid:
         metrics = result.metrics or {}
         config = result.config or {}
         status = "ERROR" if result.error else ("DONE" if _evaluated(metrics) else "STOPPED")
-        rows.append(TrialRow(metrics.get("trial_id", "?"), config.get("lr_dynamic", math.nan), config.get("lr_hal", math.nan), metrics.get("loss", math.nan), metrics.get(OBJECTIVE, math.nan), status))
-    return sorted(rows, key=lambda row: (math.isnan(row.val_top1), -row.val_top1 if not math.isnan(row.val_top1) else 0.0))
+        rows.append(
+            TrialRow(
+                metrics.get("trial_id", "?"),
+                config.get("lr_dynamic", math.nan),
+                config.get("lr_hal", math.nan),
+                metrics.get("loss", math.nan),
+                metrics.get(OBJECTIVE, math.nan),
+                status,
+            )
+        )
+    return sorted(
+        rows, key=lambda row: (math.isnan(row.val_top1), -row.val_top1 if not math.isnan(row.val_top1) else 0.0)
+    )

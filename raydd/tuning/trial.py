@@ -27,7 +27,9 @@ from raydd.evaluation.train import TrainSettings, train_and_test
 from raydd.tracking import Tracker
 
 
-def validation_split(labels: torch.Tensor, num_classes: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(
+    labels: torch.Tensor, num_classes: int, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) indices of a split: ``fraction`` of every class (at least one clip, never all)
     held out, chosen by ``seed``."""
     rng = np.random.default_rng(seed)
@@ -36,7 +38,9 @@ def validation_split(labels: torch.Tensor, num_classes: int, fraction: float, se
     for c in range(num_classes):
         members = rng.permutation(np.flatnonzero(labels_np == c))
         if len(members) < 2:
-            raise RayddError(f"class {c} has {len(members)} training clip(s): a validation split needs at least 2 per class")
+            raise RayddError(
+                f"class {c} has {len(members)} training clip(s): a validation split needs at least 2 per class"
+            )
         held = min(len(members) - 1, max(1, round(fraction * len(members))))
         validation.append(members[:held])
         train.append(members[held:])
@@ -72,15 +76,24 @@ def fit_static(spec: StageSpec, train_indices: np.ndarray, static_uri: str) -> s
     for iteration in range(spec.preset.iterations):
         distiller.step(iteration)
     labels = torch.arange(len(dataset.classes)).repeat_interleave(spec.per_class)
-    write_static(static_uri, distiller.synthetic.values.detach().cpu(), labels, {"dataset_uri": spec.dataset_uri, "method": spec.method, "preset": spec.preset.to_dict(), "stage": STATIC})
+    write_static(
+        static_uri,
+        distiller.synthetic.values.detach().cpu(),
+        labels,
+        {"dataset_uri": spec.dataset_uri, "method": spec.method, "preset": spec.preset.to_dict(), "stage": STATIC},
+    )
     return static_uri
 
 
-def run_trial(spec: TrialSpec, lr_dynamic: float, lr_hal: float, report: Callable[[int, float], None], tracker: Tracker) -> TrialResult:
+def run_trial(
+    spec: TrialSpec, lr_dynamic: float, lr_hal: float, report: Callable[[int, float], None], tracker: Tracker
+) -> TrialResult:
     """Stage 2 for the preset's iterations, ``report(iteration, loss)`` every ``report_every`` iterations
     but the last, then train ``eval_model`` on the rendered set and score it on the validation clips."""
     started = time.perf_counter()
-    stage = dataclasses.replace(spec.stage, preset=dataclasses.replace(spec.stage.preset, lr_dynamic=lr_dynamic, lr_hal=lr_hal))
+    stage = dataclasses.replace(
+        spec.stage, preset=dataclasses.replace(spec.stage.preset, lr_dynamic=lr_dynamic, lr_hal=lr_hal)
+    )
     device = pick_device(stage.device)
     dataset = open_prepared(stage.dataset_uri)
     train_indices, validation_indices = spec.split()
@@ -97,6 +110,8 @@ def run_trial(spec: TrialSpec, lr_dynamic: float, lr_hal: float, report: Callabl
     lr, _ = lr_and_epochs(spec.eval_model, FREPO if stage.method == "frepo" else STANDARD)
     settings = TrainSettings(model=spec.eval_model, epochs=spec.eval_epochs, lr=lr, batch_size=256, seed=stage.seed)
     clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
-    result = train_and_test(settings, train, validation, num_classes=len(dataset.classes), clip_shape=clip_shape, device=device)
+    result = train_and_test(
+        settings, train, validation, num_classes=len(dataset.classes), clip_shape=clip_shape, device=device
+    )
     tracker.log_metrics({"val_top1": 100 * result.top1, "validation_clips": len(validation_indices)})
     return TrialResult(tuple(losses), 100 * result.top1, time.perf_counter() - started)

@@ -11,9 +11,7 @@ import hashlib
 import json
 import multiprocessing
 import multiprocessing.synchronize
-import os
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 

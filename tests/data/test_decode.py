@@ -240,4 +240,3 @@ def test_variable_frame_rate_video_is_sampled_by_time(container: str, codec: str
     # Centres of 4 segments of [0, 2000) ms: 250, 750, 1250, 1750 -> the frames on screen then (shown since 125,
     # 583, 1042 and 1625 ms): frames 3, 6, 8, 12. Sampling by position would take frames 1, 5, 9, 13.
     np.testing.assert_allclose(brightness(clip), [ramp_value(t, count) for t in (3, 6, 8, 12)], atol=TOLERANCE)
-

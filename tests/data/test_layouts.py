@@ -196,7 +196,11 @@ class Store:
         if name not in self.manifests:
             # several shards for the folder dataset, so labels must line up across shards
             shard_mb = 0.01 if name == "folder" else 256.0
-            self.manifests[name] = prepare(PrepareConfig(dataset=name, source=str(self.sources[name]), store=str(self.root), shard_mb=shard_mb, **SMALL))
+            self.manifests[name] = prepare(
+                PrepareConfig(
+                    dataset=name, source=str(self.sources[name]), store=str(self.root), shard_mb=shard_mb, **SMALL
+                )
+            )
         return self.manifests[name]
 
     def uri(self, name: str) -> str:
@@ -264,9 +268,13 @@ def _tree_with_bad_videos(sources: dict[str, Path], target: Path) -> tuple[Path,
     return source, {str(garbage), str(truncated)}
 
 
-def test_corrupt_videos_are_skipped_named_and_counted(ray_cluster: None, sources: dict[str, Path], tmp_path: Path) -> None:
+def test_corrupt_videos_are_skipped_named_and_counted(
+    ray_cluster: None, sources: dict[str, Path], tmp_path: Path
+) -> None:
     source, bad = _tree_with_bad_videos(sources, tmp_path / "source")
-    config = PrepareConfig(dataset="folder", source=str(source), store=str(tmp_path / "store"), max_bad_fraction=0.2, **SMALL)
+    config = PrepareConfig(
+        dataset="folder", source=str(source), store=str(tmp_path / "store"), max_bad_fraction=0.2, **SMALL
+    )
     manifest = prepare(config)
     skipped = manifest.metadata["skipped"]
     assert skipped["count"] == 2
@@ -306,7 +314,9 @@ def test_variable_frame_rate_video_is_prepared_and_a_truncated_one_named(
     np.testing.assert_allclose(clip[..., 2].mean(axis=(1, 2)), expected_blue, atol=8)
 
 
-def test_too_many_bad_videos_raise_and_publish_nothing(ray_cluster: None, sources: dict[str, Path], tmp_path: Path) -> None:
+def test_too_many_bad_videos_raise_and_publish_nothing(
+    ray_cluster: None, sources: dict[str, Path], tmp_path: Path
+) -> None:
     source, _ = _tree_with_bad_videos(sources, tmp_path / "source")
     store = tmp_path / "store"
     config = PrepareConfig(dataset="folder", source=str(source), store=str(store), max_bad_fraction=0.1, **SMALL)
@@ -318,11 +328,15 @@ def test_too_many_bad_videos_raise_and_publish_nothing(ray_cluster: None, source
         open_prepared(str(store / "datasets" / "folder"))
 
 
-def test_class_left_without_readable_training_clips_is_an_error(ray_cluster: None, sources: dict[str, Path], tmp_path: Path) -> None:
+def test_class_left_without_readable_training_clips_is_an_error(
+    ray_cluster: None, sources: dict[str, Path], tmp_path: Path
+) -> None:
     source = shutil.copytree(sources["folder"], tmp_path / "source")
     put_garbage(source / "gnu" / "a.mp4", seed=4)
     put_garbage(source / "gnu" / "b.mp4", seed=5)
-    config = PrepareConfig(dataset="folder", source=str(source), store=str(tmp_path / "store"), max_bad_fraction=1.0, **SMALL)
+    config = PrepareConfig(
+        dataset="folder", source=str(source), store=str(tmp_path / "store"), max_bad_fraction=1.0, **SMALL
+    )
     with pytest.raises(RayddError, match="class 'gnu' has no readable training clips left"):
         prepare(config)
     assert not (tmp_path / "store" / "datasets" / "folder" / "manifest.json").exists()
@@ -377,7 +391,9 @@ def test_broken_source_raises_and_leaves_the_prepared_dataset_intact(store: Stor
     else:
         source, pattern = breaker(shutil.copytree(store.sources[name], tmp_path / "source"))
     # overwrite: the new source would replace the dataset if it were good
-    config = PrepareConfig(dataset=name, source=str(source), store=str(store.root), overwrite=True, max_bad_fraction=0.1, **SMALL)
+    config = PrepareConfig(
+        dataset=name, source=str(source), store=str(store.root), overwrite=True, max_bad_fraction=0.1, **SMALL
+    )
     with pytest.raises(RayddError, match=pattern):
         prepare(config)
     assert store.manifest_bytes() == manifests
@@ -392,7 +408,9 @@ def test_unknown_dataset_raises_and_leaves_the_store_intact(store: Store) -> Non
     with pytest.raises(RayddError, match=r"unknown dataset 'kinetics-9000': use one of .*ucf101"):
         get_spec("kinetics-9000")
     with pytest.raises(RayddError, match=r"--dataset: expected one of .*ucf101.*; got 'kinetics-9000'"):
-        prepare(PrepareConfig(dataset="kinetics-9000", source=str(store.sources["folder"]), store=str(store.root), **SMALL))
+        prepare(
+            PrepareConfig(dataset="kinetics-9000", source=str(store.sources["folder"]), store=str(store.root), **SMALL)
+        )
     assert store.manifest_bytes() == manifests
     assert "kinetics-9000" not in dataset_names()
     assert not (store.root / "datasets" / "kinetics-9000").exists()
@@ -408,7 +426,9 @@ def _upload(local: Path, fs, prefix: str) -> None:  # noqa: ANN001 - an s3fs fil
 
 
 @pytest.mark.parametrize("name", ["folder", "ucf101", "k400"])
-def test_source_on_s3_lists_and_prepares_like_a_local_one(ray_cluster: None, s3_bucket: str, sources: dict[str, Path], tmp_path: Path, name: str) -> None:
+def test_source_on_s3_lists_and_prepares_like_a_local_one(
+    ray_cluster: None, s3_bucket: str, sources: dict[str, Path], tmp_path: Path, name: str
+) -> None:
     source = resolve(f"{s3_bucket}/raw/{name}")
     _upload(sources[name], source.fs, source.path)
     index = index_source(get_spec(name), source)

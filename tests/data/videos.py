@@ -88,7 +88,9 @@ def encode_timed_video(
     return buffer.getvalue()
 
 
-def write_video(path: Path | str, frames_THWC: np.ndarray, codec: str | None = None, fps: int = 8, faststart: bool = False) -> Path:
+def write_video(
+    path: Path | str, frames_THWC: np.ndarray, codec: str | None = None, fps: int = 8, faststart: bool = False
+) -> Path:
     """Write ``frames_THWC`` to ``path`` (container from its extension); returns the path.
 
     ``faststart``: an mp4 with its index (moov) before the frames, as web downloads usually are.
@@ -130,7 +132,9 @@ def class_color(label: int) -> tuple[int, int]:
     return 32 + 28 * (label % 8), 32 + 28 * (label // 8)
 
 
-def class_frames(label: int, num_frames: int = TINY_FRAMES, height: int = TINY_HEIGHT, width: int = TINY_WIDTH) -> np.ndarray:
+def class_frames(
+    label: int, num_frames: int = TINY_FRAMES, height: int = TINY_HEIGHT, width: int = TINY_WIDTH
+) -> np.ndarray:
     """Frames of a clip of class ``label``: red/green from :func:`class_color`, blue ramps with time."""
     red, green = class_color(label)
     frames = np.empty((num_frames, height, width, 3), np.uint8)
@@ -145,7 +149,7 @@ def label_of_frames(frames_THWC: np.ndarray) -> int:
     return min(range(64), key=lambda k: (class_color(k)[0] - red) ** 2 + (class_color(k)[1] - green) ** 2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def class_video(label: int, container: str, codec: str | None = None) -> bytes:
     """Bytes of a tiny clip of class ``label`` (cached: trees with many clips reuse the encodings)."""
     return encode_video(class_frames(label), container, codec)
@@ -194,7 +198,8 @@ def ucf101_tree(
     test_per_class: int = 1,
     missing: Sequence[str] = (),
 ) -> Path:
-    """UCF101: SOURCE/UCF-101/<Class>/v_<Class>_gXX_cYY.avi + SOURCE/ucfTrainTestlist/{classInd,trainlist01,testlist01}.txt.
+    """UCF101: SOURCE/UCF-101/<Class>/v_<Class>_gXX_cYY.avi
+    + SOURCE/ucfTrainTestlist/{classInd,trainlist01,testlist01}.txt.
 
     ``classes`` and ``extra_classes`` all go into classInd.txt (extras first, so that label numbers
     of a fixed class list cannot simply be the classInd numbers). Train clips come from groups 8+,
@@ -309,11 +314,16 @@ def k400_tree(
 
 def ssv2_tree(
     root: Path,
-    templates: Sequence[str] = ("Putting [something] on a surface", "Pushing [something] from left to right", "Holding [something]"),
+    templates: Sequence[str] = (
+        "Putting [something] on a surface",
+        "Pushing [something] from left to right",
+        "Holding [something]",
+    ),
     train_per_class: int = 2,
     test_per_class: int = 1,
 ) -> Path:
-    """Something-Something V2: SOURCE/labels/{labels,train,validation,test}.json + SOURCE/20bn-something-something-v2/<id>.webm.
+    """Something-Something V2: SOURCE/labels/{labels,train,validation,test}.json
+    + SOURCE/20bn-something-something-v2/<id>.webm.
 
     labels.json numbers the classes in an order other than ``templates`` (the layout must use it).
     """
@@ -330,7 +340,12 @@ def ssv2_tree(
             for _ in range(count):
                 video_id += 1
                 entries[split].append(
-                    {"id": str(video_id), "label": template.replace("[something]", "a cup"), "template": template, "placeholders": ["a cup"]}
+                    {
+                        "id": str(video_id),
+                        "label": template.replace("[something]", "a cup"),
+                        "template": template,
+                        "placeholders": ["a cup"],
+                    }
                 )
                 put_video(root / "20bn-something-something-v2" / f"{video_id}.webm", label)
     for split, rows in entries.items():
@@ -339,7 +354,13 @@ def ssv2_tree(
     return root
 
 
-def ssv2_class_order(templates: Sequence[str] = ("Putting [something] on a surface", "Pushing [something] from left to right", "Holding [something]")) -> tuple[str, ...]:
+def ssv2_class_order(
+    templates: Sequence[str] = (
+        "Putting [something] on a surface",
+        "Pushing [something] from left to right",
+        "Holding [something]",
+    ),
+) -> tuple[str, ...]:
     """The classes ``ssv2_tree`` declares, in label order."""
     names = [t.replace("[", "").replace("]", "") for t in templates]
     return tuple(reversed(names))

@@ -23,7 +23,12 @@ class _RunsCodeWhenUnpickled:
 
 
 def test_a_state_of_tensors_and_numbers_loads(tmp_path: Path) -> None:
-    state = {"iteration": 3, "synthetic": {"values": torch.ones(2, 3)}, "history": {"loss": [0.5, 0.25]}, "saved_at": 1.5}
+    state = {
+        "iteration": 3,
+        "synthetic": {"values": torch.ones(2, 3)},
+        "history": {"loss": [0.5, 0.25]},
+        "saved_at": 1.5,
+    }
     torch.save(state, tmp_path / "state.pt")
     loaded = load_state(tmp_path / "state.pt", torch.device("cpu"))
     assert loaded["iteration"] == 3 and loaded["history"]["loss"] == [0.5, 0.25]

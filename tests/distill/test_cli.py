@@ -35,11 +35,34 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def test_print_config_prints_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--print-config", "--method", "mtt", "--paradigm", "naive", "--lr-dynamic", "3", "--workers", "2", "--no-learn-lr", "--hallucinator", "convtranspose"]) == 0
+    assert (
+        main(
+            [
+                "--print-config",
+                "--method",
+                "mtt",
+                "--paradigm",
+                "naive",
+                "--lr-dynamic",
+                "3",
+                "--workers",
+                "2",
+                "--no-learn-lr",
+                "--hallucinator",
+                "convtranspose",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     fields = {field.name for field in dataclasses.fields(DistillConfig)}
     assert set(printed) == fields and set(Preset.__dataclass_fields__) < fields  # run flags + one per preset field
-    assert printed["method"] == "mtt" and printed["paradigm"] == "naive" and printed["workers"] == 2 and printed["experiment"] == "raydd-distill"
+    assert (
+        printed["method"] == "mtt"
+        and printed["paradigm"] == "naive"
+        and printed["workers"] == 2
+        and printed["experiment"] == "raydd-distill"
+    )
     assert printed["lr_dynamic"] == 3.0 and printed["learn_lr"] is False and printed["hallucinator"] == "convtranspose"
     assert printed["lr_img"] is None and printed["iterations"] is None  # unset preset fields: the preset's value
     assert printed["fail_at_iteration"] == -1 and printed["eval_runs"] == 3
@@ -50,7 +73,9 @@ def test_help_documents_the_preset_flags(capsys: pytest.CaptureFixture[str]) -> 
         main(["--help"])
     assert exited.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    assert "--lr-dynamic" in text and "static-dynamic stage 2: lr of the dynamic memories (default: the preset's)" in text
+    assert (
+        "--lr-dynamic" in text and "static-dynamic stage 2: lr of the dynamic memories (default: the preset's)" in text
+    )
     assert "--samples-per-worker" in text and "--fail-at-iteration" in text and "--print-config" in text
 
 
@@ -77,48 +102,106 @@ def test_a_bad_flag_is_a_usage_error(argv: list[str], message: str, capsys: pyte
 def test_an_unprepared_dataset_names_the_prepare_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--store", str(tmp_path), "--eval-runs", "0"]) == 1
     line = _one_error_line(capsys)
-    assert f"no prepared dataset at {tmp_path}/datasets/builtin: run `python -m raydd.prepare" in line and line.endswith("(it writes STORE/datasets/NAME)")
+    assert (
+        f"no prepared dataset at {tmp_path}/datasets/builtin: run `python -m raydd.prepare" in line
+        and line.endswith("(it writes STORE/datasets/NAME)")
+    )
     assert not (tmp_path / "distill").exists() and not (tmp_path / "distilled").exists()
 
 
-def test_mtt_without_experts_names_the_experts_command(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mtt_without_experts_names_the_experts_command(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["--store", store, "--method", "mtt", "--paradigm", "naive", "--eval-runs", "0"]) == 1
     line = _one_error_line(capsys)
     assert f"MTT needs expert trajectories at {store}/experts/builtin/minic3d" in line
     assert line.endswith(f"run `python -m raydd.experts --dataset builtin --model minic3d --store {store}` first")
-    assert main(["--store", store, "--method", "mtt", "--experts", str(tmp_path / "elsewhere"), "--eval-runs", "0"]) == 1
+    assert (
+        main(["--store", store, "--method", "mtt", "--experts", str(tmp_path / "elsewhere"), "--eval-runs", "0"]) == 1
+    )
     assert f"expert trajectories at {tmp_path / 'elsewhere'}" in _one_error_line(capsys)
-    assert not (Path(store) / "distill").exists() and not (Path(store) / "mlflow.db").exists()  # refused before any work
+    assert (
+        not (Path(store) / "distill").exists() and not (Path(store) / "mlflow.db").exists()
+    )  # refused before any work
 
 
-def test_a_dataset_without_a_preset_asks_for_the_learning_rates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_dataset_without_a_preset_asks_for_the_learning_rates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # The preset is resolved before the dataset is opened: k400 is not prepared here, and that is not the complaint.
     assert main(["--store", str(tmp_path), "--method", "frepo", "--dataset", "k400"]) == 1
     line = _one_error_line(capsys)
-    assert "no preset for frepo static-dynamic on k400 at IPC 1" in line and line.endswith("pass --lr-static LR --lr-dynamic LR --lr-hal LR or --preset FILE")
+    assert "no preset for frepo static-dynamic on k400 at IPC 1" in line and line.endswith(
+        "pass --lr-static LR --lr-dynamic LR --lr-hal LR or --preset FILE"
+    )
     assert "python -m raydd.prepare" not in line
     assert main(["--store", str(tmp_path), "--method", "frepo", "--dataset", "k400", "--paradigm", "naive"]) == 1
     line = _one_error_line(capsys)
     assert "--lr-img LR" in line and "--lr-dynamic" not in line
     # With the learning rates given, the next thing missing is the dataset itself.
-    assert main(["--store", str(tmp_path), "--method", "frepo", "--dataset", "k400", "--lr-static", "0.01", "--lr-dynamic", "0.01", "--lr-hal", "0.001"]) == 1
+    assert (
+        main(
+            [
+                "--store",
+                str(tmp_path),
+                "--method",
+                "frepo",
+                "--dataset",
+                "k400",
+                "--lr-static",
+                "0.01",
+                "--lr-dynamic",
+                "0.01",
+                "--lr-hal",
+                "0.001",
+            ]
+        )
+        == 1
+    )
     assert "python -m raydd.prepare" in _one_error_line(capsys)
 
 
 def test_a_second_identical_run_has_nothing_to_do(store: str, capsys: pytest.CaptureFixture[str]) -> None:
-    command = ["--store", store, "--method", "dm", "--paradigm", "naive", "--iterations", "2", "--checkpoint-every", "2", "--network-width", "8", "--batch-real", "4", "--eval-runs", "0"]
+    command = [
+        "--store",
+        store,
+        "--method",
+        "dm",
+        "--paradigm",
+        "naive",
+        "--iterations",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--network-width",
+        "8",
+        "--batch-real",
+        "4",
+        "--eval-runs",
+        "0",
+    ]
     assert main(command) == 0
     (output,) = (Path(store) / "distilled" / "builtin").iterdir()
     assert f"-> {output}" in capsys.readouterr().out
-    files = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(Path(store).rglob("*")) if path.is_file() and "mlflow" not in str(path)}
+    files = {
+        path: (path.stat().st_mtime_ns, path.read_bytes())
+        for path in sorted(Path(store).rglob("*"))
+        if path.is_file() and "mlflow" not in str(path)
+    }
     assert {p.name for p in files if p.parent == output} == {"manifest.json", "videos.arrow"}
 
     assert main(command) == 0
     captured = capsys.readouterr()
     assert f"{output} already holds this distilled set: nothing to do (--overwrite distils it again)" in captured.err
     assert "stage naive" not in captured.out
-    again = {path: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(Path(store).rglob("*")) if path.is_file() and "mlflow" not in str(path)}
+    again = {
+        path: (path.stat().st_mtime_ns, path.read_bytes())
+        for path in sorted(Path(store).rglob("*"))
+        if path.is_file() and "mlflow" not in str(path)
+    }
     assert again == files  # neither the artifact nor the checkpoints were touched
     client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
-    assert len(client.search_runs([client.get_experiment_by_name("raydd-distill").experiment_id])) == 1  # and no second MLflow run
+    assert (
+        len(client.search_runs([client.get_experiment_by_name("raydd-distill").experiment_id])) == 1
+    )  # and no second MLflow run
     assert len(os.listdir(Path(store) / "distill" / "runs")) == 1

@@ -25,7 +25,19 @@ CPU = torch.device("cpu")
 # The lrs are large enough that each update moves the next iteration's loss by 1% or more, so the
 # golden curves guard the optimiser step (and H's and the learned lr's updates), not only the loss.
 DM = Preset(iterations=3, lr_img=1e4, lr_dynamic=1e5, lr_hal=1.0, momentum=0.5, batch_real=4, network_width=8)
-MTT = Preset(iterations=3, lr_img=100.0, momentum=0.5, syn_steps=3, batch_syn=5, expert_epochs=1, max_start_epoch=2, lr_teacher=0.05, learn_lr=True, lr_lr=1e-5, network_width=8)
+MTT = Preset(
+    iterations=3,
+    lr_img=100.0,
+    momentum=0.5,
+    syn_steps=3,
+    batch_syn=5,
+    expert_epochs=1,
+    max_start_epoch=2,
+    lr_teacher=0.05,
+    learn_lr=True,
+    lr_lr=1e-5,
+    network_width=8,
+)
 
 # Recorded by this test's first version (CPU, float32; the same with 1 and 2 torch threads). They change
 # when the loop, a method, the networks' initialisation, the seeding, the built-in dataset or
@@ -52,9 +64,15 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _spec(store: Path, run: str, **overrides) -> StageSpec:
     method, stage = run.split("-")
     fields = dict(
-        stage=stage, method=method, dataset_uri=str(store / "datasets" / "builtin"), ipc=1, preset=MTT if method == "mtt" else DM, seed=7,
-        static_uri=str(store / "static"), experts_uri=str(store / "experts" / "builtin" / "minic3d"),
-    )  # fmt: skip
+        stage=stage,
+        method=method,
+        dataset_uri=str(store / "datasets" / "builtin"),
+        ipc=1,
+        preset=MTT if method == "mtt" else DM,
+        seed=7,
+        static_uri=str(store / "static"),
+        experts_uri=str(store / "experts" / "builtin" / "minic3d"),
+    )
     return StageSpec(**{**fields, **overrides})
 
 
@@ -115,14 +133,26 @@ def test_a_static_dynamic_artifact_loads_as_the_videos_the_set_renders(tmp_path:
         torch.manual_seed(3)
         hallucinator = Hallucinator(frames=FRAMES, dynamic_channels=2, variant=variant)
     synthetic = StaticDynamic(
-        torch.randn(CLASSES * 1, 3, SIDE, SIDE, generator=generator), num_classes=CLASSES, dpc=3, dynamic_shape=(2, 2, 8, 8),
-        hallucinator=hallucinator, initial_dynamic=torch.randn(CLASSES * 3, 2, 2, 8, 8, generator=generator),
-    )  # fmt: skip
+        torch.randn(CLASSES * 1, 3, SIDE, SIDE, generator=generator),
+        num_classes=CLASSES,
+        dpc=3,
+        dynamic_shape=(2, 2, 8, 8),
+        hallucinator=hallucinator,
+        initial_dynamic=torch.randn(CLASSES * 3, 2, 2, 8, 8, generator=generator),
+    )
     classes = tuple(f"class{c}" for c in range(CLASSES))
     write_static_dynamic(
-        str(tmp_path / "set"), static_NCHW=synthetic.static, dynamic_NCTHW=synthetic.dynamic, hallucinator=hallucinator, variant=variant,
-        classes=classes, frames=FRAMES, dataset_uri="builtin", method="dm-static-dynamic", ipc=1,
-    )  # fmt: skip
+        str(tmp_path / "set"),
+        static_NCHW=synthetic.static,
+        dynamic_NCTHW=synthetic.dynamic,
+        hallucinator=hallucinator,
+        variant=variant,
+        classes=classes,
+        frames=FRAMES,
+        dataset_uri="builtin",
+        method="dm-static-dynamic",
+        ipc=1,
+    )
     assert raydd.load_distilled is load_distilled
     loaded = raydd.load_distilled(str(tmp_path / "set"))
     assert loaded.videos_NCTHW.shape == (CLASSES * 3, 3, FRAMES, SIDE, SIDE)
@@ -162,7 +192,9 @@ def test_real_motion_memories_carry_a_clips_change_over_time() -> None:
     assert memories.shape == (2, 2, 4, 4, 4)
     assert memories[0].abs().max() < 1e-6
     residual = moving - moving.mean(dim=2, keepdim=True)
-    assert torch.allclose(memories[1, 0], torch.nn.functional.avg_pool3d(residual.mean(1, keepdim=True), (1, 2, 2))[0, 0], atol=1e-6)
+    assert torch.allclose(
+        memories[1, 0], torch.nn.functional.avg_pool3d(residual.mean(1, keepdim=True), (1, 2, 2))[0, 0], atol=1e-6
+    )
     assert torch.equal(memories[1, 0], memories[1, 1])
     hallucinator = Hallucinator(frames=4, channels=3, dynamic_channels=1)
     identity_composition(hallucinator)

@@ -4,8 +4,6 @@ matching loss measured on fixed matching samples."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 

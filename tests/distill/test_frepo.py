@@ -25,7 +25,9 @@ from raydd.storage import resolve, write_manifest
 CLASSES, FRAMES, SIDE = 10, 4, 16
 DEVICE = pick_device("cpu")
 build_convnet = functools.partial(ConvNet, num_classes=CLASSES, height=SIDE, width=SIDE, depth=2, net_width=16)
-build_minic3d = functools.partial(MiniC3D, num_classes=CLASSES, frames=FRAMES, height=SIDE, width=SIDE, widths=(8, 8, 8))
+build_minic3d = functools.partial(
+    MiniC3D, num_classes=CLASSES, frames=FRAMES, height=SIDE, width=SIDE, widths=(8, 8, 8)
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,9 @@ def dataset_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     spec = PrepareConfig(store=str(store), frames=FRAMES, height=SIDE, width=SIDE).spec()
     target = resolve(str(store)).child("datasets", spec.name)
     index = index_source(spec, None)
-    results = [write_shard(spec, plan, target.uri, None, len(index.classes)) for plan in plan_shards(spec, index, 256.0)]
+    results = [
+        write_shard(spec, plan, target.uri, None, len(index.classes)) for plan in plan_shards(spec, index, 256.0)
+    ]
     write_manifest(target, assemble_manifest(spec, index, results, 0.0))
     return target.uri
 
@@ -50,14 +54,23 @@ def _sample(real: RealData, seed: int) -> MatchingSample:
 
 
 def _images(seed: int = 0) -> FreeTensors:
-    return FreeTensors(CLASSES, 2, (3, SIDE, SIDE), initial=torch.randn(CLASSES * 2, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(seed)))
+    return FreeTensors(
+        CLASSES,
+        2,
+        (3, SIDE, SIDE),
+        initial=torch.randn(CLASSES * 2, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(seed)),
+    )
 
 
 def _videos() -> StaticDynamic:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return StaticDynamic(
-            torch.randn(CLASSES, 3, SIDE, SIDE), num_classes=CLASSES, dpc=2, dynamic_shape=(1, 2, 8, 8), hallucinator=Hallucinator(frames=FRAMES)
+            torch.randn(CLASSES, 3, SIDE, SIDE),
+            num_classes=CLASSES,
+            dpc=2,
+            dynamic_shape=(1, 2, 8, 8),
+            hallucinator=Hallucinator(frames=FRAMES),
         )
 
 
@@ -80,12 +93,18 @@ def test_regression_matches_the_kernel_ridge_formula(n: int) -> None:
     targets_s = torch.randn(n, 3, generator=generator)
     k_ss = (features_s @ features_s.T).double()
     lam = 1e-2 * torch.trace(k_ss) / n
-    expected = (features_t @ features_s.T).double() @ torch.linalg.solve(k_ss + lam * torch.eye(n, dtype=torch.float64), targets_s.double())
+    expected = (features_t @ features_s.T).double() @ torch.linalg.solve(
+        k_ss + lam * torch.eye(n, dtype=torch.float64), targets_s.double()
+    )
     assert torch.allclose(feature_regression(features_s, targets_s, features_t, 1e-2).double(), expected, atol=1e-4)
 
 
 def test_gradients_reach_only_the_synthetic_set_and_lower_the_loss(dataset_uri: str) -> None:
-    method, synthetic, real = FeatureRegression(build_convnet, batch_real=32, pool_size=1), _images(), _real(dataset_uri, frames=True)
+    method, synthetic, real = (
+        FeatureRegression(build_convnet, batch_real=32, pool_size=1),
+        _images(),
+        _real(dataset_uri, frames=True),
+    )
     method.after_step(synthetic, torch.Generator().manual_seed(0))  # trains the pool, and must leave no gradient behind
     assert synthetic.values.grad is None
     before = [p.clone() for p in method.pool.parameters()]
@@ -120,7 +139,9 @@ def test_a_resumed_run_continues_exactly(dataset_uri: str, tmp_path: Path) -> No
         return FeatureRegression(build_convnet, batch_real=32, pool_size=2, max_online_updates=3, seed=seed)
 
     method, synthetic = make(0), _images()
-    _run(method, synthetic, real, range(5))  # a pool model restarts before the checkpoint; one trained after it uses saved Adam state
+    _run(
+        method, synthetic, real, range(5)
+    )  # a pool model restarts before the checkpoint; one trained after it uses saved Adam state
     torch.save({"method": method.state_dict(), "synthetic": synthetic.state_dict()}, tmp_path / "checkpoint.pt")
     saved_updates, saved_seeds = list(method.updates), list(method.seeds)
     uninterrupted = _run(method, synthetic, real, range(5, 10))

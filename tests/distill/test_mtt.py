@@ -29,8 +29,15 @@ def bank(tmp_path_factory: pytest.TempPathFactory) -> ExpertBank:
 def _method(bank: ExpertBank, *, memory_bounded: bool) -> TrajectoryMatching:
     # 20 instances in batches of 8 over 4 steps: the plan cuts a permutation into 8, 8, 4 and draws a new one.
     return TrajectoryMatching(
-        bank, syn_steps=4, batch_syn=8, expert_epochs=1, max_start_epoch=2, lr_teacher=0.05, learn_lr=True, memory_bounded=memory_bounded,
-    )  # fmt: skip
+        bank,
+        syn_steps=4,
+        batch_syn=8,
+        expert_epochs=1,
+        max_start_epoch=2,
+        lr_teacher=0.05,
+        learn_lr=True,
+        memory_bounded=memory_bounded,
+    )
 
 
 def _free_tensors() -> SyntheticSet:
@@ -46,12 +53,18 @@ def _static_dynamic() -> SyntheticSet:
         torch.manual_seed(2)
         hallucinator = Hallucinator(frames=FRAMES, variant="convtranspose")
     return StaticDynamic(
-        torch.randn(CLASSES, 3, SIDE, SIDE, generator=generator), num_classes=CLASSES, dpc=2, dynamic_shape=(1, 2, 8, 8),
-        hallucinator=hallucinator, initial_dynamic=torch.randn(CLASSES * 2, 1, 2, 8, 8, generator=generator),
-    )  # fmt: skip
+        torch.randn(CLASSES, 3, SIDE, SIDE, generator=generator),
+        num_classes=CLASSES,
+        dpc=2,
+        dynamic_shape=(1, 2, 8, 8),
+        hallucinator=hallucinator,
+        initial_dynamic=torch.randn(CLASSES * 2, 1, 2, 8, 8, generator=generator),
+    )
 
 
-def _gradients(bank: ExpertBank, synthetic: SyntheticSet, *, memory_bounded: bool, seed: int) -> tuple[float, list[torch.Tensor]]:
+def _gradients(
+    bank: ExpertBank, synthetic: SyntheticSet, *, memory_bounded: bool, seed: int
+) -> tuple[float, list[torch.Tensor]]:
     method, synthetic = _method(bank, memory_bounded=memory_bounded), copy.deepcopy(synthetic)
     sample = MatchingSample(torch.Generator().manual_seed(seed), seed, None, CPU)  # MTT reads no real clips
     loss = method.accumulate(synthetic, sample, 0.5)
@@ -70,6 +83,18 @@ def test_memory_bounded_gradient_equals_the_plain_one(bank: ExpertBank, make) ->
         assert g_plain.abs().sum() > 0
         torch.testing.assert_close(g_bounded, g_plain, rtol=1e-4, atol=1e-6)
 
+
 def test_experts_too_short_for_the_start_epochs_are_refused(bank: ExpertBank) -> None:
-    with pytest.raises(RayddError, match=r"have 3 epochs but max_start_epoch \+ expert_epochs needs 4: retrain them with --epochs 4"):
-        TrajectoryMatching(bank, syn_steps=2, batch_syn=None, expert_epochs=2, max_start_epoch=2, lr_teacher=0.01, learn_lr=False, memory_bounded=False)
+    with pytest.raises(
+        RayddError, match=r"have 3 epochs but max_start_epoch \+ expert_epochs needs 4: retrain them with --epochs 4"
+    ):
+        TrajectoryMatching(
+            bank,
+            syn_steps=2,
+            batch_syn=None,
+            expert_epochs=2,
+            max_start_epoch=2,
+            lr_teacher=0.01,
+            learn_lr=False,
+            memory_bounded=False,
+        )

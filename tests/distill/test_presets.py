@@ -27,8 +27,14 @@ FULL_SIZE = sorted(key for key in TABLES if key[2] != "builtin")
 def test_every_row_is_a_preset_the_command_line_accepts(key: tuple) -> None:
     method, paradigm, dataset, ipc = key
     preset = Preset(**TABLES[key])
-    DistillConfig(dataset=dataset, method=method, paradigm=paradigm, ipc=ipc, **TABLES[key])  # the flags' validation accepts every value
-    assert DistillConfig(dataset=dataset, method=method, paradigm=paradigm, ipc=ipc).resolved_preset() == preset == table_preset(*key)
+    DistillConfig(
+        dataset=dataset, method=method, paradigm=paradigm, ipc=ipc, **TABLES[key]
+    )  # the flags' validation accepts every value
+    assert (
+        DistillConfig(dataset=dataset, method=method, paradigm=paradigm, ipc=ipc).resolved_preset()
+        == preset
+        == table_preset(*key)
+    )
     needed = ("lr_img",) if paradigm == "naive" else ("lr_static", "lr_dynamic", "lr_hal")
     assert all(getattr(preset, name) > 0 for name in needed)
     assert preset.hallucinator in VARIANTS and preset.init in ("real", "noise")
@@ -39,7 +45,9 @@ def test_the_tables_cover_the_seeds_datasets() -> None:
     assert {key[2] for key in TABLES} == set(NUM_CLASSES) | {"builtin"}
     assert {(m, d) for m, _, d, _ in FULL_SIZE if m == "frepo"} == {("frepo", "miniucf"), ("frepo", "hmdb51")}
     assert len(FULL_SIZE) == 2 * 2 * (4 + 4 + 2) and len(MINIUCF_CLASSES) == NUM_CLASSES["miniucf"]
-    assert table_preset("mtt", "naive", "ucf101", 5) == table_preset("mtt", "naive", "miniucf", 5)  # UCF101 borrows MiniUCF's row
+    assert table_preset("mtt", "naive", "ucf101", 5) == table_preset(
+        "mtt", "naive", "miniucf", 5
+    )  # UCF101 borrows MiniUCF's row
 
 
 def test_a_combination_without_a_row_asks_for_its_lrs() -> None:
@@ -56,7 +64,9 @@ def test_flags_override_a_preset_file_which_overrides_the_table(tmp_path: Path) 
     table = table_preset("dm", "naive", "miniucf", 5)
     flagged = DistillConfig(**base, lr_img=7.0).resolved_preset()
     assert flagged.lr_img == 7.0 and flagged.batch_real == table.batch_real == 64
-    (tmp_path / "tuned.json").write_text(json.dumps({"preset": {"lr_img": 5.0, "batch_real": 3}, "score": 41.0}))  # as python -m raydd.tune writes it
+    (tmp_path / "tuned.json").write_text(
+        json.dumps({"preset": {"lr_img": 5.0, "batch_real": 3}, "score": 41.0})
+    )  # as python -m raydd.tune writes it
     (tmp_path / "plain.json").write_text(json.dumps({"lr_img": 5.0, "batch_real": 3}))
     for name in ("tuned.json", "plain.json"):
         from_file = DistillConfig(**base, preset=str(tmp_path / name)).resolved_preset()
@@ -68,7 +78,9 @@ def test_flags_override_a_preset_file_which_overrides_the_table(tmp_path: Path) 
 def test_an_unknown_field_in_a_preset_file_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "typo.json").write_text(json.dumps({"lr_imgg": 5.0}))
     config = DistillConfig(dataset="miniucf", method="dm", paradigm="naive", ipc=1, preset=str(tmp_path / "typo.json"))
-    with pytest.raises(RayddError, match=r"preset file .*typo.json has unknown fields lr_imgg: known fields are ") as error:
+    with pytest.raises(
+        RayddError, match=r"preset file .*typo.json has unknown fields lr_imgg: known fields are "
+    ) as error:
         config.resolved_preset()
     assert "\n" not in str(error.value)
 
@@ -82,9 +94,17 @@ def _stored_values(key: tuple) -> tuple[int, int]:
         if paradigm == "naive":
             synthetic = FreeTensors(classes, ipc, (c, t, h, w))
         else:
-            hallucinator = Hallucinator(frames=t, channels=c, dynamic_channels=preset.dynamic_channels, variant=preset.hallucinator)
+            hallucinator = Hallucinator(
+                frames=t, channels=c, dynamic_channels=preset.dynamic_channels, variant=preset.hallucinator
+            )
             static = torch.empty(classes * spec.per_class, c, h, w)
-            synthetic = StaticDynamic(static, num_classes=classes, dpc=spec.dpc, dynamic_shape=dynamic_shape(spec, (t, h, w, c)), hallucinator=hallucinator)
+            synthetic = StaticDynamic(
+                static,
+                num_classes=classes,
+                dpc=spec.dpc,
+                dynamic_shape=dynamic_shape(spec, (t, h, w, c)),
+                hallucinator=hallucinator,
+            )
     return synthetic.stored_values(), full_video_values(classes, ipc, (t, h, w, c))
 
 
@@ -101,19 +121,45 @@ def test_the_artifact_records_the_storage_the_synthetic_set_counts(tmp_path: Pat
     classes, generator = tuple(f"class{c}" for c in range(3)), torch.Generator().manual_seed(0)
     hallucinator = Hallucinator(frames=4, variant="conv")
     synthetic = StaticDynamic(
-        torch.randn(6, 3, 8, 8, generator=generator), num_classes=3, dpc=2, dynamic_shape=(1, 4, 8, 8), hallucinator=hallucinator,
+        torch.randn(6, 3, 8, 8, generator=generator),
+        num_classes=3,
+        dpc=2,
+        dynamic_shape=(1, 4, 8, 8),
+        hallucinator=hallucinator,
         initial_dynamic=torch.randn(6, 1, 4, 8, 8, generator=generator),
-    )  # fmt: skip
+    )
     manifest = write_static_dynamic(
-        str(tmp_path / "sd"), static_NCHW=synthetic.static, dynamic_NCTHW=synthetic.dynamic, hallucinator=hallucinator, variant="conv",
-        classes=classes, frames=4, dataset_uri="builtin", method="dm-static-dynamic", ipc=1,
-    )  # fmt: skip
+        str(tmp_path / "sd"),
+        static_NCHW=synthetic.static,
+        dynamic_NCTHW=synthetic.dynamic,
+        hallucinator=hallucinator,
+        variant="conv",
+        classes=classes,
+        frames=4,
+        dataset_uri="builtin",
+        method="dm-static-dynamic",
+        ipc=1,
+    )
     values = 6 * 3 * 8 * 8 + 6 * 4 * 8 * 8 + 327  # static + dynamic + H (Conv3d 4 -> 3, 3x3x3, with bias)
     assert synthetic.stored_values() == values and manifest.metadata["storage_bytes"] == values * BYTES_PER_VALUE
     assert manifest.metadata["storage_ratio"] == pytest.approx(values / full_video_values(3, 1, (4, 8, 8, 3)))
-    assert manifest.metadata["storage_bytes"] <= sum(shard.bytes for shard in manifest.shards)  # the files hold at least those values
+    assert manifest.metadata["storage_bytes"] <= sum(
+        shard.bytes for shard in manifest.shards
+    )  # the files hold at least those values
 
     videos = FreeTensors(3, 2, (3, 4, 8, 8), initial=torch.randn(6, 3, 4, 8, 8, generator=generator))
-    manifest = write_distilled(str(tmp_path / "videos"), videos.render(), videos.labels, classes=classes, dataset_uri="builtin", method="dm-naive", ipc=2)
-    assert manifest.metadata["storage_bytes"] == videos.stored_values() * BYTES_PER_VALUE == 6 * 3 * 4 * 8 * 8 * BYTES_PER_VALUE
+    manifest = write_distilled(
+        str(tmp_path / "videos"),
+        videos.render(),
+        videos.labels,
+        classes=classes,
+        dataset_uri="builtin",
+        method="dm-naive",
+        ipc=2,
+    )
+    assert (
+        manifest.metadata["storage_bytes"]
+        == videos.stored_values() * BYTES_PER_VALUE
+        == 6 * 3 * 4 * 8 * 8 * BYTES_PER_VALUE
+    )
     assert manifest.metadata["storage_ratio"] == 1.0

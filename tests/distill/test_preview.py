@@ -97,7 +97,9 @@ def test_rows_are_evenly_spaced_so_every_class_of_a_class_major_set_shows(tmp_pa
         ((1, 3, 4, 8, 8), (0.5, 0.5), "one value per channel"),
     ],
 )
-def test_bad_inputs_raise_value_error(tmp_path: Path, shape: tuple[int, ...], mean: tuple[float, ...], message: str) -> None:
+def test_bad_inputs_raise_value_error(
+    tmp_path: Path, shape: tuple[int, ...], mean: tuple[float, ...], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         preview_gif(torch.zeros(shape), mean, STD, tmp_path / "preview.gif")
 

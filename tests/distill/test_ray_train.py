@@ -30,13 +30,48 @@ pytestmark = pytest.mark.usefixtures("ray_cluster", "mlflow_in_each_store")
 SMALL = dict(frames=4, height=16, width=16)
 # DM, naive, 4 iterations with checkpoints after iterations 2 and 4: the uninterrupted reference run. The large
 # lr moves the videos far enough from their initial real clips for the comparisons below to mean something.
-NAIVE = ["--method", "dm", "--paradigm", "naive", "--iterations", "4", "--checkpoint-every", "2", "--network-width", "8", "--batch-real", "4", "--lr-img", "1000", "--eval-runs", "0"]
+NAIVE = [
+    "--method",
+    "dm",
+    "--paradigm",
+    "naive",
+    "--iterations",
+    "4",
+    "--checkpoint-every",
+    "2",
+    "--network-width",
+    "8",
+    "--batch-real",
+    "4",
+    "--lr-img",
+    "1000",
+    "--eval-runs",
+    "0",
+]
 # MTT static-dynamic: stage 1 matches the image ConvNet's trajectories (--static-method mtt: not the default), stage 2
 # MiniC3D's.
 MTT = [
-    "--method", "mtt", "--static-method", "mtt", "--paradigm", "static-dynamic", "--iterations", "3", "--checkpoint-every", "3", "--max-start-epoch", "2", "--expert-epochs", "1",
-    "--syn-steps", "2", "--static-per-ipc", "2", "--dynamic-per-ipc", "2",
-]  # fmt: skip
+    "--method",
+    "mtt",
+    "--static-method",
+    "mtt",
+    "--paradigm",
+    "static-dynamic",
+    "--iterations",
+    "3",
+    "--checkpoint-every",
+    "3",
+    "--max-start-epoch",
+    "2",
+    "--expert-epochs",
+    "1",
+    "--syn-steps",
+    "2",
+    "--static-per-ipc",
+    "2",
+    "--dynamic-per-ipc",
+    "2",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -68,13 +103,15 @@ def _checkpoints(runs: Location) -> dict[str, list[dict[str, Any]]]:
 
 
 def _only_run(store: str) -> tuple[Path, list[dict[str, Any]]]:
-    (name, states), = _checkpoints(resolve(f"{store}/distill/runs")).items()  # fmt: skip
+    ((name, states),) = _checkpoints(resolve(f"{store}/distill/runs")).items()
     return Path(store) / "distill" / "runs" / name, states
 
 
 def _assert_same_run(state: dict[str, Any], reference: dict[str, Any]) -> None:
     assert state["iteration"] == 4 and len(state["history"]["loss"]) == 4
-    torch.testing.assert_close(torch.tensor(state["history"]["loss"]), torch.tensor(reference["history"]["loss"]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor(state["history"]["loss"]), torch.tensor(reference["history"]["loss"]), rtol=0, atol=1e-6
+    )
     torch.testing.assert_close(state["synthetic"]["values"], reference["synthetic"]["values"], rtol=1e-5, atol=1e-6)
 
 
@@ -84,7 +121,10 @@ def _sha(path: Path) -> tuple[int, str]:
 
 def test_two_workers_compute_what_one_worker_with_two_samples_computes(reference: dict[str, Any]) -> None:
     store = reference["store"]  # the reference's store: its run folder must not be mistaken for these runs'
-    assert main(["--store", store, *NAIVE, "--workers", "2", "--split", "samples", "--output", f"{store}/two-workers"]) == 0
+    assert (
+        main(["--store", store, *NAIVE, "--workers", "2", "--split", "samples", "--output", f"{store}/two-workers"])
+        == 0
+    )
     assert main(["--store", store, *NAIVE, "--samples-per-worker", "2", "--output", f"{store}/two-samples"]) == 0
     two_workers, two_samples = load_distilled(f"{store}/two-workers"), load_distilled(f"{store}/two-samples")
     assert two_workers.metadata["workers"] == 2 and two_samples.metadata["workers"] == 1
@@ -97,7 +137,9 @@ def test_two_workers_compute_what_one_worker_with_two_samples_computes(reference
     assert len(runs) == 3  # a run with another worker count never resumes another's checkpoints
     finals = sorted((s[-1]["history"] for s in runs.values()), key=lambda history: history["samples"])
     assert [h["samples"] for h in finals] == [[1] * 4, [2] * 4, [2] * 4]
-    assert finals[1]["loss"] == pytest.approx(finals[2]["loss"], rel=1e-5) and finals[0]["loss"] != pytest.approx(finals[1]["loss"], rel=1e-3)
+    assert finals[1]["loss"] == pytest.approx(finals[2]["loss"], rel=1e-5) and finals[0]["loss"] != pytest.approx(
+        finals[1]["loss"], rel=1e-3
+    )
 
 
 def test_two_workers_split_by_classes_compute_what_one_worker_computes(
@@ -114,7 +156,9 @@ def test_two_workers_split_by_classes_compute_what_one_worker_computes(
     assert torch.equal(distilled.videos_NCTHW, states[-1]["synthetic"]["values"])
 
 
-def test_a_killed_worker_is_restarted_from_the_last_checkpoint_within_the_command(tiny_datasets: Path, tmp_path: Path, reference: dict[str, Any]) -> None:
+def test_a_killed_worker_is_restarted_from_the_last_checkpoint_within_the_command(
+    tiny_datasets: Path, tmp_path: Path, reference: dict[str, Any]
+) -> None:
     store = store_holding(tiny_datasets, tmp_path)
     assert main(["--store", store, *NAIVE, "--fail-at-iteration", "2", "--max-failures", "1"]) == 0
     folder, states = _only_run(store)
@@ -129,17 +173,25 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint_within_the_comman
     assert torch.equal(load_distilled(str(output)).videos_NCTHW, states[-1]["synthetic"]["values"])
 
 
-def test_a_failed_command_resumes_when_run_again(tiny_datasets: Path, tmp_path: Path, reference: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failed_command_resumes_when_run_again(
+    tiny_datasets: Path, tmp_path: Path, reference: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     store = store_holding(tiny_datasets, tmp_path)
     command = ["--store", store, *NAIVE, "--fail-at-iteration", "2", "--max-failures", "0"]
     capsys.readouterr()
     assert main(command) == 1
     captured = capsys.readouterr()
-    (error,) = [line for line in captured.err.splitlines() if line.startswith("raydd.distill:")]  # one line among Ray's forwarded logs
-    assert error.startswith("raydd.distill: error: stage naive failed") and error.endswith("re-run the same command to resume from its last checkpoint")
+    (error,) = [
+        line for line in captured.err.splitlines() if line.startswith("raydd.distill:")
+    ]  # one line among Ray's forwarded logs
+    assert error.startswith("raydd.distill: error: stage naive failed") and error.endswith(
+        "re-run the same command to resume from its last checkpoint"
+    )
     assert not (Path(store) / "distilled").exists()
     folder, states = _only_run(store)
-    assert [s["iteration"] for s in states] == [2] and len(states[0]["history"]["loss"]) == 2, captured.out + captured.err
+    assert [s["iteration"] for s in states] == [2] and len(states[0]["history"]["loss"]) == 2, (
+        captured.out + captured.err
+    )
 
     assert main(command) == 0  # the marker is there: this attempt runs through
     _, resumed = _only_run(store)
@@ -156,7 +208,25 @@ def mtt_store(tiny_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """A store with tiny experts (ConvNet and MiniC3D) and one static-dynamic MTT run, evaluated once."""
     store = store_holding(tiny_datasets, tmp_path_factory.mktemp("mtt"))
     for model in ("convnet", "minic3d"):
-        assert experts_main(["--store", store, "--model", model, "--num-experts", "2", "--epochs", "3", "--width", "8", "--batch-size", "64"]) == 0
+        assert (
+            experts_main(
+                [
+                    "--store",
+                    store,
+                    "--model",
+                    model,
+                    "--num-experts",
+                    "2",
+                    "--epochs",
+                    "3",
+                    "--width",
+                    "8",
+                    "--batch-size",
+                    "64",
+                ]
+            )
+            == 0
+        )
     argv = ["--store", store, *MTT, "--eval-runs", "1", "--eval-epochs", "2"]
     assert main(argv) == 0
     config, _ = parse_config(DistillConfig, argv, "raydd.distill")
@@ -200,19 +270,24 @@ def test_stage_one_is_reused_when_only_stage_two_changes_and_skipped_with_static
     assert load_distilled(str(third)).videos_NCTHW.shape == (20, 3, 4, 16, 16)
 
 
-def test_an_s3_store_holds_the_checkpoints_and_the_artifact(tiny_datasets: Path, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: dict[str, Any]) -> None:
+def test_an_s3_store_holds_the_checkpoints_and_the_artifact(
+    tiny_datasets: Path, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: dict[str, Any]
+) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     store = f"{s3_bucket}/store"
     prepare(PrepareConfig(store=store, **SMALL))
     assert main(["--store", store, *NAIVE]) == 0
-    (name, states), = _checkpoints(resolve(f"{store}/distill/runs")).items()  # fmt: skip
+    ((name, states),) = _checkpoints(resolve(f"{store}/distill/runs")).items()
     assert [s["iteration"] for s in states] == [2, 4]
     _assert_same_run(states[-1], reference["state"])
     (output,) = list_names(resolve(f"{store}/distilled/builtin"))
     uri = f"{store}/distilled/builtin/{output}"
     assert list_names(resolve(uri)) == ["manifest.json", "videos.arrow"]
     distilled = load_distilled(uri)
-    assert torch.equal(distilled.videos_NCTHW, states[-1]["synthetic"]["values"]) and distilled.dataset_uri == f"{store}/datasets/builtin"
+    assert (
+        torch.equal(distilled.videos_NCTHW, states[-1]["synthetic"]["values"])
+        and distilled.dataset_uri == f"{store}/datasets/builtin"
+    )
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("raydd-distill").experiment_id])
     assert run.data.tags["raydd.output"] == uri
@@ -228,18 +303,34 @@ def test_the_mlflow_run_records_config_losses_storage_preview_and_evaluation(mtt
     assert {k: params[k] for k in flatten(to_dict(config))} == flatten(to_dict(config))
     preset = config.resolved_preset()
     assert {k: params[f"preset.{k}"] for k in Preset.__dataclass_fields__} == flatten(preset.to_dict())
-    assert params["method"] == "mtt" and params["iterations"] == "3" and params["preset.iterations"] == "3" and params["preset.syn_steps"] == "2"
+    assert (
+        params["method"] == "mtt"
+        and params["iterations"] == "3"
+        and params["preset.iterations"] == "3"
+        and params["preset.syn_steps"] == "2"
+    )
 
     for stage, state in mtt_store["final_states"].items():  # one value per iteration, as the stage's history has them
         history = sorted(client.get_metric_history(run.info.run_id, f"{stage}/loss"), key=lambda m: m.step)
         assert [m.step for m in history] == [0, 1, 2] and len(state["history"]["loss"]) == 3
         assert [m.value for m in history] == pytest.approx(state["history"]["loss"], rel=1e-6)
     manifest = load_distilled(str(mtt_store["output"])).metadata
-    assert run.data.metrics["storage_ratio"] == pytest.approx(manifest["storage_ratio"]) == manifest["storage_values"] / (10 * 3 * 4 * 16 * 16)
+    assert (
+        run.data.metrics["storage_ratio"]
+        == pytest.approx(manifest["storage_ratio"])
+        == manifest["storage_values"] / (10 * 3 * 4 * 16 * 16)
+    )
     assert run.data.metrics["storage_bytes"] == manifest["storage_bytes"]
-    assert run.data.tags["raydd.output"] == str(mtt_store["output"]) and run.data.tags["raydd.method"] == "mtt-static-dynamic"
+    assert (
+        run.data.tags["raydd.output"] == str(mtt_store["output"])
+        and run.data.tags["raydd.method"] == "mtt-static-dynamic"
+    )
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"preview.gif", "stills.png", "distilled_set.json", "config.json"} <= artifacts
     preview = client.download_artifacts(run.info.run_id, "preview.gif", str(Path(store) / "downloaded"))
     assert Path(preview).read_bytes()[:6] == b"GIF89a"
-    assert 0 <= run.data.metrics["eval/top1_mean"] <= 100 and run.data.metrics["eval/top1_std"] == 0 and "eval/top5_mean" in run.data.metrics
+    assert (
+        0 <= run.data.metrics["eval/top1_mean"] <= 100
+        and run.data.metrics["eval/top1_std"] == 0
+        and "eval/top5_mean" in run.data.metrics
+    )

@@ -16,13 +16,13 @@ import torch.multiprocessing as mp
 from raydd.data.reader import open_prepared
 from raydd.distill.artifact import write_static
 from raydd.distill.loop import SingleProcess, TorchDistributed
-from raydd.distill.share import owned_classes
 from raydd.distill.methods.base import MatchingSample, fresh_network
 from raydd.distill.methods.dm import DistributionMatching
 from raydd.distill.pipeline import _stage_key
 from raydd.distill.presets import Preset
 from raydd.distill.real import RealData
 from raydd.distill.resident import fits_on_device, resident_bytes, should_keep_resident
+from raydd.distill.share import owned_classes
 from raydd.distill.stages import StageSpec, build_stage, matching_network
 from raydd.distill.synthetic import FreeTensors
 from raydd.errors import RayddError
@@ -36,8 +36,20 @@ DM = Preset(
     iterations=3, lr_img=1e4, lr_static=1e4, lr_dynamic=1e5, lr_hal=1.0, momentum=0.5, batch_real=4, network_width=8
 )
 MTT = Preset(
-    iterations=3, lr_img=100.0, lr_static=100.0, lr_dynamic=10.0, lr_hal=1e-3, momentum=0.5, syn_steps=3, batch_syn=5,
-    expert_epochs=1, max_start_epoch=2, lr_teacher=0.05, learn_lr=True, lr_lr=1e-5, network_width=8,
+    iterations=3,
+    lr_img=100.0,
+    lr_static=100.0,
+    lr_dynamic=10.0,
+    lr_hal=1e-3,
+    momentum=0.5,
+    syn_steps=3,
+    batch_syn=5,
+    expert_epochs=1,
+    max_start_epoch=2,
+    lr_teacher=0.05,
+    learn_lr=True,
+    lr_lr=1e-5,
+    network_width=8,
 )
 FREPO = Preset(iterations=3, lr_img=1e-2, lr_static=1e-2, lr_dynamic=1e-3, lr_hal=1e-5, batch_real=16, network_width=8)
 DC = Preset(
@@ -59,8 +71,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _spec(store: Path, stage: str, method: str = "dm", **overrides) -> StageSpec:  # noqa: ANN003
     experts = store / "experts" / ("convnet" if stage == "static" else "minic3d")
     fields = dict(
-        stage=stage, method=method, dataset_uri=str(store / "datasets" / "builtin"), ipc=1, seed=7,
-        preset={"frepo": FREPO, "mtt": MTT, "dc": DC}.get(method, DM), static_uri=str(store / "static"), experts_uri=str(experts),
+        stage=stage,
+        method=method,
+        dataset_uri=str(store / "datasets" / "builtin"),
+        ipc=1,
+        seed=7,
+        preset={"frepo": FREPO, "mtt": MTT, "dc": DC}.get(method, DM),
+        static_uri=str(store / "static"),
+        experts_uri=str(experts),
     )
     return StageSpec(**{**fields, **overrides})
 
@@ -116,8 +134,17 @@ def _assert_same_state(state: dict, reference: dict, adam_atol: float = 1e-5) ->
 
 @pytest.mark.parametrize(
     ("method", "stage", "world"),
-    [("dm", "naive", 2), ("dm", "dynamic", 2), ("dm", "static", 3), ("frepo", "static", 2), ("frepo", "dynamic", 3),
-     ("mtt", "naive", 2), ("mtt", "dynamic", 3), ("dc", "static", 3), ("dc", "dynamic", 2)],
+    [
+        ("dm", "naive", 2),
+        ("dm", "dynamic", 2),
+        ("dm", "static", 3),
+        ("frepo", "static", 2),
+        ("frepo", "dynamic", 3),
+        ("mtt", "naive", 2),
+        ("mtt", "dynamic", 3),
+        ("dc", "static", 3),
+        ("dc", "dynamic", 2),
+    ],
 )
 def test_workers_split_by_classes_compute_what_one_worker_computes(
     store: Path, tmp_path: Path, method: str, stage: str, world: int

@@ -4,7 +4,6 @@ of real frames, and it is the bound (``pixel_range data``) that holds them there
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,8 +24,12 @@ def dataset_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _stills(dataset_uri: str, iterations: int, **preset_fields: object) -> torch.Tensor:
-    preset = dataclasses.replace(table_preset("dm", "static-dynamic", "builtin", 1), iterations=iterations, **preset_fields)
-    distiller = build_stage(StageSpec(stage=STATIC, method="dm", dataset_uri=dataset_uri, ipc=1, preset=preset), SingleProcess(), CPU)
+    preset = dataclasses.replace(
+        table_preset("dm", "static-dynamic", "builtin", 1), iterations=iterations, **preset_fields
+    )
+    distiller = build_stage(
+        StageSpec(stage=STATIC, method="dm", dataset_uri=dataset_uri, ipc=1, preset=preset), SingleProcess(), CPU
+    )
     for iteration in range(iterations):
         distiller.step(iteration)
     return distiller.synthetic.values.detach()

@@ -8,7 +8,14 @@ import torch
 from raydd.data.layouts import index_source
 from raydd.data.prepare import assemble_manifest, plan_shards, write_shard
 from raydd.experts.trainer import model_options
-from raydd.experts.trajectories import ModelSpec, TrajectoryRecord, experts_manifest, flatten_parameters, shard_name, write_trajectory
+from raydd.experts.trajectories import (
+    ModelSpec,
+    TrajectoryRecord,
+    experts_manifest,
+    flatten_parameters,
+    shard_name,
+    write_trajectory,
+)
 from raydd.prepare import PrepareConfig
 from raydd.storage import ShardRecord, atomic_writer, resolve, write_manifest
 
@@ -21,12 +28,22 @@ def write_builtin(store: str) -> str:
     spec = PrepareConfig(store=store, frames=FRAMES, height=SIDE, width=SIDE).spec()
     target = resolve(store).child("datasets", spec.name)
     index = index_source(spec, None)
-    results = [write_shard(spec, plan, target.uri, None, len(index.classes)) for plan in plan_shards(spec, index, 256.0)]
+    results = [
+        write_shard(spec, plan, target.uri, None, len(index.classes)) for plan in plan_shards(spec, index, 256.0)
+    ]
     write_manifest(target, assemble_manifest(spec, index, results, 0.0))
     return target.uri
 
 
-def write_experts(folder_uri: str, *, model: str = "minic3d", width: int = 8, num_experts: int = 2, epochs: int = 3, drift: float = 0.0005) -> ModelSpec:
+def write_experts(
+    folder_uri: str,
+    *,
+    model: str = "minic3d",
+    width: int = 8,
+    num_experts: int = 2,
+    epochs: int = 3,
+    drift: float = 0.0005,
+) -> ModelSpec:
     """An experts folder whose trajectories start at a real initialisation and drift by seeded noise:
     what MTT reads from them is exactly what a trained expert would give it, at no training cost."""
     spec = ModelSpec.of(model, num_classes=CLASSES, clip_shape=CLIP_SHAPE, options=model_options(model, width))

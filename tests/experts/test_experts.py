@@ -45,12 +45,16 @@ def store(prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> st
 
 
 def _config(store: str, **overrides) -> ExpertsConfig:
-    fields = dict(store=store, model="convnet", width=16, epochs=2, num_experts=2, batch_size=64, experiment="test-experts")
+    fields = dict(
+        store=store, model="convnet", width=16, epochs=2, num_experts=2, batch_size=64, experiment="test-experts"
+    )
     return ExpertsConfig(**{**fields, **overrides})
 
 
 def _files(folder: Path) -> dict[str, tuple[int, bytes]]:
-    return {name: (os.stat(folder / name).st_mtime_ns, (folder / name).read_bytes()) for name in sorted(os.listdir(folder))}
+    return {
+        name: (os.stat(folder / name).st_mtime_ns, (folder / name).read_bytes()) for name in sorted(os.listdir(folder))
+    }
 
 
 def test_stored_epochs_equal_the_trainers_parameters_and_mlflow_has_the_run(store: str, tmp_path: Path) -> None:
@@ -59,7 +63,11 @@ def test_stored_epochs_equal_the_trainers_parameters_and_mlflow_has_the_run(stor
     folder = Path(store) / "experts" / "builtin" / "convnet"
     assert sorted(os.listdir(folder)) == ["expert-00000.arrow", "expert-00001.arrow", "manifest.json"]
     stored = read_manifest(resolve(str(folder)))
-    assert stored.kind == "raydd.experts/1" and stored.shards == manifest.shards and [s.rows for s in stored.shards] == [3, 3]
+    assert (
+        stored.kind == "raydd.experts/1"
+        and stored.shards == manifest.shards
+        and [s.rows for s in stored.shards] == [3, 3]
+    )
     assert [(e["expert"], e["seed"]) for e in stored.metadata["experts"]] == [(0, 0), (1, 1)]
     assert all(0 <= e["train_accuracy"] <= 1 and 0 <= e["test_accuracy"] <= 1 for e in stored.metadata["experts"])
 
@@ -69,7 +77,10 @@ def test_stored_epochs_equal_the_trainers_parameters_and_mlflow_has_the_run(stor
     seen: list[torch.Tensor] = []
     threads = torch.get_num_threads()
     try:  # expert 1 again, in this process, with the same seed
-        again = run_expert(ExpertTask(1, settings, str(dataset.location), str(tmp_path / "again")), on_epoch=lambda t, v: seen.append(v.clone()))
+        again = run_expert(
+            ExpertTask(1, settings, str(dataset.location), str(tmp_path / "again")),
+            on_epoch=lambda t, v: seen.append(v.clone()),
+        )
     finally:
         torch.set_num_threads(threads)
     assert len(seen) == 3 and not torch.equal(seen[0], seen[2])
@@ -80,18 +91,28 @@ def test_stored_epochs_equal_the_trainers_parameters_and_mlflow_has_the_run(stor
 
     client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("test-experts").experiment_id])
-    assert run.info.status == "FINISHED" and run.data.params["model"] == "convnet" and run.data.params["num_experts"] == "2"
+    assert (
+        run.info.status == "FINISHED"
+        and run.data.params["model"] == "convnet"
+        and run.data.params["num_experts"] == "2"
+    )
     assert run.data.metrics["expert1/test_top1"] == pytest.approx(100 * stored.metadata["experts"][1]["test_accuracy"])
     assert run.data.metrics["experts_trained"] == 2 and run.data.metrics["trajectories_per_hour"] > 0
     assert len(run.data.tags["raydd.dataset_manifest_sha256"]) == 64
 
 
-def test_a_killed_worker_is_retried_and_reruns_train_only_the_missing_experts(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_killed_worker_is_retried_and_reruns_train_only_the_missing_experts(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = _config(store, model="minic3d", width=8, num_experts=3, fail_expert=1)
     folder = Path(store) / "experts" / "builtin" / "minic3d"
     # The fault itself, outside Ray: the first attempt leaves its marker and dies mid-trajectory, publishing nothing.
-    task = ExpertTask(1, settings_for(config, open_prepared(f"{store}/datasets/builtin")), f"{store}/datasets/builtin", str(folder))
-    first = multiprocessing.get_context("spawn").Process(target=train_with_fault, args=(task, str(folder / ".fail-expert-00001")))
+    task = ExpertTask(
+        1, settings_for(config, open_prepared(f"{store}/datasets/builtin")), f"{store}/datasets/builtin", str(folder)
+    )
+    first = multiprocessing.get_context("spawn").Process(
+        target=train_with_fault, args=(task, str(folder / ".fail-expert-00001"))
+    )
     first.start()
     first.join(180)
     assert first.exitcode == 1 and os.listdir(folder) == [".fail-expert-00001"]
@@ -117,7 +138,9 @@ def test_a_killed_worker_is_retried_and_reruns_train_only_the_missing_experts(st
     assert rebuilt.shards == grown.shards and "(4 reused, 0 already there)" in capsys.readouterr().out
     assert all(_files(folder)[name] == after[name] for name in after if name != "manifest.json")
 
-    with pytest.raises(RayddError, match=r"minic3d holds experts trained with other settings \(epochs\): pass another --store"):
+    with pytest.raises(
+        RayddError, match=r"minic3d holds experts trained with other settings \(epochs\): pass another --store"
+    ):
         experts(dataclasses.replace(config, epochs=3, fail_expert=-1))
 
 
@@ -150,9 +173,14 @@ def test_a_truncated_shard_is_named_and_a_deleted_one_is_trained_again(store: st
     final = read_epoch(str(folder), 1, 2)
     shard = folder / "expert-00001.arrow"
     os.truncate(shard, shard.stat().st_size // 2)
-    with pytest.raises(RayddError, match=r"expert-00001\.arrow is damaged .*: delete it and re-run `python -m raydd\.experts`"):
+    with pytest.raises(
+        RayddError, match=r"expert-00001\.arrow is damaged .*: delete it and re-run `python -m raydd\.experts`"
+    ):
         read_epoch(str(folder), 1, 2)
-    with pytest.raises(RayddError, match=r"expert-00001\.arrow is truncated or modified .*: delete it and re-run `python -m raydd\.experts`"):
+    with pytest.raises(
+        RayddError,
+        match=r"expert-00001\.arrow is truncated or modified .*: delete it and re-run `python -m raydd\.experts`",
+    ):
         experts(config)
     kept = _files(folder)["expert-00000.arrow"]
     os.remove(shard)
@@ -164,7 +192,12 @@ def test_a_truncated_shard_is_named_and_a_deleted_one_is_trained_again(store: st
 def test_print_config_bad_flags_and_an_unprepared_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--print-config", "--num-experts", "5", "--model", "convnet", "--dtype", "bfloat16"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["num_experts"] == 5 and printed["dtype"] == "bfloat16" and printed["epochs"] == 11 and printed["lr_teacher"] == 0.01
+    assert (
+        printed["num_experts"] == 5
+        and printed["dtype"] == "bfloat16"
+        and printed["epochs"] == 11
+        and printed["lr_teacher"] == 0.01
+    )
     assert ExpertsConfig(dataset="hmdb51").wanted() == 30 and ExpertsConfig(dataset="k400").wanted() == 20
     with pytest.raises(SystemExit) as exited:
         main(["--epochs", "0"])
@@ -175,8 +208,29 @@ def test_print_config_bad_flags_and_an_unprepared_dataset(tmp_path: Path, capsys
 
 def test_command_line_with_a_killed_worker(store: str) -> None:
     """The real entry point in a fresh process (its own local Ray), the task pickled from ``__main__``."""
-    command = [sys.executable, "-m", "raydd.experts", "--store", store, "--model", "convnet", "--width", "16", "--epochs", "2", "--num-experts", "2", "--batch-size", "64", "--fail-expert", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "raydd.experts",
+        "--store",
+        store,
+        "--model",
+        "convnet",
+        "--width",
+        "16",
+        "--epochs",
+        "2",
+        "--num-experts",
+        "2",
+        "--batch-size",
+        "64",
+        "--fail-expert",
+        "0",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ""})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "experts convnet on builtin: 2 trajectories of 2 epochs" in result.stdout and "trajectories/hour" in result.stdout
+    assert (
+        "experts convnet on builtin: 2 trajectories of 2 epochs" in result.stdout
+        and "trajectories/hour" in result.stdout
+    )
     assert len(read_manifest(resolve(f"{store}/experts/builtin/convnet")).shards) == 2

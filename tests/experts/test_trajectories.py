@@ -84,7 +84,10 @@ def test_a_truncated_shard_is_named_with_the_fix(tmp_path) -> None:
     path = _write(str(tmp_path), spec, _random_epochs(spec, 3), expert=5)
     with open(path, "r+b") as handle:
         handle.truncate(os.path.getsize(path) // 2)
-    with pytest.raises(RayddError, match=r"trajectory shard .*expert-00005\.arrow is damaged .*delete it and re-run `python -m raydd\.experts`"):
+    with pytest.raises(
+        RayddError,
+        match=r"trajectory shard .*expert-00005\.arrow is damaged .*delete it and re-run `python -m raydd\.experts`",
+    ):
         read_epoch(str(tmp_path), 5, 0)
 
 
@@ -94,7 +97,9 @@ def test_other_arrow_files_and_missing_shards_are_refused(tmp_path) -> None:
         writer.write_table(table)
     with pytest.raises(RayddError, match="not a raydd trajectory shard"):
         open_trajectory(str(tmp_path), 0)
-    with pytest.raises(RayddError, match=r"no trajectory shard at .*expert-00009\.arrow: train it with `python -m raydd\.experts`"):
+    with pytest.raises(
+        RayddError, match=r"no trajectory shard at .*expert-00009\.arrow: train it with `python -m raydd\.experts`"
+    ):
         read_epoch(str(tmp_path), 9, 0)
 
 

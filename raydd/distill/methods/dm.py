@@ -30,7 +30,12 @@ REAL_CHUNK = 256  # clips per no-grad forward: bounds the activations held at on
 
 class DistributionMatching(nn.Module):
     def __init__(
-        self, build_network: Callable[[], nn.Module], *, batch_real: int, real_chunk: int = REAL_CHUNK, features: str = "map"
+        self,
+        build_network: Callable[[], nn.Module],
+        *,
+        batch_real: int,
+        real_chunk: int = REAL_CHUNK,
+        features: str = "map",
     ) -> None:
         super().__init__()
         self.build_network = build_network

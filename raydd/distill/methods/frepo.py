@@ -70,11 +70,22 @@ class FeatureRegression(nn.Module):
     """
 
     def __init__(
-        self, build_network: Callable[[], nn.Module], *, batch_real: int, pool_size: int = 4, max_online_updates: int = 100,
-        model_lr: float = 3e-4, ridge: float = 1e-6, seed: int = 0,
-    ) -> None:  # fmt: skip
+        self,
+        build_network: Callable[[], nn.Module],
+        *,
+        batch_real: int,
+        pool_size: int = 4,
+        max_online_updates: int = 100,
+        model_lr: float = 3e-4,
+        ridge: float = 1e-6,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
-        for name, value in (("batch_real", batch_real), ("pool_size", pool_size), ("max_online_updates", max_online_updates)):
+        for name, value in (
+            ("batch_real", batch_real),
+            ("pool_size", pool_size),
+            ("max_online_updates", max_online_updates),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
         if model_lr <= 0 or ridge < 0:
@@ -164,11 +175,18 @@ class FeatureRegression(nn.Module):
 
     def get_extra_state(self) -> dict:
         """What ``state_dict`` adds to the pool's parameters."""
-        return {"updates": list(self.updates), "seeds": list(self.seeds), "optimizers": [o.state_dict() for o in self.optimizers]}
+        return {
+            "updates": list(self.updates),
+            "seeds": list(self.seeds),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+        }
 
     def set_extra_state(self, state: dict) -> None:
         if len(state["updates"]) != self.pool_size:
-            raise ValueError(f"the checkpoint holds a pool of {len(state['updates'])} models, this method has pool_size {self.pool_size}")
+            raise ValueError(
+                f"the checkpoint holds a pool of {len(state['updates'])} models, this method has pool_size "
+                f"{self.pool_size}"
+            )
         self.updates, self.seeds = list(state["updates"]), list(state["seeds"])
         for optimizer, saved in zip(self.optimizers, state["optimizers"], strict=True):
             optimizer.load_state_dict(saved)

@@ -45,9 +45,17 @@ class StudentStep:
 
 class TrajectoryMatching(nn.Module):
     def __init__(
-        self, bank: ExpertBank, *, syn_steps: int, batch_syn: int | None, expert_epochs: int, max_start_epoch: int,
-        lr_teacher: float, learn_lr: bool, memory_bounded: bool,
-    ) -> None:  # fmt: skip
+        self,
+        bank: ExpertBank,
+        *,
+        syn_steps: int,
+        batch_syn: int | None,
+        expert_epochs: int,
+        max_start_epoch: int,
+        lr_teacher: float,
+        learn_lr: bool,
+        memory_bounded: bool,
+    ) -> None:
         super().__init__()
         bank.require_epochs(max_start_epoch + expert_epochs)
         self.bank = bank
@@ -123,7 +131,12 @@ class TrajectoryMatching(nn.Module):
         return loss if share is None else loss / share.group.world_size
 
     def _bounded(
-        self, synthetic: SyntheticSet, steps: list[StudentStep], start_P: Tensor, target_P: Tensor, weight: float,
+        self,
+        synthetic: SyntheticSet,
+        steps: list[StudentStep],
+        start_P: Tensor,
+        target_P: Tensor,
+        weight: float,
         share: Share | None,
     ) -> float:
         thetas = [start_P]
