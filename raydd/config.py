@@ -17,7 +17,9 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
+from raydd.devices import DEVICE_CHOICES
 from raydd.errors import ConfigError, RayddError
+from raydd.layout import default_store
 
 C = TypeVar("C")
 
@@ -48,6 +50,43 @@ def check_choice(value: Any, field_name: str, choices: Sequence[Any]) -> None:
 def to_dict(config: Any) -> dict[str, Any]:
     """The config as plain JSON-able data (what ``--print-config`` prints and MLflow logs)."""
     return dataclasses.asdict(config)
+
+
+# Sections every command shares, defined once: a command's config inherits the ones it needs (frozen dataclasses
+# inherit fields; a command may redeclare a field to give it its own default or help).
+@dataclasses.dataclass(frozen=True)
+class StoreSection:
+    store: str | None = option(
+        None, "store URI (path, file://, s3://...; default $RAYDD_STORE, else ./raydd-store); see raydd.layout"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class RaySection:
+    ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingSection:
+    experiment: str = option("raydd", "MLflow experiment name")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceSection:
+    device: str = option("auto", "device of each worker", choices=DEVICE_CHOICES)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedSection:
+    seed: int = option(0, "seed of every random choice")
+
+
+def resolve_defaults(config: C) -> C:
+    """Fill the defaults that depend on the environment, after parsing: an unset ``store`` becomes
+    :func:`~raydd.layout.default_store` (``$RAYDD_STORE`` read now, not at import)."""
+    if isinstance(config, StoreSection) and config.store is None:
+        return dataclasses.replace(config, store=default_store())
+    return config
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -91,7 +130,7 @@ def parse_config(config_cls: type[C], argv: Sequence[str], prog: str, descriptio
     namespace = vars(parser.parse_args(list(argv)))
     print_config = namespace.pop("print_config")
     try:
-        return config_cls(**namespace), print_config
+        return resolve_defaults(config_cls(**namespace)), print_config
     except ConfigError as error:
         parser.error(str(error))
 
