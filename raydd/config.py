@@ -17,6 +17,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
+from raydd import __version__
 from raydd.devices import DEVICE_CHOICES
 from raydd.errors import ConfigError, RayddError
 from raydd.layout import default_store
@@ -121,6 +122,7 @@ def build_parser(config_cls: type, prog: str, description: str) -> argparse.Argu
                 kwargs["metavar"] = "{" + ",".join(map(str, kwargs["choices"])) + "}"
         parser.add_argument(flag_name(field.name), dest=field.name, **kwargs)
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s (raydd {__version__})")
     return parser
 
 
