@@ -15,6 +15,7 @@ from raydd.data.layouts import index_source
 from raydd.data.prepare import assemble_manifest, plan_shards, write_shard
 from raydd.data.specs import DatasetSpec, dataset_names, get_spec
 from raydd.errors import RayddError
+from raydd.faults import fault
 from raydd.parallel import ensure_ray, run_tasks
 from raydd.planning.resources import tasks_at_once
 from raydd.storage import (
@@ -58,7 +59,6 @@ class PrepareConfig:
         "shards whose inputs are unchanged are reused)",
     )
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
-    fail_shard: int = option(-1, "testing aid: the writer of this shard number fails half-way, as a crashed task would")
 
     def __post_init__(self) -> None:
         check_choice(self.dataset, "dataset", dataset_names())
@@ -105,9 +105,10 @@ def prepare(config: PrepareConfig) -> Manifest:
     ensure_ray(config.ray_address)
     started = time.perf_counter()
     fail_once_dir = os.environ.get(FAIL_ONCE_ENV) or None
+    fail_shard = fault("fail_shard")
     source_uri = source.uri if source else None
     calls = [
-        (spec, plan, target.uri, source_uri, len(index.classes), n == config.fail_shard, fail_once_dir)
+        (spec, plan, target.uri, source_uri, len(index.classes), n == fail_shard, fail_once_dir)
         for n, plan in enumerate(plans)
     ]
     results = list(

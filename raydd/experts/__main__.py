@@ -17,6 +17,7 @@ from raydd.data.specs import dataset_names
 from raydd.devices import DEVICE_CHOICES
 from raydd.experts.trainer import EXPERT_MODELS, ExpertResult, ExpertSettings, ExpertTask, model_options, run_expert
 from raydd.experts.trajectories import DTYPES, ModelSpec, experts_manifest, published
+from raydd.faults import fault
 from raydd.parallel import ensure_ray, run_tasks
 from raydd.planning.resources import tasks_at_once
 from raydd.planning.tasks import AUTO_GPUS_PER_EXPERT, auto_gpus, plan_experts
@@ -81,9 +82,6 @@ class ExpertsConfig:
         False,
         "print the plan (memory per expert, bytes per node, Ray resources) and start nothing; "
         "with --ray-address or RAY_ADDRESS, refuse what that cluster cannot place",
-    )
-    fail_expert: int = option(
-        -1, "testing aid: the first attempt of this expert's task dies after one epoch, as a lost worker would"
     )
 
     def __post_init__(self) -> None:
@@ -160,14 +158,15 @@ def experts(config: ExpertsConfig) -> Manifest:
     ensure_ray(config.ray_address)
     cluster = capacity()
     gpus = auto_gpus(config.gpus_per_expert, AUTO_GPUS_PER_EXPERT, cluster)
-    marker = folder.child(f".fail-expert-{config.fail_expert:05d}") if config.fail_expert >= 0 else None
+    fail_expert = fault("fail_expert")  # testing aid: this expert's first attempt dies after one epoch
+    marker = folder.child(f".fail-expert-{fail_expert:05d}") if fail_expert >= 0 else None
     if marker is not None:
         delete(marker)  # left by a run that died before cleaning up
     threads = max(1, int(config.cpus_per_expert))
     calls = [
         (
             ExpertTask(e, settings, dataset.location.uri, folder.uri, config.device, threads),
-            marker.uri if marker and e == config.fail_expert else None,
+            marker.uri if marker and e == fail_expert else None,
         )
         for e in missing
     ]

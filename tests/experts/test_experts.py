@@ -102,9 +102,9 @@ def test_stored_epochs_equal_the_trainers_parameters_and_mlflow_has_the_run(stor
 
 
 def test_a_killed_worker_is_retried_and_reruns_train_only_the_missing_experts(
-    store: str, capsys: pytest.CaptureFixture[str]
+    store: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = _config(store, model="minic3d", width=8, num_experts=3, fail_expert=1)
+    config = _config(store, model="minic3d", width=8, num_experts=3)
     folder = Path(store) / "experts" / "builtin" / "minic3d"
     # The fault itself, outside Ray: the first attempt leaves its marker and dies mid-trajectory, publishing nothing.
     task = ExpertTask(
@@ -117,31 +117,33 @@ def test_a_killed_worker_is_retried_and_reruns_train_only_the_missing_experts(
     first.join(180)
     assert first.exitcode == 1 and os.listdir(folder) == [".fail-expert-00001"]
 
+    monkeypatch.setenv("RAYDD_FAULTS", "fail_expert=1")
     manifest = experts(config)  # the same fault under Ray: the task is retried
+    monkeypatch.delenv("RAYDD_FAULTS")
     assert [s.name for s in manifest.shards] == ["expert-00000.arrow", "expert-00001.arrow", "expert-00002.arrow"]
     assert list(_files(folder)) == ["expert-00000.arrow", "expert-00001.arrow", "expert-00002.arrow", "manifest.json"]
     before = _files(folder)
 
-    grown = experts(dataclasses.replace(config, num_experts=4, fail_expert=-1))
+    grown = experts(dataclasses.replace(config, num_experts=4))
     after = _files(folder)
     assert [s.name for s in grown.shards][-1] == "expert-00003.arrow" and len(grown.shards) == 4
     assert all(after[name] == before[name] for name in before if name != "manifest.json")
     assert grown.metadata["experts"][:3] == manifest.metadata["experts"]
 
     capsys.readouterr()
-    experts(dataclasses.replace(config, num_experts=4, fail_expert=-1))
+    experts(dataclasses.replace(config, num_experts=4))
     assert "already holds 4 experts (asked for 4) with these settings: nothing to do" in capsys.readouterr().err
     assert _files(folder) == after
 
     os.remove(folder / "manifest.json")  # as if the driver had died before publishing
-    rebuilt = experts(dataclasses.replace(config, num_experts=4, fail_expert=-1))
+    rebuilt = experts(dataclasses.replace(config, num_experts=4))
     assert rebuilt.shards == grown.shards and "(4 reused, 0 already there)" in capsys.readouterr().out
     assert all(_files(folder)[name] == after[name] for name in after if name != "manifest.json")
 
     with pytest.raises(
         RayddError, match=r"minic3d holds experts trained with other settings \(epochs\): pass another --store"
     ):
-        experts(dataclasses.replace(config, epochs=3, fail_expert=-1))
+        experts(dataclasses.replace(config, epochs=3))
 
 
 def test_s3_store_in_bfloat16(s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,10 +226,9 @@ def test_command_line_with_a_killed_worker(store: str) -> None:
         "2",
         "--batch-size",
         "64",
-        "--fail-expert",
-        "0",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ""})
+    environment = {**os.environ, "RAY_ADDRESS": "", "RAYDD_FAULTS": "fail_expert=0"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (
         "experts convnet on builtin: 2 trajectories of 2 epochs" in result.stdout
