@@ -47,6 +47,7 @@ from raydd.experts.trajectories import (
     unflatten_parameters,
     write_trajectory,
 )
+from raydd.layout import StoreLayout
 from raydd.prepare import PrepareConfig, prepare
 from raydd.storage import atomic_writer, resolve
 
@@ -60,9 +61,11 @@ def timed(function) -> float:  # noqa: ANN001
     return time.perf_counter() - started
 
 
-def fresh_store(root: Path, name: str, datasets: Path) -> str:
-    shutil.copytree(datasets, root / name / "datasets")
-    return str(root / name)
+def fresh_store(root: Path, name: str, prepared: str) -> str:
+    """A new store at ROOT/NAME holding the built-in dataset of the store ``prepared``."""
+    store = StoreLayout.of(str(root / name))
+    shutil.copytree(StoreLayout.of(prepared).dataset("builtin").path, store.dataset("builtin").path)
+    return store.root.uri
 
 
 def _plain_expert(task: ExpertTask, niceness: int, results: multiprocessing.Queue) -> None:
@@ -88,7 +91,7 @@ def plain_seconds(task: ExpertTask, niceness: int) -> float:
 
 def ray_numbers(root: Path, width: int, epochs: int, count: int) -> dict[str, float]:
     prepare(PrepareConfig(store=str(root / "prepared")))
-    datasets = root / "prepared" / "datasets"
+    datasets = str(root / "prepared")
     base = dict(model="minic3d", width=width, epochs=epochs, experiment="bench-experts")
     experts(
         ExpertsConfig(store=fresh_store(root, "warm", datasets), num_experts=2, **{**base, "epochs": 1})
@@ -96,8 +99,8 @@ def ray_numbers(root: Path, width: int, epochs: int, count: int) -> dict[str, fl
     config = ExpertsConfig(store=fresh_store(root, "plain", datasets), num_experts=1, **base)
     task = ExpertTask(
         0,
-        settings_for(config, open_prepared(f"{config.store}/datasets/builtin")),
-        f"{config.store}/datasets/builtin",
+        settings_for(config, open_prepared(StoreLayout.of(config.store).dataset("builtin").uri)),
+        StoreLayout.of(config.store).dataset("builtin").uri,
         "",
     )
     plain = {

@@ -237,6 +237,7 @@ def run_plain(args: argparse.Namespace, source: Path, store: Path) -> dict[str, 
     from raydd.data.layouts import index_source
     from raydd.data.prepare import plan_shards
     from raydd.data.shards import write_clip_shard
+    from raydd.layout import StoreLayout
     from raydd.storage import resolve
 
     config = _config(args, source, store, 1)
@@ -244,7 +245,7 @@ def run_plain(args: argparse.Namespace, source: Path, store: Path) -> dict[str, 
     started, cpu_started, thread_started = time.perf_counter(), time.process_time(), time.thread_time()
     index = index_source(spec, resolve(str(source)))
     plans = plan_shards(spec, index, config.shard_mb)
-    out = store / "datasets" / spec.name
+    out = Path(StoreLayout.of(str(store)).dataset(spec.name).path)
     out.mkdir(parents=True, exist_ok=True)
     decode_s = write_s = 0.0
     clips = 0
@@ -279,6 +280,7 @@ def run_engine(args: argparse.Namespace, source: Path, store: Path) -> dict[str,
     """``prepare`` without Ray: the same ``write_shard`` task bodies run one after another in this process."""
     from raydd.data.layouts import index_source
     from raydd.data.prepare import assemble_manifest, plan_shards, write_shard
+    from raydd.layout import StoreLayout
     from raydd.storage import resolve, write_manifest
 
     config = _config(args, source, store, 1)
@@ -287,7 +289,7 @@ def run_engine(args: argparse.Namespace, source: Path, store: Path) -> dict[str,
     src = resolve(str(source))
     index = index_source(spec, src)
     plans = plan_shards(spec, index, config.shard_mb)
-    target = resolve(str(store)).child("datasets", spec.name)
+    target = StoreLayout.of(str(store)).dataset(spec.name)
     results = [write_shard(spec, plan, target.uri, src.uri, len(index.classes)) for plan in plans]
     manifest = assemble_manifest(spec, index, sorted(results, key=lambda r: r.record.name), config.max_bad_fraction)
     write_manifest(target, manifest)
@@ -352,6 +354,8 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def bench_prepare(args: argparse.Namespace, source: Path, work: Path) -> dict[str, Any]:
     import ray
 
+    from raydd.layout import StoreLayout
+
     stores = iter(range(10_000))
 
     def fresh_store() -> Path:
@@ -413,7 +417,7 @@ def bench_prepare(args: argparse.Namespace, source: Path, work: Path) -> dict[st
     results["quiet_wait_seconds"] = args.max_wait - max(quiet_budget["left"], 0.0)
     results["ray_init_seconds"] = ray_init_s
     results["warmup_seconds"] = warmups  # the first includes starting and importing in the worker processes
-    results["prepared_uri"] = str(last_ray2 / "datasets" / "folder")
+    results["prepared_uri"] = StoreLayout.of(str(last_ray2)).dataset("folder").uri
     return results
 
 

@@ -10,16 +10,20 @@ from collections.abc import Sequence
 
 from raydd import metrics
 from raydd.cluster import capacity
-from raydd.config import check, check_choice, option, run_command
+from raydd.config import RaySection, SeedSection, StoreSection, check, check_choice, option, run_command
 from raydd.data.layouts import index_source
 from raydd.data.prepare import assemble_manifest, plan_shards, write_shard
 from raydd.data.specs import DatasetSpec, dataset_names, get_spec
 from raydd.errors import RayddError
 from raydd.faults import fault
+from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray, run_tasks
 from raydd.planning.resources import tasks_at_once
+
+# DEFAULT_STORE: still imported from here by raydd.tune and raydd.pipeline (other parts of issue 13 move them to
+# raydd.layout); this module no longer uses it.
 from raydd.storage import (
-    DEFAULT_STORE,
+    DEFAULT_STORE,  # noqa: F401
     Location,
     Manifest,
     delete,
@@ -36,20 +40,16 @@ FAIL_ONCE_ENV = "RAYDD_TEST_FAIL_ONCE_DIR"
 
 
 @dataclasses.dataclass(frozen=True)
-class PrepareConfig:
+class PrepareConfig(StoreSection, RaySection, SeedSection):
+    """The prepared dataset lands in STORE/datasets/DATASET."""
+
     dataset: str = option("builtin", "dataset to prepare", choices=dataset_names())
     source: str | None = option(None, "folder or URI holding the raw videos (builtin needs none)")
-    store: str = option(
-        DEFAULT_STORE,
-        "store URI (path, file://, s3://...; default $RAYDD_STORE or ./raydd-store); output lands in "
-        "STORE/datasets/DATASET",
-    )
     frames: int | None = option(None, "frames sampled uniformly per clip (default: the dataset's, e.g. 16 for UCF101)")
     height: int | None = option(None, "frame height in pixels (default: the dataset's)")
     width: int | None = option(None, "frame width in pixels (default: the dataset's)")
     split: int = option(1, "official split number for ucf101, miniucf and hmdb51", choices=(1, 2, 3))
     test_fraction: float = option(0.3, "fraction of each class held out for testing (folder datasets)")
-    seed: int = option(0, "seed for the builtin dataset and the folder split")
     shard_mb: float = option(256.0, "target size of one Arrow shard in MiB")
     max_bad_fraction: float = option(0.05, "stop with an error when more than this fraction of videos is unreadable")
     workers: int = option(0, "shard writers running at once (0: one per CPU of the Ray cluster)")
@@ -58,7 +58,6 @@ class PrepareConfig:
         "replace a prepared dataset made with other settings (it stays readable until the new one is complete; "
         "shards whose inputs are unchanged are reused)",
     )
-    ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
 
     def __post_init__(self) -> None:
         check_choice(self.dataset, "dataset", dataset_names())
@@ -88,9 +87,9 @@ class PrepareConfig:
 def prepare(config: PrepareConfig) -> Manifest:
     """Prepare ``config.dataset`` into the store; a no-op when it is already complete with the same settings."""
     spec = config.spec()
-    store = resolve(config.store)
-    require_writable_root(store)
-    target = store.child("datasets", spec.name)
+    layout = StoreLayout.of(config.store)
+    require_writable_root(layout.root)
+    target = layout.dataset(spec.name)
     existing = manifest_or_none(target)
     if existing is not None and not config.overwrite:
         if DatasetSpec.from_dict(existing.metadata.get("spec", {})) == spec:

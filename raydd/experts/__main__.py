@@ -11,17 +11,27 @@ from collections.abc import Sequence
 
 from raydd import metrics
 from raydd.cluster import capacity
-from raydd.config import check, check_choice, option, run_command, to_dict
+from raydd.config import (
+    DeviceSection,
+    RaySection,
+    SeedSection,
+    StoreSection,
+    TrackingSection,
+    check,
+    check_choice,
+    option,
+    run_command,
+    to_dict,
+)
 from raydd.data.reader import PreparedDataset, open_prepared
 from raydd.data.specs import dataset_names
-from raydd.devices import DEVICE_CHOICES
 from raydd.experts.trainer import EXPERT_MODELS, ExpertResult, ExpertSettings, ExpertTask, model_options, run_expert
 from raydd.experts.trajectories import DTYPES, ModelSpec, experts_manifest, published
 from raydd.faults import fault
+from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray, run_tasks
 from raydd.planning.resources import tasks_at_once
 from raydd.planning.tasks import AUTO_GPUS_PER_EXPERT, auto_gpus, plan_experts
-from raydd.prepare import DEFAULT_STORE
 from raydd.storage import (
     Manifest,
     delete,
@@ -39,11 +49,10 @@ DEFAULT_EXPERTS = {"miniucf": 30, "ucf101": 30, "hmdb51": 30, "k400": 20, "ssv2"
 
 
 @dataclasses.dataclass(frozen=True)
-class ExpertsConfig:
+class ExpertsConfig(StoreSection, RaySection, TrackingSection, DeviceSection, SeedSection):
+    """Trajectories land in STORE/experts/DATASET/MODEL."""
+
     dataset: str = option("builtin", "prepared dataset to train on (STORE/datasets/DATASET)", choices=dataset_names())
-    store: str = option(
-        DEFAULT_STORE, "store URI (path, file://, s3://...); trajectories land in STORE/experts/DATASET/MODEL"
-    )
     num_experts: int | None = option(
         None,
         "trajectories wanted in all, existing ones kept (none: 30 for miniucf/ucf101/hmdb51, 20 for k400/ssv2, 4 "
@@ -64,7 +73,6 @@ class ExpertsConfig:
     batch_size: int = option(256, "training batch size")
     dtype: str = option("float32", "stored parameter dtype (bfloat16 halves the shards)", choices=DTYPES)
     seed: int = option(0, "expert i uses seed + i")
-    device: str = option("auto", "device of each expert", choices=DEVICE_CHOICES)
     cpus_per_expert: float = option(1.0, "CPUs reserved by each expert's Ray task (its torch threads)")
     gpus_per_expert: float | None = option(
         None,
@@ -77,7 +85,6 @@ class ExpertsConfig:
         "launch)",
     )
     experiment: str = option("raydd-experts", "MLflow experiment name")
-    ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
     plan: bool = option(
         False,
         "print the plan (memory per expert, bytes per node, Ray resources) and start nothing; "
@@ -141,10 +148,10 @@ def train_with_fault(task: ExpertTask, fail_marker: str | None) -> ExpertResult:
 
 
 def experts(config: ExpertsConfig) -> Manifest:
-    store = resolve(config.store)
-    require_writable_root(store)
-    dataset = open_prepared(store.child("datasets", config.dataset).uri)
-    folder = store.child("experts", config.dataset, config.model)
+    layout = StoreLayout.of(config.store)
+    require_writable_root(layout.root)
+    dataset = open_prepared(layout.dataset(config.dataset).uri)
+    folder = layout.experts(config.dataset, config.model)
     settings = settings_for(config, dataset)
     done = published(folder, settings.to_dict())
     missing = [expert for expert in range(config.wanted()) if expert not in done]
@@ -172,7 +179,7 @@ def experts(config: ExpertsConfig) -> Manifest:
     ]
     tags = {"raydd.dataset": config.dataset, "raydd.dataset_manifest_sha256": settings.dataset_sha256}
     with mlflow_run(
-        config.store, config.experiment, f"{config.model}-experts-{config.dataset}", to_dict(config), tags
+        layout.root.uri, config.experiment, f"{config.model}-experts-{config.dataset}", to_dict(config), tags
     ) as tracker:
         started, results = time.perf_counter(), []
         try:
