@@ -37,7 +37,8 @@ import ray
 import torch
 
 from raydd.data import open_prepared
-from raydd.experts.__main__ import ExpertsConfig, experts, settings_for
+from raydd.data.preparation import PrepareConfig, prepare
+from raydd.experts.job import ExpertsConfig, settings_for, train_experts
 from raydd.experts.trainer import ExpertTask, model_options, run_expert
 from raydd.experts.trajectories import (
     ModelSpec,
@@ -48,7 +49,6 @@ from raydd.experts.trajectories import (
     write_trajectory,
 )
 from raydd.layout import StoreLayout
-from raydd.prepare import PrepareConfig, prepare
 from raydd.storage import atomic_writer, resolve
 
 MINIC3D_PARAMS = 3_647_666
@@ -93,7 +93,7 @@ def ray_numbers(root: Path, width: int, epochs: int, count: int) -> dict[str, fl
     prepare(PrepareConfig(store=str(root / "prepared")))
     datasets = str(root / "prepared")
     base = dict(model="minic3d", width=width, epochs=epochs, experiment="bench-experts")
-    experts(
+    train_experts(
         ExpertsConfig(store=fresh_store(root, "warm", datasets), num_experts=2, **{**base, "epochs": 1})
     )  # start workers, MLflow db
     config = ExpertsConfig(store=fresh_store(root, "plain", datasets), num_experts=1, **base)
@@ -108,10 +108,10 @@ def ray_numbers(root: Path, width: int, epochs: int, count: int) -> dict[str, fl
         for n in (RAY_WORKER_NICENESS, 0)
     }
     config = ExpertsConfig(store=fresh_store(root, "ray", datasets), num_experts=1, workers=1, **base)
-    through_ray = timed(lambda: experts(config))
+    through_ray = timed(lambda: train_experts(config))
     one = ExpertsConfig(store=fresh_store(root, "one", datasets), num_experts=count, workers=1, **base)
     two = ExpertsConfig(store=fresh_store(root, "two", datasets), num_experts=count, workers=2, **base)
-    one_s, two_s = timed(lambda: experts(one)), timed(lambda: experts(two))
+    one_s, two_s = timed(lambda: train_experts(one)), timed(lambda: train_experts(two))
     return {
         "in_process_s": plain[RAY_WORKER_NICENESS],
         "in_process_nice0_s": plain[0],

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from raydd.data import open_prepared
+from raydd.data.ingest import plan_shards, write_shard
 from raydd.data.layouts import index_source
-from raydd.data.prepare import plan_shards, write_shard
+from raydd.data.preparation import FAIL_ONCE_ENV, PrepareConfig, prepare
 from raydd.errors import RayddError
-from raydd.prepare import FAIL_ONCE_ENV, PrepareConfig, prepare
 from raydd.storage import list_names, read_bytes, resolve
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
