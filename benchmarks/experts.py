@@ -39,15 +39,9 @@ import torch
 from raydd.data import open_prepared
 from raydd.data.preparation import PrepareConfig, prepare
 from raydd.experts.job import ExpertsConfig, settings_for, train_experts
+from raydd.experts.parameters import ModelSpec, unflatten_parameters
 from raydd.experts.trainer import ExpertTask, model_options, run_expert
-from raydd.experts.trajectories import (
-    ModelSpec,
-    Trajectory,
-    read_epoch,
-    shard_name,
-    unflatten_parameters,
-    write_trajectory,
-)
+from raydd.experts.trajectories import Trajectory, read_epoch, shard_name, write_trajectory
 from raydd.layout import StoreLayout
 from raydd.storage import atomic_writer, resolve
 

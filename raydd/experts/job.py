@@ -28,8 +28,9 @@ from raydd.config import (
 )
 from raydd.data.reader import PreparedDataset, open_prepared
 from raydd.data.specs import dataset_names
+from raydd.experts.parameters import ModelSpec
 from raydd.experts.trainer import EXPERT_MODELS, ExpertResult, ExpertSettings, ExpertTask, model_options, run_expert
-from raydd.experts.trajectories import DTYPES, ModelSpec, experts_manifest, published
+from raydd.experts.trajectories import DTYPES, experts_manifest, published
 from raydd.faults import fault
 from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray, run_tasks
