@@ -60,6 +60,7 @@ __all__ = [
     "exists",
     "list_names",
     "manifest_or_none",
+    "open_manifest",
     "read_bytes",
     "read_manifest",
     "require_writable_root",
@@ -272,3 +273,19 @@ def manifest_or_none(folder: Location) -> Manifest | None:
         return read_manifest(folder)
     except ManifestNotFound:
         return None
+
+
+def open_manifest(folder: Location, kind: str, *, what: str, make_it: str) -> Manifest:
+    """The manifest of ``folder``, which must be of ``kind``: the one way a stage opens what another made.
+
+    Anything else is one :class:`RayddError` naming ``what`` was expected there and the command that makes it:
+    ``no WHAT at FOLDER: run `MAKE_IT` first`` (no manifest: never made, or its writer died before publishing),
+    or the same naming the kind found instead."""
+    manifest = manifest_or_none(folder)
+    if manifest is None:
+        raise RayddError(f"no {what} at {folder}: run `{make_it}` first")
+    if manifest.kind != kind:
+        raise RayddError(
+            f"no {what} at {folder} (it holds a {manifest.kind!r}): run `{make_it}` first, or point at another folder"
+        )
+    return manifest
