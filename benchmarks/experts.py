@@ -37,17 +37,12 @@ import ray
 import torch
 
 from raydd.data import open_prepared
-from raydd.experts.__main__ import ExpertsConfig, experts, settings_for
+from raydd.data.preparation import PrepareConfig, prepare
+from raydd.experts.job import ExpertsConfig, settings_for, train_experts
+from raydd.experts.parameters import ModelSpec, unflatten_parameters
 from raydd.experts.trainer import ExpertTask, model_options, run_expert
-from raydd.experts.trajectories import (
-    ModelSpec,
-    Trajectory,
-    read_epoch,
-    shard_name,
-    unflatten_parameters,
-    write_trajectory,
-)
-from raydd.prepare import PrepareConfig, prepare
+from raydd.experts.trajectories import Trajectory, read_epoch, shard_name, write_trajectory
+from raydd.layout import StoreLayout
 from raydd.storage import atomic_writer, resolve
 
 MINIC3D_PARAMS = 3_647_666
@@ -60,9 +55,11 @@ def timed(function) -> float:  # noqa: ANN001
     return time.perf_counter() - started
 
 
-def fresh_store(root: Path, name: str, datasets: Path) -> str:
-    shutil.copytree(datasets, root / name / "datasets")
-    return str(root / name)
+def fresh_store(root: Path, name: str, prepared: str) -> str:
+    """A new store at ROOT/NAME holding the built-in dataset of the store ``prepared``."""
+    store = StoreLayout.of(str(root / name))
+    shutil.copytree(StoreLayout.of(prepared).dataset("builtin").path, store.dataset("builtin").path)
+    return store.root.uri
 
 
 def _plain_expert(task: ExpertTask, niceness: int, results: multiprocessing.Queue) -> None:
@@ -88,16 +85,16 @@ def plain_seconds(task: ExpertTask, niceness: int) -> float:
 
 def ray_numbers(root: Path, width: int, epochs: int, count: int) -> dict[str, float]:
     prepare(PrepareConfig(store=str(root / "prepared")))
-    datasets = root / "prepared" / "datasets"
+    datasets = str(root / "prepared")
     base = dict(model="minic3d", width=width, epochs=epochs, experiment="bench-experts")
-    experts(
+    train_experts(
         ExpertsConfig(store=fresh_store(root, "warm", datasets), num_experts=2, **{**base, "epochs": 1})
     )  # start workers, MLflow db
     config = ExpertsConfig(store=fresh_store(root, "plain", datasets), num_experts=1, **base)
     task = ExpertTask(
         0,
-        settings_for(config, open_prepared(f"{config.store}/datasets/builtin")),
-        f"{config.store}/datasets/builtin",
+        settings_for(config, open_prepared(StoreLayout.of(config.store).dataset("builtin").uri)),
+        StoreLayout.of(config.store).dataset("builtin").uri,
         "",
     )
     plain = {
@@ -105,10 +102,10 @@ def ray_numbers(root: Path, width: int, epochs: int, count: int) -> dict[str, fl
         for n in (RAY_WORKER_NICENESS, 0)
     }
     config = ExpertsConfig(store=fresh_store(root, "ray", datasets), num_experts=1, workers=1, **base)
-    through_ray = timed(lambda: experts(config))
+    through_ray = timed(lambda: train_experts(config))
     one = ExpertsConfig(store=fresh_store(root, "one", datasets), num_experts=count, workers=1, **base)
     two = ExpertsConfig(store=fresh_store(root, "two", datasets), num_experts=count, workers=2, **base)
-    one_s, two_s = timed(lambda: experts(one)), timed(lambda: experts(two))
+    one_s, two_s = timed(lambda: train_experts(one)), timed(lambda: train_experts(two))
     return {
         "in_process_s": plain[RAY_WORKER_NICENESS],
         "in_process_nice0_s": plain[0],

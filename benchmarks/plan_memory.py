@@ -183,8 +183,8 @@ def main() -> None:
         classes, frames, side, _, _, _ = CASES[case]
         with tempfile.TemporaryDirectory() as store:
             if case.startswith("builtin"):
+                from raydd.data.ingest import assemble_manifest, plan_shards, write_shard
                 from raydd.data.layouts import index_source
-                from raydd.data.prepare import assemble_manifest, plan_shards, write_shard
                 from raydd.prepare import PrepareConfig
                 from raydd.storage import resolve, write_manifest
 

@@ -11,9 +11,9 @@ What it does:
 2. Prepares it (16 frames at 112x112 by default) four ways, each into a fresh store, ``--repeats`` times:
    * ``plain``: one process, no Ray: ``decode_clip`` for every clip + ``write_clip_shard`` per shard,
      with the same shard partition as ``plan_shards`` (the work ``prepare`` fans out, minus Ray);
-   * ``engine``: one process, no Ray: ``raydd.data.prepare.write_shard`` per shard + manifest (also
+   * ``engine``: one process, no Ray: ``raydd.data.ingest.write_shard`` per shard + manifest (also
      histograms, SHA-256, fsync: the exact task body), to separate Ray's cost from the engine's extras;
-   * ``ray-1`` and ``ray-2``: ``raydd.prepare.prepare(PrepareConfig(workers=1|2))`` on a Ray
+   * ``ray-1`` and ``ray-2``: ``raydd.data.preparation.prepare(PrepareConfig(workers=1|2))`` on a Ray
      session started once with ``ray.init(num_cpus=2)``; a warm-up run first starts the worker processes.
 3. Reads the prepared train split, and a larger synthetic dataset written directly with
    ``write_clip_shard``, through ``open_prepared(uri).split("train").batch(indices)`` in sequential and
@@ -216,7 +216,7 @@ class CpuMeter:
 
 
 def _config(args: argparse.Namespace, source: Path, store: Path, workers: int):
-    from raydd.prepare import PrepareConfig
+    from raydd.data.preparation import PrepareConfig
 
     return PrepareConfig(
         dataset="folder",
@@ -234,9 +234,10 @@ def _config(args: argparse.Namespace, source: Path, store: Path, workers: int):
 def run_plain(args: argparse.Namespace, source: Path, store: Path) -> dict[str, Any]:
     """The prepare work without Ray or the engine's extras: decode every clip, write each planned shard."""
     from raydd.data.decode import decode_clip
+    from raydd.data.ingest import plan_shards
     from raydd.data.layouts import index_source
-    from raydd.data.prepare import plan_shards
     from raydd.data.shards import write_clip_shard
+    from raydd.layout import StoreLayout
     from raydd.storage import resolve
 
     config = _config(args, source, store, 1)
@@ -244,7 +245,7 @@ def run_plain(args: argparse.Namespace, source: Path, store: Path) -> dict[str, 
     started, cpu_started, thread_started = time.perf_counter(), time.process_time(), time.thread_time()
     index = index_source(spec, resolve(str(source)))
     plans = plan_shards(spec, index, config.shard_mb)
-    out = store / "datasets" / spec.name
+    out = Path(StoreLayout.of(str(store)).dataset(spec.name).path)
     out.mkdir(parents=True, exist_ok=True)
     decode_s = write_s = 0.0
     clips = 0
@@ -277,8 +278,9 @@ def run_plain(args: argparse.Namespace, source: Path, store: Path) -> dict[str, 
 
 def run_engine(args: argparse.Namespace, source: Path, store: Path) -> dict[str, Any]:
     """``prepare`` without Ray: the same ``write_shard`` task bodies run one after another in this process."""
+    from raydd.data.ingest import assemble_manifest, plan_shards, write_shard
     from raydd.data.layouts import index_source
-    from raydd.data.prepare import assemble_manifest, plan_shards, write_shard
+    from raydd.layout import StoreLayout
     from raydd.storage import resolve, write_manifest
 
     config = _config(args, source, store, 1)
@@ -287,7 +289,7 @@ def run_engine(args: argparse.Namespace, source: Path, store: Path) -> dict[str,
     src = resolve(str(source))
     index = index_source(spec, src)
     plans = plan_shards(spec, index, config.shard_mb)
-    target = resolve(str(store)).child("datasets", spec.name)
+    target = StoreLayout.of(str(store)).dataset(spec.name)
     results = [write_shard(spec, plan, target.uri, src.uri, len(index.classes)) for plan in plans]
     manifest = assemble_manifest(spec, index, sorted(results, key=lambda r: r.record.name), config.max_bad_fraction)
     write_manifest(target, manifest)
@@ -302,8 +304,8 @@ def run_engine(args: argparse.Namespace, source: Path, store: Path) -> dict[str,
 
 
 def run_ray(args: argparse.Namespace, source: Path, store: Path, workers: int) -> dict[str, Any]:
-    """``raydd.prepare.prepare`` with ``workers`` writers; captures the per-shard task results for diagnosis."""
-    import raydd.prepare as entry
+    """``raydd.data.preparation.prepare`` with ``workers`` writers; captures each shard task's result for diagnosis."""
+    import raydd.data.preparation as entry
 
     captured: list = []
     original = entry.assemble_manifest
@@ -351,6 +353,8 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def bench_prepare(args: argparse.Namespace, source: Path, work: Path) -> dict[str, Any]:
     import ray
+
+    from raydd.layout import StoreLayout
 
     stores = iter(range(10_000))
 
@@ -413,7 +417,7 @@ def bench_prepare(args: argparse.Namespace, source: Path, work: Path) -> dict[st
     results["quiet_wait_seconds"] = args.max_wait - max(quiet_budget["left"], 0.0)
     results["ray_init_seconds"] = ray_init_s
     results["warmup_seconds"] = warmups  # the first includes starting and importing in the worker processes
-    results["prepared_uri"] = str(last_ray2 / "datasets" / "folder")
+    results["prepared_uri"] = StoreLayout.of(str(last_ray2)).dataset("folder").uri
     return results
 
 
@@ -422,7 +426,7 @@ def bench_prepare(args: argparse.Namespace, source: Path, work: Path) -> dict[st
 
 def write_synthetic(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     """A dataset of random uint8 clips (``args.read_mb`` MiB of frames) in shards of ``args.read_shard_mb`` MiB."""
-    from raydd.data.prepare import DATASET_KIND
+    from raydd.data.ingest import DATASET_KIND
     from raydd.data.shards import write_clip_shard
     from raydd.data.specs import get_spec
     from raydd.storage import Manifest, ShardRecord, resolve, write_manifest

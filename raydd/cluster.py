@@ -16,51 +16,18 @@ from typing import Any
 
 import ray
 
+from raydd.accelerators import EC2_GPU_MEMORY, node_shape
 from raydd.errors import RayddError
 from raydd.planning.resources import Capacity, NodeShape, capacity_from_autoscaler
 
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
-MIB = 1 << 20
-# GPU memory (what nvidia-smi reports as total) by the accelerator type Ray reports (resource
-# ``accelerator_type:X``), and by EC2 family for an autoscaler's node types.
-ACCELERATOR_MEMORY = {
-    "T4": 15360 * MIB,
-    "A10G": 23028 * MIB,
-    "L4": 23034 * MIB,
-    "L40S": 46068 * MIB,
-    "V100": 16384 * MIB,
-    "A100": 40960 * MIB,
-    "A100-40G": 40960 * MIB,
-    "A100-80G": 81920 * MIB,
-    "H100": 81559 * MIB,
-    "H200": 143771 * MIB,
-}
-EC2_GPU_MEMORY = {
-    "g4dn": ACCELERATOR_MEMORY["T4"],
-    "g5": ACCELERATOR_MEMORY["A10G"],
-    "g6": ACCELERATOR_MEMORY["L4"],
-    "g6e": ACCELERATOR_MEMORY["L40S"],
-    "p3": ACCELERATOR_MEMORY["V100"],
-    "p4d": ACCELERATOR_MEMORY["A100"],
-    "p4de": ACCELERATOR_MEMORY["A100-80G"],
-    "p5": ACCELERATOR_MEMORY["H100"],
-    "p5e": ACCELERATOR_MEMORY["H200"],
-}
-
-
-def _node(resources: dict[str, float], name: str) -> NodeShape:
-    accelerators = [key.split(":", 1)[1] for key in resources if key.startswith("accelerator_type:")]
-    memory = ACCELERATOR_MEMORY.get(accelerators[0]) if accelerators else None
-    return NodeShape(
-        cpus=float(resources.get("CPU", 0)), gpus=float(resources.get("GPU", 0)), name=name, gpu_memory_bytes=memory
-    )
 
 
 def _alive_nodes(address: str | None) -> tuple[list[NodeShape], str] | None:
     if ray.is_initialized():
         nodes = [node for node in ray.nodes() if node.get("Alive")]
         return [
-            _node(node["Resources"], node.get("NodeManagerAddress", "")) for node in nodes
+            node_shape(node["Resources"], node.get("NodeManagerAddress", "")) for node in nodes
         ], "the connected Ray cluster"
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
@@ -74,7 +41,7 @@ def _alive_nodes(address: str | None) -> tuple[list[NodeShape], str] | None:
             f"cannot read the Ray cluster at {address} ({type(error).__name__}: {first_line(error)}): "
             "check --ray-address / RAY_ADDRESS (the dashboard's http://HOST:8265 works), or drop it to plan without one"
         ) from None
-    return [_node(node.resources_total, node.node_ip) for node in nodes], f"the Ray cluster at {address}"
+    return [node_shape(node.resources_total, node.node_ip) for node in nodes], f"the Ray cluster at {address}"
 
 
 def first_line(error: BaseException) -> str:
@@ -104,7 +71,7 @@ def capacity(address: str | None = None) -> Capacity | None:
             "resources"
         ) or {}
         source = f"{named} before `ray up` (its head and every worker its autoscaler may launch)"
-        return capacity_from_autoscaler(config, (_node(head, "head"),), source, EC2_GPU_MEMORY)
+        return capacity_from_autoscaler(config, (node_shape(head, "head"),), source, EC2_GPU_MEMORY)
     nodes, source = alive
     if config is None:
         return Capacity(nodes=tuple(nodes), source=source)

@@ -33,11 +33,10 @@ from raydd.models.hallucinator import Hallucinator
 from raydd.storage import (
     Location,
     Manifest,
-    ManifestNotFound,
     ShardRecord,
     atomic_writer,
+    open_manifest,
     read_bytes,
-    read_manifest,
     resolve,
     size,
     write_manifest,
@@ -222,12 +221,7 @@ class StaticDynamicParts:
 
 def _open_distilled(uri: str) -> tuple[Location, Manifest, dict[str, ShardRecord]]:
     folder = resolve(uri)
-    try:
-        manifest = read_manifest(folder)
-    except ManifestNotFound:
-        raise RayddError(f"no distilled set at {folder}: run `python -m raydd.distill` first") from None
-    if manifest.kind != DISTILLED_KIND:
-        raise RayddError(f"{folder} holds a {manifest.kind!r}, not a distilled set")
+    manifest = open_manifest(folder, DISTILLED_KIND, what="distilled set", make_it="python -m raydd.distill")
     for record in manifest.shards:
         if size(folder.child(record.name)) != record.bytes:
             raise RayddError(

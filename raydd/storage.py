@@ -1,7 +1,7 @@
 """Storage: URIs, atomic writes and manifests. Knows bytes, not videos.
 
-Every location in raydd is a URI: a local path, ``file://``, ``s3://`` (s3fs, configured from the
-standard AWS variables, ``AWS_ENDPOINT_URL_S3`` included), or anything else fsspec opens.
+Every location in raydd is a URI: a local path, ``file://``, ``s3://`` or anything else fsspec opens
+(:mod:`raydd.locations` resolves them; this module re-exports its names, the ones every caller uses).
 
 Invariants every stage relies on:
 
@@ -25,137 +25,57 @@ import uuid
 from collections.abc import Iterator
 from typing import IO, Any
 
-import fsspec
-
 from raydd.errors import RayddError
+from raydd.locations import (
+    Location,
+    StorageUnreachable,
+    protocols,
+    require_writable_root,
+    resolve,
+    storage_errors,
+    transient_storage_errors,
+)
 
 MANIFEST_NAME = "manifest.json"
-# The store every command uses when --store is not given.
+# Fixed at import, so out of use: raydd.layout.default_store() reads $RAYDD_STORE at run time. Kept until the last
+# importers outside prepare and experts (tune, pipeline, evaluation, distill and analysis configs) move to it.
 DEFAULT_STORE = os.environ.get("RAYDD_STORE", "raydd-store")
 _HASH_CHUNK = 8 << 20
 # Stores whose files upload in parts as they are written and publish the object only on close (s3fs).
 _STREAMED_PROTOCOLS = {"s3", "s3a"}
 # One part of a multipart upload to an object store (S3 takes 5 MiB to 5 GiB): what a writer holds in memory.
 UPLOAD_PART_BYTES = 8 << 20
+__all__ = [
+    "DEFAULT_STORE",
+    "MANIFEST_NAME",
+    "UPLOAD_PART_BYTES",
+    "HashingWriter",
+    "Location",
+    "Manifest",
+    "ManifestNotFound",
+    "ShardRecord",
+    "StorageUnreachable",
+    "atomic_writer",
+    "delete",
+    "exists",
+    "list_names",
+    "manifest_or_none",
+    "open_manifest",
+    "read_bytes",
+    "read_manifest",
+    "require_writable_root",
+    "resolve",
+    "sha256",
+    "size",
+    "storage_errors",
+    "transient_storage_errors",
+    "write_bytes",
+    "write_manifest",
+]
 
 
 class ManifestNotFound(RayddError):
     """A location that should hold a complete dataset or artifact has no manifest."""
-
-
-class StorageUnreachable(RayddError, ConnectionError):
-    """The storage endpoint did not answer: a wrong URL, or a network blip (so Ray tasks retry it, as an OSError)."""
-
-
-def transient_storage_errors() -> tuple[type[BaseException], ...]:
-    """Errors that may pass on their own: OSError (a dropped connection, a timeout, s3fs's translation of a 5xx
-    or of throttling), and botocore's and aiohttp's connection, HTTP and service errors that reach us untranslated.
-    Errors a user must fix are :class:`RayddError` (credentials, permissions, missing buckets) and are not here."""
-    errors: list[type[BaseException]] = [OSError]
-    try:
-        import aiohttp
-        import botocore.exceptions as boto
-
-        errors += [boto.ConnectionError, boto.HTTPClientError, boto.ClientError, aiohttp.ClientError]
-    except ImportError:  # no s3fs: nothing but OSError can come from storage
-        pass
-    return tuple(errors)
-
-
-@dataclasses.dataclass(frozen=True)
-class Location:
-    """A resolved URI: the filesystem that serves it and the path inside that filesystem."""
-
-    uri: str
-    fs: fsspec.AbstractFileSystem
-    path: str
-
-    @property
-    def is_local(self) -> bool:
-        return "file" in _protocols(self.fs)
-
-    def child(self, *parts: str) -> Location:
-        uri = self.uri.rstrip("/")
-        path = self.path.rstrip("/")
-        for part in parts:
-            uri, path = f"{uri}/{part}", f"{path}/{part}"
-        return Location(uri=uri, fs=self.fs, path=path)
-
-    @property
-    def name(self) -> str:
-        return self.path.rstrip("/").rsplit("/", 1)[-1]
-
-    def __str__(self) -> str:
-        return self.uri
-
-
-def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
-    protocol = fs.protocol
-    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
-
-
-def _s3_options() -> dict[str, Any]:
-    """s3fs options from the standard AWS variables (botocore reads keys and region itself)."""
-    options: dict[str, Any] = {"use_listings_cache": False}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        options["endpoint_url"] = endpoint
-    return options
-
-
-def resolve(uri: str) -> Location:
-    """Turn a URI (or local path) into a :class:`Location`; an unknown scheme is a one-line error."""
-    if not isinstance(uri, str) or not uri.strip():
-        raise RayddError(f"empty storage location {uri!r}: give a local path, file://, s3:// or another fsspec URI")
-    options = _s3_options() if uri.startswith(("s3://", "s3a://")) else {}
-    try:
-        fs, path = fsspec.core.url_to_fs(uri, **options)
-    except (ValueError, ImportError) as error:
-        raise RayddError(
-            f"cannot open storage location {uri!r} ({error}): use a local path, file://, s3:// "
-            "or a protocol fsspec knows, with its package installed"
-        ) from None
-    if "file" in _protocols(fs):
-        uri = path  # normalised absolute local path
-    return Location(uri=uri, fs=fs, path=path)
-
-
-@contextlib.contextmanager
-def storage_errors(location: Location | str) -> Iterator[None]:
-    """Translate filesystem and cloud errors into one-line :class:`RayddError` naming the location."""
-    try:
-        yield
-    except RayddError:
-        raise
-    except PermissionError as error:
-        raise RayddError(
-            f"permission denied at {location} ({error}): check the credentials and the bucket policy"
-        ) from None
-    except Exception as error:  # noqa: BLE001 - botocore's errors are not importable without boto
-        name = type(error).__name__
-        text = str(error)
-        if name in {"NoCredentialsError", "PartialCredentialsError"} or "Unable to locate credentials" in text:
-            raise RayddError(
-                f"no credentials for {location}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                "(or AWS_PROFILE), and AWS_ENDPOINT_URL_S3 for a non-AWS endpoint"
-            ) from None
-        if name in {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError"}:
-            raise StorageUnreachable(
-                f"cannot reach the storage endpoint for {location} ({text}): check AWS_ENDPOINT_URL_S3"
-            ) from None
-        if isinstance(error, FileNotFoundError) and "specified bucket does not exist" in text.lower():
-            raise RayddError(f"bucket of {location} does not exist: create it first") from None
-        raise
-
-
-def require_writable_root(location: Location) -> None:
-    """Fail early, before any work, when an object-store location's bucket does not exist."""
-    if location.is_local:
-        return
-    bucket = location.path.split("/", 1)[0]
-    with storage_errors(location):
-        if not location.fs.exists(bucket):
-            raise RayddError(f"bucket {bucket!r} of {location} does not exist: create it first or fix the URI")
 
 
 def exists(location: Location) -> bool:
@@ -247,7 +167,7 @@ def atomic_writer(location: Location) -> Iterator[HashingWriter]:
             finally:
                 if os.path.exists(temporary):
                     os.remove(temporary)
-        elif _STREAMED_PROTOCOLS & set(_protocols(location.fs)):
+        elif _STREAMED_PROTOCOLS & set(protocols(location.fs)):
             # Not a `with` block: closing the file completes the upload, which must not happen on failure.
             upload = location.fs.open(location.path, "wb", block_size=UPLOAD_PART_BYTES)
             try:
@@ -353,3 +273,19 @@ def manifest_or_none(folder: Location) -> Manifest | None:
         return read_manifest(folder)
     except ManifestNotFound:
         return None
+
+
+def open_manifest(folder: Location, kind: str, *, what: str, make_it: str) -> Manifest:
+    """The manifest of ``folder``, which must be of ``kind``: the one way a stage opens what another made.
+
+    Anything else is one :class:`RayddError` naming ``what`` was expected there and the command that makes it:
+    ``no WHAT at FOLDER: run `MAKE_IT` first`` (no manifest: never made, or its writer died before publishing),
+    or the same naming the kind found instead."""
+    manifest = manifest_or_none(folder)
+    if manifest is None:
+        raise RayddError(f"no {what} at {folder}: run `{make_it}` first")
+    if manifest.kind != kind:
+        raise RayddError(
+            f"no {what} at {folder} (it holds a {manifest.kind!r}): run `{make_it}` first, or point at another folder"
+        )
+    return manifest

@@ -59,8 +59,9 @@ def test_distillation_components_know_neither_ray_nor_files_of_their_own() -> No
         assert not imported & {"ray", "mlflow", "fsspec"}, module
 
 
-def test_storage_knows_bytes_not_videos() -> None:
-    imported = _imports(PACKAGE / "storage.py")
+@pytest.mark.parametrize("module", ["storage.py", "locations.py"])
+def test_storage_knows_bytes_not_videos(module: str) -> None:
+    imported = _imports(PACKAGE / module)
     assert not imported & {"torch", "av", "numpy", "pyarrow", "ray"}
     assert not any(name.startswith("raydd.data") for name in imported)
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from raydd.data import open_prepared
+from raydd.data.ingest import plan_shards, write_shard
 from raydd.data.layouts import index_source
-from raydd.data.prepare import plan_shards, write_shard
+from raydd.data.preparation import FAIL_ONCE_ENV, PrepareConfig, prepare
 from raydd.errors import RayddError
-from raydd.prepare import FAIL_ONCE_ENV, PrepareConfig, prepare
 from raydd.storage import list_names, read_bytes, resolve
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -59,8 +59,9 @@ def test_second_run_is_a_no_op_and_other_settings_need_overwrite(tmp_path) -> No
     assert sorted(_shard_files(dataset_uri)) == sorted(s.name for s in dataset.manifest.shards)  # old shards removed
 
 
-def test_a_crashed_writer_leaves_no_manifest_and_a_rerun_completes(tmp_path) -> None:
-    config = PrepareConfig(store=str(tmp_path), workers=1, fail_shard=2, **SMALL)
+def test_a_crashed_writer_leaves_no_manifest_and_a_rerun_completes(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = PrepareConfig(store=str(tmp_path), workers=1, **SMALL)
+    monkeypatch.setenv("RAYDD_FAULTS", "fail_shard=2")
     with pytest.raises(RayddError, match="injected fault"):
         prepare(config)
     dataset_uri = str(tmp_path / "datasets" / "builtin")
@@ -70,19 +71,21 @@ def test_a_crashed_writer_leaves_no_manifest_and_a_rerun_completes(tmp_path) -> 
     with pytest.raises(RayddError, match="no prepared dataset"):
         open_prepared(dataset_uri)
 
-    manifest = prepare(dataclasses.replace(config, fail_shard=-1))
+    monkeypatch.delenv("RAYDD_FAULTS")
+    manifest = prepare(config)
     names = {shard.name for shard in manifest.shards}
     assert survivors < names  # finished shards were kept and reused, the failed one written now
     assert manifest.metadata["clips"] == {"train": 300, "test": 200}
 
 
-def test_crash_while_overwriting_keeps_the_old_dataset_readable(tmp_path) -> None:
+def test_crash_while_overwriting_keeps_the_old_dataset_readable(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = PrepareConfig(store=str(tmp_path), **SMALL)
     prepare(config)
     dataset_uri = str(tmp_path / "datasets" / "builtin")
     old_manifest = read_bytes(resolve(dataset_uri).child("manifest.json"))
+    monkeypatch.setenv("RAYDD_FAULTS", "fail_shard=0")
     with pytest.raises(RayddError):
-        prepare(dataclasses.replace(config, frames=2, overwrite=True, fail_shard=0))
+        prepare(dataclasses.replace(config, frames=2, overwrite=True))
     assert read_bytes(resolve(dataset_uri).child("manifest.json")) == old_manifest
     assert len(open_prepared(dataset_uri).split("test")) == 200
 

@@ -19,6 +19,7 @@ from raydd.storage import (
     atomic_writer,
     exists,
     list_names,
+    open_manifest,
     read_bytes,
     read_manifest,
     resolve,
@@ -92,6 +93,17 @@ def test_manifest_round_trip_and_absence(root: str) -> None:
     assert loaded.metadata == {"k": [1, 2]}
     assert loaded.created and loaded.raydd_version
     assert loaded.group("train") == manifest.shards and loaded.group("test") == ()
+
+
+def test_open_manifest_names_what_is_missing_and_the_command_that_makes_it(tmp_path) -> None:
+    folder = resolve(str(tmp_path / "experts"))
+    with pytest.raises(RayddError) as missing:
+        open_manifest(folder, "raydd.experts/1", what="expert trajectories", make_it="python -m raydd.experts")
+    assert str(missing.value) == f"no expert trajectories at {folder}: run `python -m raydd.experts` first"
+    write_manifest(folder, Manifest(kind="raydd.dataset/1", shards=(), metadata={}))
+    with pytest.raises(RayddError, match=r"no expert trajectories at .* \(it holds a 'raydd.dataset/1'\): run `"):
+        open_manifest(folder, "raydd.experts/1", what="expert trajectories", make_it="python -m raydd.experts")
+    assert open_manifest(folder, "raydd.dataset/1", what="prepared dataset", make_it="python -m raydd.prepare").kind
 
 
 def test_local_paths_and_file_uris_resolve_to_the_same_place(tmp_path) -> None:

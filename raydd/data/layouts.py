@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import io
 import json
-import os
 import random
 from collections.abc import Callable, Iterable
 
+from raydd.data.source_files import (
+    VIDEO_EXTENSIONS,
+    file_stem,
+    find_files,
+    is_folder,
+    read_text,
+    require_file,
+    text_files,
+    video_files,
+)
 from raydd.data.specs import DatasetSpec
 from raydd.errors import RayddError
-from raydd.storage import Location, read_bytes, storage_errors
+from raydd.storage import Location, storage_errors
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv", ".3gp"})
 TRAIN, TEST = "train", "test"
 SPLITS = (TRAIN, TEST)
 
@@ -55,9 +62,9 @@ def index_source(spec: DatasetSpec, source: Location | None) -> ClipIndex:
                 raise RayddError(
                     f"source {source} does not exist or is not a folder: pass the folder holding the {spec.name} videos"
                 )
-    _find.cache_clear()  # list the source once per index, never reuse a listing across runs
+    find_files.cache_clear()  # list the source once per index, never reuse a listing across runs
     index = _LAYOUTS[spec.layout](spec, source)
-    _find.cache_clear()
+    find_files.cache_clear()
     _check_index(spec, index, source)
     return index
 
@@ -73,66 +80,6 @@ def _check_index(spec: DatasetSpec, index: ClipIndex, source: Location | None) -
         raise RayddError(
             f"{spec.name} at {source} has no test clips: check the split files (or --test-fraction for folder)"
         )
-
-
-@functools.lru_cache(maxsize=4)
-def _find(source: Location) -> list[str]:
-    """Every file below ``source``. Locally, symlinked folders are followed (fsspec's ``find`` skips
-    them), since datasets are often assembled from links to the real class folders."""
-    with storage_errors(source):
-        if not source.is_local:
-            return source.fs.find(source.path)
-        found = []
-        for folder, subfolders, names in os.walk(source.path, followlinks=True):
-            if _links_to_an_ancestor(folder, source.path):  # would loop forever
-                subfolders.clear()
-                continue
-            found += [path for path in (f"{folder}/{name}" for name in names) if os.path.isfile(path)]
-        return sorted(found)
-
-
-def _links_to_an_ancestor(folder: str, root: str) -> bool:
-    real, parent = os.path.realpath(folder), os.path.dirname(folder)
-    while len(parent) >= len(root):
-        if os.path.realpath(parent) == real:
-            return True
-        parent = os.path.dirname(parent)
-    return False
-
-
-def _is_folder(source: Location, entry: dict) -> bool:
-    return entry["type"] == "directory" or bool(entry.get("islink") and source.fs.isdir(entry["name"]))
-
-
-def _video_files(source: Location) -> dict[str, str]:
-    """Every video below ``source``: lower-cased path relative to it -> full filesystem path."""
-    root = source.path.rstrip("/") + "/"
-    found = _find(source)
-    files = {}
-    for path in found:
-        name = path.rsplit("/", 1)[-1]
-        if "." + name.rsplit(".", 1)[-1].lower() in VIDEO_EXTENSIONS and not name.startswith("."):
-            files[path[len(root) :].lower() if path.startswith(root) else path.lower()] = path
-    return files
-
-
-def _stem(relative: str) -> str:
-    return relative.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-
-
-def _text_files(source: Location, suffix: str) -> dict[str, str]:
-    """Annotation files below ``source`` whose names end with ``suffix``: file name -> full path."""
-    return {path.rsplit("/", 1)[-1]: path for path in _find(source) if path.endswith(suffix)}
-
-
-def _read_text(source: Location, path: str) -> str:
-    return read_bytes(Location(uri=path, fs=source.fs, path=path)).decode("utf-8", errors="replace")
-
-
-def _require(files: dict[str, str], name: str, spec: DatasetSpec, source: Location) -> str:
-    if name not in files:
-        raise RayddError(f"{spec.name} source {source} has no {name}: expected the layout '{spec.description}'")
-    return files[name]
 
 
 # ---------------------------------------------------------------------------------------------- builtin
@@ -155,11 +102,11 @@ def _folder(spec: DatasetSpec, source: Location | None) -> ClipIndex:
     assert source is not None
     with storage_errors(source):
         entries = source.fs.ls(source.path, detail=True)
-        class_dirs = sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if _is_folder(source, e))
+        class_dirs = sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if is_folder(source, e))
     class_dirs = [name for name in class_dirs if not name.startswith(".")]
     if not class_dirs:
         raise RayddError(f"{source} has no class sub-folders: the folder layout is SOURCE/<class>/<video files>")
-    files = _video_files(source)
+    files = video_files(source)
     clips: list[ClipRef] = []
     for label, name in enumerate(class_dirs):
         videos = sorted(path for relative, path in files.items() if relative.startswith(name.lower() + "/"))
@@ -179,18 +126,18 @@ def _folder(spec: DatasetSpec, source: Location | None) -> ClipIndex:
 
 def _ucf101(spec: DatasetSpec, source: Location | None) -> ClipIndex:
     assert source is not None
-    lists = _text_files(source, ".txt")
-    class_lines = _read_text(source, _require(lists, "classInd.txt", spec, source)).split()
+    lists = text_files(source, ".txt")
+    class_lines = read_text(source, require_file(lists, "classInd.txt", spec, source)).split()
     all_classes = tuple(class_lines[1::2])  # "1 ApplyEyeMakeup" pairs
     classes = spec.classes or all_classes
     unknown = sorted(set(classes) - set(all_classes))
     if unknown:
         raise RayddError(f"classInd.txt in {source} lacks classes {unknown[:5]} of {spec.name}: is this UCF101?")
     label_of = {name.lower(): label for label, name in enumerate(classes)}
-    files = _video_files(source)
+    files = video_files(source)
     clips, missing = [], []
     for split, list_name in ((TRAIN, f"trainlist0{spec.split}.txt"), (TEST, f"testlist0{spec.split}.txt")):
-        for line in _read_text(source, _require(lists, list_name, spec, source)).splitlines():
+        for line in read_text(source, require_file(lists, list_name, spec, source)).splitlines():
             if not line.strip():
                 continue
             entry = line.split()[0]  # as listed: reported with its case, looked up without
@@ -212,14 +159,14 @@ def _ucf101(spec: DatasetSpec, source: Location | None) -> ClipIndex:
 def _hmdb51(spec: DatasetSpec, source: Location | None) -> ClipIndex:
     assert source is not None
     suffix = f"_test_split{spec.split}.txt"
-    split_files = _text_files(source, suffix)
+    split_files = text_files(source, suffix)
     if not split_files:
         raise RayddError(f"no *{suffix} files in {source}: unpack HMDB51's testTrainMulti_7030_splits there")
     classes = tuple(sorted(name[: -len(suffix)] for name in split_files))
-    by_name = {relative.rsplit("/", 1)[-1]: path for relative, path in _video_files(source).items()}
+    by_name = {relative.rsplit("/", 1)[-1]: path for relative, path in video_files(source).items()}
     clips, missing = [], []
     for label, name in enumerate(classes):
-        for line in _read_text(source, split_files[name + suffix]).splitlines():
+        for line in read_text(source, split_files[name + suffix]).splitlines():
             parts = line.split()
             if len(parts) != 2 or parts[1] not in {"1", "2"}:
                 continue  # 0 = not used in this split
@@ -236,17 +183,17 @@ def _hmdb51(spec: DatasetSpec, source: Location | None) -> ClipIndex:
 
 def _k400(spec: DatasetSpec, source: Location | None) -> ClipIndex:
     assert source is not None
-    tables = _text_files(source, ".csv")
-    train_rows = _csv_rows(source, _require(tables, "train.csv", spec, source), spec)
+    tables = text_files(source, ".csv")
+    train_rows = _csv_rows(source, require_file(tables, "train.csv", spec, source), spec)
     test_name = "val.csv" if "val.csv" in tables else "validate.csv"
     if test_name not in tables:  # name the file the description promises, not only its alias
         raise RayddError(
             f"{spec.name} source {source} has no val.csv (or validate.csv): expected the layout '{spec.description}'"
         )
-    test_rows = _csv_rows(source, _require(tables, test_name, spec, source), spec)
+    test_rows = _csv_rows(source, require_file(tables, test_name, spec, source), spec)
     classes = tuple(sorted({row["label"] for row in train_rows}))
     label_of = {name: label for label, name in enumerate(classes)}
-    by_stem = {_stem(relative): path for relative, path in _video_files(source).items()}
+    by_stem = {file_stem(relative): path for relative, path in video_files(source).items()}
     clips, missing = [], []
     for split, rows in ((TRAIN, train_rows), (TEST, test_rows)):
         for row in rows:
@@ -263,7 +210,7 @@ def _k400(spec: DatasetSpec, source: Location | None) -> ClipIndex:
 
 
 def _csv_rows(source: Location, path: str, spec: DatasetSpec) -> list[dict[str, str]]:
-    rows = list(csv.DictReader(io.StringIO(_read_text(source, path))))
+    rows = list(csv.DictReader(io.StringIO(read_text(source, path))))
     needed = {"label", "youtube_id", "time_start", "time_end"}
     if not rows or not needed <= set(rows[0]):
         raise RayddError(f"{path} is not a Kinetics annotation CSV: expected columns {', '.join(sorted(needed))}")
@@ -275,14 +222,14 @@ def _csv_rows(source: Location, path: str, spec: DatasetSpec) -> list[dict[str, 
 
 def _ssv2(spec: DatasetSpec, source: Location | None) -> ClipIndex:
     assert source is not None
-    labels = _text_files(source, ".json")
-    label_names = _json(source, _require(labels, "labels.json", spec, source))
+    labels = text_files(source, ".json")
+    label_names = _json(source, require_file(labels, "labels.json", spec, source))
     classes = tuple(name for name, _ in sorted(label_names.items(), key=lambda item: int(item[1])))
     label_of = {name: label for label, name in enumerate(classes)}
-    by_stem = {_stem(relative): path for relative, path in _video_files(source).items()}
+    by_stem = {file_stem(relative): path for relative, path in video_files(source).items()}
     clips, missing = [], []
     for split, name in ((TRAIN, "train.json"), (TEST, "validation.json")):
-        for entry in _json(source, _require(labels, name, spec, source)):
+        for entry in _json(source, require_file(labels, name, spec, source)):
             template = entry["template"].replace("[", "").replace("]", "")
             if template not in label_of:
                 raise RayddError(f"{name} in {source} uses template {template!r} that labels.json does not list")
@@ -296,7 +243,7 @@ def _ssv2(spec: DatasetSpec, source: Location | None) -> ClipIndex:
 
 def _json(source: Location, path: str):  # noqa: ANN202 - JSON of either shape
     try:
-        return json.loads(_read_text(source, path))
+        return json.loads(read_text(source, path))
     except json.JSONDecodeError as error:
         raise RayddError(f"{path} is not valid JSON ({error}): re-download the Something-Something V2 labels") from None
 

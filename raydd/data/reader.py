@@ -19,7 +19,7 @@ from raydd.data.cache import cached, local_shard, local_shards
 from raydd.data.shards import DATASET_KIND, map_clip_frames, read_label_column
 from raydd.data.specs import DatasetSpec
 from raydd.errors import RayddError
-from raydd.storage import Location, Manifest, ManifestNotFound, ShardRecord, read_manifest, resolve
+from raydd.storage import Location, Manifest, ShardRecord, open_manifest, resolve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,15 +53,8 @@ class PreparedDataset:
 def open_prepared(uri: str) -> PreparedDataset:
     """Open the prepared dataset at ``uri`` (e.g. ``STORE/datasets/builtin``)."""
     location = resolve(uri)
-    try:
-        manifest = read_manifest(location)
-    except ManifestNotFound:
-        raise RayddError(
-            f"no prepared dataset at {location}: run `python -m raydd.prepare --dataset NAME --store STORE` "
-            "(it writes STORE/datasets/NAME)"
-        ) from None
-    if manifest.kind != DATASET_KIND:
-        raise RayddError(f"{location} holds a {manifest.kind!r}, not a prepared video dataset")
+    make_it = "python -m raydd.prepare --dataset NAME --store STORE"
+    manifest = open_manifest(location, DATASET_KIND, what="prepared dataset", make_it=make_it)
     return PreparedDataset(location, manifest)
 
 

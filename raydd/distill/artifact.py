@@ -12,7 +12,7 @@ from raydd.distill.presets import Preset
 from raydd.distilled_set import read_tensor_shard, write_static_dynamic, write_tensor_shard
 from raydd.errors import RayddError
 from raydd.models.hallucinator import Hallucinator
-from raydd.storage import Manifest, manifest_or_none, resolve, size, write_manifest
+from raydd.storage import Manifest, manifest_or_none, open_manifest, resolve, size, write_manifest
 
 STATIC_KIND = "raydd.static/1"
 
@@ -35,11 +35,7 @@ def read_static(
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Stage 1's images (class-major (N, C, H, W)), checked against the dataset they are used with."""
     folder = resolve(uri)
-    manifest = manifest_or_none(folder)
-    if manifest is None or manifest.kind != STATIC_KIND:
-        raise RayddError(
-            f"no static images at {folder}: drop --static to distil them, or point it at STORE/distill/static/..."
-        )
+    manifest = open_manifest(folder, STATIC_KIND, what="static images", make_it="python -m raydd.distill")
     record = manifest.shards[0]
     if size(folder.child(record.name)) != record.bytes:
         raise RayddError(

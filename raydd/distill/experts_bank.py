@@ -5,18 +5,17 @@ from __future__ import annotations
 import torch
 
 from raydd.errors import RayddError
-from raydd.experts.trajectories import ModelSpec, Trajectory, listed_records, shard_name
-from raydd.storage import ManifestNotFound, read_manifest, resolve
+from raydd.experts.trajectories import EXPERTS_KIND, ModelSpec, Trajectory, listed_records, shard_name
+from raydd.storage import open_manifest, resolve
 
 
 class ExpertBank:
     def __init__(self, folder_uri: str, *, make_them: str) -> None:
         """``make_them``: the command that trains these experts (named when they are missing)."""
         self.folder = resolve(folder_uri)
-        try:
-            records = listed_records(read_manifest(self.folder))
-        except ManifestNotFound:
-            raise RayddError(f"no expert trajectories at {self.folder}: train them first with `{make_them}`") from None
+        records = listed_records(
+            open_manifest(self.folder, EXPERTS_KIND, what="expert trajectories", make_it=make_them)
+        )
         if not records:
             raise RayddError(f"{self.folder} lists no finished expert: train them with `{make_them}`")
         self.experts = sorted(records)

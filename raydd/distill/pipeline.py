@@ -24,9 +24,10 @@ from raydd.distill.ray_train import RunSettings, fit_stage, stage_curves
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec
 from raydd.distilled_set import load_distilled, write_distilled
 from raydd.errors import RayddError
+from raydd.experts.trajectories import EXPERTS_KIND
 from raydd.parallel import ensure_ray
 from raydd.planning.resources import auto_cpus_per_worker, auto_use_gpu
-from raydd.storage import Location, Manifest, manifest_or_none, require_writable_root, resolve
+from raydd.storage import Location, Manifest, manifest_or_none, open_manifest, require_writable_root, resolve
 from raydd.tracking import Tracker, mlflow_run
 
 # Preset fields that only stage 2 reads: changing them keeps stage 1's images reusable.
@@ -60,11 +61,8 @@ def _experts_uri(config: Any, store: Location, dataset: PreparedDataset, model: 
         if (model == "convnet" or not config.experts)
         else config.experts
     )
-    if manifest_or_none(resolve(uri)) is None:
-        raise RayddError(
-            f"MTT needs expert trajectories at {uri}: run `python -m raydd.experts --dataset {dataset.spec.name} "
-            f"--model {model} --store {config.store}` first"
-        )
+    make_it = f"python -m raydd.experts --dataset {dataset.spec.name} --model {model} --store {config.store}"
+    open_manifest(resolve(uri), EXPERTS_KIND, what="expert trajectories", make_it=make_it)
     return uri
 
 

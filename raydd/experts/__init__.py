@@ -5,13 +5,7 @@
 trajectory without reading the rest.
 """
 
-from raydd.experts.trajectories import (
-    ModelSpec,
-    Trajectory,
-    load_parameters,
-    open_trajectory,
-    read_epoch,
-    unflatten_parameters,
-)
+from raydd.experts.parameters import ModelSpec, load_parameters, unflatten_parameters
+from raydd.experts.trajectories import Trajectory, open_trajectory, read_epoch
 
 __all__ = ["ModelSpec", "Trajectory", "load_parameters", "open_trajectory", "read_epoch", "unflatten_parameters"]

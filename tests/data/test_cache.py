@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from raydd.data.cache import CACHE_ENV, cache_entry, cache_root
+from raydd.data.preparation import PrepareConfig, prepare
 from raydd.data.reader import PreparedDataset, class_counts, open_prepared, read_labels
 from raydd.errors import RayddError
-from raydd.prepare import PrepareConfig, prepare
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 SPLITS = ("train", "test")

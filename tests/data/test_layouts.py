@@ -16,10 +16,10 @@ import pytest
 from raydd.data import open_prepared
 from raydd.data.decode import decode_clip
 from raydd.data.layouts import TEST, TRAIN, ClipIndex, index_source
+from raydd.data.preparation import PrepareConfig, prepare
 from raydd.data.shards import read_clip_shard
 from raydd.data.specs import MINIUCF_CLASSES, dataset_names, get_spec
 from raydd.errors import RayddError
-from raydd.prepare import PrepareConfig, prepare
 from raydd.storage import Manifest, resolve
 from tests.data.videos import (
     TINY_FRAMES,

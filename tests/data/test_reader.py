@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader
 
 from raydd.data import open_prepared, ray_dataset
 from raydd.data.builtin import generate_clip, parse_builtin_source
+from raydd.data.preparation import PrepareConfig, prepare
 from raydd.data.shards import read_clip_shard
 from raydd.errors import RayddError
-from raydd.prepare import PrepareConfig, prepare
 from raydd.storage import resolve
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")

@@ -104,7 +104,7 @@ def test_an_unprepared_dataset_names_the_prepare_command(tmp_path: Path, capsys:
     line = _one_error_line(capsys)
     assert (
         f"no prepared dataset at {tmp_path}/datasets/builtin: run `python -m raydd.prepare" in line
-        and line.endswith("(it writes STORE/datasets/NAME)")
+        and line.endswith("--dataset NAME --store STORE` first")
     )
     assert not (tmp_path / "distill").exists() and not (tmp_path / "distilled").exists()
 
@@ -114,7 +114,7 @@ def test_mtt_without_experts_names_the_experts_command(
 ) -> None:
     assert main(["--store", store, "--method", "mtt", "--paradigm", "naive", "--eval-runs", "0"]) == 1
     line = _one_error_line(capsys)
-    assert f"MTT needs expert trajectories at {store}/experts/builtin/minic3d" in line
+    assert f"no expert trajectories at {store}/experts/builtin/minic3d" in line
     assert line.endswith(f"run `python -m raydd.experts --dataset builtin --model minic3d --store {store}` first")
     assert (
         main(["--store", store, "--method", "mtt", "--experts", str(tmp_path / "elsewhere"), "--eval-runs", "0"]) == 1

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from raydd.data import open_prepared
+from raydd.data.ingest import assemble_manifest, plan_shards, write_shard
 from raydd.data.layouts import index_source
-from raydd.data.prepare import assemble_manifest, plan_shards, write_shard
 from raydd.devices import pick_device
 from raydd.distill.methods.base import MatchingSample, fresh_network
 from raydd.distill.methods.frepo import FeatureRegression, feature_regression

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from raydd.data.ingest import assemble_manifest, plan_shards, write_shard
 from raydd.data.layouts import index_source
-from raydd.data.prepare import assemble_manifest, plan_shards, write_shard
 from raydd.experts.trainer import model_options
 from raydd.experts.trajectories import (
     ModelSpec,

@@ -17,11 +17,12 @@ from mlflow import MlflowClient
 
 from raydd.data import open_prepared
 from raydd.data.cache import cache_entry
+from raydd.data.preparation import PrepareConfig, prepare
 from raydd.errors import RayddError
 from raydd.experts import load_parameters, open_trajectory, read_epoch
-from raydd.experts.__main__ import ExpertsConfig, experts, main, settings_for, train_with_fault
+from raydd.experts.__main__ import main
+from raydd.experts.job import ExpertsConfig, settings_for, train_experts, train_with_fault
 from raydd.experts.trainer import ExpertTask, run_expert
-from raydd.prepare import PrepareConfig, prepare
 from raydd.storage import list_names, read_manifest, resolve
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -59,7 +60,7 @@ def _files(folder: Path) -> dict[str, tuple[int, bytes]]:
 
 def test_stored_epochs_equal_the_trainers_parameters_and_mlflow_has_the_run(store: str, tmp_path: Path) -> None:
     config = _config(store)
-    manifest = experts(config)
+    manifest = train_experts(config)
     folder = Path(store) / "experts" / "builtin" / "convnet"
     assert sorted(os.listdir(folder)) == ["expert-00000.arrow", "expert-00001.arrow", "manifest.json"]
     stored = read_manifest(resolve(str(folder)))
@@ -102,9 +103,9 @@ def test_stored_epochs_equal_the_trainers_parameters_and_mlflow_has_the_run(stor
 
 
 def test_a_killed_worker_is_retried_and_reruns_train_only_the_missing_experts(
-    store: str, capsys: pytest.CaptureFixture[str]
+    store: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = _config(store, model="minic3d", width=8, num_experts=3, fail_expert=1)
+    config = _config(store, model="minic3d", width=8, num_experts=3)
     folder = Path(store) / "experts" / "builtin" / "minic3d"
     # The fault itself, outside Ray: the first attempt leaves its marker and dies mid-trajectory, publishing nothing.
     task = ExpertTask(
@@ -117,31 +118,33 @@ def test_a_killed_worker_is_retried_and_reruns_train_only_the_missing_experts(
     first.join(180)
     assert first.exitcode == 1 and os.listdir(folder) == [".fail-expert-00001"]
 
-    manifest = experts(config)  # the same fault under Ray: the task is retried
+    monkeypatch.setenv("RAYDD_FAULTS", "fail_expert=1")
+    manifest = train_experts(config)  # the same fault under Ray: the task is retried
+    monkeypatch.delenv("RAYDD_FAULTS")
     assert [s.name for s in manifest.shards] == ["expert-00000.arrow", "expert-00001.arrow", "expert-00002.arrow"]
     assert list(_files(folder)) == ["expert-00000.arrow", "expert-00001.arrow", "expert-00002.arrow", "manifest.json"]
     before = _files(folder)
 
-    grown = experts(dataclasses.replace(config, num_experts=4, fail_expert=-1))
+    grown = train_experts(dataclasses.replace(config, num_experts=4))
     after = _files(folder)
     assert [s.name for s in grown.shards][-1] == "expert-00003.arrow" and len(grown.shards) == 4
     assert all(after[name] == before[name] for name in before if name != "manifest.json")
     assert grown.metadata["experts"][:3] == manifest.metadata["experts"]
 
     capsys.readouterr()
-    experts(dataclasses.replace(config, num_experts=4, fail_expert=-1))
+    train_experts(dataclasses.replace(config, num_experts=4))
     assert "already holds 4 experts (asked for 4) with these settings: nothing to do" in capsys.readouterr().err
     assert _files(folder) == after
 
     os.remove(folder / "manifest.json")  # as if the driver had died before publishing
-    rebuilt = experts(dataclasses.replace(config, num_experts=4, fail_expert=-1))
+    rebuilt = train_experts(dataclasses.replace(config, num_experts=4))
     assert rebuilt.shards == grown.shards and "(4 reused, 0 already there)" in capsys.readouterr().out
     assert all(_files(folder)[name] == after[name] for name in after if name != "manifest.json")
 
     with pytest.raises(
         RayddError, match=r"minic3d holds experts trained with other settings \(epochs\): pass another --store"
     ):
-        experts(dataclasses.replace(config, epochs=3, fail_expert=-1))
+        train_experts(dataclasses.replace(config, epochs=3))
 
 
 def test_s3_store_in_bfloat16(s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,7 +152,7 @@ def test_s3_store_in_bfloat16(s3_bucket: str, tmp_path: Path, monkeypatch: pytes
     store = f"{s3_bucket}/store"
     prepare(PrepareConfig(store=store, **SMALL))
     config = _config(store, model="minic3d", width=8, dtype="bfloat16")
-    manifest = experts(config)
+    manifest = train_experts(config)
     dataset = open_prepared(f"{store}/datasets/builtin")
     # the tasks read the dataset through the node cache
     assert all(cache_entry(record).stat().st_size == record.bytes for record in dataset.manifest.shards)
@@ -163,12 +166,12 @@ def test_s3_store_in_bfloat16(s3_bucket: str, tmp_path: Path, monkeypatch: pytes
     model = trajectory.spec.build()
     load_parameters(model, final, trajectory.spec)
     assert model(torch.zeros(1, 3, 4, 16, 16)).shape == (1, 10)
-    assert experts(config).shards == manifest.shards  # no-op on S3 too
+    assert train_experts(config).shards == manifest.shards  # no-op on S3 too
 
 
 def test_a_truncated_shard_is_named_and_a_deleted_one_is_trained_again(store: str) -> None:
     config = _config(store)
-    experts(config)
+    train_experts(config)
     folder = Path(store) / "experts" / "builtin" / "convnet"
     final = read_epoch(str(folder), 1, 2)
     shard = folder / "expert-00001.arrow"
@@ -181,10 +184,10 @@ def test_a_truncated_shard_is_named_and_a_deleted_one_is_trained_again(store: st
         RayddError,
         match=r"expert-00001\.arrow is truncated or modified .*: delete it and re-run `python -m raydd\.experts`",
     ):
-        experts(config)
+        train_experts(config)
     kept = _files(folder)["expert-00000.arrow"]
     os.remove(shard)
-    manifest = experts(config)
+    manifest = train_experts(config)
     assert len(manifest.shards) == 2 and _files(folder)["expert-00000.arrow"] == kept
     assert torch.equal(read_epoch(str(folder), 1, 2), final)  # seeded: the same trajectory again
 
@@ -207,7 +210,7 @@ def test_print_config_bad_flags_and_an_unprepared_dataset(tmp_path: Path, capsys
 
 
 def test_command_line_with_a_killed_worker(store: str) -> None:
-    """The real entry point in a fresh process (its own local Ray), the task pickled from ``__main__``."""
+    """The real entry point in a fresh process (its own local Ray), expert 0's first attempt killed ($RAYDD_FAULTS)."""
     command = [
         sys.executable,
         "-m",
@@ -224,10 +227,9 @@ def test_command_line_with_a_killed_worker(store: str) -> None:
         "2",
         "--batch-size",
         "64",
-        "--fail-expert",
-        "0",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ""})
+    environment = {**os.environ, "RAY_ADDRESS": "", "RAYDD_FAULTS": "fail_expert=0"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (
         "experts convnet on builtin: 2 trajectories of 2 epochs" in result.stdout

@@ -10,7 +10,8 @@ import torch
 
 from raydd.errors import RayddError
 from raydd.experts import ModelSpec, Trajectory, load_parameters, open_trajectory, read_epoch, unflatten_parameters
-from raydd.experts.trajectories import flatten_parameters, shard_name, write_trajectory
+from raydd.experts.parameters import flatten_parameters
+from raydd.experts.trajectories import shard_name, write_trajectory
 from raydd.storage import atomic_writer, resolve, size
 
 CLIP = (4, 16, 16, 3)

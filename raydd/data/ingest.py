@@ -1,6 +1,6 @@
 """The prepare engine: plan shards, write one shard, assemble the manifest. No Ray in here.
 
-``python -m raydd.prepare`` (raydd/prepare.py) runs :func:`write_shard` as parallel Ray tasks.
+:func:`raydd.data.preparation.prepare` (``python -m raydd.prepare``) runs :func:`write_shard` as parallel Ray tasks.
 
 Shard names carry a fingerprint of their inputs (the dataset spec and the exact clips), so:
 * a re-run after a crash finds the shards that were finished and writes only the others;
