@@ -23,6 +23,7 @@ from raydd.distill.config import DistillConfig, settings_hash
 from raydd.distill.presets import Preset, table_preset
 from raydd.distill.stages import DYNAMIC, STATIC, StageSpec
 from raydd.errors import RayddError
+from raydd.faults import fault
 from raydd.parallel import ensure_ray, run_tasks
 from raydd.planning.tasks import AUTO_GPUS_PER_TRIAL, auto_gpus, plan_tune
 from raydd.prepare import DEFAULT_STORE
@@ -67,9 +68,6 @@ class TuneConfig:
         "print the plan (preset, memory per trial, bytes per node, Ray resources) and start nothing; "
         "with --ray-address or RAY_ADDRESS, refuse what that cluster cannot place",
     )
-    interrupt_after_trials: int = option(
-        -1, "testing aid: the first attempt of the sweep stops as if interrupted once this many trials finished"
-    )
 
     def __post_init__(self) -> None:
         for name in ("ipc", "num_samples", "max_concurrent", "eval_epochs"):
@@ -85,7 +83,7 @@ class TuneConfig:
 
     def name(self) -> str:
         """The sweep's folder: the same settings name the same sweep, so a re-run resumes it."""
-        ignored = ("num_samples", "max_concurrent", "ray_address", "interrupt_after_trials", "store", "plan")
+        ignored = ("num_samples", "max_concurrent", "ray_address", "store", "plan")
         settings = {k: v for k, v in to_dict(self).items() if k not in ignored}
         return f"{self.dataset}-{self.method}-ipc{self.ipc}-{settings_hash(settings)}"
 
@@ -179,7 +177,7 @@ def tune(config: TuneConfig) -> list[TrialRow]:
         config.cpus_per_trial,
         gpus,
         config.seed,
-        config.interrupt_after_trials,
+        fault("interrupt_after_trials"),
     )
     with mlflow_run(
         config.store,
