@@ -46,6 +46,7 @@ def _grouping(config: AnalyseConfig, dataset: PreparedDataset, tracker: Tracker)
 
 
 def analyse(config: AnalyseConfig) -> Table:
+    config = config.with_store_defaults()
     dataset = open_prepared(config.data)
     if config.study == TEMPORAL:  # a bad --frames fails here, before any MLflow run is opened
         frame_counts(config.frames, int(dataset.manifest.metadata["clip_shape"][0]))

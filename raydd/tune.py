@@ -16,7 +16,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from raydd.cluster import capacity
-from raydd.config import check, option, run_command, to_dict
+from raydd.config import (
+    DeviceSection,
+    RaySection,
+    SeedSection,
+    StoreSection,
+    TrackingSection,
+    check,
+    option,
+    run_command,
+    to_dict,
+)
 from raydd.data.reader import open_prepared
 from raydd.devices import DEVICE_CHOICES
 from raydd.distill.config import DistillConfig, settings_hash
@@ -24,21 +34,20 @@ from raydd.distill.presets import Preset, table_preset
 from raydd.distill.stages import DYNAMIC, STATIC, StageSpec
 from raydd.errors import RayddError
 from raydd.faults import fault
+from raydd.layout import StoreLayout, default_store
 from raydd.parallel import ensure_ray, run_tasks
 from raydd.planning.tasks import AUTO_GPUS_PER_TRIAL, auto_gpus, plan_tune
-from raydd.prepare import DEFAULT_STORE
-from raydd.storage import exists, read_bytes, resolve, write_bytes
+from raydd.storage import exists, read_bytes, write_bytes
 from raydd.tracking import mlflow_run
 from raydd.tuning.ray_tune import SweepSettings, TrialRow, run_sweep
 from raydd.tuning.trial import TrialSpec, fit_static
 
 
 @dataclasses.dataclass(frozen=True)
-class TuneConfig:
+class TuneConfig(StoreSection, RaySection, TrackingSection, DeviceSection, SeedSection):
     dataset: str = option("builtin", "prepared dataset (STORE/datasets/DATASET)")
     method: str = option("dm", "base method (static-dynamic paradigm)", choices=("dm", "mtt", "frepo"))
     ipc: int = option(1, "instances per class")
-    store: str = option(DEFAULT_STORE, "store URI: reads datasets/ (and experts/), writes tune/NAME and mlflow.db")
     num_samples: int = option(8, "trials of the sweep")
     max_concurrent: int = option(2, "trials running at once (each on --cpus-per-trial / --gpus-per-trial)")
     lr_dynamic_min: float | None = option(None, "lowest lr_dynamic tried (log-uniform; default: the preset's / 10)")
@@ -62,7 +71,6 @@ class TuneConfig:
     seed: int = option(0, "seed of the distillation, the validation split and the searcher")
     device: str = option("auto", "device of each trial", choices=DEVICE_CHOICES)
     experiment: str = option("raydd-tune", "MLflow experiment name")
-    ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
     plan: bool = option(
         False,
         "print the plan (preset, memory per trial, bytes per node, Ray resources) and start nothing; "
@@ -103,7 +111,8 @@ def _range(low: float | None, high: float | None, centre: float | None, flag: st
 
 def _distill_config(config: TuneConfig, **lrs: float) -> Any:  # noqa: ANN401
     overrides = {k: getattr(config, k) for k in ("iterations", "network_width", "batch_real")}
-    fields = {"dataset": config.dataset, "method": config.method, "ipc": config.ipc, "store": config.store}
+    store = config.store or default_store()
+    fields = {"dataset": config.dataset, "method": config.method, "ipc": config.ipc, "store": store}
     return DistillConfig(**fields, **lrs, **overrides)
 
 
@@ -120,16 +129,17 @@ def _centre(config: TuneConfig) -> Preset | None:
 
 
 def tune(config: TuneConfig) -> list[TrialRow]:
+    config = dataclasses.replace(config, store=config.store or default_store())  # what every trial logs into
     preset = base_preset(config)
     centre = _centre(config)
     stage1 = _distill_config(config, lr_dynamic=1.0, lr_hal=1.0)
     lr_dynamic = _range(config.lr_dynamic_min, config.lr_dynamic_max, centre and centre.lr_dynamic, "lr_dynamic")
     lr_hal = _range(config.lr_hal_min, config.lr_hal_max, centre and centre.lr_hal, "lr_hal")
     start = {"lr_dynamic": math.sqrt(lr_dynamic[0] * lr_dynamic[1]), "lr_hal": math.sqrt(lr_hal[0] * lr_hal[1])}
-    store = resolve(config.store)
-    dataset = open_prepared(store.child("datasets", config.dataset).uri)
-    name, folder = config.name(), store.child("tune", config.name())
-    experts = lambda model: store.child("experts", config.dataset, model).uri if config.method == "mtt" else None  # noqa: E731
+    layout = StoreLayout.of(config.store)
+    dataset = open_prepared(layout.dataset(config.dataset).uri)
+    name, folder = config.name(), layout.tune(config.name())
+    experts = lambda model: layout.experts(config.dataset, model).uri if config.method == "mtt" else None  # noqa: E731
     base = StageSpec(
         stage=STATIC,
         method=config.method,
@@ -145,7 +155,7 @@ def tune(config: TuneConfig) -> list[TrialRow]:
         base,
         method=static_method,
         preset=stage1.static_preset(),
-        experts_uri=store.child("experts", config.dataset, "convnet").uri if static_method == "mtt" else None,
+        experts_uri=layout.experts(config.dataset, "convnet").uri if static_method == "mtt" else None,
     )
     trial = TrialSpec(
         stage=dataclasses.replace(
@@ -191,7 +201,7 @@ def tune(config: TuneConfig) -> list[TrialRow]:
         rows = run_sweep(
             trial,
             settings,
-            storage=str(store.child("tune").uri),
+            storage=str(layout.tune().uri),
             name=name,
             store=config.store,
             experiment=config.experiment,
