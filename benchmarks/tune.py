@@ -34,7 +34,8 @@ from raydd.distill.config import DistillConfig
 from raydd.distill.stages import STATIC, StageSpec
 from raydd.layout import StoreLayout
 from raydd.prepare import PrepareConfig, prepare
-from raydd.tune import TuneConfig, tune
+from raydd.tuning.config import TuneConfig
+from raydd.tuning.sweep import tune
 from raydd.tuning.trial import fit_static, validation_split
 
 
@@ -78,7 +79,7 @@ def main() -> None:
             experiment="bench",
         )
         started = time.perf_counter()
-        rows = tune(config)
+        rows = tune(config).rows
         total = time.perf_counter() - started
         seconds = total - stage1  # the sweep's own stage 1 is the one timed above
         sweeps[concurrent] = {"seconds": total, "trials": len(rows), "trials_per_hour": len(rows) / seconds * 3600}
