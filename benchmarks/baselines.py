@@ -26,6 +26,7 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import ray
 
 from raydd.evaluate import EvalConfig, evaluate
+from raydd.layout import StoreLayout
 from raydd.prepare import PrepareConfig, prepare
 
 
@@ -55,7 +56,7 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     store = tempfile.mkdtemp(prefix="raydd-baselines-")
     prepare(PrepareConfig(store=store))
-    data = f"{store}/datasets/builtin"
+    data = StoreLayout.of(store).dataset("builtin").uri
     rows = []
     jobs = (
         [(model, 0) for model in args.models]

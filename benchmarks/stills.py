@@ -35,6 +35,7 @@ from raydd.distill.loop import SingleProcess
 from raydd.distill.stages import STATIC, StageSpec, build_stage
 from raydd.evaluation.sources import RealClips, TensorClips, random_per_class
 from raydd.evaluation.train import TrainSettings, train_and_test
+from raydd.layout import StoreLayout
 
 CPU = torch.device("cpu")
 
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=("test", "val"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    dataset = open_prepared(f"{args.store.rstrip('/')}/datasets/{args.dataset}")
+    dataset = open_prepared(StoreLayout.of(args.store).dataset(args.dataset).uri)
     fit, scored = _split(dataset, args.split)
     clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
     static = set(dataset.spec.static_classes)

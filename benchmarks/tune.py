@@ -32,8 +32,10 @@ import torch
 from raydd.data.reader import open_prepared
 from raydd.distill.config import DistillConfig
 from raydd.distill.stages import STATIC, StageSpec
+from raydd.layout import StoreLayout
 from raydd.prepare import PrepareConfig, prepare
-from raydd.tune import TuneConfig, tune
+from raydd.tuning.config import TuneConfig
+from raydd.tuning.sweep import tune
 from raydd.tuning.trial import fit_static, validation_split
 
 
@@ -50,7 +52,7 @@ def main() -> None:
     prepare(PrepareConfig(store=str(root / "prepared")))
 
     preset = DistillConfig(dataset="builtin", method="dm", ipc=1, iterations=iterations).resolved_preset()
-    dataset = open_prepared(str(root / "prepared" / "datasets" / "builtin"))
+    dataset = open_prepared(StoreLayout.of(str(root / "prepared")).dataset("builtin").uri)
     train, _ = validation_split(dataset.split("train").labels, len(dataset.classes), 0.2, 0)
     started = time.perf_counter()
     fit_static(
@@ -63,7 +65,10 @@ def main() -> None:
     sweeps = {}
     for concurrent in (1, 2):
         store = root / f"c{concurrent}"
-        shutil.copytree(root / "prepared" / "datasets", store / "datasets")
+        shutil.copytree(
+            StoreLayout.of(str(root / "prepared")).dataset("builtin").path,
+            StoreLayout.of(str(store)).dataset("builtin").path,
+        )
         config = TuneConfig(
             store=str(store),
             num_samples=args.trials,
@@ -74,7 +79,7 @@ def main() -> None:
             experiment="bench",
         )
         started = time.perf_counter()
-        rows = tune(config)
+        rows = tune(config).rows
         total = time.perf_counter() - started
         seconds = total - stage1  # the sweep's own stage 1 is the one timed above
         sweeps[concurrent] = {"seconds": total, "trials": len(rows), "trials_per_hour": len(rows) / seconds * 3600}

@@ -2,7 +2,7 @@
 
 Components receive a ``Tracker`` and never import MLflow. The tracking URI is
 ``MLFLOW_TRACKING_URI`` when set (a cluster points every run at one MLflow server), else a SQLite
-file in the command's store: ``sqlite:///<store>/mlflow.db``. Only the driver / rank 0 logs.
+file in the command's store (:meth:`raydd.layout.StoreLayout.mlflow_db`). Only the driver / rank 0 logs.
 """
 
 from __future__ import annotations
@@ -58,16 +58,20 @@ class RunAddress:
         return MlflowTracker(MlflowClient(tracking_uri=self.tracking_uri), self.run_id)
 
 
-def tracking_uri(store: str) -> str:
-    """``MLFLOW_TRACKING_URI`` if set; else SQLite in a local store (or in ./raydd-store for a remote one)."""
+def tracking_uri(store: str | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set; else SQLite in the store (STORE/mlflow.db) when it is local. A remote
+    store cannot hold SQLite: then the default store's (``$RAYDD_STORE``) if local, else ./raydd-store's."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    from raydd.storage import resolve
+    from raydd.layout import FALLBACK_STORE, StoreLayout, default_store
 
-    location = resolve(store)
-    folder = Path(location.path if location.is_local else "raydd-store").resolve()
+    local = next(
+        layout for layout in map(StoreLayout.of, (store, default_store(), FALLBACK_STORE)) if layout.root.is_local
+    )
+    database = local.mlflow_db()
+    folder = Path(database.path).parent.resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder}/mlflow.db"
+    return f"sqlite:///{folder}/{database.name}"
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -155,7 +159,7 @@ class MlflowTracker:
 
 @contextlib.contextmanager
 def mlflow_run(
-    store: str,
+    store: str | None,
     experiment: str,
     run_name: str,
     config: Mapping[str, Any],

@@ -112,3 +112,11 @@ def test_frame_counts() -> None:
     assert frame_counts("4,1,4", 8) == (1, 4)
     with pytest.raises(RayddError, match="must be 1 to 8"):
         frame_counts("0,2", 8)
+
+
+def test_data_defaults_to_the_builtin_dataset_of_the_store_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAYDD_STORE", str(tmp_path / "elsewhere"))
+    assert AnalyseConfig(store=str(tmp_path / "s")).with_store_defaults().data == f"{tmp_path}/s/datasets/builtin"
+    assert AnalyseConfig().with_store_defaults().data == f"{tmp_path}/elsewhere/datasets/builtin"  # read at run time

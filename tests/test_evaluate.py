@@ -123,6 +123,18 @@ def test_cli_print_config_and_unprepared_data(store: str, tmp_path, capsys: pyte
     assert "python -m raydd.prepare" in capsys.readouterr().err
 
 
+def test_store_without_data_trains_on_that_stores_builtin_dataset(
+    store: str, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RAYDD_STORE", str(tmp_path / "elsewhere"))  # empty: reading it would fail
+    command = ["--store", store, "--model", "cnn_gru", "--runs", "1", "--epochs", "1", "--experiment", "test-default"]
+    assert main(command) == 0, capsys.readouterr().err
+    assert "tested on builtin" in capsys.readouterr().out
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("test-default").experiment_id])
+    assert run.data.params["data"] == str(open_prepared(f"{store}/datasets/builtin").location)
+
+
 def _static_dynamic(store: str, uri: str, ipc: int = 1) -> str:
     """A static-dynamic set of the tiny store's shape (4 x 16 x 16): 2 stills and 2 memories a class per IPC."""
     dataset_uri = f"{store}/datasets/builtin"

@@ -17,6 +17,18 @@ def test_default_uri_is_sqlite_in_the_store_unless_the_environment_says_otherwis
     assert tracking_uri(str(tmp_path / "store")) == "http://mlflow.internal:5000"
 
 
+def test_a_remote_store_tracks_in_the_default_store_which_honours_raydd_store(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("RAYDD_STORE", str(tmp_path / "default"))
+    assert tracking_uri(None) == f"sqlite:///{tmp_path}/default/mlflow.db"
+    assert tracking_uri("memory://remote/store") == f"sqlite:///{tmp_path}/default/mlflow.db"  # not ./raydd-store
+    monkeypatch.setenv("RAYDD_STORE", "memory://remote/default")
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri("memory://remote/store") == f"sqlite:///{tmp_path}/raydd-store/mlflow.db"
+
+
 def test_a_run_logs_config_metrics_tags_and_status(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     config = {"dataset": "builtin", "lr": 0.01, "widths": [64, 128], "nested": {"a": None}}

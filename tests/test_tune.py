@@ -102,10 +102,11 @@ def test_a_sweep_writes_a_usable_preset_and_nested_runs_with_stage_one_once(
 
 
 def test_an_interrupted_sweep_resumes_with_the_same_command(
-    tiny_datasets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_datasets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = store_holding(tiny_datasets, tmp_path)
-    command = ["--store", store, *TINY, "--interrupt-after-trials", "1"]
+    monkeypatch.setenv("RAYDD_FAULTS", "interrupt_after_trials=1")  # the first attempt stops after one trial
+    command = ["--store", store, *TINY]
     assert main(command) == 1
     assert "re-run the same command to resume" in capsys.readouterr().err
     folder = _sweep(store)
@@ -124,3 +125,8 @@ def test_an_interrupted_sweep_resumes_with_the_same_command(
     assert (folder / "best_preset.json").exists() and (folder / "mlflow_parent_run").read_text() == parent_id
     assert len(_children(store, parent_id)) == 2
     assert TuneConfig(store=store).name() != folder.name  # the settings name the sweep
+
+
+def test_the_interrupt_fault_is_not_a_flag() -> None:
+    with pytest.raises(SystemExit):
+        parse_config(TuneConfig, ["--interrupt-after-trials", "1"], "raydd.tune")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from raydd.config import check, option
+from raydd.config import DeviceSection, SeedSection, StoreSection, TrackingSection, check, option
 from raydd.devices import DEVICE_CHOICES
-from raydd.storage import DEFAULT_STORE
+from raydd.layout import StoreLayout, default_store
 
 TEMPORAL, GROUPING = "temporal", "grouping"
 STUDIES = (TEMPORAL, GROUPING)
@@ -15,14 +15,14 @@ PROTOCOL = "raydd"  # every evaluated model: raydd's evaluation (final epoch, no
 
 
 @dataclasses.dataclass(frozen=True)
-class AnalyseConfig:
+class AnalyseConfig(StoreSection, TrackingSection, DeviceSection, SeedSection):
     study: str = option(
         TEMPORAL,
         "temporal: accuracy, time and memory against synthetic frames (paper Sec. 3.3); "
         "grouping: static/dynamic classes (Suppl. 9.1)",
         choices=STUDIES,
     )
-    data: str = option(f"{DEFAULT_STORE}/datasets/builtin", "prepared dataset (STORE/datasets/NAME)")
+    data: str | None = option(None, "prepared dataset (STORE/datasets/NAME; default: STORE/datasets/builtin)")
     runs: int = option(5, "evaluation runs (seeds) per trained model; tables give mean ± std")
     epochs: int | None = option(
         None, "training epochs of each evaluated model (default: temporal the evaluation preset's, grouping 10)"
@@ -44,7 +44,6 @@ class AnalyseConfig:
         10, "grouping: epochs of the 4-layer frame ConvNet whose frozen features are hashed (0: random features)"
     )
     device: str = option("auto", "device of every step", choices=DEVICE_CHOICES)
-    store: str = option(DEFAULT_STORE, "store whose mlflow.db records the run (unless MLFLOW_TRACKING_URI is set)")
     experiment: str = option("raydd-analyse", "MLflow experiment name")
 
     def __post_init__(self) -> None:
@@ -59,3 +58,8 @@ class AnalyseConfig:
             "frames",
             "all or comma-separated positive integers, e.g. 1,2,4,8",
         )
+
+    def with_store_defaults(self) -> AnalyseConfig:
+        """The store (:func:`~raydd.layout.default_store`) and ``--data`` (its built-in dataset), resolved now."""
+        store = self.store or default_store()
+        return dataclasses.replace(self, store=store, data=self.data or StoreLayout.of(store).dataset("builtin").uri)

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from raydd.errors import RayddError
+from raydd.evaluation.fit import frame_picker
 from raydd.evaluation.sources import BatchSource
-from raydd.evaluation.train import frame_picker
 from raydd.models.registry import build_model
 
 FEATURE_DEPTH = 4  # "a pre-trained four-layer 2D convolutional network" (Suppl. 9.1)

@@ -28,8 +28,8 @@ from raydd.distill.real import RealData
 from raydd.distill.resident import should_keep_resident
 from raydd.distill.synthetic import FreeTensors
 from raydd.errors import RayddError
-from raydd.evaluation.presets import STANDARD, lr_and_epochs
 from raydd.evaluation.report import summarize
+from raydd.evaluation.settings import STANDARD, lr_and_epochs
 from raydd.evaluation.sources import RealClips, TensorClips
 from raydd.evaluation.train import TrainSettings, train_and_test
 from raydd.models.registry import build_model

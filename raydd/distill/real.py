@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from raydd.data.reader import PreparedVideos
+from raydd.data.standardise import Standardiser
 from raydd.errors import RayddError
 
 
@@ -68,15 +69,13 @@ class RealData:
                 f"class {empty[0]!r} has no training clips in {videos.dataset.location}: re-prepare the dataset with "
                 "clips of every class"
             )
-        self._mean = torch.tensor(mean, device=device).view(1, -1, 1, 1, 1) * 255
-        self._std = torch.tensor(std, device=device).view(1, -1, 1, 1, 1) * 255
+        self._standardise = Standardiser(mean, std, device)
         self._resident: Tensor | None = None  # uint8 (M, T, H, W, C) on the device
         self._slot: Tensor | None = None  # int64 (len(videos),) on the CPU: a row's position in _resident, -1 if absent
 
     def pixel_range(self) -> tuple[Tensor, Tensor]:
         """Per channel, the standardised values of pixel 0 and pixel 255: the range real clips span."""
-        low, high = (0 - self._mean) / self._std, (255 - self._mean) / self._std
-        return low.flatten().cpu(), high.flatten().cpu()
+        return self._standardise.pixel_range()
 
     @property
     def clip_frames(self) -> int:
@@ -107,8 +106,7 @@ class RealData:
         if draw.frames is not None:
             where = frames_NTHWC.device
             frames_NTHWC = frames_NTHWC[torch.arange(len(draw), device=where), draw.frames.to(where)].unsqueeze(1)
-        videos = frames_NTHWC.to(self.device, non_blocking=True).permute(0, 4, 1, 2, 3).float()
-        videos.sub_(self._mean).div_(self._std)  # in place: out of place held 3 float copies of the chunk
+        videos = self._standardise(frames_NTHWC, self.device)  # in place: raydd.data.standardise
         return videos[:, :, 0] if draw.frames is not None else videos
 
     def _gather(self, rows: Tensor) -> Tensor:

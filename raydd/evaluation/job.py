@@ -8,24 +8,36 @@ import dataclasses
 from typing import Any
 
 from raydd.cluster import capacity
-from raydd.config import check, check_choice, option, to_dict
+from raydd.config import (
+    DeviceSection,
+    RaySection,
+    SeedSection,
+    StoreSection,
+    TrackingSection,
+    check,
+    check_choice,
+    option,
+    to_dict,
+)
 from raydd.devices import DEVICE_CHOICES
 from raydd.evaluation.plan import plan_evaluation
-from raydd.evaluation.presets import PRESET_NAMES
 from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES
 from raydd.evaluation.report import describe, storage_text, summarize
 from raydd.evaluation.runs import execute
+from raydd.evaluation.settings import PRESET_NAMES
+from raydd.layout import StoreLayout, default_store
 from raydd.models.registry import CLASSIFIERS
 from raydd.parallel import ensure_ray, run_tasks
 from raydd.planning.resources import tasks_at_once
-from raydd.storage import DEFAULT_STORE
 from raydd.tracking import mlflow_run
+
+BUILTIN = "builtin"  # the dataset --data defaults to, in the store
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    data: str = option(
-        f"{DEFAULT_STORE}/datasets/builtin", "prepared dataset (STORE/datasets/NAME) or distilled set to train on"
+class EvalConfig(StoreSection, RaySection, TrackingSection, DeviceSection, SeedSection):
+    data: str | None = option(
+        None, "prepared dataset (STORE/datasets/NAME) or distilled set to train on (default: STORE/datasets/builtin)"
     )
     test: str | None = option(
         None,
@@ -62,9 +74,7 @@ class EvalConfig:
     device: str = option("auto", "device of each run", choices=DEVICE_CHOICES)
     cpus_per_run: float = option(1.0, "CPUs reserved by each run's Ray task (its torch threads)")
     gpus_per_run: float = option(0.0, "GPUs reserved by each run's Ray task (fractions share a GPU)")
-    store: str = option(DEFAULT_STORE, "store whose mlflow.db records the run (unless MLFLOW_TRACKING_URI is set)")
     experiment: str = option("raydd-evaluate", "MLflow experiment name")
-    ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
 
     def __post_init__(self) -> None:
         check(self.runs >= 1, "runs", "a positive integer")
@@ -75,6 +85,12 @@ class EvalConfig:
         check(self.batch_size >= 1, "batch_size", "a positive integer")
         check(self.cpus_per_run > 0, "cpus_per_run", "a positive number")
         check(self.gpus_per_run >= 0, "gpus_per_run", "0 or a positive number (fractions allowed)")
+
+    def with_store_defaults(self) -> EvalConfig:
+        """The defaults that depend on the store, resolved when the job runs (not at import): the store itself
+        (:func:`~raydd.layout.default_store`) and ``--data`` (that store's built-in dataset)."""
+        store = self.store or default_store()
+        return dataclasses.replace(self, store=store, data=self.data or StoreLayout.of(store).dataset(BUILTIN).uri)
 
 
 def _at_once(config: EvalConfig) -> int:
@@ -91,6 +107,7 @@ _PLAN_FIELDS = (
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Metrics (percentages: ``top1_mean``/``_std``, ``static_top1_*``, ``dynamic_top1_*``, ...), plus
     ``protocol`` and, where the training set has one, ``storage_ratio``."""
+    config = config.with_store_defaults()
     fields = to_dict(config)
     plan = plan_evaluation(**{k: fields[k] for k in _PLAN_FIELDS})
     reference = plan.reference

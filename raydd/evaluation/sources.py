@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from raydd.data.reader import PreparedVideos
+from raydd.data.standardise import Standardiser
 
 
 class BatchSource(Protocol):
@@ -29,17 +30,14 @@ class RealClips:
         self.videos = videos
         self.indices = np.arange(len(videos)) if indices is None else np.asarray(indices)
         self.labels = videos.labels[torch.from_numpy(self.indices)]
-        self._mean = torch.tensor(mean).view(1, -1, 1, 1, 1) * 255
-        self._std = torch.tensor(std).view(1, -1, 1, 1, 1) * 255
+        self._standardise = Standardiser(mean, std)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def batch(self, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         frames_NTHWC, labels = self.videos.batch(self.indices[indices.numpy()])
-        videos = frames_NTHWC.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float()
-        videos = (videos - self._mean.to(device)) / self._std.to(device)
-        return videos, labels.to(device)
+        return self._standardise(frames_NTHWC, device), labels.to(device)
 
 
 class TensorClips:

@@ -3,25 +3,21 @@
 There is no model selection on the test set (the reference's distillation scripts keep the best
 evaluation over iterations; raydd reports the last epoch of one evaluation). The protocol
 (:mod:`raydd.evaluation.protocols`) decides the passes, the lr cut, the batch re-standardisation and
-MiniC3D's head. Image models (the frame-only ConvNet) see one random frame per clip
-while training and the middle frame when tested.
+MiniC3D's head. The epoch loop and the scoring are :mod:`raydd.evaluation.fit`'s, shared with experts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from raydd.errors import RayddError
+from raydd.evaluation.fit import fit_epochs, frame_picker, score
 from raydd.evaluation.protocols import PROTOCOLS, RAYDD, Protocol
 from raydd.evaluation.sources import BatchSource
-from raydd.models.registry import IMAGE_MODELS, build_model
+from raydd.models.registry import build_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,22 +41,6 @@ class RunResult:
     losses: tuple[float, ...]  # mean training loss per epoch
     train_clips: int
     seconds: float
-
-
-def frame_picker(model_name: str) -> Callable[[torch.Tensor, bool], torch.Tensor]:
-    if model_name not in IMAGE_MODELS:
-        return lambda videos, training: videos
-
-    def pick(videos_NCTHW: torch.Tensor, training: bool) -> torch.Tensor:
-        n, _, t = videos_NCTHW.shape[:3]
-        frame = (
-            torch.randint(t, (n,), device=videos_NCTHW.device)
-            if training
-            else torch.full((n,), t // 2, device=videos_NCTHW.device)
-        )
-        return videos_NCTHW[torch.arange(n, device=videos_NCTHW.device), :, frame]
-
-    return pick
 
 
 def train_and_test(
@@ -92,55 +72,31 @@ def train_and_test(
     def to_input(videos: torch.Tensor, training: bool) -> torch.Tensor:
         return protocol.prepare(picker(videos, training))
 
-    losses = []
-    passes, cut = protocol.passes(settings.epochs), protocol.cut_at(settings.epochs)
-    for epoch in range(passes):
-        if epoch == cut:
+    def optimizer_for(epoch: int) -> torch.optim.Optimizer:
+        nonlocal optimizer
+        if epoch == cut:  # lr x0.1 from this pass on: a fresh SGD (momentum restarts) where the protocol says
             if protocol.fresh_optimizer_at_cut:
                 optimizer = sgd(settings.lr * 0.1)
             else:
                 for group in optimizer.param_groups:
                     group["lr"] = settings.lr * 0.1
-        model.train()
-        order = torch.randperm(len(train), generator=generator)
-        total, seen = 0.0, 0
-        for start in range(0, len(order), settings.batch_size):
-            videos, labels = train.batch(order[start : start + settings.batch_size], device)
-            loss = F.cross_entropy(model(to_input(videos, True)), labels)
-            if not math.isfinite(loss.item()):
-                raise RayddError(
-                    f"non-finite training loss at epoch {epoch + 1} of run {run} (lr {settings.lr:g}): lower --lr"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, seen = total + loss.item() * len(labels), seen + len(labels)
-        losses.append(total / seen)
-        if on_epoch is not None:
-            on_epoch(epoch, losses[-1])
+        return optimizer
+
+    cut = protocol.cut_at(settings.epochs)
+    history = fit_epochs(
+        model,
+        train,
+        epochs=protocol.passes(settings.epochs),
+        batch_size=settings.batch_size,
+        generator=generator,
+        device=device,
+        to_input=lambda videos: to_input(videos, True),
+        optimizer_for=optimizer_for,
+        diverged=lambda epoch: (
+            f"non-finite training loss at epoch {epoch + 1} of run {run} (lr {settings.lr:g}): lower --lr"
+        ),
+        on_epoch=None if on_epoch is None else lambda epoch, stats: on_epoch(epoch, stats.loss),
+    )
+    losses = [stats.loss for stats in history]
     top1, top5, top_k, per_class = score(model, test, num_classes, device, to_input, protocol.test_batch_size)
     return RunResult(run, top1, top5, top_k, per_class, tuple(losses), len(train), time.perf_counter() - started)
-
-
-@torch.no_grad()
-def score(
-    model: nn.Module,
-    test: BatchSource,
-    num_classes: int,
-    device: torch.device,
-    to_input,  # noqa: ANN001
-    batch_size: int = 256,
-) -> tuple[float, float, int, tuple[float, ...]]:
-    model.eval()
-    top_k = min(5, num_classes)
-    correct1 = torch.zeros(num_classes)
-    correct_k = 0
-    for start in range(0, len(test), batch_size):
-        videos, labels = test.batch(torch.arange(start, min(start + batch_size, len(test))), device)
-        logits = model(to_input(videos, False))
-        best = logits.topk(top_k, dim=1).indices
-        hit1 = (best[:, 0] == labels).float().cpu()
-        correct1 += torch.bincount(labels.cpu(), weights=hit1, minlength=num_classes)
-        correct_k += (best == labels[:, None]).any(1).sum().item()
-    counts = torch.bincount(test.labels, minlength=num_classes).clamp(min=1)
-    return float(correct1.sum() / len(test)), correct_k / len(test), top_k, tuple((correct1 / counts).tolist())

@@ -10,20 +10,18 @@ middle frame when tested), exactly as in evaluation.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from raydd.data.reader import open_prepared
 from raydd.devices import pick_device
 from raydd.errors import RayddError
+from raydd.evaluation.fit import fit_epochs, frame_picker, score
 from raydd.evaluation.sources import BatchSource, RealClips
-from raydd.evaluation.train import frame_picker, score
 from raydd.experts.trajectories import (
     ModelSpec,
     Trajectory,
@@ -94,33 +92,27 @@ def train_expert(
 ) -> float:
     """Train ``model`` in place; ``on_epoch(t, flat_parameters)`` for t = 0 (initial) .. epochs.
     Returns the training accuracy of the last epoch."""
-    generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=settings.lr_teacher, momentum=settings.momentum, weight_decay=settings.weight_decay
     )
-    to_input = frame_picker(settings.model.name)
+    picker = frame_picker(settings.model.name)
     on_epoch(0, flatten_parameters(model))
-    accuracy = 0.0
-    for epoch in range(1, settings.epochs + 1):
-        model.train()
-        order = torch.randperm(len(train), generator=generator)
-        correct = 0
-        for start in range(0, len(order), settings.batch_size):
-            videos, labels = train.batch(order[start : start + settings.batch_size], device)
-            logits = model(to_input(videos, True))
-            loss = F.cross_entropy(logits, labels)
-            if not math.isfinite(loss.item()):
-                raise RayddError(
-                    f"non-finite training loss at epoch {epoch} of expert {expert} (lr {settings.lr_teacher:g}): "
-                    "lower --lr-teacher"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            correct += int((logits.argmax(1) == labels).sum())
-        accuracy = correct / len(order)
-        on_epoch(epoch, flatten_parameters(model))
-    return accuracy
+    history = fit_epochs(
+        model,
+        train,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        generator=torch.Generator().manual_seed(seed),
+        device=device,
+        to_input=lambda videos: picker(videos, True),
+        optimizer_for=lambda epoch: optimizer,
+        diverged=lambda epoch: (
+            f"non-finite training loss at epoch {epoch + 1} of expert {expert} (lr {settings.lr_teacher:g}): "
+            "lower --lr-teacher"
+        ),
+        on_epoch=lambda epoch, stats: on_epoch(epoch + 1, flatten_parameters(model)),
+    )
+    return history[-1].accuracy if history else 0.0
 
 
 def run_expert(task: ExpertTask, on_epoch: Callable[[int, torch.Tensor], None] | None = None) -> ExpertResult:

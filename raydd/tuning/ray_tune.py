@@ -40,7 +40,7 @@ class SweepSettings:
     cpus_per_trial: float
     gpus_per_trial: float
     seed: int
-    interrupt_after_trials: int = -1
+    interrupt_after_trials: int = -1  # raydd.faults: stop the first attempt after this many trials
 
 
 @dataclasses.dataclass(frozen=True)

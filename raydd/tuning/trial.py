@@ -21,7 +21,7 @@ from raydd.distill.artifact import write_static
 from raydd.distill.loop import SingleProcess
 from raydd.distill.stages import STATIC, StageSpec, build_stage
 from raydd.errors import RayddError
-from raydd.evaluation.presets import FREPO, STANDARD, lr_and_epochs
+from raydd.evaluation.settings import FREPO, STANDARD, lr_and_epochs
 from raydd.evaluation.sources import RealClips, TensorClips
 from raydd.evaluation.train import TrainSettings, train_and_test
 from raydd.tracking import Tracker
