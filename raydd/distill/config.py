@@ -159,9 +159,6 @@ class _RunFields:
         "print the plan (preset, memory per worker, bytes per node, Ray resources) and start nothing; "
         "with --ray-address or RAY_ADDRESS, refuse what that cluster cannot place",
     )
-    fail_at_iteration: int = option(
-        -1, "testing aid: the first attempt of the last stage dies after this iteration, as a lost worker would"
-    )
 
 
 def _override_fields() -> list[tuple[str, Any, dataclasses.Field]]:

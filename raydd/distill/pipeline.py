@@ -24,6 +24,7 @@ from raydd.distill.ray_train import RunSettings, fit_stage, stage_curves
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec
 from raydd.distilled_set import load_distilled, write_distilled
 from raydd.errors import RayddError
+from raydd.faults import fault
 from raydd.parallel import ensure_ray
 from raydd.planning.resources import auto_cpus_per_worker, auto_use_gpu
 from raydd.storage import Location, Manifest, manifest_or_none, require_writable_root, resolve
@@ -150,7 +151,8 @@ def distill(config: Any) -> DistillOutcome:
         if config.paradigm != "naive":
             stage1 = {f"static_preset.{k}": v for k, v in static_preset.to_dict().items() if v != getattr(preset, k)}
             tracker.log_params({"stage1.method": static_method, **stage1})
-        last = dataclasses.replace(run_settings, fail_at_iteration=config.fail_at_iteration)
+        # Testing aid ($RAYDD_FAULTS): the first attempt of the last stage dies after this iteration.
+        last = dataclasses.replace(run_settings, fail_at_iteration=fault("fail_at_iteration"))
         static_uri = None
         if config.paradigm == "naive":
             spec = dataclasses.replace(base, experts_uri=video_experts)
