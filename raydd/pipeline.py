@@ -13,12 +13,22 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from raydd.config import check, check_choice, option, parse_config, run_command
+from raydd.config import (
+    RaySection,
+    SeedSection,
+    StoreSection,
+    check,
+    check_choice,
+    option,
+    parse_config,
+    resolve_defaults,
+    run_command,
+)
 from raydd.data.specs import dataset_names
 from raydd.distill.presets import METHODS
 from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES
 from raydd.evaluation.report import RANDOM_REAL_ROW, format_comparison
-from raydd.prepare import DEFAULT_STORE
+from raydd.layout import StoreLayout
 
 # Experts for the built-in dataset: small MiniC3D / ConvNet (width 32), a batch small enough to take
 # several steps per epoch on 300 clips, and the built-in MTT presets' lr_teacher.
@@ -26,12 +36,14 @@ BUILTIN_EXPERTS = ["--width", "32", "--batch-size", "32", "--lr-teacher", "0.05"
 
 
 @dataclasses.dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(StoreSection, RaySection, SeedSection):
     dataset: str = option("builtin", "dataset to prepare, distil and evaluate", choices=dataset_names())
     source: str | None = option(None, "raw videos of the dataset (builtin needs none)")
     method: str = option("dm", "base method", choices=METHODS)
     ipc: int = option(1, "instances per class")
-    store: str = option(DEFAULT_STORE, "store URI for every stage's output and mlflow.db")
+    store: str | None = option(
+        None, "store URI for every stage's output and mlflow.db (default $RAYDD_STORE, else ./raydd-store)"
+    )
     eval_runs: int = option(5, "evaluation runs per training set (mean ± std)")
     eval_epochs: int = option(
         100, "evaluation epochs (the paper's 500 for MiniC3D is GPU-sized; 100 keeps this to minutes on CPU)"
@@ -66,6 +78,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Any]]:
     from raydd.experts.__main__ import ExpertsConfig, experts
     from raydd.prepare import PrepareConfig, prepare
 
+    config = resolve_defaults(config)  # a config built in code may leave the store to $RAYDD_STORE
     common = {"store": config.store, "ray_address": config.ray_address}
     prepare(PrepareConfig(dataset=config.dataset, source=config.source, **common))
     if config.method == "mtt":
@@ -92,7 +105,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Any]]:
             **common,
         )
         outputs[paradigm] = distill(parse_config(DistillConfig, argv, "raydd.distill")[0]).output
-    dataset_uri = f"{config.store.rstrip('/')}/datasets/{config.dataset}"
+    dataset_uri = StoreLayout.of(config.store).dataset(config.dataset).uri
     sets = {
         f"{config.method} static-dynamic": {"data": outputs["static-dynamic"]},
         f"{config.method} naive": {"data": outputs["naive"]},

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 
 from raydd.cluster import capacity
-from raydd.config import to_dict
+from raydd.config import resolve_defaults, to_dict
 from raydd.data.reader import PreparedDataset, open_prepared
 from raydd.distill.artifact import read_static, static_exists, write_static, write_static_dynamic_state
-from raydd.distill.config import settings_hash
+from raydd.distill.config import DistillConfig, settings_hash
 from raydd.distill.presets import Preset
 from raydd.distill.preview import preview_gif, stills_png
 from raydd.distill.ray_train import RunSettings, fit_stage, stage_curves
@@ -25,6 +25,7 @@ from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec
 from raydd.distilled_set import load_distilled, write_distilled
 from raydd.errors import RayddError
 from raydd.faults import fault
+from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray
 from raydd.planning.resources import auto_cpus_per_worker, auto_use_gpu
 from raydd.storage import Location, Manifest, manifest_or_none, require_writable_root, resolve
@@ -55,12 +56,8 @@ class DistillOutcome:
     seconds: float
 
 
-def _experts_uri(config: Any, store: Location, dataset: PreparedDataset, model: str) -> str:
-    uri = (
-        store.child("experts", dataset.spec.name, model).uri
-        if (model == "convnet" or not config.experts)
-        else config.experts
-    )
+def _experts_uri(config: DistillConfig, layout: StoreLayout, dataset: PreparedDataset, model: str) -> str:
+    uri = layout.experts(dataset.spec.name, model).uri if (model == "convnet" or not config.experts) else config.experts
     if manifest_or_none(resolve(uri)) is None:
         raise RayddError(
             f"MTT needs expert trajectories at {uri}: run `python -m raydd.experts --dataset {dataset.spec.name} "
@@ -76,8 +73,9 @@ def _stage_key(spec: StageSpec, exclude: tuple[str, ...] = ()) -> str:
     return settings_hash(data)
 
 
-def distill(config: Any) -> DistillOutcome:
+def distill(config: DistillConfig) -> DistillOutcome:
     started = time.perf_counter()
+    config = resolve_defaults(config)  # a config built in code may leave the store to $RAYDD_STORE
     preset: Preset = config.resolved_preset()
     static_method = config.stage1_method()
     static_preset: Preset = config.static_preset() if config.paradigm != "naive" else preset
@@ -89,9 +87,9 @@ def distill(config: Any) -> DistillOutcome:
             "python -m raydd.tune finds better settings)",
             flush=True,
         )
-    store = resolve(config.store)
-    require_writable_root(store)
-    dataset = open_prepared(store.child("datasets", config.dataset).uri)
+    layout = StoreLayout.of(config.store)
+    require_writable_root(layout.root)
+    dataset = open_prepared(layout.dataset(config.dataset).uri)
     base = StageSpec(
         stage=NAIVE,
         method=config.method,
@@ -104,7 +102,7 @@ def distill(config: Any) -> DistillOutcome:
         device=config.device,
         split=config.split,
     )
-    video_experts = _experts_uri(config, store, dataset, "minic3d") if config.method == "mtt" else None
+    video_experts = _experts_uri(config, layout, dataset, "minic3d") if config.method == "mtt" else None
     identity = {
         "spec": _stage_key(base),
         "paradigm": config.paradigm,
@@ -118,7 +116,7 @@ def distill(config: Any) -> DistillOutcome:
     output = (
         resolve(config.output)
         if config.output
-        else store.child("distilled", dataset.spec.name, f"{config.method}-{config.paradigm}-ipc{config.ipc}-{key}")
+        else layout.distilled(dataset.spec.name, f"{config.method}-{config.paradigm}-ipc{config.ipc}-{key}")
     )
     existing = manifest_or_none(output)
     if existing is not None and not config.overwrite:
@@ -137,7 +135,7 @@ def distill(config: Any) -> DistillOutcome:
         cpus_per_worker=auto_cpus_per_worker(config.cpus_per_worker, config.workers, use_gpu, cluster),
         max_failures=config.max_failures,
     )
-    runs = store.child("distill", "runs")
+    runs = layout.runs()
     tags = {
         "raydd.dataset": dataset.spec.name,
         "raydd.dataset_manifest_sha256": dataset.manifest.content_sha256(),
@@ -172,13 +170,13 @@ def distill(config: Any) -> DistillOutcome:
         else:
             image_experts = None
             if static_method == "mtt" and not config.static:
-                image_experts = _experts_uri(config, store, dataset, "convnet")
+                image_experts = _experts_uri(config, layout, dataset, "convnet")
             static_spec = dataclasses.replace(
                 base, stage=STATIC, method=static_method, preset=static_preset, experts_uri=image_experts
             )
             stage1_key = _stage_key(static_spec, STAGE2_ONLY)
             static_name = f"{static_method}-spc{static_spec.per_class}-{stage1_key}-{preset.iterations}it"
-            static_uri = config.static or store.child("distill", "static", dataset.spec.name, static_name).uri
+            static_uri = config.static or layout.static(dataset.spec.name, static_name).uri
             if static_exists(static_uri):
                 print(f"stage 1: reusing the still images at {static_uri}", flush=True)
             else:
@@ -241,7 +239,7 @@ def _checked(state: dict[str, Any], spec: StageSpec, run: RunSettings) -> dict[s
     return state
 
 
-def _extra(config: Any, preset: Preset) -> dict[str, Any]:
+def _extra(config: DistillConfig, preset: Preset) -> dict[str, Any]:
     return {"preset": preset.to_dict(), "seed": config.seed, "workers": config.workers}
 
 
@@ -264,7 +262,7 @@ def _log_stills(tracker: Tracker, static_uri: str, dataset: PreparedDataset) -> 
         tracker.log_artifact(str(path))
 
 
-def _evaluate(config: Any, uri: str, tracker: Tracker, run: RunSettings) -> dict[str, float]:
+def _evaluate(config: DistillConfig, uri: str, tracker: Tracker, run: RunSettings) -> dict[str, float]:
     """Evaluation runs on GPUs when the distillation did (one GPU and a worker's CPUs each), else on 1 CPU each."""
     from raydd.evaluation.job import EvalConfig, evaluate
 
