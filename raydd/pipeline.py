@@ -25,6 +25,7 @@ from raydd.config import (
     run_command,
 )
 from raydd.data.specs import dataset_names
+from raydd.distill.methods.registry import method_info
 from raydd.distill.presets import METHODS
 from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES
 from raydd.evaluation.report import RANDOM_REAL_ROW, format_comparison
@@ -81,7 +82,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Any]]:
     config = resolve_defaults(config)  # a config built in code may leave the store to $RAYDD_STORE
     common = {"store": config.store, "ray_address": config.ray_address}
     prepare(PrepareConfig(dataset=config.dataset, source=config.source, **common))
-    if config.method == "mtt":
+    if method_info(config.method).needs_experts:
         extra = BUILTIN_EXPERTS if config.dataset == "builtin" else []
         for model in ("minic3d", "convnet"):
             experts(

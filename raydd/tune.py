@@ -20,6 +20,7 @@ from raydd.config import check, option, run_command, to_dict
 from raydd.data.reader import open_prepared
 from raydd.devices import DEVICE_CHOICES
 from raydd.distill.config import DistillConfig, settings_hash
+from raydd.distill.methods.registry import method_info
 from raydd.distill.presets import Preset, table_preset
 from raydd.distill.stages import DYNAMIC, STATIC, StageSpec
 from raydd.errors import RayddError
@@ -131,7 +132,8 @@ def tune(config: TuneConfig) -> list[TrialRow]:
     store = resolve(config.store)
     dataset = open_prepared(store.child("datasets", config.dataset).uri)
     name, folder = config.name(), store.child("tune", config.name())
-    experts = lambda model: store.child("experts", config.dataset, model).uri if config.method == "mtt" else None  # noqa: E731
+    uses_experts = method_info(config.method).needs_experts
+    experts = lambda model: store.child("experts", config.dataset, model).uri if uses_experts else None  # noqa: E731
     base = StageSpec(
         stage=STATIC,
         method=config.method,
@@ -147,7 +149,9 @@ def tune(config: TuneConfig) -> list[TrialRow]:
         base,
         method=static_method,
         preset=stage1.static_preset(),
-        experts_uri=store.child("experts", config.dataset, "convnet").uri if static_method == "mtt" else None,
+        experts_uri=store.child("experts", config.dataset, "convnet").uri
+        if method_info(static_method).needs_experts
+        else None,
     )
     trial = TrialSpec(
         stage=dataclasses.replace(

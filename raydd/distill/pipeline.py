@@ -18,10 +18,11 @@ from raydd.config import resolve_defaults, to_dict
 from raydd.data.reader import PreparedDataset, open_prepared
 from raydd.distill.artifact import read_static, static_exists, write_static, write_static_dynamic_state
 from raydd.distill.config import DistillConfig, settings_hash
+from raydd.distill.methods.registry import method_info
 from raydd.distill.presets import Preset
 from raydd.distill.preview import preview_gif, stills_png
 from raydd.distill.ray_train import RunSettings, fit_stage, stage_curves
-from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec
+from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, stage_model
 from raydd.distilled_set import load_distilled, write_distilled
 from raydd.errors import RayddError
 from raydd.faults import fault
@@ -57,7 +58,12 @@ class DistillOutcome:
 
 
 def _experts_uri(config: DistillConfig, layout: StoreLayout, dataset: PreparedDataset, model: str) -> str:
-    uri = layout.experts(dataset.spec.name, model).uri if (model == "convnet" or not config.experts) else config.experts
+    # --experts names stage 2's / naive's experts; stage 1's are always the store's.
+    uri = (
+        config.experts
+        if config.experts and model == stage_model(NAIVE)
+        else layout.experts(dataset.spec.name, model).uri
+    )
     if manifest_or_none(resolve(uri)) is None:
         raise RayddError(
             f"MTT needs expert trajectories at {uri}: run `python -m raydd.experts --dataset {dataset.spec.name} "
@@ -102,7 +108,8 @@ def distill(config: DistillConfig) -> DistillOutcome:
         device=config.device,
         split=config.split,
     )
-    video_experts = _experts_uri(config, layout, dataset, "minic3d") if config.method == "mtt" else None
+    needs_experts = method_info(config.method).needs_experts
+    video_experts = _experts_uri(config, layout, dataset, stage_model(NAIVE)) if needs_experts else None
     identity = {
         "spec": _stage_key(base),
         "paradigm": config.paradigm,
@@ -169,8 +176,8 @@ def distill(config: DistillConfig) -> DistillOutcome:
             )
         else:
             image_experts = None
-            if static_method == "mtt" and not config.static:
-                image_experts = _experts_uri(config, layout, dataset, "convnet")
+            if method_info(static_method).needs_experts and not config.static:
+                image_experts = _experts_uri(config, layout, dataset, stage_model(STATIC))
             static_spec = dataclasses.replace(
                 base, stage=STATIC, method=static_method, preset=static_preset, experts_uri=image_experts
             )

@@ -19,9 +19,10 @@ from raydd.data.reader import open_prepared, read_labels
 from raydd.devices import pick_device
 from raydd.distill.artifact import write_static
 from raydd.distill.loop import SingleProcess
+from raydd.distill.methods.registry import method_info
 from raydd.distill.stages import STATIC, StageSpec, build_stage
 from raydd.errors import RayddError
-from raydd.evaluation.presets import FREPO, STANDARD, lr_and_epochs
+from raydd.evaluation.presets import lr_and_epochs
 from raydd.evaluation.sources import RealClips, TensorClips
 from raydd.evaluation.train import TrainSettings, train_and_test
 from raydd.tracking import Tracker
@@ -107,7 +108,7 @@ def run_trial(
     synthetic = distiller.synthetic
     train = TensorClips(synthetic.render().detach().cpu(), synthetic.labels.cpu())
     validation = RealClips(dataset.split("train"), dataset.mean, dataset.std, validation_indices)
-    lr, _ = lr_and_epochs(spec.eval_model, FREPO if stage.method == "frepo" else STANDARD)
+    lr, _ = lr_and_epochs(spec.eval_model, method_info(stage.method).eval_preset)
     settings = TrainSettings(model=spec.eval_model, epochs=spec.eval_epochs, lr=lr, batch_size=256, seed=stage.seed)
     clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
     result = train_and_test(
