@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from raydd.classes import class_major_labels
 from raydd.cluster import capacity
 from raydd.config import resolve_defaults, to_dict
 from raydd.data.reader import PreparedDataset, open_prepared
@@ -163,7 +162,7 @@ def distill(config: DistillConfig) -> DistillOutcome:
             spec = dataclasses.replace(base, experts_uri=video_experts)
             state = _fit(spec, last, runs, tracker)
             videos = state["synthetic"]["values"]
-            labels = torch.arange(len(dataset.classes)).repeat_interleave(config.ipc)
+            labels = class_major_labels(len(dataset.classes), config.ipc)
             manifest = write_distilled(
                 output.uri,
                 videos,
@@ -188,7 +187,7 @@ def distill(config: DistillConfig) -> DistillOutcome:
                 print(f"stage 1: reusing the still images at {static_uri}", flush=True)
             else:
                 state = _fit(static_spec, run_settings, runs, tracker)
-                labels = torch.arange(len(dataset.classes)).repeat_interleave(static_spec.per_class)
+                labels = class_major_labels(len(dataset.classes), static_spec.per_class)
                 about = {"dataset_uri": str(dataset.location.uri), "method": static_method}
                 about["preset"] = static_preset.to_dict()
                 write_static(static_uri, state["synthetic"]["values"], labels, about)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from raydd.classes import class_major_labels, shuffled_per_class
 from raydd.data.reader import open_prepared, read_labels
 from raydd.devices import pick_device
 from raydd.distill.artifact import write_static
@@ -33,11 +34,8 @@ def validation_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) indices of a split: ``fraction`` of every class (at least one clip, never all)
     held out, chosen by ``seed``."""
-    rng = np.random.default_rng(seed)
-    labels_np = labels.numpy()
     train, validation = [], []
-    for c in range(num_classes):
-        members = rng.permutation(np.flatnonzero(labels_np == c))
+    for c, members in enumerate(shuffled_per_class(labels, num_classes, seed)):
         if len(members) < 2:
             raise RayddError(
                 f"class {c} has {len(members)} training clip(s): a validation split needs at least 2 per class"
@@ -76,7 +74,7 @@ def fit_static(spec: StageSpec, train_indices: np.ndarray, static_uri: str) -> s
     distiller = build_stage(spec, SingleProcess(), pick_device(spec.device), real_indices=train_indices)
     for iteration in range(spec.preset.iterations):
         distiller.step(iteration)
-    labels = torch.arange(len(dataset.classes)).repeat_interleave(spec.per_class)
+    labels = class_major_labels(len(dataset.classes), spec.per_class)
     write_static(
         static_uri,
         distiller.synthetic.values.detach().cpu(),
