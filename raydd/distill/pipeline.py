@@ -15,12 +15,13 @@ from raydd.classes import class_major_labels
 from raydd.cluster import capacity
 from raydd.config import resolve_defaults, to_dict
 from raydd.data.reader import PreparedDataset, open_prepared
-from raydd.distill.artifact import read_static, static_exists, write_static, write_static_dynamic_state
+from raydd.distill.artifact import read_static, static_exists, write_static_dynamic_state
 from raydd.distill.config import DistillConfig, settings_hash
 from raydd.distill.methods.registry import method_info
 from raydd.distill.presets import Preset
 from raydd.distill.preview import preview_gif, stills_png
 from raydd.distill.ray_train import RunSettings, fit_stage, stage_curves
+from raydd.distill.stage1 import fit_and_write_static
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, stage_model
 from raydd.distilled_set import load_distilled, write_distilled
 from raydd.errors import RayddError
@@ -186,11 +187,8 @@ def distill(config: DistillConfig) -> DistillOutcome:
             if static_exists(static_uri):
                 print(f"stage 1: reusing the still images at {static_uri}", flush=True)
             else:
-                state = _fit(static_spec, run_settings, runs, tracker)
-                labels = class_major_labels(len(dataset.classes), static_spec.per_class)
-                about = {"dataset_uri": str(dataset.location.uri), "method": static_method}
-                about["preset"] = static_preset.to_dict()
-                write_static(static_uri, state["synthetic"]["values"], labels, about)
+                fit = lambda spec: _fit(spec, run_settings, runs, tracker)["synthetic"]["values"]  # noqa: E731
+                fit_and_write_static(static_spec, static_uri, fit)
             _log_stills(tracker, static_uri, dataset)
             spec = dataclasses.replace(base, stage=DYNAMIC, static_uri=static_uri, experts_uri=video_experts)
             state = _fit(spec, last, runs, tracker)

@@ -9,19 +9,20 @@ test split would make the reported test accuracy optimistic.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from raydd.classes import class_major_labels, shuffled_per_class
+from raydd.classes import shuffled_per_class
 from raydd.data.reader import open_prepared, read_labels
 from raydd.devices import pick_device
-from raydd.distill.artifact import write_static
 from raydd.distill.loop import SingleProcess
 from raydd.distill.methods.registry import method_info
-from raydd.distill.stages import STATIC, StageSpec, build_stage
+from raydd.distill.stage1 import fit_and_write_static, fit_in_process
+from raydd.distill.stages import StageSpec, build_stage
 from raydd.errors import RayddError
 from raydd.evaluation.presets import lr_and_epochs
 from raydd.evaluation.sources import RealClips, TensorClips
@@ -70,18 +71,7 @@ class TrialResult:
 
 def fit_static(spec: StageSpec, train_indices: np.ndarray, static_uri: str) -> str:
     """Stage 1 on the sweep's training clips, written where every trial's stage 2 reads it."""
-    dataset = open_prepared(spec.dataset_uri)
-    distiller = build_stage(spec, SingleProcess(), pick_device(spec.device), real_indices=train_indices)
-    for iteration in range(spec.preset.iterations):
-        distiller.step(iteration)
-    labels = class_major_labels(len(dataset.classes), spec.per_class)
-    write_static(
-        static_uri,
-        distiller.synthetic.values.detach().cpu(),
-        labels,
-        {"dataset_uri": spec.dataset_uri, "method": spec.method, "preset": spec.preset.to_dict(), "stage": STATIC},
-    )
-    return static_uri
+    return fit_and_write_static(spec, static_uri, functools.partial(fit_in_process, real_indices=train_indices))
 
 
 def run_trial(
