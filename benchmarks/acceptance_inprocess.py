@@ -27,7 +27,7 @@ from raydd.data.reader import PreparedDataset, open_prepared
 from raydd.devices import pick_device
 from raydd.distill.artifact import write_static, write_static_dynamic_state
 from raydd.distill.loop import SingleProcess
-from raydd.distill.methods.registry import method_info
+from raydd.distill.methods.catalog import method_info
 from raydd.distill.presets import table_preset
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, build_stage
 from raydd.distilled_set import write_distilled

@@ -116,8 +116,8 @@ def measure(case: str, store: str, steps: int, batch_real: int | None) -> dict[s
 
     torch.set_num_threads(1)
     from raydd.distill.artifact import write_static
-    from raydd.distill.config import DistillConfig
     from raydd.distill.loop import SingleProcess
+    from raydd.distill.settings import DistillConfig
     from raydd.distill.stages import DYNAMIC, StageSpec, build_stage
     from raydd.planning.distill import plan_distill
 

@@ -290,7 +290,7 @@ def scaling(dataset_uri: str, warmup: int, timed: int, runs: Path) -> dict[str, 
 
 def predicted_worker_bytes(store: str, workers: int) -> int:
     """``--plan``'s per-worker host memory for the run :func:`fit` makes (DM naive, --split classes, CPU)."""
-    from raydd.distill.config import DistillConfig
+    from raydd.distill.settings import DistillConfig
     from raydd.planning.distill import plan_distill
 
     config = DistillConfig(

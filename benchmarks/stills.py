@@ -31,8 +31,8 @@ import torch
 
 from raydd.classes import random_per_class, shuffled_per_class
 from raydd.data.reader import open_prepared
-from raydd.distill.config import DistillConfig
 from raydd.distill.loop import SingleProcess
+from raydd.distill.settings import DistillConfig
 from raydd.distill.stages import STATIC, StageSpec, build_stage
 from raydd.evaluation.sources import RealClips, TensorClips
 from raydd.evaluation.train import TrainSettings, train_and_test

@@ -19,9 +19,9 @@ from raydd.cluster import capacity
 from raydd.config import check, option, run_command, to_dict
 from raydd.data.reader import open_prepared
 from raydd.devices import DEVICE_CHOICES
-from raydd.distill.config import DistillConfig, settings_hash
-from raydd.distill.methods.registry import method_info
+from raydd.distill.methods.catalog import method_info
 from raydd.distill.presets import Preset, table_preset
+from raydd.distill.settings import DistillConfig, settings_hash
 from raydd.distill.stages import DYNAMIC, STATIC, StageSpec
 from raydd.errors import RayddError
 from raydd.parallel import ensure_ray, run_tasks

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from raydd.config import run_command
-from raydd.distill.config import DistillConfig
-from raydd.distill.pipeline import distill
+from raydd.distill.driver import distill
+from raydd.distill.settings import DistillConfig
 
 
 def show_plan(config: DistillConfig) -> None:

@@ -18,7 +18,7 @@ import dataclasses
 import json
 from typing import Any
 
-from raydd.distill.methods.registry import REGISTRY
+from raydd.distill.methods.catalog import REGISTRY
 from raydd.errors import RayddError
 
 METHODS = tuple(REGISTRY)  # dm, mtt, frepo, dc

@@ -1,4 +1,4 @@
-"""The presets a :class:`~raydd.distill.config.DistillConfig` runs with: the table's row (or the row a
+"""The presets a :class:`~raydd.distill.settings.DistillConfig` runs with: the table's row (or the row a
 dataset without rows borrows) -> stage 1's method's row for its STAGE1_FIELDS -> ``--preset FILE`` -> flags."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from raydd.layout import StoreLayout
 from raydd.storage import read_bytes, resolve
 
 if TYPE_CHECKING:
-    from raydd.distill.config import DistillConfig
+    from raydd.distill.settings import DistillConfig
 
 # Stage 1's method when --static-method is not given, wherever the tables give it settings for the dataset; None: the
 # base method everywhere. The reference learns every stage 1 with DC, but on builtin (5 seeds, test split, a frame-only

@@ -19,7 +19,7 @@ from raydd.data.reader import open_prepared
 from raydd.distill.artifact import read_static
 from raydd.distill.experts_bank import ExpertBank
 from raydd.distill.loop import CLASSES, Collective, Distiller, LearningRate, build_optimizer, sample_seed
-from raydd.distill.methods.registry import BuildContext, method_info
+from raydd.distill.methods.catalog import BuildContext, method_info
 from raydd.distill.presets import Preset
 from raydd.distill.real import RealData
 from raydd.distill.resident import should_keep_resident

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from raydd.data.reader import PreparedDataset, open_prepared
-from raydd.distill.methods.registry import eval_preset_of
+from raydd.distill.methods.catalog import eval_preset_of
 from raydd.distilled_set import DISTILLED_KIND, STATIC_DYNAMIC, VIDEOS, load_distilled, load_static_dynamic
 from raydd.errors import RayddError
 from raydd.evaluation.presets import lr_and_epochs

@@ -13,8 +13,8 @@ import dataclasses
 import math
 from typing import Any
 
+from raydd.distill.methods.catalog import method_info
 from raydd.distill.methods.dm import REAL_CHUNK
-from raydd.distill.methods.registry import method_info
 from raydd.distill.presets import Preset
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, dynamic_shape, matching_network
 from raydd.planning.machine import ASSUMED_GPU, ASSUMED_GPU_MEMORY, gpu_size, this_machine
@@ -148,7 +148,7 @@ def _stage_method(config: Any, stage: str, preset: Preset) -> tuple[str, str, Pr
 
 
 def plan_distill(config: Any, capacity: Capacity | None = None) -> DistillPlan:
-    """The plan of ``config`` (a :class:`~raydd.distill.config.DistillConfig`), checked against ``capacity``
+    """The plan of ``config`` (a :class:`~raydd.distill.settings.DistillConfig`), checked against ``capacity``
     when given (raises a one-line :class:`~raydd.errors.RayddError` when the cluster cannot place it)."""
     preset = config.resolved_preset()
     size = dataset_size(config.store, config.dataset)

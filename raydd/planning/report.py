@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from raydd.distill.methods.registry import method_info
+from raydd.distill.methods.catalog import method_info
 from raydd.planning.distill import DistillPlan
 from raydd.planning.memory import WorkerMemory
 from raydd.planning.resources import Capacity, Demand, Placement

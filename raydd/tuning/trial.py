@@ -20,7 +20,7 @@ from raydd.classes import shuffled_per_class
 from raydd.data.reader import open_prepared, read_labels
 from raydd.devices import pick_device
 from raydd.distill.loop import SingleProcess
-from raydd.distill.methods.registry import method_info
+from raydd.distill.methods.catalog import method_info
 from raydd.distill.stage1 import fit_and_write_static, fit_in_process
 from raydd.distill.stages import StageSpec, build_stage
 from raydd.errors import RayddError

@@ -13,8 +13,8 @@ import pytest
 from mlflow import MlflowClient
 
 from raydd.distill.__main__ import main
-from raydd.distill.config import DistillConfig
 from raydd.distill.presets import Preset
+from raydd.distill.settings import DistillConfig
 from tests.conftest import store_holding
 
 pytestmark = pytest.mark.usefixtures("ray_cluster", "mlflow_in_each_store")

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from raydd.data.specs import MINIUCF_CLASSES, get_spec
-from raydd.distill.config import DistillConfig
 from raydd.distill.overrides import PresetOverrides
 from raydd.distill.presets import TABLES, Preset, table_preset
+from raydd.distill.settings import DistillConfig
 from raydd.distill.stages import STATIC, StageSpec, dynamic_shape
 from raydd.distill.synthetic import FreeTensors, StaticDynamic, full_video_values
 from raydd.distilled_set import BYTES_PER_VALUE, write_distilled, write_static_dynamic

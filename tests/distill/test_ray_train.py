@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 
 from raydd.config import parse_config, to_dict
 from raydd.distill.__main__ import main
-from raydd.distill.config import DistillConfig
 from raydd.distill.presets import Preset
+from raydd.distill.settings import DistillConfig
 from raydd.distilled_set import load_distilled, read_tensor_shard
 from raydd.experts.__main__ import main as experts_main
 from raydd.prepare import PrepareConfig, prepare

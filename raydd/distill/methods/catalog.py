@@ -1,5 +1,5 @@
-"""What each distillation method needs, in one table: the rest of raydd asks this module instead of
-testing a method's name.
+"""The method registry: what each distillation method needs, in one table; the rest of raydd asks this
+module instead of testing a method's name. (Named catalog.py: ``models/registry.py`` has the other name.)
 
 Adding a method: its file in this package (the :class:`~raydd.distill.methods.base.Method` protocol), a
 builder here, and one row of :data:`REGISTRY`. Which network a stage matches with (and so which experts MTT

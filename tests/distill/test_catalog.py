@@ -1,4 +1,4 @@
-"""The method registry: what each method needs, asked of one table rather than tested by name."""
+"""The method catalog (the registry of methods): what each method needs, asked of one table, not tested by name."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from raydd.distill.loop import LearningRate, build_optimizer
-from raydd.distill.methods.registry import ADAM, REGISTRY, SGD, eval_preset_of, method_info
+from raydd.distill.methods.catalog import ADAM, REGISTRY, SGD, eval_preset_of, method_info
 from raydd.distill.presets import METHODS
 from raydd.errors import RayddError
 from raydd.evaluation.presets import FREPO, STANDARD

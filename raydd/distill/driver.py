@@ -1,4 +1,4 @@
-"""The driver of ``python -m raydd.distill``: stage 1 (or its reuse), stage 2 (or naive), the artifact,
+"""The engine of ``python -m raydd.distill``: stage 1 (or its reuse), stage 2 (or naive), the artifact,
 the MLflow run, and the evaluation at the end. Ray Train runs the stages (:mod:`.ray_train`)."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from raydd.cluster import capacity
 from raydd.config import resolve_defaults, to_dict
 from raydd.data.reader import PreparedDataset, open_prepared
 from raydd.distill.artifact import read_static, static_exists, write_static_dynamic_state
-from raydd.distill.config import DistillConfig, settings_hash
-from raydd.distill.methods.registry import method_info
+from raydd.distill.methods.catalog import method_info
 from raydd.distill.presets import Preset
 from raydd.distill.preview import preview_gif, stills_png
 from raydd.distill.ray_train import RunSettings, fit_stage, stage_curves
+from raydd.distill.settings import DistillConfig, settings_hash
 from raydd.distill.stage1 import fit_and_write_static
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, stage_model
 from raydd.distilled_set import load_distilled, write_distilled
