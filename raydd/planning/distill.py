@@ -13,6 +13,7 @@ import dataclasses
 import math
 from typing import Any
 
+from raydd.config import resolve_defaults
 from raydd.distill.methods.catalog import method_info
 from raydd.distill.methods.dm import REAL_CHUNK
 from raydd.distill.presets import Preset
@@ -150,6 +151,7 @@ def _stage_method(config: Any, stage: str, preset: Preset) -> tuple[str, str, Pr
 def plan_distill(config: Any, capacity: Capacity | None = None) -> DistillPlan:
     """The plan of ``config`` (a :class:`~raydd.distill.settings.DistillConfig`), checked against ``capacity``
     when given (raises a one-line :class:`~raydd.errors.RayddError` when the cluster cannot place it)."""
+    config = resolve_defaults(config)  # a config built in code may leave the store to $RAYDD_STORE
     preset = config.resolved_preset()
     size = dataset_size(config.store, config.dataset)
     known = capacity or this_machine()
