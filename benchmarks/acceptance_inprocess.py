@@ -27,6 +27,7 @@ from raydd.data.reader import PreparedDataset, open_prepared
 from raydd.devices import pick_device
 from raydd.distill.artifact import write_static, write_static_dynamic_state
 from raydd.distill.loop import SingleProcess
+from raydd.distill.methods.catalog import method_info
 from raydd.distill.presets import table_preset
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, build_stage
 from raydd.distilled_set import write_distilled
@@ -35,7 +36,8 @@ from raydd.evaluation.runs import DISTILLED, RANDOM_REAL, RunTask, execute
 from raydd.evaluation.train import TrainSettings
 from raydd.experts.trainer import ExpertSettings, ExpertTask, model_options, run_expert
 from raydd.experts.trajectories import ModelSpec, experts_manifest
-from raydd.storage import resolve, write_manifest
+from raydd.layout import StoreLayout
+from raydd.storage import write_manifest
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,7 +64,7 @@ def train_experts(dataset: PreparedDataset, store: Path, count: int, device: str
             options=model_options(model, 32),
         )
         settings = ExpertSettings(spec, dataset.manifest.content_sha256(), 11, 0.05, 0.0, 0.0, 32, "float32", 0)
-        folder = resolve(str(store / "experts" / dataset.spec.name / model))
+        folder = StoreLayout.of(str(store)).experts(dataset.spec.name, model)
         records = [
             run_expert(ExpertTask(e, settings, str(dataset.location.uri), folder.uri, device)).record
             for e in range(count)
@@ -88,9 +90,10 @@ def distil(
 ) -> tuple[str, float, float]:
     preset = table_preset(method, paradigm, "builtin", ipc)
     preset = dataclasses.replace(preset, iterations=iterations or preset.iterations)
-    experts = store / "experts" / dataset.spec.name
-    uri = str(store / "distilled" / f"{method}-{paradigm}-ipc{ipc}")
-    base = StageSpec(NAIVE, method, str(dataset.location.uri), ipc, preset, experts_uri=str(experts / "minic3d"))
+    layout = StoreLayout.of(str(store))
+    uri = layout.distilled(dataset.spec.name, f"{method}-{paradigm}-ipc{ipc}").uri
+    experts = {model: layout.experts(dataset.spec.name, model).uri for model in ("minic3d", "convnet")}
+    base = StageSpec(NAIVE, method, str(dataset.location.uri), ipc, preset, experts_uri=experts["minic3d"])
     started = time.perf_counter()
     if paradigm == "naive":
         distiller, _ = run_stage(base, device)
@@ -104,8 +107,8 @@ def distil(
             ipc=ipc,
         )
     else:
-        still, _ = run_stage(dataclasses.replace(base, stage=STATIC, experts_uri=str(experts / "convnet")), device)
-        static_uri = str(store / "static" / f"{method}-ipc{ipc}")
+        still, _ = run_stage(dataclasses.replace(base, stage=STATIC, experts_uri=experts["convnet"]), device)
+        static_uri = layout.static(dataset.spec.name, f"{method}-ipc{ipc}").uri
         write_static(static_uri, still.synthetic.render().cpu(), still.synthetic.labels.cpu(), {})
         distiller, _ = run_stage(dataclasses.replace(base, stage=DYNAMIC, static_uri=static_uri), device)
         state = {k: v.cpu() for k, v in distiller.synthetic.state_dict().items()}
@@ -137,11 +140,12 @@ def main() -> None:
     args = parse_args()
     device = pick_device(args.device)
     store = Path(tempfile.mkdtemp(prefix="raydd-acceptance-"))
-    shutil.copytree(args.dataset_dir, store / "datasets" / "builtin")
-    dataset = open_prepared(str(store / "datasets" / "builtin"))
+    dataset_folder = StoreLayout.of(str(store)).dataset("builtin")
+    shutil.copytree(args.dataset_dir, dataset_folder.path)
+    dataset = open_prepared(dataset_folder.uri)
     test_uri = str(dataset.location.uri)
     started = time.perf_counter()
-    if "mtt" in args.methods:
+    if any(method_info(method).needs_experts for method in args.methods):
         train_experts(dataset, store, args.experts, args.device)
     rows = []
     for method in args.methods:

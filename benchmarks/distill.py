@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from raydd.classes import class_major_labels
 from raydd.data.reader import open_prepared
 from raydd.data.shards import DATASET_KIND, write_clip_shard
 from raydd.data.specs import DatasetSpec
@@ -220,7 +221,7 @@ def write_random_static(cache: Location, shape: Shape, per_class: int) -> str:
         images = torch.randn(
             shape.classes * per_class, 3, shape.side, shape.side, generator=torch.Generator().manual_seed(0)
         )
-        write_static(folder.uri, images, torch.arange(shape.classes).repeat_interleave(per_class), {"method": "random"})
+        write_static(folder.uri, images, class_major_labels(shape.classes, per_class), {"method": "random"})
     return folder.uri
 
 

@@ -116,8 +116,8 @@ def measure(case: str, store: str, steps: int, batch_real: int | None) -> dict[s
 
     torch.set_num_threads(1)
     from raydd.distill.artifact import write_static
-    from raydd.distill.config import DistillConfig
     from raydd.distill.loop import SingleProcess
+    from raydd.distill.settings import DistillConfig
     from raydd.distill.stages import DYNAMIC, StageSpec, build_stage
     from raydd.planning.distill import plan_distill
 
@@ -139,6 +139,7 @@ def measure(case: str, store: str, steps: int, batch_real: int | None) -> dict[s
     uri = f"{store}/datasets/{dataset}"
     spec = StageSpec(stage=stage, method="dm", dataset_uri=uri, ipc=1, preset=preset)
     if stage == DYNAMIC:
+        from raydd.classes import class_major_labels
         from raydd.data.reader import open_prepared
 
         opened = open_prepared(uri)
@@ -149,7 +150,7 @@ def measure(case: str, store: str, steps: int, batch_real: int | None) -> dict[s
         write_static(
             static_uri,
             torch.randn(classes * per, c, h, w),
-            torch.arange(classes).repeat_interleave(per),
+            class_major_labels(classes, per),
             {"dataset_uri": uri},
         )
         import dataclasses

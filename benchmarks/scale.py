@@ -18,10 +18,10 @@ memory   The same stage on 1 Ray Train worker over the small and the 4x larger d
          <= 1.15. Beside it, ``--plan``'s predicted per-worker host memory for the same run; target
          |predicted - measured| / measured <= 0.25.
 s3       ``python -m raydd.distill --dataset k400 --paradigm static-dynamic --workers 2`` on the S3 store, with a
-         fresh node cache (``RAYDD_CACHE``) and ``--fail-at-iteration`` killing stage 2's rank-0 worker once (Ray
-         Train restarts it from the last checkpoint). Every S3 request of the run (driver and workers) goes through
-         a byte-counting TCP proxy on 127.0.0.1 in front of moto; target: bytes received / the bytes of the train
-         split's shards <= 1.05.
+         fresh node cache (``RAYDD_CACHE``) and ``RAYDD_FAULTS=fail_at_iteration=2`` killing stage 2's rank-0
+         worker once (Ray Train restarts it from the last checkpoint). Every S3 request of the run (driver and
+         workers) goes through a byte-counting TCP proxy on 127.0.0.1 in front of moto; target: bytes received / the
+         bytes of the train split's shards <= 1.05.
 
 Prints a table and writes benchmarks/results/scale.json.
 """
@@ -290,7 +290,7 @@ def scaling(dataset_uri: str, warmup: int, timed: int, runs: Path) -> dict[str, 
 
 def predicted_worker_bytes(store: str, workers: int) -> int:
     """``--plan``'s per-worker host memory for the run :func:`fit` makes (DM naive, --split classes, CPU)."""
-    from raydd.distill.config import DistillConfig
+    from raydd.distill.settings import DistillConfig
     from raydd.planning.distill import plan_distill
 
     config = DistillConfig(
@@ -367,8 +367,6 @@ def s3_run(clips: int, iterations: int, work: Path) -> dict[str, Any]:
             str(iterations),
             "--checkpoint-every",
             "2",
-            "--fail-at-iteration",
-            "2",
             "--max-failures",
             "1",
             "--eval-runs",
@@ -381,6 +379,7 @@ def s3_run(clips: int, iterations: int, work: Path) -> dict[str, Any]:
             RAYDD_CACHE=str(cache),
             MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
             PYTHONUNBUFFERED="1",
+            RAYDD_FAULTS="fail_at_iteration=2",
         )
         print(
             "  s3: two-stage distill on 2 workers, a worker killed in stage 2 ...", end="", flush=True, file=sys.stderr

@@ -29,11 +29,12 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np
 import torch
 
+from raydd.classes import random_per_class, shuffled_per_class
 from raydd.data.reader import open_prepared
-from raydd.distill.config import DistillConfig
 from raydd.distill.loop import SingleProcess
+from raydd.distill.settings import DistillConfig
 from raydd.distill.stages import STATIC, StageSpec, build_stage
-from raydd.evaluation.sources import RealClips, TensorClips, random_per_class
+from raydd.evaluation.sources import RealClips, TensorClips
 from raydd.evaluation.train import TrainSettings, train_and_test
 from raydd.layout import StoreLayout
 
@@ -44,10 +45,8 @@ def _split(dataset, split: str) -> tuple[np.ndarray | None, RealClips]:  # noqa:
     train = dataset.split("train")
     if split == "test":
         return None, RealClips(dataset.split("test"), dataset.mean, dataset.std)
-    rng, labels = np.random.default_rng(123), train.labels.numpy()
     fit, held = [], []
-    for c in range(len(dataset.classes)):
-        rows = rng.permutation(np.flatnonzero(labels == c))
+    for rows in shuffled_per_class(train.labels, len(dataset.classes), 123):
         fit += list(rows[: 2 * len(rows) // 3])
         held += list(rows[2 * len(rows) // 3 :])
     return np.sort(fit), RealClips(train, dataset.mean, dataset.std, indices=np.sort(held))

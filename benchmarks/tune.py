@@ -30,7 +30,7 @@ import ray
 import torch
 
 from raydd.data.reader import open_prepared
-from raydd.distill.config import DistillConfig
+from raydd.distill.settings import DistillConfig
 from raydd.distill.stages import STATIC, StageSpec
 from raydd.layout import StoreLayout
 from raydd.prepare import PrepareConfig, prepare

@@ -26,6 +26,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import TensorDataset
 
+from raydd.classes import class_major_labels
 from raydd.data.cache import admit, file_sha256, local_shard
 from raydd.data.shards import tensor_array, tensor_numpy
 from raydd.errors import RayddError
@@ -158,11 +159,10 @@ def write_static_dynamic(
     c, h, w = static_NCHW.shape[1:]
     folder = resolve(uri)
     spc, dpc = static_NCHW.shape[0] // num_classes, dynamic_NCTHW.shape[0] // num_classes
-    per_class = lambda count: torch.arange(num_classes).repeat_interleave(count)  # noqa: E731
     flat_P = torch.cat([p.detach().reshape(-1).cpu() for p in hallucinator.parameters()])
     shards = [
-        write_tensor_shard(folder, "static.arrow", static_NCHW, per_class(spc)),
-        write_tensor_shard(folder, "dynamic.arrow", dynamic_NCTHW, per_class(dpc)),
+        write_tensor_shard(folder, "static.arrow", static_NCHW, class_major_labels(num_classes, spc)),
+        write_tensor_shard(folder, "dynamic.arrow", dynamic_NCTHW, class_major_labels(num_classes, dpc)),
         write_tensor_shard(folder, "hallucinator.arrow", flat_P.unsqueeze(0), torch.zeros(1)),
     ]
     values = static_NCHW.numel() + dynamic_NCTHW.numel() + flat_P.numel()
@@ -211,7 +211,7 @@ class StaticDynamicParts:
         frames = self.metadata["clip_shape"][0]
         n, c, h, w = self.static_NCHW.shape
         videos = self.static_NCHW.unsqueeze(2).expand(n, c, frames, h, w).contiguous()
-        return videos, torch.arange(self.num_classes).repeat_interleave(n // self.num_classes)
+        return videos, class_major_labels(self.num_classes, n // self.num_classes)
 
     def stills_storage_ratio(self) -> float:
         """Values of the stills alone against IPC full videos per class."""

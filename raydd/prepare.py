@@ -8,10 +8,6 @@ from collections.abc import Sequence
 from raydd.config import run_command
 from raydd.data.preparation import PrepareConfig, prepare
 
-# DEFAULT_STORE: still imported from here by raydd.tune and raydd.pipeline (other parts of issue 13 move them to
-# raydd.layout); this module no longer uses it.
-from raydd.storage import DEFAULT_STORE  # noqa: F401
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     return run_command(

@@ -37,16 +37,12 @@ from raydd.locations import (
 )
 
 MANIFEST_NAME = "manifest.json"
-# Fixed at import, so out of use: raydd.layout.default_store() reads $RAYDD_STORE at run time. Kept until the last
-# importers outside prepare and experts (tune, pipeline, evaluation, distill and analysis configs) move to it.
-DEFAULT_STORE = os.environ.get("RAYDD_STORE", "raydd-store")
 _HASH_CHUNK = 8 << 20
 # Stores whose files upload in parts as they are written and publish the object only on close (s3fs).
 _STREAMED_PROTOCOLS = {"s3", "s3a"}
 # One part of a multipart upload to an object store (S3 takes 5 MiB to 5 GiB): what a writer holds in memory.
 UPLOAD_PART_BYTES = 8 << 20
 __all__ = [
-    "DEFAULT_STORE",
     "MANIFEST_NAME",
     "UPLOAD_PART_BYTES",
     "HashingWriter",

@@ -31,7 +31,7 @@ from ray.dashboard.modules.job.common import JobSubmitRequest
 from ray.job_submission import JobSubmissionClient
 from ray.runtime_env import RuntimeEnv
 
-from raydd.distill.config import DistillConfig
+from raydd.distill.settings import DistillConfig
 from raydd.experts.__main__ import ExpertsConfig
 from raydd.planning.distill import distill_demands
 from raydd.planning.resources import Capacity, Demand, NodeShape, capacity_from_autoscaler, place

@@ -6,13 +6,13 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from raydd.classes import random_per_class
 from raydd.data import open_prepared
 from raydd.distilled_set import load_distilled, write_distilled, write_static_dynamic
 from raydd.errors import RayddError
 from raydd.evaluate import EvalConfig, evaluate, main
 from raydd.evaluation.plan import plan_evaluation
 from raydd.evaluation.runs import training_set
-from raydd.evaluation.sources import random_per_class
 from raydd.models.hallucinator import Hallucinator
 from raydd.prepare import PrepareConfig, prepare
 

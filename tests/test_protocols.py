@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from raydd.config import parse_config
-from raydd.distill.config import DistillConfig
+from raydd.distill.settings import DistillConfig
 from raydd.distilled_set import StaticDynamicParts
 from raydd.errors import RayddError
 from raydd.evaluate import EvalConfig

@@ -12,8 +12,8 @@ import torch
 from mlflow import MlflowClient
 
 from raydd.config import parse_config
-from raydd.distill.config import DistillConfig
 from raydd.distill.presets import Preset
+from raydd.distill.settings import DistillConfig
 from raydd.tune import TuneConfig, main
 from raydd.tuning.trial import validation_split
 from tests.conftest import store_holding

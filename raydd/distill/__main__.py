@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from raydd.config import run_command
-from raydd.distill.config import DistillConfig
-from raydd.distill.pipeline import distill
+from raydd.distill.driver import distill
+from raydd.distill.settings import DistillConfig
 
 
-def show_plan(config: Any) -> None:
+def show_plan(config: DistillConfig) -> None:
     """Print the plan and start nothing (no Ray task, no write); refuses what a given cluster cannot place."""
     from raydd.cluster import capacity
     from raydd.planning.distill import plan_distill
@@ -21,7 +20,7 @@ def show_plan(config: Any) -> None:
     print(format_distill(plan_distill(config, capacity(config.ray_address))))
 
 
-def run(config: Any) -> Any:
+def run(config: DistillConfig) -> object:
     return show_plan(config) if config.plan else distill(config)
 
 

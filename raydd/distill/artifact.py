@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from raydd.classes import class_major_labels
 from raydd.data.reader import PreparedDataset
 from raydd.distill.presets import Preset
 from raydd.distilled_set import read_tensor_shard, write_static_dynamic, write_tensor_shard
@@ -46,7 +47,7 @@ def read_static(
     if (
         tuple(static.shape[1:]) != tuple(image_shape)
         or static.shape[0] % num_classes
-        or not torch.equal(labels, torch.arange(num_classes).repeat_interleave(static.shape[0] // num_classes))
+        or not torch.equal(labels, class_major_labels(num_classes, static.shape[0] // num_classes))
     ):
         raise RayddError(
             f"static images at {folder} have shape {tuple(static.shape)} for {int(labels.max()) + 1} classes, "

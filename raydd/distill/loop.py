@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from raydd.distill.methods.base import MatchingSample, Method
+from raydd.distill.methods.catalog import ADAM
 from raydd.distill.real import RealData
 from raydd.distill.share import Share, all_gather_rows
 from raydd.distill.synthetic import SyntheticSet
@@ -97,8 +98,9 @@ class LearningRate:
 
 
 def build_optimizer(groups: list[LearningRate], *, kind: str, momentum: float) -> torch.optim.Optimizer:
+    """``kind``: the method's optimiser (:mod:`raydd.distill.methods.catalog`), Adam or SGD with ``momentum``."""
     param_groups = [{"params": g.parameters, "lr": g.lr, "name": g.flag} for g in groups if g.parameters]
-    if kind == "adam":
+    if kind == ADAM:
         return torch.optim.Adam(param_groups)
     return torch.optim.SGD(param_groups, momentum=momentum)
 

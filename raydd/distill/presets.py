@@ -18,9 +18,10 @@ import dataclasses
 import json
 from typing import Any
 
+from raydd.distill.methods.catalog import REGISTRY
 from raydd.errors import RayddError
 
-METHODS = ("dm", "mtt", "frepo", "dc")
+METHODS = tuple(REGISTRY)  # dm, mtt, frepo, dc
 PARADIGMS = ("naive", "static-dynamic")
 
 

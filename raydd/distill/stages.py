@@ -19,9 +19,7 @@ from raydd.data.reader import open_prepared
 from raydd.distill.artifact import read_static
 from raydd.distill.experts_bank import ExpertBank
 from raydd.distill.loop import CLASSES, Collective, Distiller, LearningRate, build_optimizer, sample_seed
-from raydd.distill.methods.dc import GradientMatching
-from raydd.distill.methods.dm import DistributionMatching
-from raydd.distill.methods.mtt import TrajectoryMatching
+from raydd.distill.methods.catalog import BuildContext, method_info
 from raydd.distill.presets import Preset
 from raydd.distill.real import RealData
 from raydd.distill.resident import should_keep_resident
@@ -58,11 +56,17 @@ class StageSpec:
         return self.ipc * self.preset.dynamic_per_ipc
 
 
+def stage_model(stage: str) -> str:
+    """The network a stage matches with, and so the experts MTT reads for it: the image ConvNet for stage 1's
+    still images, MiniC3D for videos."""
+    return "convnet" if stage == STATIC else "minic3d"
+
+
 def matching_network(
     spec: StageSpec, num_classes: int, clip_shape: tuple[int, int, int, int]
 ) -> Callable[[], nn.Module]:
     width = spec.preset.network_width
-    if spec.stage == STATIC:
+    if stage_model(spec.stage) == "convnet":
         return lambda: build_model("convnet", num_classes=num_classes, clip_shape=clip_shape, net_width=width)
     return lambda: build_model(
         "minic3d", num_classes=num_classes, clip_shape=clip_shape, widths=(max(1, width // 2), width, width)
@@ -170,38 +174,19 @@ def build_stage(
     )
     synthetic, groups = _synthetic(spec, real, num_classes, clip_shape, device)
     p = spec.preset
-    if spec.method == "dm":
-        method: nn.Module = DistributionMatching(
-            matching_network(spec, num_classes, clip_shape), batch_real=p.batch_real, features=p.match_features
-        )
-    elif spec.method == "dc":
-        method = GradientMatching(matching_network(spec, num_classes, clip_shape), batch_real=p.batch_real)
-    elif spec.method == "mtt":
-        bank = ExpertBank(
-            spec.experts_uri or "",
-            make_them=f"python -m raydd.experts --dataset {dataset.spec.name} "
-            f"--model {'convnet' if spec.stage == STATIC else 'minic3d'}",
-        )
-        bank.check_fits(num_classes, clip_shape)
-        method = TrajectoryMatching(
-            bank,
-            syn_steps=p.syn_steps,
-            batch_syn=p.batch_syn,
-            expert_epochs=p.expert_epochs,
-            max_start_epoch=p.max_start_epoch,
-            lr_teacher=p.lr_teacher,
-            learn_lr=p.learn_lr,
-            memory_bounded=spec.memory_bounded,
-        )
-        groups.append(LearningRate("lr_lr", method.learnable(), p.lr_lr))
-    else:
-        from raydd.distill.methods.frepo import FeatureRegression
+    info = method_info(spec.method)
 
-        method = FeatureRegression(
-            matching_network(spec, num_classes, clip_shape), batch_real=p.batch_real, seed=spec.seed
-        )
+    def experts() -> ExpertBank:
+        make_them = f"python -m raydd.experts --dataset {dataset.spec.name} --model {stage_model(spec.stage)}"
+        bank = ExpertBank(spec.experts_uri or "", make_them=make_them)
+        bank.check_fits(num_classes, clip_shape)
+        return bank
+
+    network = matching_network(spec, num_classes, clip_shape)
+    method = info.build(BuildContext(p, network, experts, spec.seed, spec.memory_bounded))
+    groups.append(LearningRate("lr_lr", method.learnable(), p.lr_lr))  # MTT's learned lr; empty for the others
     method.to(device)
-    optimizer = build_optimizer(groups, kind="adam" if spec.method == "frepo" else "sgd", momentum=p.momentum)
+    optimizer = build_optimizer(groups, kind=info.optimiser, momentum=p.momentum)
     distiller = Distiller(
         stage=spec.stage,
         synthetic=synthetic,
@@ -215,8 +200,8 @@ def build_stage(
         device=device,
         split=spec.split,
     )
-    if spec.method != "mtt":  # MTT reads no real clips
-        own = distiller.classes if spec.method in ("dm", "dc") and distiller.classes is not None else range(num_classes)
+    if info.reads_real:
+        own = distiller.classes if info.real_per_class and distiller.classes is not None else range(num_classes)
         rows = real.rows_of(own)
         if should_keep_resident(len(rows), clip_shape, device):
             real.keep_resident(rows)

@@ -18,12 +18,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from raydd.classes import class_major_labels
 from raydd.distilled_set import render_pairs
 from raydd.models.hallucinator import Hallucinator
-
-
-def class_major_labels(num_classes: int, per_class: int) -> Tensor:
-    return torch.arange(num_classes).repeat_interleave(per_class)
 
 
 class SyntheticSet(nn.Module):
@@ -167,7 +164,7 @@ class StaticDynamic(SyntheticSet):
         dynamic_slot = torch.randint(self.dpc, (n,), generator=generator)
         rows = slice(classes.start * self.per_class, classes.stop * self.per_class)
         device = self.labels.device
-        own = torch.arange(classes.start, classes.stop, device=device).repeat_interleave(self.per_class)
+        own = class_major_labels(self.num_classes, self.per_class, device)[rows]
         return self._videos(own, static_slot[rows].to(device), dynamic_slot[rows].to(device))
 
     @torch.no_grad()

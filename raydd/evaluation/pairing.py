@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from raydd.classes import class_major_labels
 from raydd.distilled_set import StaticDynamicParts
 from raydd.errors import RayddError
 
@@ -27,7 +28,7 @@ class RepairedStaticDynamic:
         self.parts = parts
         self.ipc, self.spc, self.dpc = ipc, spc, dpc
         self.per_slot_static, self.per_slot_dynamic = spc // ipc, dpc // ipc
-        self.labels = torch.arange(parts.num_classes).repeat_interleave(ipc)
+        self.labels = class_major_labels(parts.num_classes, ipc)
         self.generator = torch.Generator().manual_seed(seed)
         self._on: dict[torch.device, torch.nn.Module] = {}
 

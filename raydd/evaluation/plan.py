@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 from raydd.data.reader import PreparedDataset, open_prepared
+from raydd.distill.methods.catalog import eval_preset_of
 from raydd.distilled_set import DISTILLED_KIND, STATIC_DYNAMIC, VIDEOS, load_distilled, load_static_dynamic
 from raydd.errors import RayddError
 from raydd.evaluation.protocols import DEFAULT_PROTOCOL, get_protocol
 from raydd.evaluation.runs import DISTILLED, RANDOM_REAL, REAL, STILLS_ONLY, RunTask
-from raydd.evaluation.settings import FREPO, STANDARD, lr_and_epochs
+from raydd.evaluation.settings import lr_and_epochs
 from raydd.evaluation.train import TrainSettings
 from raydd.storage import manifest_or_none, resolve
 
@@ -73,7 +74,7 @@ def plan_evaluation(
         counts = source.manifest.metadata["class_counts"]["train"].values()
         train_clips = sum(min(random_ipc, n) for n in counts) if random_ipc else sum(counts)
         storage_ratio = 1.0 if random_ipc else None
-    chosen = preset if preset != "auto" else (FREPO if method.startswith("frepo") else STANDARD)
+    chosen = preset if preset != "auto" else eval_preset_of(method)
     preset_lr, preset_epochs = lr_and_epochs(model, chosen)
     tasks = tuple(
         RunTask(

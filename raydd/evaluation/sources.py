@@ -52,11 +52,3 @@ class TensorClips:
 
     def batch(self, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return self.videos[indices].to(device), self.labels[indices].to(device)
-
-
-def random_per_class(labels: torch.Tensor, per_class: int, num_classes: int, seed: int) -> np.ndarray:
-    """``per_class`` random indices of each class (all of a class if it has fewer), seeded."""
-    rng = np.random.default_rng(seed)
-    labels_np = labels.numpy()
-    chosen = [rng.permutation(np.flatnonzero(labels_np == c))[:per_class] for c in range(num_classes)]
-    return np.sort(np.concatenate(chosen))

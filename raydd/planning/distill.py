@@ -13,6 +13,8 @@ import dataclasses
 import math
 from typing import Any
 
+from raydd.config import resolve_defaults
+from raydd.distill.methods.catalog import method_info
 from raydd.distill.methods.dm import REAL_CHUNK
 from raydd.distill.presets import Preset
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, dynamic_shape, matching_network
@@ -95,19 +97,20 @@ def stage_load(
         per_class = spec.per_class
         learnable = classes * per_class * math.prod(item)
     init_clips = classes * per_class if stage != DYNAMIC and preset.init == "real" else 0
-    if method == "mtt":
+    info = method_info(method)
+    if info.unrolls_student:
         # The student unrolls syn_steps steps on batch_syn instances (all of them by default), a worker on its
         # own classes' share of each batch, one graph over all steps unless --memory-bounded; no real data after
         # the initialisation.
         batch = min(preset.batch_syn or classes * per_class, classes * per_class)
         synthetic_items = math.ceil(batch * own_classes / classes) * (1 if memory_bounded else preset.syn_steps)
         real_chunk = 0
-    elif method == "frepo":
-        synthetic_items = own_classes * per_class
-        real_chunk = min(REAL_CHUNK, math.ceil(preset.batch_real * own_classes / classes))
-    else:
+    elif info.real_per_class:
         synthetic_items = own_classes * per_class
         real_chunk = min(REAL_CHUNK, own_classes * preset.batch_real)
+    else:  # batch_real clips over all classes (FRePo), a worker's share of them
+        synthetic_items = own_classes * per_class
+        real_chunk = min(REAL_CHUNK, math.ceil(preset.batch_real * own_classes / classes))
     own_clips = math.ceil(size.train_clips * own_classes / classes)
     return WorkerLoad(
         profile=profile,
@@ -118,10 +121,10 @@ def stage_load(
         real_chunk_clips=real_chunk,
         real_clip_bytes=size.clip_bytes,
         index_clips=size.train_clips,
-        resident_bytes=0 if method == "mtt" else own_clips * size.clip_bytes,  # MTT reads no real clips per iteration
+        resident_bytes=own_clips * size.clip_bytes if info.reads_real else 0,  # MTT reads no real clips per iteration
         init_clips=init_clips,
-        student_values=2 * profile.params * (preset.syn_steps + 1) if method == "mtt" else 0,
-        input_is_view=stage != DYNAMIC and method != "mtt",  # a class's free tensors are a slice of the set
+        student_values=2 * profile.params * (preset.syn_steps + 1) if info.unrolls_student else 0,
+        input_is_view=stage != DYNAMIC and not info.unrolls_student,  # a class's free tensors are a slice of the set
         shared_values=hallucinator if stage == DYNAMIC else 0,
     )
 
@@ -146,8 +149,9 @@ def _stage_method(config: Any, stage: str, preset: Preset) -> tuple[str, str, Pr
 
 
 def plan_distill(config: Any, capacity: Capacity | None = None) -> DistillPlan:
-    """The plan of ``config`` (a :class:`~raydd.distill.config.DistillConfig`), checked against ``capacity``
+    """The plan of ``config`` (a :class:`~raydd.distill.settings.DistillConfig`), checked against ``capacity``
     when given (raises a one-line :class:`~raydd.errors.RayddError` when the cluster cannot place it)."""
+    config = resolve_defaults(config)  # a config built in code may leave the store to $RAYDD_STORE
     preset = config.resolved_preset()
     size = dataset_size(config.store, config.dataset)
     known = capacity or this_machine()

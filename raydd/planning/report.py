@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from raydd.distill.methods.catalog import method_info
 from raydd.planning.distill import DistillPlan
 from raydd.planning.memory import WorkerMemory
 from raydd.planning.resources import Capacity, Demand, Placement
@@ -55,7 +56,7 @@ def _gpu_verdict(plan: DistillPlan) -> str:
         return f" of {gb(plan.gpu_memory_bytes)}: fits"
     hint = (
         "--memory-bounded, or fewer syn_steps/batch_syn"
-        if plan.method == "mtt"
+        if method_info(plan.method).unrolls_student
         else "more workers or a lower batch_real"
     )
     return f" of {gb(plan.gpu_memory_bytes)}: DOES NOT FIT (try {hint})"

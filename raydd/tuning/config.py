@@ -6,7 +6,7 @@ import dataclasses
 
 from raydd.config import DeviceSection, RaySection, SeedSection, StoreSection, TrackingSection, check, option, to_dict
 from raydd.devices import DEVICE_CHOICES
-from raydd.distill.config import settings_hash
+from raydd.distill.settings import settings_hash
 
 
 @dataclasses.dataclass(frozen=True)

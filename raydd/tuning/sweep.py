@@ -14,8 +14,9 @@ from typing import Any
 from raydd.cluster import capacity
 from raydd.config import to_dict
 from raydd.data.reader import open_prepared
-from raydd.distill.config import DistillConfig
+from raydd.distill.methods.catalog import method_info
 from raydd.distill.presets import Preset, table_preset
+from raydd.distill.settings import DistillConfig
 from raydd.distill.stages import DYNAMIC, STATIC, StageSpec
 from raydd.errors import RayddError
 from raydd.faults import fault
@@ -95,7 +96,8 @@ def tune(config: TuneConfig) -> SweepResult:
     layout = StoreLayout.of(config.store)
     dataset = open_prepared(layout.dataset(config.dataset).uri)
     name, folder = config.name(), layout.tune(config.name())
-    experts = lambda model: layout.experts(config.dataset, model).uri if config.method == "mtt" else None  # noqa: E731
+    uses_experts = method_info(config.method).needs_experts
+    experts = lambda model: layout.experts(config.dataset, model).uri if uses_experts else None  # noqa: E731
     base = StageSpec(
         stage=STATIC,
         method=config.method,
@@ -111,7 +113,7 @@ def tune(config: TuneConfig) -> SweepResult:
         base,
         method=static_method,
         preset=stage1.static_preset(),
-        experts_uri=layout.experts(config.dataset, "convnet").uri if static_method == "mtt" else None,
+        experts_uri=layout.experts(config.dataset, "convnet").uri if method_info(static_method).needs_experts else None,
     )
     trial = TrialSpec(
         stage=dataclasses.replace(

@@ -9,19 +9,22 @@ test split would make the reported test accuracy optimistic.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from raydd.classes import shuffled_per_class
 from raydd.data.reader import open_prepared, read_labels
 from raydd.devices import pick_device
-from raydd.distill.artifact import write_static
 from raydd.distill.loop import SingleProcess
-from raydd.distill.stages import STATIC, StageSpec, build_stage
+from raydd.distill.methods.catalog import method_info
+from raydd.distill.stage1 import fit_and_write_static, fit_in_process
+from raydd.distill.stages import StageSpec, build_stage
 from raydd.errors import RayddError
-from raydd.evaluation.settings import FREPO, STANDARD, lr_and_epochs
+from raydd.evaluation.settings import lr_and_epochs
 from raydd.evaluation.sources import RealClips, TensorClips
 from raydd.evaluation.train import TrainSettings, train_and_test
 from raydd.tracking import Tracker
@@ -32,11 +35,8 @@ def validation_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) indices of a split: ``fraction`` of every class (at least one clip, never all)
     held out, chosen by ``seed``."""
-    rng = np.random.default_rng(seed)
-    labels_np = labels.numpy()
     train, validation = [], []
-    for c in range(num_classes):
-        members = rng.permutation(np.flatnonzero(labels_np == c))
+    for c, members in enumerate(shuffled_per_class(labels, num_classes, seed)):
         if len(members) < 2:
             raise RayddError(
                 f"class {c} has {len(members)} training clip(s): a validation split needs at least 2 per class"
@@ -71,18 +71,7 @@ class TrialResult:
 
 def fit_static(spec: StageSpec, train_indices: np.ndarray, static_uri: str) -> str:
     """Stage 1 on the sweep's training clips, written where every trial's stage 2 reads it."""
-    dataset = open_prepared(spec.dataset_uri)
-    distiller = build_stage(spec, SingleProcess(), pick_device(spec.device), real_indices=train_indices)
-    for iteration in range(spec.preset.iterations):
-        distiller.step(iteration)
-    labels = torch.arange(len(dataset.classes)).repeat_interleave(spec.per_class)
-    write_static(
-        static_uri,
-        distiller.synthetic.values.detach().cpu(),
-        labels,
-        {"dataset_uri": spec.dataset_uri, "method": spec.method, "preset": spec.preset.to_dict(), "stage": STATIC},
-    )
-    return static_uri
+    return fit_and_write_static(spec, static_uri, functools.partial(fit_in_process, real_indices=train_indices))
 
 
 def run_trial(
@@ -107,7 +96,7 @@ def run_trial(
     synthetic = distiller.synthetic
     train = TensorClips(synthetic.render().detach().cpu(), synthetic.labels.cpu())
     validation = RealClips(dataset.split("train"), dataset.mean, dataset.std, validation_indices)
-    lr, _ = lr_and_epochs(spec.eval_model, FREPO if stage.method == "frepo" else STANDARD)
+    lr, _ = lr_and_epochs(spec.eval_model, method_info(stage.method).eval_preset)
     settings = TrainSettings(model=spec.eval_model, epochs=spec.eval_epochs, lr=lr, batch_size=256, seed=stage.seed)
     clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
     result = train_and_test(

@@ -4,15 +4,19 @@ device, so a 400-class set allocates nothing)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import types
+import typing
 from pathlib import Path
 
 import pytest
 import torch
 
 from raydd.data.specs import MINIUCF_CLASSES, get_spec
-from raydd.distill.config import DistillConfig
+from raydd.distill.overrides import PresetOverrides
 from raydd.distill.presets import TABLES, Preset, table_preset
+from raydd.distill.settings import DistillConfig
 from raydd.distill.stages import STATIC, StageSpec, dynamic_shape
 from raydd.distill.synthetic import FreeTensors, StaticDynamic, full_video_values
 from raydd.distilled_set import BYTES_PER_VALUE, write_distilled, write_static_dynamic
@@ -21,6 +25,25 @@ from raydd.models.hallucinator import VARIANTS, Hallucinator
 
 NUM_CLASSES = {"miniucf": 50, "hmdb51": 51, "k400": 400, "ssv2": 174}
 FULL_SIZE = sorted(key for key in TABLES if key[2] != "builtin")
+
+
+def _optional(hint: object) -> frozenset:
+    """The types ``hint`` allows, ``None`` always among them: ``int`` and ``int | None`` give {int, None}."""
+    parts = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return frozenset(parts) | {type(None)}
+
+
+def test_the_override_flags_mirror_the_preset_field_for_field() -> None:
+    """One flag per Preset field, of the field's type (or None: the preset's value), in Preset's order."""
+    presets, overrides = typing.get_type_hints(Preset), typing.get_type_hints(PresetOverrides)
+    assert list(overrides) == [field.name for field in dataclasses.fields(Preset)]
+    assert {name: _optional(hint) for name, hint in overrides.items()} == {
+        name: _optional(hint) for name, hint in presets.items()
+    }
+    assert all(field.default is None for field in dataclasses.fields(PresetOverrides))
+    assert issubclass(DistillConfig, PresetOverrides)
+    given = DistillConfig(dataset="miniucf", method="dm", paradigm="naive", lr_img=7.0, learn_lr=False)
+    assert given.overrides() == {"lr_img": 7.0, "learn_lr": False}
 
 
 @pytest.mark.parametrize("key", sorted(TABLES), ids=lambda key: "-".join(map(str, key)))

@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 
 from raydd.config import parse_config, to_dict
 from raydd.distill.__main__ import main
-from raydd.distill.config import DistillConfig
 from raydd.distill.presets import Preset
+from raydd.distill.settings import DistillConfig
 from raydd.distilled_set import load_distilled, read_tensor_shard
 from raydd.experts.__main__ import main as experts_main
 from raydd.prepare import PrepareConfig, prepare
@@ -157,10 +157,11 @@ def test_two_workers_split_by_classes_compute_what_one_worker_computes(
 
 
 def test_a_killed_worker_is_restarted_from_the_last_checkpoint_within_the_command(
-    tiny_datasets: Path, tmp_path: Path, reference: dict[str, Any]
+    tiny_datasets: Path, tmp_path: Path, reference: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = store_holding(tiny_datasets, tmp_path)
-    assert main(["--store", store, *NAIVE, "--fail-at-iteration", "2", "--max-failures", "1"]) == 0
+    monkeypatch.setenv("RAYDD_FAULTS", "fail_at_iteration=2")
+    assert main(["--store", store, *NAIVE, "--max-failures", "1"]) == 0
     folder, states = _only_run(store)
     marker = folder / "fail-marker"
     assert marker.read_bytes() == b"failed once\n"  # the first attempt did die
@@ -174,10 +175,15 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint_within_the_comman
 
 
 def test_a_failed_command_resumes_when_run_again(
-    tiny_datasets: Path, tmp_path: Path, reference: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    tiny_datasets: Path,
+    tmp_path: Path,
+    reference: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = store_holding(tiny_datasets, tmp_path)
-    command = ["--store", store, *NAIVE, "--fail-at-iteration", "2", "--max-failures", "0"]
+    monkeypatch.setenv("RAYDD_FAULTS", "fail_at_iteration=2")
+    command = ["--store", store, *NAIVE, "--max-failures", "0"]
     capsys.readouterr()
     assert main(command) == 1
     captured = capsys.readouterr()

@@ -15,10 +15,10 @@ import torch.multiprocessing as mp
 
 from raydd.data.reader import open_prepared
 from raydd.distill.artifact import write_static
+from raydd.distill.driver import _stage_key
 from raydd.distill.loop import SingleProcess, TorchDistributed
 from raydd.distill.methods.base import MatchingSample, fresh_network
 from raydd.distill.methods.dm import DistributionMatching
-from raydd.distill.pipeline import _stage_key
 from raydd.distill.presets import Preset
 from raydd.distill.real import RealData
 from raydd.distill.resident import fits_on_device, resident_bytes, should_keep_resident

@@ -10,8 +10,8 @@ from mlflow import MlflowClient
 
 from raydd.distill.__main__ import main
 from raydd.distill.artifact import read_static
-from raydd.distill.config import DistillConfig
 from raydd.distill.presets import table_preset
+from raydd.distill.settings import DistillConfig
 from raydd.distilled_set import load_distilled
 from raydd.errors import RayddError
 from raydd.storage import read_manifest, resolve

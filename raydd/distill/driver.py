@@ -1,4 +1,4 @@
-"""The driver of ``python -m raydd.distill``: stage 1 (or its reuse), stage 2 (or naive), the artifact,
+"""The engine of ``python -m raydd.distill``: stage 1 (or its reuse), stage 2 (or naive), the artifact,
 the MLflow run, and the evaluation at the end. Ray Train runs the stages (:mod:`.ray_train`)."""
 
 from __future__ import annotations
@@ -11,20 +11,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from raydd.classes import class_major_labels
 from raydd.cluster import capacity
-from raydd.config import to_dict
+from raydd.config import resolve_defaults, to_dict
 from raydd.data.reader import PreparedDataset, open_prepared
-from raydd.distill.artifact import read_static, static_exists, write_static, write_static_dynamic_state
-from raydd.distill.config import settings_hash
+from raydd.distill.artifact import read_static, static_exists, write_static_dynamic_state
+from raydd.distill.methods.catalog import method_info
 from raydd.distill.presets import Preset
 from raydd.distill.preview import preview_gif, stills_png
 from raydd.distill.ray_train import RunSettings, fit_stage, stage_curves
-from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec
+from raydd.distill.settings import DistillConfig, settings_hash
+from raydd.distill.stage1 import fit_and_write_static
+from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, stage_model
 from raydd.distilled_set import load_distilled, write_distilled
 from raydd.errors import RayddError
 from raydd.experts.trajectories import EXPERTS_KIND
+from raydd.faults import fault
+from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray
 from raydd.planning.resources import auto_cpus_per_worker, auto_use_gpu
 from raydd.storage import Location, Manifest, manifest_or_none, open_manifest, require_writable_root, resolve
@@ -55,11 +58,12 @@ class DistillOutcome:
     seconds: float
 
 
-def _experts_uri(config: Any, store: Location, dataset: PreparedDataset, model: str) -> str:
+def _experts_uri(config: DistillConfig, layout: StoreLayout, dataset: PreparedDataset, model: str) -> str:
+    # --experts names stage 2's / naive's experts; stage 1's are always the store's.
     uri = (
-        store.child("experts", dataset.spec.name, model).uri
-        if (model == "convnet" or not config.experts)
-        else config.experts
+        config.experts
+        if config.experts and model == stage_model(NAIVE)
+        else layout.experts(dataset.spec.name, model).uri
     )
     make_it = f"python -m raydd.experts --dataset {dataset.spec.name} --model {model} --store {config.store}"
     open_manifest(resolve(uri), EXPERTS_KIND, what="expert trajectories", make_it=make_it)
@@ -73,8 +77,9 @@ def _stage_key(spec: StageSpec, exclude: tuple[str, ...] = ()) -> str:
     return settings_hash(data)
 
 
-def distill(config: Any) -> DistillOutcome:
+def distill(config: DistillConfig) -> DistillOutcome:
     started = time.perf_counter()
+    config = resolve_defaults(config)  # a config built in code may leave the store to $RAYDD_STORE
     preset: Preset = config.resolved_preset()
     static_method = config.stage1_method()
     static_preset: Preset = config.static_preset() if config.paradigm != "naive" else preset
@@ -86,9 +91,9 @@ def distill(config: Any) -> DistillOutcome:
             "python -m raydd.tune finds better settings)",
             flush=True,
         )
-    store = resolve(config.store)
-    require_writable_root(store)
-    dataset = open_prepared(store.child("datasets", config.dataset).uri)
+    layout = StoreLayout.of(config.store)
+    require_writable_root(layout.root)
+    dataset = open_prepared(layout.dataset(config.dataset).uri)
     base = StageSpec(
         stage=NAIVE,
         method=config.method,
@@ -101,7 +106,8 @@ def distill(config: Any) -> DistillOutcome:
         device=config.device,
         split=config.split,
     )
-    video_experts = _experts_uri(config, store, dataset, "minic3d") if config.method == "mtt" else None
+    needs_experts = method_info(config.method).needs_experts
+    video_experts = _experts_uri(config, layout, dataset, stage_model(NAIVE)) if needs_experts else None
     identity = {
         "spec": _stage_key(base),
         "paradigm": config.paradigm,
@@ -115,7 +121,7 @@ def distill(config: Any) -> DistillOutcome:
     output = (
         resolve(config.output)
         if config.output
-        else store.child("distilled", dataset.spec.name, f"{config.method}-{config.paradigm}-ipc{config.ipc}-{key}")
+        else layout.distilled(dataset.spec.name, f"{config.method}-{config.paradigm}-ipc{config.ipc}-{key}")
     )
     existing = manifest_or_none(output)
     if existing is not None and not config.overwrite:
@@ -134,7 +140,7 @@ def distill(config: Any) -> DistillOutcome:
         cpus_per_worker=auto_cpus_per_worker(config.cpus_per_worker, config.workers, use_gpu, cluster),
         max_failures=config.max_failures,
     )
-    runs = store.child("distill", "runs")
+    runs = layout.runs()
     tags = {
         "raydd.dataset": dataset.spec.name,
         "raydd.dataset_manifest_sha256": dataset.manifest.content_sha256(),
@@ -148,13 +154,14 @@ def distill(config: Any) -> DistillOutcome:
         if config.paradigm != "naive":
             stage1 = {f"static_preset.{k}": v for k, v in static_preset.to_dict().items() if v != getattr(preset, k)}
             tracker.log_params({"stage1.method": static_method, **stage1})
-        last = dataclasses.replace(run_settings, fail_at_iteration=config.fail_at_iteration)
+        # Testing aid ($RAYDD_FAULTS): the first attempt of the last stage dies after this iteration.
+        last = dataclasses.replace(run_settings, fail_at_iteration=fault("fail_at_iteration"))
         static_uri = None
         if config.paradigm == "naive":
             spec = dataclasses.replace(base, experts_uri=video_experts)
             state = _fit(spec, last, runs, tracker)
             videos = state["synthetic"]["values"]
-            labels = torch.arange(len(dataset.classes)).repeat_interleave(config.ipc)
+            labels = class_major_labels(len(dataset.classes), config.ipc)
             manifest = write_distilled(
                 output.uri,
                 videos,
@@ -167,22 +174,19 @@ def distill(config: Any) -> DistillOutcome:
             )
         else:
             image_experts = None
-            if static_method == "mtt" and not config.static:
-                image_experts = _experts_uri(config, store, dataset, "convnet")
+            if method_info(static_method).needs_experts and not config.static:
+                image_experts = _experts_uri(config, layout, dataset, stage_model(STATIC))
             static_spec = dataclasses.replace(
                 base, stage=STATIC, method=static_method, preset=static_preset, experts_uri=image_experts
             )
             stage1_key = _stage_key(static_spec, STAGE2_ONLY)
             static_name = f"{static_method}-spc{static_spec.per_class}-{stage1_key}-{preset.iterations}it"
-            static_uri = config.static or store.child("distill", "static", dataset.spec.name, static_name).uri
+            static_uri = config.static or layout.static(dataset.spec.name, static_name).uri
             if static_exists(static_uri):
                 print(f"stage 1: reusing the still images at {static_uri}", flush=True)
             else:
-                state = _fit(static_spec, run_settings, runs, tracker)
-                labels = torch.arange(len(dataset.classes)).repeat_interleave(static_spec.per_class)
-                about = {"dataset_uri": str(dataset.location.uri), "method": static_method}
-                about["preset"] = static_preset.to_dict()
-                write_static(static_uri, state["synthetic"]["values"], labels, about)
+                fit = lambda spec: _fit(spec, run_settings, runs, tracker)["synthetic"]["values"]  # noqa: E731
+                fit_and_write_static(static_spec, static_uri, fit)
             _log_stills(tracker, static_uri, dataset)
             spec = dataclasses.replace(base, stage=DYNAMIC, static_uri=static_uri, experts_uri=video_experts)
             state = _fit(spec, last, runs, tracker)
@@ -237,7 +241,7 @@ def _checked(state: dict[str, Any], spec: StageSpec, run: RunSettings) -> dict[s
     return state
 
 
-def _extra(config: Any, preset: Preset) -> dict[str, Any]:
+def _extra(config: DistillConfig, preset: Preset) -> dict[str, Any]:
     return {"preset": preset.to_dict(), "seed": config.seed, "workers": config.workers}
 
 
@@ -260,7 +264,7 @@ def _log_stills(tracker: Tracker, static_uri: str, dataset: PreparedDataset) -> 
         tracker.log_artifact(str(path))
 
 
-def _evaluate(config: Any, uri: str, tracker: Tracker, run: RunSettings) -> dict[str, float]:
+def _evaluate(config: DistillConfig, uri: str, tracker: Tracker, run: RunSettings) -> dict[str, float]:
     """Evaluation runs on GPUs when the distillation did (one GPU and a worker's CPUs each), else on 1 CPU each."""
     from raydd.evaluation.job import EvalConfig, evaluate
 
