@@ -32,7 +32,7 @@ from ray.job_submission import JobSubmissionClient
 from ray.runtime_env import RuntimeEnv
 
 from raydd.distill.settings import DistillConfig
-from raydd.experts.__main__ import ExpertsConfig
+from raydd.experts.job import ExpertsConfig
 from raydd.planning.distill import distill_demands
 from raydd.planning.resources import Capacity, Demand, NodeShape, capacity_from_autoscaler, place
 from raydd.planning.tasks import experts_demands, tune_demands

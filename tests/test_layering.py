@@ -66,10 +66,33 @@ def test_storage_knows_bytes_not_videos(module: str) -> None:
     assert not any(name.startswith("raydd.data") for name in imported)
 
 
-COMMANDS = {"raydd.prepare", "raydd.evaluate", "raydd.tune", "raydd.pipeline", "raydd.analyse"}
+# The modules `python -m raydd.X` runs.
+COMMAND_FILES = {
+    "prepare.py",
+    "evaluate.py",
+    "tune.py",
+    "pipeline.py",
+    "analyse.py",
+    "experts/__main__.py",
+    "distill/__main__.py",
+}
+COMMANDS = {"raydd." + f.removesuffix(".py").replace("/", ".") for f in COMMAND_FILES}
 
 
-@pytest.mark.parametrize("module", [m for m in MODULES if "/" in m and not m.endswith("__main__.py")])
+@pytest.mark.parametrize("module", [m for m in MODULES if m not in COMMAND_FILES])
 def test_engines_never_import_commands(module: str) -> None:
-    """Commands call engines, never the reverse (a package module importing a ``python -m raydd.X`` module)."""
+    """Commands call engines, never the reverse (a module importing a ``python -m raydd.X`` module)."""
     assert not _imports(PACKAGE / module) & COMMANDS, module
+
+
+@pytest.mark.parametrize("module", sorted(COMMAND_FILES))
+def test_commands_are_thin_and_import_no_other_command(module: str) -> None:
+    """A command parses a typed config, calls one engine function and prints: 80 lines at most."""
+    assert len((PACKAGE / module).read_text().splitlines()) <= 80, module
+    own = "raydd." + module.removesuffix(".py").replace("/", ".")
+    assert not _imports(PACKAGE / module) & (COMMANDS - {own, "raydd.distill", "raydd.experts"}), module
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_no_module_is_over_300_lines(module: str) -> None:
+    assert len((PACKAGE / module).read_text().splitlines()) <= 300, module

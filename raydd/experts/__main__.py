@@ -11,8 +11,6 @@ from raydd.experts.job import ExpertsConfig, train_experts
 from raydd.planning.report import format_tasks
 from raydd.planning.tasks import plan_experts
 
-experts = train_experts  # the name raydd.pipeline imports from here
-
 
 def run(config: ExpertsConfig) -> None:
     """With --plan print the plan and start nothing (refusing what a given cluster cannot place); else train."""
