@@ -34,8 +34,8 @@ from raydd.distill.settings import DistillConfig
 from raydd.distill.stages import STATIC, StageSpec
 from raydd.layout import StoreLayout
 from raydd.prepare import PrepareConfig, prepare
-from raydd.tuning.config import TuneConfig
 from raydd.tuning.sweep import tune
+from raydd.tuning.sweep_config import TuneConfig
 from raydd.tuning.trial import fit_static, validation_split
 
 

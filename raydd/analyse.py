@@ -10,9 +10,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from raydd.analysis.config import AnalyseConfig
 from raydd.analysis.report import Table
 from raydd.analysis.study import run_study
+from raydd.analysis.study_config import AnalyseConfig
 from raydd.config import run_command
 
 

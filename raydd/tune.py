@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from raydd.config import run_command
-from raydd.tuning.config import TuneConfig
 from raydd.tuning.sweep import plan_text, tune
+from raydd.tuning.sweep_config import TuneConfig
 
 __all__ = ["TuneConfig", "main", "tune"]
 

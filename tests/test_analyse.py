@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from raydd.analyse import analyse, main
-from raydd.analysis.config import AnalyseConfig
+from raydd.analysis.study_config import AnalyseConfig
 from raydd.analysis.temporal import frame_counts
 from raydd.errors import RayddError
 from tests.conftest import store_holding

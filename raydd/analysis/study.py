@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from raydd.analysis.config import GROUPING, PROTOCOL, TEMPORAL, AnalyseConfig
 from raydd.analysis.grouping import run_grouping
 from raydd.analysis.report import (
     Table,
@@ -19,6 +18,7 @@ from raydd.analysis.report import (
     temporal_metrics,
     temporal_table,
 )
+from raydd.analysis.study_config import GROUPING, PROTOCOL, TEMPORAL, AnalyseConfig
 from raydd.analysis.temporal import frame_counts, run_temporal
 from raydd.config import to_dict
 from raydd.data.reader import PreparedDataset, open_prepared

@@ -17,9 +17,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from raydd.analysis.config import AnalyseConfig
 from raydd.analysis.memory import MIB, SavedBytes, cuda_peak_mib, cuda_peak_start
 from raydd.analysis.segments import SegmentMatching, expand, segment_centres
+from raydd.analysis.study_config import AnalyseConfig
 from raydd.data.reader import PreparedDataset
 from raydd.devices import pick_device
 from raydd.distill.loop import SAMPLES, Distiller, LearningRate, SingleProcess, build_optimizer, sample_seed
@@ -29,7 +29,7 @@ from raydd.distill.resident import should_keep_resident
 from raydd.distill.synthetic import FreeTensors
 from raydd.errors import RayddError
 from raydd.evaluation.report import summarize
-from raydd.evaluation.settings import STANDARD, lr_and_epochs
+from raydd.evaluation.schedules import STANDARD, lr_and_epochs
 from raydd.evaluation.sources import RealClips, TensorClips
 from raydd.evaluation.train import TrainSettings, train_and_test
 from raydd.models.registry import build_model

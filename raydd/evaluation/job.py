@@ -24,7 +24,7 @@ from raydd.evaluation.plan import plan_evaluation
 from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES
 from raydd.evaluation.report import describe, storage_text, summarize
 from raydd.evaluation.runs import execute
-from raydd.evaluation.settings import PRESET_NAMES
+from raydd.evaluation.schedules import PRESET_NAMES
 from raydd.layout import StoreLayout, default_store
 from raydd.models.registry import CLASSIFIERS
 from raydd.parallel import ensure_ray, run_tasks

@@ -10,7 +10,7 @@ from raydd.distilled_set import DISTILLED_KIND, STATIC_DYNAMIC, VIDEOS, load_dis
 from raydd.errors import RayddError
 from raydd.evaluation.protocols import DEFAULT_PROTOCOL, get_protocol
 from raydd.evaluation.runs import DISTILLED, RANDOM_REAL, REAL, STILLS_ONLY, RunTask
-from raydd.evaluation.settings import lr_and_epochs
+from raydd.evaluation.schedules import lr_and_epochs
 from raydd.evaluation.train import TrainSettings
 from raydd.storage import manifest_or_none, resolve
 

@@ -25,8 +25,8 @@ from raydd.parallel import ensure_ray, run_tasks
 from raydd.planning.tasks import AUTO_GPUS_PER_TRIAL, auto_gpus, plan_tune
 from raydd.storage import exists, read_bytes, write_bytes
 from raydd.tracking import mlflow_run
-from raydd.tuning.config import TuneConfig
 from raydd.tuning.ray_tune import SweepSettings, TrialRow, run_sweep
+from raydd.tuning.sweep_config import TuneConfig
 from raydd.tuning.trial import TrialSpec, fit_static
 
 

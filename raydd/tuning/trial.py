@@ -24,7 +24,7 @@ from raydd.distill.methods.catalog import method_info
 from raydd.distill.stage1 import fit_and_write_static, fit_in_process
 from raydd.distill.stages import StageSpec, build_stage
 from raydd.errors import RayddError
-from raydd.evaluation.settings import lr_and_epochs
+from raydd.evaluation.schedules import lr_and_epochs
 from raydd.evaluation.sources import RealClips, TensorClips
 from raydd.evaluation.train import TrainSettings, train_and_test
 from raydd.tracking import Tracker
