@@ -111,7 +111,7 @@ def tune_demands(config: Any, known: Capacity) -> tuple[float, list[Demand]]:
 
 
 def plan_experts(config: Any, capacity: Capacity | None = None) -> TaskPlan:
-    """The plan of an :class:`~raydd.experts.__main__.ExpertsConfig`."""
+    """The plan of an :class:`~raydd.experts.job.ExpertsConfig`."""
     from raydd.experts.trainer import model_options
     from raydd.experts.trajectories import ModelSpec
 
