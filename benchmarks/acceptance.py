@@ -88,6 +88,7 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     store = args.store or tempfile.mkdtemp(prefix="raydd-acceptance-")
     started = time.perf_counter()
+    failed: list[str] = []
     for method in args.methods:
         for ipc in args.ipc:
             for protocol in args.protocols:
@@ -103,7 +104,12 @@ def main() -> None:
                     protocol=protocol,
                 )
                 block_started = time.perf_counter()
-                rows = run_pipeline(config)
+                try:
+                    rows = run_pipeline(config)
+                except Exception as error:  # one failed block must not lose the others: record it, go on
+                    failed.append(f"{protocol} {method} IPC {ipc}: {type(error).__name__}: {error}")
+                    print(f"block failed, going on: {failed[-1]}", flush=True)
+                    continue
                 block = {"method": method, "ipc": ipc, "protocol": protocol, "rows": rows, **judge(method, rows)}
                 done.append({**block, "seconds": time.perf_counter() - block_started})
                 args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -116,8 +122,11 @@ def main() -> None:
         f"{'PASS' if b['stage_2_adds_motion'] else 'FAIL'}"
         for b in done
     ]
-    print("\n".join(["", *table(done), "", *claims, f"\n{time.perf_counter() - started:.0f} s in this run"]))
+    failures = [f"FAILED {line}" for line in failed]
+    print("\n".join(["", *table(done), "", *claims, *failures, f"\n{time.perf_counter() - started:.0f} s in this run"]))
     ray.shutdown()
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
