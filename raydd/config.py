@@ -28,9 +28,26 @@ EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
 
-def option(default: Any, help: str, *, choices: Sequence[Any] | None = None) -> Any:
-    """A config field with its ``--help`` text and, optionally, the values it may take."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+# The sections of ``--help``: what a user sets on most runs, the preset a run resolves (overridable one field at a
+# time), and the rest (cluster, resources, tracking). A field says its group with ``option(group=...)``; unsaid, the
+# fields below are advanced and every other one is a run flag.
+RUN, PRESET, ADVANCED = "run", "preset", "advanced"
+GROUP_TITLES = {
+    RUN: "run options",
+    PRESET: "preset options (default: the preset's value; --print-config shows the resolved preset)",
+    ADVANCED: "advanced options",
+}
+ADVANCED_BY_DEFAULT = frozenset({"ray_address", "experiment", "device"})
+
+
+def option(default: Any, help: str, *, choices: Sequence[Any] | None = None, group: str | None = None) -> Any:
+    """A config field with its ``--help`` text, optionally the values it may take and its ``--help`` group."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "group": group})
+
+
+def field_group(field: dataclasses.Field) -> str:
+    """The ``--help`` group of a config field (:data:`GROUP_TITLES`)."""
+    return field.metadata.get("group") or (ADVANCED if field.name in ADVANCED_BY_DEFAULT else RUN)
 
 
 def flag_name(field_name: str) -> str:
@@ -49,8 +66,15 @@ def check_choice(value: Any, field_name: str, choices: Sequence[Any]) -> None:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """The config as plain JSON-able data (what ``--print-config`` prints and MLflow logs)."""
+    """The config as plain JSON-able data (``config.json`` in its MLflow run)."""
     return dataclasses.asdict(config)
+
+
+def resolved_dict(config: Any) -> dict[str, Any]:
+    """What ``--print-config`` prints: the config as the run will use it. A config whose defaults are resolved
+    later (a preset table, a file) says so with a ``resolved()`` method; any other prints as it is."""
+    resolve = getattr(config, "resolved", None)
+    return resolve() if callable(resolve) else to_dict(config)
 
 
 # Sections every command shares, defined once: a command's config inherits the ones it needs (frozen dataclasses
@@ -107,9 +131,14 @@ def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
 
 
 def build_parser(config_cls: type, prog: str, description: str) -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _OneLineParser(
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=False
+    )
+    groups = {name: parser.add_argument_group(title) for name, title in GROUP_TITLES.items()}
+    groups[RUN].add_argument("-h", "--help", action="help", help="show this help and exit")
     hints = typing.get_type_hints(config_cls)
-    for field in dataclasses.fields(config_cls):
+    order = list(GROUP_TITLES)
+    for field in sorted(dataclasses.fields(config_cls), key=lambda f: order.index(field_group(f))):
         kind, _ = _unwrap_optional(hints[field.name])
         kwargs: dict[str, Any] = {"help": field.metadata.get("help", ""), "default": field.default}
         if kind is bool:
@@ -120,9 +149,13 @@ def build_parser(config_cls: type, prog: str, description: str) -> argparse.Argu
             if field.metadata.get("choices"):
                 kwargs["choices"] = list(field.metadata["choices"])
                 kwargs["metavar"] = "{" + ",".join(map(str, kwargs["choices"])) + "}"
-        parser.add_argument(flag_name(field.name), dest=field.name, **kwargs)
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
-    parser.add_argument("--version", action="version", version=f"%(prog)s (raydd {__version__})")
+        groups[field_group(field)].add_argument(flag_name(field.name), dest=field.name, **kwargs)
+    groups[RUN].add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config as JSON (what the run would use) and exit",
+    )
+    groups[RUN].add_argument("--version", action="version", version=f"%(prog)s (raydd {__version__})")
     return parser
 
 
@@ -146,10 +179,10 @@ def run_command(
 ) -> int:
     """The body of every ``python -m raydd.<command>``: parse, maybe print the config, run, report."""
     config, print_config = parse_config(config_cls, sys.argv[1:] if argv is None else argv, prog, description)
-    if print_config:
-        print(json.dumps(to_dict(config), indent=2, sort_keys=True))
-        return 0
     try:
+        if print_config:
+            print(json.dumps(resolved_dict(config), indent=2, sort_keys=True))
+            return 0
         run(config)
     except RayddError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)

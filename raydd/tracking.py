@@ -11,15 +11,18 @@ import contextlib
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from raydd.errors import RayddError
+from raydd.provenance import driver_alive, driver_id, git_commit
 
 _PARAM_LIMIT = 6000  # MLflow's limit on one parameter value
+SETTINGS_HASH_TAG = "raydd.settings_hash"  # what a run computes; a re-run of a killed driver continues its run
+DRIVER_TAG = "raydd.driver"  # host:pid of the process that has the run open
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI shows the run nested under that one
 
 
 class Tracker(Protocol):
@@ -75,27 +78,19 @@ def tracking_uri(store: str | None = None) -> str:
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config -> ``{"a.b": "value"}`` strings, as MLflow params."""
+    """Nested config -> ``{"a.b": "value"}`` strings, as MLflow params. ``None`` (a flag left unset: its default
+    is resolved elsewhere) is left out rather than logged as "null"."""
     flat: dict[str, str] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
+        if value is None:
+            continue
         if isinstance(value, Mapping):
             flat.update(flatten(value, f"{name}."))
         else:
-            text = json.dumps(value) if isinstance(value, (list, tuple, bool)) or value is None else str(value)
+            text = json.dumps(value) if isinstance(value, (list, tuple, bool)) else str(value)
             flat[name] = text[:_PARAM_LIMIT]
     return flat
-
-
-def git_commit() -> str:
-    """The commit of the raydd checkout, or ``unknown`` outside a git checkout."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
 class MlflowTracker:
@@ -166,10 +161,15 @@ def mlflow_run(
     tags: Mapping[str, str] | None = None,
     *,
     resume_run_id: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+    settings_hash: str | None = None,
 ) -> Iterator[MlflowTracker]:
-    """One MLflow run: logs the config verbatim (params + ``config.json``), the git commit and ``tags``;
-    ends FINISHED, or FAILED if the block raises. ``resume_run_id``: continue that run (a resumed sweep's
-    parent run) instead of creating one; its params are not logged again."""
+    """One MLflow run: logs the config (``config.json``, and as params unless ``params`` are given), the git
+    commit and ``tags``; ends FINISHED, or FAILED if the block raises. ``resume_run_id``: continue that run (a
+    resumed sweep's parent run) instead of creating one; its params are not logged again. ``parent_run_id``:
+    the run is nested under that one. ``settings_hash``: tagged; a run with the same hash left RUNNING by a
+    driver that is gone (killed) is continued instead of a new one being created."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -184,18 +184,27 @@ def mlflow_run(
         )
     except mlflow.exceptions.MlflowException as error:
         raise RayddError(f"cannot use the MLflow tracking store {uri} ({error}): check MLFLOW_TRACKING_URI") from None
+    if resume_run_id is None and settings_hash is not None:
+        resume_run_id = killed_run(client, experiment_id, settings_hash)
+    commit, dirty = git_commit()
+    own = {"raydd.command": " ".join(sys.argv), DRIVER_TAG: driver_id()}
     if resume_run_id is not None:
         client.update_run(resume_run_id, status="RUNNING")
         run = client.get_run(resume_run_id)
         tracker = MlflowTracker(client, run.info.run_id)
+        attempts = int(run.data.tags.get("raydd.attempts", "1")) + 1
+        tracker.set_tags({**own, "raydd.attempts": str(attempts)})
+        if settings_hash is not None:
+            print(f"mlflow: continuing run {run.info.run_id} (its driver is gone; attempt {attempts})", flush=True)
     else:
-        run = client.create_run(
-            experiment_id,
-            run_name=run_name,
-            tags={"raydd.git_commit": git_commit(), "raydd.command": " ".join(sys.argv), **(tags or {})},
-        )
+        first = {"raydd.git_commit": commit, "raydd.git_dirty": dirty, **own, **(tags or {})}
+        if settings_hash is not None:
+            first[SETTINGS_HASH_TAG] = settings_hash
+        if parent_run_id is not None:
+            first[PARENT_TAG] = parent_run_id
+        run = client.create_run(experiment_id, run_name=run_name, tags=first)
         tracker = MlflowTracker(client, run.info.run_id)
-        tracker.log_params(config)
+        tracker.log_params(config if params is None else params)
         tracker.log_dict(config, "config.json")
     try:
         yield tracker
@@ -203,6 +212,17 @@ def mlflow_run(
         client.set_terminated(run.info.run_id, status="FAILED")
         raise
     client.set_terminated(run.info.run_id, status="FINISHED")
+
+
+def killed_run(client: Any, experiment_id: str, settings_hash: str) -> str | None:
+    """The newest run of ``settings_hash`` still RUNNING whose driver process is gone, if any."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{SETTINGS_HASH_TAG}` = '{settings_hash}' and attributes.status = 'RUNNING'",
+        order_by=["attributes.start_time DESC"],
+    )
+    gone = [run for run in runs if not driver_alive(run.data.tags.get(DRIVER_TAG, ""))]
+    return gone[0].info.run_id if gone else None
 
 
 def _artifact_root(uri: str, experiment: str) -> str | None:

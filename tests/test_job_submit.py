@@ -4,6 +4,7 @@ built-in dataset, the job succeeds, and its MLflow run names the distilled set i
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.request
@@ -84,7 +85,16 @@ def test_ray_job_submit_runs_distill_to_success_and_its_mlflow_run_names_the_dis
         "--store",
         str(store),
     ]
-    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": tracking, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}}
+    # RAYDD_GIT_COMMIT as the README's submit line fills it where the job is submitted (the cluster has no .git).
+    commit = "0123456789abcdef0123456789abcdef01234567-dirty"
+    runtime_env = {
+        "env_vars": {
+            "MLFLOW_TRACKING_URI": tracking,
+            "RAY_AUTH_MODE": "disabled",
+            "PYTHONUNBUFFERED": "1",
+            "RAYDD_GIT_COMMIT": commit,
+        }
+    }
     submission_id = f"raydd-test-{tmp_path.name}"
     submitted = subprocess.run(
         [
@@ -121,12 +131,18 @@ def test_ray_job_submit_runs_distill_to_success_and_its_mlflow_run_names_the_dis
         f"job {submission_id} is {status} after at most {JOB_TIMEOUT_S} s; its log:\n{logs[-4000:]}"
     )
     assert "distilled builtin with dm naive" in logs, logs[-4000:]
+    # The driver's output holds each Ray Train worker line once (Ray Train's print patch doubled them), among them
+    # the stage's progress bar with its ETA.
+    (started,) = [line for line in logs.splitlines() if "[naive] run builtin-dm-naive-ipc1-" in line]
+    assert logs.count(started.split(") ", 1)[1]) == 1, logs[-4000:]
+    assert len(re.findall(r"\[naive\] \[#{20}\] 100% 3/3 [\d.]+ s/it ETA 0s loss ", logs)) == 1, logs[-4000:]
 
     mlflow = MlflowClient(tracking_uri=tracking)
     experiment = mlflow.get_experiment_by_name("raydd-distill")
     assert experiment is not None, f"no raydd-distill experiment at {tracking}"
     (run,) = mlflow.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["raydd.method"] == "dm-naive"
+    assert (run.data.tags["raydd.git_commit"], run.data.tags["raydd.git_dirty"]) == (commit[:40], "true")
     output = run.data.tags["raydd.output"]
     assert Path(output).parent == store / "distilled" / "builtin" and Path(output).is_dir(), output
     assert output in logs

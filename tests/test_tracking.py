@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 from mlflow import MlflowClient
 
-from raydd.tracking import flatten, mlflow_run, tracking_uri
+import raydd
+from raydd.tracking import PARENT_TAG, flatten, mlflow_run, tracking_uri
 
 
 def test_default_uri_is_sqlite_in_the_store_unless_the_environment_says_otherwise(
@@ -43,7 +52,7 @@ def test_a_run_logs_config_metrics_tags_and_status(tmp_path, monkeypatch: pytest
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and client.get_run(failed_id).info.status == "FAILED"
-    assert run.data.params == {"dataset": "builtin", "lr": "0.01", "widths": "[64, 128]", "nested.a": "null"}
+    assert run.data.params == {"dataset": "builtin", "lr": "0.01", "widths": "[64, 128]"}  # unset nested.a: not "null"
     assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.0, 0.5, 0.25]
     assert run.data.tags["raydd.dataset"] == "builtin" and len(run.data.tags["raydd.git_commit"]) >= 7
     assert (tmp_path / "mlartifacts" / "exp").is_dir()
@@ -64,5 +73,88 @@ def test_a_series_logs_every_value_at_its_step_across_batches(tmp_path, monkeypa
     ]
 
 
-def test_flatten_keeps_every_field() -> None:
-    assert flatten({"a": 1, "b": {"c": True, "d": (1, 2)}}) == {"a": "1", "b.c": "true", "b.d": "[1, 2]"}
+def test_flatten_keeps_every_set_field_and_leaves_unset_ones_out() -> None:
+    assert flatten({"a": 1, "b": {"c": True, "d": (1, 2), "e": None}, "f": None}) == {
+        "a": "1",
+        "b.c": "true",
+        "b.d": "[1, 2]",
+    }
+
+
+def test_a_run_with_a_parent_is_nested_under_it(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with mlflow_run(str(tmp_path), "exp", "parent", {}) as parent:
+        with mlflow_run(str(tmp_path), "exp", "child", {}, parent_run_id=parent.run_id) as child:
+            pass
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.get_run(child.run_id).data.tags[PARENT_TAG] == parent.run_id
+    assert PARENT_TAG not in client.get_run(parent.run_id).data.tags
+
+
+def _python(code: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("RAYDD_GIT_COMMIT", "MLFLOW_TRACKING_URI")}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_commit_comes_from_raydd_git_commit_where_the_code_has_no_git_checkout(tmp_path: Path) -> None:
+    # raydd as a cluster node has it: the package's files without the .git of the checkout they came from.
+    shutil.copytree(Path(raydd.__file__).parent, tmp_path / "code" / "raydd")
+    code = """
+        import os
+        from raydd.tracking import mlflow_run
+        for commit in ("", "0123456789abcdef0123456789abcdef01234567-dirty", "89abcdef"):
+            os.environ["RAYDD_GIT_COMMIT"] = commit
+            with mlflow_run("store", "exp", f"run-{commit}", {}) as tracker:
+                print(tracker.run_id)
+    """
+    done = _python(code, tmp_path, PYTHONPATH=str(tmp_path / "code"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/store/mlflow.db")
+    tags = [client.get_run(run_id).data.tags for run_id in done.stdout.split()]
+    assert [(t["raydd.git_commit"], t["raydd.git_dirty"]) for t in tags] == [
+        ("unknown", "unknown"),  # no checkout, nothing given: what the cluster recorded before
+        ("0123456789abcdef0123456789abcdef01234567", "true"),
+        ("89abcdef", "false"),
+    ]
+
+
+def test_a_killed_drivers_run_is_continued_by_the_next_run_of_the_same_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code = """
+        import os, signal
+        from raydd.tracking import mlflow_run
+        with mlflow_run("store", "exp", "distill-abc", {"seed": 0}, settings_hash="abc") as tracker:
+            tracker.log_metrics({"stage/loss": 3.0}, step=0)
+            print(tracker.run_id, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)  # a driver killed mid-run: nothing after this runs
+    """
+    killed = _python(code, tmp_path, PYTHONPATH=str(Path(raydd.__file__).parent.parent))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    run_id = killed.stdout.strip()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/store/mlflow.db")
+    assert client.get_run(run_id).info.status == "RUNNING"  # what a killed driver leaves
+
+    store = str(tmp_path / "store")
+    with mlflow_run(store, "exp", "distill-abc", {"seed": 0}, settings_hash="abc") as again:
+        again.log_metrics({"stage/loss": 2.0}, step=1)
+        # While this driver lives, its run is not taken over: the same settings started now get a run of their own.
+        with mlflow_run(store, "exp", "distill-abc", {"seed": 0}, settings_hash="abc") as concurrent:
+            pass
+    with mlflow_run(store, "exp", "distill-other", {"seed": 1}, settings_hash="other") as other:
+        pass
+    assert again.run_id == run_id and concurrent.run_id != run_id and other.run_id != run_id
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["raydd.attempts"] == "2"
+    assert run.data.tags["raydd.driver"].endswith(f":{os.getpid()}")
+    history = sorted(client.get_metric_history(run_id, "stage/loss"), key=lambda m: m.step)
+    assert [(m.step, m.value) for m in history] == [(0, 3.0), (1, 2.0)]  # one run holds both attempts' curves
+    assert len(client.search_runs([run.info.experiment_id])) == 3

@@ -20,6 +20,7 @@ from raydd.distill.methods.catalog import method_info
 from raydd.distill.presets import Preset
 from raydd.distill.preview import preview_gif, stills_png
 from raydd.distill.ray_train import RunSettings, fit_stage, stage_curves
+from raydd.distill.run_params import preset_flags, run_params
 from raydd.distill.settings import DistillConfig, settings_hash
 from raydd.distill.stage1 import fit_and_write_static
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, stage_model
@@ -139,6 +140,7 @@ def distill(config: DistillConfig) -> DistillOutcome:
         use_gpu=use_gpu,
         cpus_per_worker=auto_cpus_per_worker(config.cpus_per_worker, config.workers, use_gpu, cluster),
         max_failures=config.max_failures,
+        progress_every_s=5.0 if sys.stdout.isatty() else 30.0,
     )
     runs = layout.runs()
     tags = {
@@ -146,14 +148,11 @@ def distill(config: DistillConfig) -> DistillOutcome:
         "raydd.dataset_manifest_sha256": dataset.manifest.content_sha256(),
         "raydd.method": f"{config.method}-{config.paradigm}",
     }
-    name = f"{config.method}-{config.paradigm}-ipc{config.ipc}-{dataset.spec.name}"
-    with mlflow_run(config.store, config.experiment, name, to_dict(config), tags) as tracker:
-        tracker.log_params({f"preset.{k}": v for k, v in preset.to_dict().items()})
-        if borrowed is not None:
-            tracker.log_params({"preset.borrowed_from": borrowed.name})
-        if config.paradigm != "naive":
-            stage1 = {f"static_preset.{k}": v for k, v in static_preset.to_dict().items() if v != getattr(preset, k)}
-            tracker.log_params({"stage1.method": static_method, **stage1})
+    tags["raydd.preset_flags"] = preset_flags(config)
+    name = f"{config.method}-{config.paradigm}-ipc{config.ipc}-{dataset.spec.name}-{key}"  # key: the output's
+    params = run_params(config, preset, static_preset, static_method, borrowed)
+    opened = mlflow_run(config.store, config.experiment, name, to_dict(config), tags, params=params, settings_hash=key)
+    with opened as tracker:
         # Testing aid ($RAYDD_FAULTS): the first attempt of the last stage dies after this iteration.
         last = dataclasses.replace(run_settings, fail_at_iteration=fault("fail_at_iteration"))
         static_uri = None
@@ -265,7 +264,8 @@ def _log_stills(tracker: Tracker, static_uri: str, dataset: PreparedDataset) -> 
 
 
 def _evaluate(config: DistillConfig, uri: str, tracker: Tracker, run: RunSettings) -> dict[str, float]:
-    """Evaluation runs on GPUs when the distillation did (one GPU and a worker's CPUs each), else on 1 CPU each."""
+    """Evaluation runs on GPUs when the distillation did (one GPU and a worker's CPUs each), else on 1 CPU each. Its
+    MLflow run is nested under the distill run (same experiment, ``mlflow.parentRunId``)."""
     from raydd.evaluation.job import EvalConfig, evaluate
 
     devices = {"gpus_per_run": 1.0, "cpus_per_run": run.cpus_per_worker} if run.use_gpu else {}
@@ -278,9 +278,10 @@ def _evaluate(config: DistillConfig, uri: str, tracker: Tracker, run: RunSetting
         seed=config.seed,
         ray_address=config.ray_address,
         protocol=config.eval_protocol,
+        experiment=config.experiment,
         **devices,
     )
-    metrics = evaluate(settings)
+    metrics = evaluate(settings, parent_run_id=getattr(tracker, "run_id", None))
     tracker.log_metrics({f"eval/{key}": value for key, value in metrics.items() if key != "protocol"})
     tracker.set_tags({"raydd.protocol": metrics["protocol"]})
     return metrics

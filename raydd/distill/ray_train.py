@@ -24,6 +24,7 @@ from raydd import metrics
 from raydd.data.cache import admit, cache_entry, file_sha256, local_shard
 from raydd.devices import pick_device
 from raydd.distill.loop import SingleProcess, TorchDistributed
+from raydd.distill.progress import Progress
 from raydd.distill.stages import StageSpec, build_stage
 from raydd.errors import RayddError
 from raydd.storage import Location, ShardRecord, exists, read_bytes, resolve, write_bytes
@@ -31,6 +32,10 @@ from raydd.tracking import NullTracker, RunAddress, Tracker
 
 STATE_FILE = "state.pt"
 KEPT_CHECKPOINTS = 2
+# Ray Train (2.60) patches a worker's print to log each line through the root logger (to the worker's stderr) and,
+# because Ray wraps the worker's stdout, to also print it there: Ray then forwards every line twice to the driver.
+# Without the patch a print goes once to stdout, which Ray forwards once.
+WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 RECORD_FILE = "state.json"  # the state's bytes and SHA-256: its name in the node cache
 
 
@@ -43,7 +48,8 @@ class RunSettings:
     cpus_per_worker: float = 1.0
     max_failures: int = 0
     fail_at_iteration: int = -1  # testing aid: the first attempt's rank 0 dies after this iteration
-    log_every: int = 10
+    log_every: int = 10  # iterations between live MLflow batches
+    progress_every_s: float = 30.0  # a progress line at least this often (and at every tenth of the stage)
 
 
 def _worker(config: dict[str, Any]) -> None:
@@ -69,6 +75,9 @@ def _worker(config: dict[str, Any]) -> None:
         start, history, saved_at = distiller.restore(state), state["history"], state.get("saved_at", saved_at)
         if rank == 0:
             print(f"[{spec.stage}] resuming at iteration {start}/{run.iterations} from the last checkpoint", flush=True)
+    if rank == 0:
+        print(f"[{spec.stage}] run {config['name']}: iterations {start + 1}..{run.iterations}", flush=True)
+    progress = Progress(spec.stage, run.iterations, start, every_s=run.progress_every_s)
     live: Tracker = config["tracking"].open() if config.get("tracking") is not None and rank == 0 else NullTracker()
     logged = start  # history[:logged] is in MLflow (a resumed attempt re-sends what its predecessor sent since then)
     for iteration in range(start, run.iterations):
@@ -83,12 +92,8 @@ def _worker(config: dict[str, Any]) -> None:
                 checkpoint_age_s=time.time() - saved_at,
                 tags=tags,
             )
-        if rank == 0 and ((iteration + 1) % run.log_every == 0 or iteration == start):
-            print(
-                f"[{spec.stage}] iteration {iteration + 1}/{run.iterations} loss {result.loss:.5g} "
-                f"{result.seconds:.2f} s/it",
-                flush=True,
-            )
+        if rank == 0 and (line := progress.update(iteration + 1, result.loss)) is not None:
+            print(line, flush=True)
         if (iteration + 1) % run.log_every == 0 or iteration + 1 == run.iterations:
             live.log_series(stage_curves(spec.stage, history, logged), start=logged)
             logged = iteration + 1
@@ -153,6 +158,7 @@ def fit_stage(
             "run": run,
             "runs": runs.uri,
             "fail_marker": runs.child(name, "fail-marker").uri,
+            "name": name,
             "tracking": tracking,
         },
         torch_config=TorchConfig(backend="nccl" if run.use_gpu else "gloo"),
@@ -167,6 +173,7 @@ def fit_stage(
             storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
+            worker_runtime_env={"env_vars": WORKER_ENV},
         ),
     )
     try:

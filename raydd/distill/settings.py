@@ -13,6 +13,8 @@ import json
 from typing import Any
 
 from raydd.config import (
+    ADVANCED,
+    PRESET,
     DeviceSection,
     RaySection,
     SeedSection,
@@ -21,6 +23,8 @@ from raydd.config import (
     check,
     check_choice,
     option,
+    resolve_defaults,
+    to_dict,
 )
 from raydd.data.specs import dataset_names
 from raydd.devices import DEVICE_CHOICES
@@ -56,30 +60,40 @@ class DistillConfig(StoreSection, RaySection, TrackingSection, DeviceSection, Se
         "experts/, writes distill/ and distilled/",
     )
     preset: str | None = option(
-        None, "JSON preset file (from python -m raydd.tune) overriding the table's values; flags override it"
+        None,
+        "JSON preset file (from python -m raydd.tune) overriding the table's values; flags override it",
+        group=PRESET,
     )
     static: str | None = option(
-        None, "reuse stage 1's still images from this URI (STORE/distill/static/...) instead of distilling them"
+        None,
+        "reuse stage 1's still images from this URI (STORE/distill/static/...) instead of distilling them",
+        group=ADVANCED,
     )
     experts: str | None = option(
-        None, "MTT experts folder of stage 2 / naive (default STORE/experts/DATASET/minic3d; stage 1 uses .../convnet)"
+        None,
+        "MTT experts folder of stage 2 / naive (default STORE/experts/DATASET/minic3d; stage 1 uses .../convnet)",
+        group=ADVANCED,
     )
     output: str | None = option(
-        None, "where the distilled set goes (default STORE/distilled/DATASET/METHOD-PARADIGM-ipcK-HASH)"
+        None, "where the distilled set goes (default STORE/distilled/DATASET/METHOD-PARADIGM-ipcK-HASH)", group=ADVANCED
     )
     workers: int = option(1, "Ray Train workers; how they share an iteration: --split")
     use_gpu: bool | None = option(
         None,
         "one GPU per Ray Train worker (NCCL), else CPU workers (gloo); default: GPUs when the Ray cluster has "
         "(or its autoscaler can launch) GPU nodes",
+        group=ADVANCED,
     )
     cpus_per_worker: float | None = option(
         None,
         "CPUs per Ray Train worker (its torch threads); default: a CPU run shares the cluster's CPUs among the "
         "workers, a GPU worker takes its node's CPUs per GPU",
+        group=ADVANCED,
     )
     samples_per_worker: int = option(
-        1, "matching samples per iteration (--split classes: shared by the workers; samples: per worker)"
+        1,
+        "matching samples per iteration (--split classes: shared by the workers; samples: per worker)",
+        group=ADVANCED,
     )
     split: str = option(
         "classes",
@@ -87,20 +101,31 @@ class DistillConfig(StoreSection, RaySection, TrackingSection, DeviceSection, Se
         "block of classes: the result of 1 worker, ~N x faster) or samples (each worker its own matching "
         "samples: N x the samples an iteration)",
         choices=("classes", "samples"),
+        group=ADVANCED,
     )
     memory_bounded: bool = option(
         False,
         "MTT: rebuild one student step at a time in the backward pass (same gradient, memory independent of syn_steps)",
+        group=ADVANCED,
     )
-    checkpoint_every: int = option(50, "iterations between checkpoints (in STORE/distill/runs)")
-    max_failures: int = option(1, "times Ray Train restarts a failed worker group from the last checkpoint")
+    checkpoint_every: int = option(50, "iterations between checkpoints (in STORE/distill/runs)", group=ADVANCED)
+    max_failures: int = option(
+        1, "times Ray Train restarts a failed worker group from the last checkpoint", group=ADVANCED
+    )
     seed: int = option(0, "seed of every random choice (initialisation, batches, experts, pairing)")
     device: str = option("auto", "device of each worker when --no-use-gpu", choices=DEVICE_CHOICES)
     eval_runs: int = option(3, "evaluation runs of the distilled set at the end (0: none)")
-    eval_epochs: int | None = option(None, "evaluation epochs (default: the evaluation preset's, e.g. 500 for MiniC3D)")
-    eval_model: str = option("minic3d", "network the evaluation trains", choices=("minic3d", "cnn_gru", "cnn_lstm"))
+    eval_epochs: int | None = option(
+        None, "evaluation epochs (default: the evaluation preset's, e.g. 500 for MiniC3D)", group=ADVANCED
+    )
+    eval_model: str = option(
+        "minic3d", "network the evaluation trains", choices=("minic3d", "cnn_gru", "cnn_lstm"), group=ADVANCED
+    )
     eval_protocol: str = option(
-        DEFAULT_PROTOCOL, "evaluation protocol (see python -m raydd.evaluate --help)", choices=PROTOCOL_NAMES
+        DEFAULT_PROTOCOL,
+        "evaluation protocol (see python -m raydd.evaluate --help)",
+        choices=PROTOCOL_NAMES,
+        group=ADVANCED,
     )
     overwrite: bool = option(False, "distil again even when the output already holds this distilled set")
     experiment: str = option("raydd-distill", "MLflow experiment name")
@@ -127,6 +152,17 @@ class DistillConfig(StoreSection, RaySection, TrackingSection, DeviceSection, Se
         )
         self.check_overrides()
         check(self.eval_epochs is None or self.eval_epochs >= 1, "eval_epochs", "a positive integer")
+
+    def resolved(self) -> dict[str, Any]:
+        """What ``--print-config`` prints: the flags, every preset field as the run uses it (table row ->
+        ``--preset FILE`` -> flags) and, for static-dynamic, stage 1's method and the fields its preset changes."""
+        config = resolve_defaults(self)
+        data = {**to_dict(config), **config.resolved_preset().to_dict()}
+        if config.paradigm != "naive":
+            stage1 = config.static_preset().to_dict()
+            data["static_method"] = config.stage1_method()
+            data["stage1_preset"] = {name: value for name, value in stage1.items() if value != data[name]}
+        return data
 
     def resolved_preset(self) -> Preset:
         return stage_presets.presets(self)[0]

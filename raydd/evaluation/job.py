@@ -104,9 +104,10 @@ _PLAN_FIELDS = (
 )
 
 
-def evaluate(config: EvalConfig) -> dict[str, Any]:
+def evaluate(config: EvalConfig, *, parent_run_id: str | None = None) -> dict[str, Any]:
     """Metrics (percentages: ``top1_mean``/``_std``, ``static_top1_*``, ``dynamic_top1_*``, ...), plus
-    ``protocol`` and, where the training set has one, ``storage_ratio``."""
+    ``protocol`` and, where the training set has one, ``storage_ratio``. ``parent_run_id``: the MLflow run this
+    evaluation's run is nested under (distill's closing evaluation)."""
     config = config.with_store_defaults()
     fields = to_dict(config)
     plan = plan_evaluation(**{k: fields[k] for k in _PLAN_FIELDS})
@@ -119,7 +120,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         "raydd.protocol": plan.protocol,
     }
     run_name = f"{config.model}-{plan.kind}-{reference.spec.name}-{plan.protocol}"
-    with mlflow_run(config.store, config.experiment, run_name, fields, tags) as tracker:
+    with mlflow_run(config.store, config.experiment, run_name, fields, tags, parent_run_id=parent_run_id) as tracker:
         tracker.log_params(
             {
                 "input.mean": list(reference.mean),

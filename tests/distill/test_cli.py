@@ -3,7 +3,10 @@ to run first, and a repeated command that has nothing to do."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib
+import io
 import json
 import os
 import re
@@ -12,8 +15,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from raydd.config import flag_name
 from raydd.distill.__main__ import main
-from raydd.distill.presets import Preset
+from raydd.distill.presets import Preset, table_preset
 from raydd.distill.settings import DistillConfig
 from tests.conftest import store_holding
 
@@ -34,26 +38,9 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     return lines[0]
 
 
-def test_print_config_prints_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
-    assert (
-        main(
-            [
-                "--print-config",
-                "--method",
-                "mtt",
-                "--paradigm",
-                "naive",
-                "--lr-dynamic",
-                "3",
-                "--workers",
-                "2",
-                "--no-learn-lr",
-                "--hallucinator",
-                "convtranspose",
-            ]
-        )
-        == 0
-    )
+def test_print_config_prints_every_flag_with_the_preset_resolved(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--method", "mtt", "--paradigm", "naive", "--lr-dynamic", "3", "--workers", "2", "--no-learn-lr"]
+    assert main(["--print-config", *argv, "--hallucinator", "convtranspose"]) == 0
     printed = json.loads(capsys.readouterr().out)
     fields = {field.name for field in dataclasses.fields(DistillConfig)}
     assert set(printed) == fields and set(Preset.__dataclass_fields__) < fields  # run flags + one per preset field
@@ -64,19 +51,72 @@ def test_print_config_prints_every_flag(capsys: pytest.CaptureFixture[str]) -> N
         and printed["experiment"] == "raydd-distill"
     )
     assert printed["lr_dynamic"] == 3.0 and printed["learn_lr"] is False and printed["hallucinator"] == "convtranspose"
-    assert printed["lr_img"] is None and printed["iterations"] is None  # unset preset fields: the preset's value
+    table = table_preset("mtt", "naive", "builtin", 1)
+    assert table is not None and printed["iterations"] == table.iterations and printed["lr_img"] == table.lr_img
+    assert printed["syn_steps"] == table.syn_steps and printed["lr_teacher"] == table.lr_teacher
     assert "fail_at_iteration" not in printed and printed["eval_runs"] == 3  # test faults: $RAYDD_FAULTS
 
 
-def test_help_documents_the_preset_flags(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("dataset", ["k400", "builtin"])
+def test_print_config_resolves_table_then_preset_file_then_flags(
+    dataset: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = table_preset("dm", "static-dynamic", dataset, 1)
+    assert table is not None
+    assert main(["--print-config", "--dataset", dataset]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert {name: printed[name] for name in Preset.__dataclass_fields__} == table.to_dict()
+    for name in ("iterations", "batch_real", "lr_static", "lr_dynamic", "lr_hal"):
+        assert printed[name] is not None, name  # what --print-config printed as null before
+    assert printed["static_method"] == "dm" and printed["stage1_preset"] == {}
+
+    preset_file = tmp_path / "tuned.json"
+    preset_file.write_text(json.dumps({"preset": {"iterations": table.iterations + 7, "lr_hal": 0.25}}))
+    assert main(["--print-config", "--dataset", dataset, "--preset", str(preset_file), "--lr-hal", "0.5"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["iterations"] == table.iterations + 7 and printed["lr_hal"] == 0.5  # the flag beats the file
+    assert printed["batch_real"] == table.batch_real and printed["preset"] == str(preset_file)
+
+
+def test_print_config_without_a_preset_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--print-config", "--method", "frepo", "--dataset", "k400"]) == 1
+    assert "no preset for frepo static-dynamic on k400 at IPC 1" in _one_error_line(capsys)
+
+
+def _help_sections(text: str) -> dict[str, str]:
+    """``--help``'s sections by title ("run options", ...), each the text up to the next one."""
+    parts = re.split(r"^(\w[\w ]* options)[^\n]*:$", text, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_help_is_grouped_into_run_preset_and_advanced(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["--help"])
     assert exited.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    assert (
-        "--lr-dynamic" in text and "static-dynamic stage 2: lr of the dynamic memories (default: the preset's)" in text
-    )
-    assert "--samples-per-worker" in text and "--fail-at-iteration" not in text and "--print-config" in text
+    sections = _help_sections(capsys.readouterr().out)
+    assert list(sections) == ["run options", "preset options", "advanced options"]
+    flags = {title: set(re.findall(r"^  (--[a-z-]+)", body, flags=re.MULTILINE)) for title, body in sections.items()}
+    assert {"--dataset", "--method", "--paradigm", "--ipc", "--store", "--print-config", "--version"} <= flags[
+        "run options"
+    ]
+    preset_flags = {flag_name(name) for name in Preset.__dataclass_fields__}
+    assert flags["preset options"] == preset_flags | {"--preset"}  # every preset field, and the preset file
+    assert {"--ray-address", "--split", "--checkpoint-every", "--experiment", "--use-gpu"} <= flags["advanced options"]
+    every = {flag_name(field.name) for field in dataclasses.fields(DistillConfig)}
+    assert set().union(*flags.values()) >= every and not flags["run options"] & flags["advanced options"]
+    text = " ".join(sections["preset options"].split())  # argparse wraps lines
+    assert "static-dynamic stage 2: lr of the dynamic memories (default: the preset's)" in text
+    assert "--fail-at-iteration" not in " ".join(sections.values())
+
+
+@pytest.mark.parametrize("command", ["raydd.evaluate", "raydd.pipeline", "raydd.experts"])
+def test_every_command_on_the_config_parser_has_grouped_help(command: str) -> None:
+    module = importlib.import_module(command if command != "raydd.experts" else "raydd.experts.__main__")
+    with pytest.raises(SystemExit) as exited, contextlib.redirect_stdout(io.StringIO()) as out:
+        module.main(["--help"])
+    assert exited.value.code == 0
+    sections = _help_sections(out.getvalue())
+    assert "run options" in sections and "--ray-address" in sections["advanced options"]
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from raydd.config import parse_config, to_dict
 from raydd.distill.__main__ import main
-from raydd.distill.presets import Preset
+from raydd.distill.run_params import PRESET_FIELDS
 from raydd.distill.settings import DistillConfig
 from raydd.distilled_set import load_distilled, read_tensor_shard
 from raydd.experts.__main__ import main as experts_main
@@ -303,18 +303,31 @@ def test_the_mlflow_run_records_config_losses_storage_preview_and_evaluation(mtt
     store, config = mtt_store["store"], mtt_store["config"]
     client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
     experiment = client.get_experiment_by_name("raydd-distill")
-    (run,) = client.search_runs([experiment.experiment_id], filter_string="params.lr_hal = 'null'")
+    (run,) = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.`raydd.method` = 'mtt-static-dynamic' and params.eval_runs = '1'",
+    )
     params = run.data.params
     assert run.info.status == "FINISHED"
-    assert {k: params[k] for k in flatten(to_dict(config))} == flatten(to_dict(config))
+    # The run flags as given (unset ones left out, never "null"), and the preset once, as the run resolved it.
+    flags = {k: v for k, v in flatten(to_dict(config)).items() if k not in PRESET_FIELDS}
+    assert {k: v for k, v in params.items() if not k.startswith(("preset.", "static_preset.", "stage1."))} == flags
+    assert "null" not in params.values() and not PRESET_FIELDS & set(params)
     preset = config.resolved_preset()
-    assert {k: params[f"preset.{k}"] for k in Preset.__dataclass_fields__} == flatten(preset.to_dict())
-    assert (
-        params["method"] == "mtt"
-        and params["iterations"] == "3"
-        and params["preset.iterations"] == "3"
-        and params["preset.syn_steps"] == "2"
+    assert {k[len("preset.") :]: v for k, v in params.items() if k.startswith("preset.")} == flatten(preset.to_dict())
+    assert params["method"] == "mtt" and params["preset.iterations"] == "3" and params["preset.syn_steps"] == "2"
+    given = sorted(name for flag in MTT if (name := flag[2:].replace("-", "_")) in PRESET_FIELDS)
+    assert given and run.data.tags["raydd.preset_flags"] == ",".join(given)  # which preset fields the flags set
+    # The run's name ends with the hash that names the distilled set's folder (and is tagged, to find the run again).
+    settings_hash = mtt_store["output"].name.rsplit("-", 1)[1]
+    assert run.info.run_name == f"mtt-static-dynamic-ipc1-builtin-{settings_hash}"
+    assert run.data.tags["raydd.settings_hash"] == settings_hash
+    # The closing evaluation is a run nested under it, in the same experiment.
+    (evaluation,) = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
     )
+    assert evaluation.data.params["data"] == str(mtt_store["output"]) and evaluation.data.params["runs"] == "1"
+    assert evaluation.data.metrics["top1_mean"] == pytest.approx(run.data.metrics["eval/top1_mean"])
 
     for stage, state in mtt_store["final_states"].items():  # one value per iteration, as the stage's history has them
         history = sorted(client.get_metric_history(run.info.run_id, f"{stage}/loss"), key=lambda m: m.step)
