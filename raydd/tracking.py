@@ -222,7 +222,34 @@ def killed_run(client: Any, experiment_id: str, settings_hash: str) -> str | Non
         order_by=["attributes.start_time DESC"],
     )
     gone = [run for run in runs if not driver_alive(run.data.tags.get(DRIVER_TAG, ""))]
-    return gone[0].info.run_id if gone else None
+    if not gone:
+        return None
+    run_id = gone[0].info.run_id
+    # Runs it had open when killed (the closing evaluation) are over: the continued run opens its own.
+    children = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{run_id}' and attributes.status = 'RUNNING'"
+    )
+    for child in children:
+        client.set_terminated(child.info.run_id, status="KILLED")
+    return run_id
+
+
+def end_killed_run(store: str | None, experiment: str, settings_hash: str, why: str) -> str | None:
+    """Mark KILLED the run of ``settings_hash`` that a killed driver left RUNNING, when there is nothing left for a
+    re-run to continue (its output is complete); ``why`` is tagged. Returns its id, or None when there is none."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri(store))
+    try:
+        found = client.get_experiment_by_name(experiment)
+        run_id = killed_run(client, found.experiment_id, settings_hash) if found is not None else None
+        if run_id is not None:
+            client.set_tag(run_id, "raydd.ended", why)
+            client.set_terminated(run_id, status="KILLED")
+    except MlflowException:  # nothing to do but this: an unreachable tracking server must not fail the command
+        return None
+    return run_id
 
 
 def _artifact_root(uri: str, experiment: str) -> str | None:

@@ -14,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 import raydd
-from raydd.tracking import PARENT_TAG, flatten, mlflow_run, tracking_uri
+from raydd.tracking import PARENT_TAG, end_killed_run, flatten, mlflow_run, tracking_uri
 
 
 def test_default_uri_is_sqlite_in_the_store_unless_the_environment_says_otherwise(
@@ -134,14 +134,16 @@ def test_a_killed_drivers_run_is_continued_by_the_next_run_of_the_same_settings(
         from raydd.tracking import mlflow_run
         with mlflow_run("store", "exp", "distill-abc", {"seed": 0}, settings_hash="abc") as tracker:
             tracker.log_metrics({"stage/loss": 3.0}, step=0)
-            print(tracker.run_id, flush=True)
-            os.kill(os.getpid(), signal.SIGKILL)  # a driver killed mid-run: nothing after this runs
+            with mlflow_run("store", "exp", "evaluate", {}, parent_run_id=tracker.run_id) as evaluation:
+                with mlflow_run("store", "exp", "distill-done", {"seed": 2}, settings_hash="done") as done:
+                    print(tracker.run_id, evaluation.run_id, done.run_id, flush=True)
+                    os.kill(os.getpid(), signal.SIGKILL)  # a driver killed mid-run: nothing after this runs
     """
     killed = _python(code, tmp_path, PYTHONPATH=str(Path(raydd.__file__).parent.parent))
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    run_id = killed.stdout.strip()
+    run_id, evaluation_id, done_id = killed.stdout.split()
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/store/mlflow.db")
-    assert client.get_run(run_id).info.status == "RUNNING"  # what a killed driver leaves
+    assert {client.get_run(i).info.status for i in killed.stdout.split()} == {"RUNNING"}  # what a killed driver leaves
 
     store = str(tmp_path / "store")
     with mlflow_run(store, "exp", "distill-abc", {"seed": 0}, settings_hash="abc") as again:
@@ -157,4 +159,11 @@ def test_a_killed_drivers_run_is_continued_by_the_next_run_of_the_same_settings(
     assert run.data.tags["raydd.driver"].endswith(f":{os.getpid()}")
     history = sorted(client.get_metric_history(run_id, "stage/loss"), key=lambda m: m.step)
     assert [(m.step, m.value) for m in history] == [(0, 3.0), (1, 2.0)]  # one run holds both attempts' curves
-    assert len(client.search_runs([run.info.experiment_id])) == 3
+    assert client.get_run(evaluation_id).info.status == "KILLED"  # the continued run's child of the killed attempt
+    assert len(client.search_runs([run.info.experiment_id])) == 5
+
+    # A re-run with nothing left to do (its output complete) ends the killed run instead.
+    assert end_killed_run(store, "exp", "done", "a re-run found it complete") == done_id
+    ended = client.get_run(done_id)
+    assert ended.info.status == "KILLED" and ended.data.tags["raydd.ended"] == "a re-run found it complete"
+    assert end_killed_run(store, "exp", "done", "again") is None  # nothing RUNNING is left

@@ -32,7 +32,7 @@ from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray
 from raydd.planning.resources import auto_cpus_per_worker, auto_use_gpu
 from raydd.storage import Location, Manifest, manifest_or_none, open_manifest, require_writable_root, resolve
-from raydd.tracking import Tracker, mlflow_run
+from raydd.tracking import Tracker, end_killed_run, mlflow_run
 
 # Preset fields that only stage 2 reads: changing them keeps stage 1's images reusable.
 STAGE2_ONLY = (
@@ -129,6 +129,7 @@ def distill(config: DistillConfig) -> DistillOutcome:
         print(
             f"{output} already holds this distilled set: nothing to do (--overwrite distils it again)", file=sys.stderr
         )
+        end_killed_run(config.store, config.experiment, key, "a re-run found the distilled set complete")
         return DistillOutcome(output.uri, existing, existing.metadata.get("static_uri"), {}, 0.0)
     ensure_ray(config.ray_address)
     cluster = capacity()
