@@ -134,7 +134,7 @@ def test_ray_job_submit_runs_distill_to_success_and_its_mlflow_run_names_the_dis
     # The driver's output holds each Ray Train worker line once (Ray Train's print patch doubled them), among them
     # the stage's progress bar with its ETA.
     (started,) = [line for line in logs.splitlines() if "[naive] run builtin-dm-naive-ipc1-" in line]
-    assert logs.count(started.split(") ", 1)[1]) == 1, logs[-4000:]
+    assert logs.count(started[started.index("[naive] run") :]) == 1, logs[-4000:]
     assert len(re.findall(r"\[naive\] \[#{20}\] 100% 3/3 [\d.]+ s/it ETA 0s loss ", logs)) == 1, logs[-4000:]
 
     mlflow = MlflowClient(tracking_uri=tracking)

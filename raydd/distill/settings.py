@@ -155,13 +155,16 @@ class DistillConfig(StoreSection, RaySection, TrackingSection, DeviceSection, Se
 
     def resolved(self) -> dict[str, Any]:
         """What ``--print-config`` prints: the flags, every preset field as the run uses it (table row ->
-        ``--preset FILE`` -> flags) and, for static-dynamic, stage 1's method and the fields its preset changes."""
+        ``--preset FILE`` -> flags) and, for static-dynamic, stage 1's method and (``stage1_preset``) the fields its
+        preset changes, if any."""
         config = resolve_defaults(self)
         data = {**to_dict(config), **config.resolved_preset().to_dict()}
         if config.paradigm != "naive":
             stage1 = config.static_preset().to_dict()
             data["static_method"] = config.stage1_method()
-            data["stage1_preset"] = {name: value for name, value in stage1.items() if value != data[name]}
+            changed = {name: value for name, value in stage1.items() if value != data[name]}
+            if changed:  # only then: the printed config stays a DistillConfig's fields otherwise
+                data["stage1_preset"] = changed
         return data
 
     def resolved_preset(self) -> Preset:

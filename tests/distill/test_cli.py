@@ -68,7 +68,7 @@ def test_print_config_resolves_table_then_preset_file_then_flags(
     assert {name: printed[name] for name in Preset.__dataclass_fields__} == table.to_dict()
     for name in ("iterations", "batch_real", "lr_static", "lr_dynamic", "lr_hal"):
         assert printed[name] is not None, name  # what --print-config printed as null before
-    assert printed["static_method"] == "dm" and printed["stage1_preset"] == {}
+    assert printed["static_method"] == "dm" and "stage1_preset" not in printed  # stage 1 runs the same preset
 
     preset_file = tmp_path / "tuned.json"
     preset_file.write_text(json.dumps({"preset": {"iterations": table.iterations + 7, "lr_hal": 0.25}}))
@@ -76,6 +76,13 @@ def test_print_config_resolves_table_then_preset_file_then_flags(
     printed = json.loads(capsys.readouterr().out)
     assert printed["iterations"] == table.iterations + 7 and printed["lr_hal"] == 0.5  # the flag beats the file
     assert printed["batch_real"] == table.batch_real and printed["preset"] == str(preset_file)
+
+    # Stage 1 learnt by another method: the fields its own row gives stage 1 are printed beside the run's preset.
+    assert main(["--print-config", "--dataset", dataset, "--static-method", "mtt"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    stage1 = table_preset("mtt", "static-dynamic", dataset, 1)
+    assert stage1 is not None and printed["static_method"] == "mtt"
+    assert printed["stage1_preset"]["lr_static"] == stage1.lr_static != printed["lr_static"]
 
 
 def test_print_config_without_a_preset_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
