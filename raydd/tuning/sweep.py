@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from raydd.cluster import capacity
@@ -70,10 +71,10 @@ class SweepResult:
 
     def summary(self) -> str:
         """The trials' table and where the best preset went."""
-        lines = [f"{'trial':>12} {'lr_dynamic':>11} {'lr_hal':>11} {'loss':>10} {'val top-1':>9}  status"]
+        lines = [f"{'trial':>12} {'lr_dynamic':>11} {'lr_hal':>11} {'iters':>6} {'loss':>10} {'val top-1':>9}  status"]
         lines += [
-            f"{row.trial_id:>12} {row.lr_dynamic:11.4g} {row.lr_hal:11.4g} {row.loss:10.5g} {row.val_top1:9.1f}  "
-            f"{row.status}"
+            f"{row.trial_id:>12} {row.lr_dynamic:11.4g} {row.lr_hal:11.4g} {row.iterations:6d} {row.loss:10.5g} "
+            f"{row.val_top1:9.1f}  {row.status}"
             for row in self.rows
         ]
         best = self.rows[0]
@@ -84,8 +85,9 @@ class SweepResult:
         return "\n".join(lines)
 
 
-def tune(config: TuneConfig) -> SweepResult:
-    """Run (or resume) the sweep of ``config``; stage 1 only if the sweep's folder lacks its still images."""
+def tune(config: TuneConfig, starts: Sequence[Mapping[str, float]] = ()) -> SweepResult:
+    """Run (or resume) the sweep of ``config``; stage 1 only if the sweep's folder lacks its still images.
+    ``starts``: (lr_dynamic, lr_hal) points tried first, in order (default: the centre of the ranges)."""
     config = dataclasses.replace(config, store=config.store or default_store())  # what every trial logs into
     preset = base_preset(config)
     centre = _centre(config)
@@ -140,7 +142,7 @@ def tune(config: TuneConfig) -> SweepResult:
         config.max_concurrent,
         lr_dynamic,
         lr_hal,
-        start,
+        tuple(dict(point) for point in starts) or (start,),
         grace,
         config.cpus_per_trial,
         gpus,
@@ -159,7 +161,7 @@ def tune(config: TuneConfig) -> SweepResult:
         rows = run_sweep(
             trial,
             settings,
-            storage=str(layout.tune().uri),
+            storage=layout.tune(),
             name=name,
             store=config.store,
             experiment=config.experiment,
