@@ -14,6 +14,7 @@ import pytest
 import s3fs
 from mlflow import MlflowClient
 
+from raydd.errors import RayddError
 from raydd.layout import StoreLayout
 from raydd.locations import resolve
 from raydd.tune import TuneConfig, main
@@ -58,6 +59,13 @@ def test_asha_stops_a_trial_whose_loss_lags_at_the_grace_period(tiny_datasets: P
     assert {lr: [m.step for m in history] for lr, history in steps.items()} == {10.0: list(range(6)), 1e7: [0, 1]}
     at_rung = {lr: history[1].value for lr, history in steps.items()}  # the loss ASHA compared at iteration 2
     assert at_rung[1e7] > 2 * at_rung[10.0], at_rung
+
+
+def test_a_starting_point_outside_the_ranges_is_refused_in_one_line(tmp_path: Path) -> None:
+    config = TuneConfig(store=str(tmp_path), lr_dynamic_min=1.0, lr_dynamic_max=100.0, **SMALL)
+    with pytest.raises(RayddError, match="starting point .* inside the ranges"):
+        tune(config, starts=[{"lr_dynamic": 1e3, "lr_hal": 1e-4}])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_mtt_sweep_matches_expert_trajectories(tiny_datasets: Path, tmp_path: Path) -> None:

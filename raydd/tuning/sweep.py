@@ -88,13 +88,17 @@ class SweepResult:
 def tune(config: TuneConfig, starts: Sequence[Mapping[str, float]] = ()) -> SweepResult:
     """Run (or resume) the sweep of ``config``; stage 1 only if the sweep's folder lacks its still images.
     ``starts``: (lr_dynamic, lr_hal) points tried first, in order (default: the centre of the ranges)."""
-    config = dataclasses.replace(config, store=config.store or default_store())  # what every trial logs into
+    config = dataclasses.replace(config, store=config.store or default_store())  # where the runs are logged
     preset = base_preset(config)
     centre = _centre(config)
     stage1 = _distill_config(config, lr_dynamic=1.0, lr_hal=1.0)
     lr_dynamic = _range(config.lr_dynamic_min, config.lr_dynamic_max, centre and centre.lr_dynamic, "lr_dynamic")
     lr_hal = _range(config.lr_hal_min, config.lr_hal_max, centre and centre.lr_hal, "lr_hal")
     start = {"lr_dynamic": math.sqrt(lr_dynamic[0] * lr_dynamic[1]), "lr_hal": math.sqrt(lr_hal[0] * lr_hal[1])}
+    bounds = {"lr_dynamic": lr_dynamic, "lr_hal": lr_hal}
+    for point in starts:
+        if set(point) != set(bounds) or not all(bounds[k][0] <= v <= bounds[k][1] for k, v in point.items()):
+            raise RayddError(f"starting point {dict(point)}: give lr_dynamic and lr_hal inside the ranges {bounds}")
     layout = StoreLayout.of(config.store)
     dataset = open_prepared(layout.dataset(config.dataset).uri)
     name, folder = config.name(), layout.tune(config.name())
