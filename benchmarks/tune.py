@@ -9,6 +9,9 @@ sharing stage 1 saves.
    sweep (stage 1 excluded: it runs once before the trials).
 2. Stage 1 timed on its own: without sharing, every trial would pay it again, so sharing saves
    (trials - 1) x stage 1 per sweep.
+3. A trial's loss curve written to MLflow (a SQLite store) the way trials used to (one request per
+   iteration, from the trial) and the way the sweep's driver now does (batched ``log_batch`` requests):
+   requests and seconds per trial.
 
 Prints a table and writes benchmarks/results/tune.json.
 """
@@ -34,9 +37,29 @@ from raydd.distill.settings import DistillConfig
 from raydd.distill.stages import STATIC, StageSpec
 from raydd.layout import StoreLayout
 from raydd.prepare import PrepareConfig, prepare
+from raydd.tracking import mlflow_run
 from raydd.tuning.sweep import tune
 from raydd.tuning.sweep_config import TuneConfig
 from raydd.tuning.trial import fit_static, validation_split
+
+
+def mlflow_paths(root: Path, iterations: int) -> dict[str, dict[str, float]]:
+    """Seconds and requests to log one trial's ``iterations`` losses: per iteration vs. batched."""
+    curve = [1.0 / (i + 1) for i in range(iterations)]
+    paths = {}
+    for path in ("per iteration", "batched"):
+        with mlflow_run(str(root / "mlflow"), "bench-mlflow", path, {"path": path}) as tracker:
+            started = time.perf_counter()
+            if path == "per iteration":
+                for step, loss in enumerate(curve):
+                    tracker.log_metrics({"loss": loss}, step=step)
+            else:
+                tracker.log_series({"loss": curve})
+            seconds = time.perf_counter() - started
+            assert tracker.series_length("loss") == iterations
+        requests = iterations if path == "per iteration" else -(-iterations // 1000)
+        paths[path] = {"seconds": seconds, "requests": requests}
+    return paths
 
 
 def main() -> None:
@@ -49,6 +72,7 @@ def main() -> None:
     iterations, epochs = (10, 10) if args.quick else (40, 50)
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     root = Path(tempfile.mkdtemp(prefix="raydd-bench-tune-"))
+    logged = mlflow_paths(root, 200 if args.quick else 2000)
     prepare(PrepareConfig(store=str(root / "prepared")))
 
     preset = DistillConfig(dataset="builtin", method="dm", ipc=1, iterations=iterations).resolved_preset()
@@ -94,6 +118,14 @@ def main() -> None:
         ],
         *[(f"trials/hour, max-concurrent {c}", f"{s['trials_per_hour']:.0f}") for c, s in sweeps.items()],
         ("trials/hour, 2 / 1", f"{speedup:.2f} x"),
+        *[
+            (f"MLflow, one trial's loss curve, {path}", f"{p['requests']} requests, {p['seconds']:.2f} s")
+            for path, p in logged.items()
+        ],
+        (
+            "MLflow seconds, per iteration / batched",
+            f"{logged['per iteration']['seconds'] / logged['batched']['seconds']:.0f} x",
+        ),
         (
             f"stage 1 shared: saved per sweep ({args.trials} trials)",
             f"{saved:.1f} s ({saved / (sweeps[1]['seconds'] + saved):.0%} of an unshared sweep)",
@@ -113,6 +145,7 @@ def main() -> None:
                 "sweeps": sweeps,
                 "speedup": speedup,
                 "stage1_saved_s": saved,
+                "mlflow_curve": logged,
             },
             indent=2,
         )

@@ -8,6 +8,8 @@ that it fired), so the re-run or retry that follows succeeds, as after a real cr
 * ``fail_shard``: prepare's writer of this shard number fails half-way, as a crashed task would.
 * ``fail_expert``: the experts job's task for this expert index fails once.
 * ``interrupt_after_trials``: a tune sweep stops its driver after this many finished trials.
+* ``pause_prepare_after_clips``: prepare's driver, once this many clips are done (its throughput gauge set),
+  waits until a writer opens the named pipe STORE/.faults/prepare-resume (a local store only).
 
 Unset or absent: no fault. A malformed value is refused in one line. Ray workers inherit the variable from
 the driver's environment (local clusters) or from the job's runtime environment.
@@ -20,7 +22,13 @@ import os
 from raydd.errors import RayddError
 
 FAULTS_VARIABLE = "RAYDD_FAULTS"
-KNOWN_FAULTS = ("fail_at_iteration", "fail_shard", "fail_expert", "interrupt_after_trials")
+KNOWN_FAULTS = (
+    "fail_at_iteration",
+    "fail_shard",
+    "fail_expert",
+    "interrupt_after_trials",
+    "pause_prepare_after_clips",
+)
 
 
 def active_faults() -> dict[str, int]:

@@ -45,7 +45,9 @@ _DEFINITIONS = {
     EXPERTS_FINISHED_TOTAL: _Definition(
         "counter", "expert trajectories finished (trained or reused)", ("dataset", "model")
     ),
-    PREPARE_CLIPS_PER_SECOND: _Definition("gauge", "clips per second of the last prepare run", ("dataset",)),
+    PREPARE_CLIPS_PER_SECOND: _Definition(
+        "gauge", "clips per second of a running prepare (clips done / seconds), updated as clips finish", ("dataset",)
+    ),
 }
 
 EXPORTED = tuple(_DEFINITIONS)

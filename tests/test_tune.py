@@ -1,6 +1,6 @@
 """``python -m raydd.tune`` on a tiny built-in dataset with real local Ray and a real SQLite MLflow: a
-2-trial sweep writes a preset that ``raydd.distill`` reads, nests its trials' MLflow runs, runs stage 1
-once, and an interrupted sweep resumes with the same command."""
+2-trial sweep writes a preset that ``raydd.distill`` reads, nests its trials' MLflow runs (written by the
+driver), runs stage 1 once, and an interrupted sweep resumes with the same command."""
 
 from __future__ import annotations
 
@@ -89,6 +89,12 @@ def test_a_sweep_writes_a_usable_preset_and_nested_runs_with_stage_one_once(
     )
     children = _children(store, parent.info.run_id)
     assert len(children) == 2 and all(child.info.status == "FINISHED" for child in children)
+    # The driver wrote every run: the experiment holds the sweep's run and one per trial, nothing from the trials'
+    # own processes (they only report to Tune).
+    experiment_id = client.get_experiment_by_name("raydd-tune").experiment_id
+    assert len(client.search_runs([experiment_id])) == 3
+    assert all({"lr_dynamic", "lr_hal"} <= set(child.data.params) for child in children)
+    assert all(child.data.metrics["validation_clips"] > 0 for child in children)
     (winner,) = [child for child in children if child.data.tags["raydd.trial_id"] == best["sweep"]["trial_id"]]
     assert (
         best["sweep"]["val_top1"]

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
 
 from raydd import metrics
 from raydd.cluster import capacity
@@ -33,6 +34,8 @@ from raydd.storage import (
     resolve,
     write_manifest,
 )
+
+PAUSE = "pause_prepare_after_clips"  # raydd.faults: the driver waits once this many clips are done
 
 # Testing aid, not a flag: a local folder; the first attempt at writing each shard then fails with a transient
 # storage error (a dropped connection), and Ray's retry of the task writes it (see write_shard).
@@ -110,6 +113,7 @@ def prepare(config: PrepareConfig) -> Manifest:
         (spec, plan, target.uri, source_uri, len(index.classes), n == fail_shard, fail_once_dir)
         for n, plan in enumerate(plans)
     ]
+    publish = _throughput(spec.name, started, layout.root if fault(PAUSE) >= 0 else None)
     results = list(
         run_tasks(
             write_shard,
@@ -119,6 +123,7 @@ def prepare(config: PrepareConfig) -> Manifest:
             unit="clip",
             max_in_flight=config.workers or tasks_at_once(1, 0, capacity()),
             reports_progress=True,
+            on_progress=publish,
         )
     )
     for result in results:
@@ -128,11 +133,43 @@ def prepare(config: PrepareConfig) -> Manifest:
     write_manifest(target, manifest)
     _remove_unreferenced(target, manifest)
     seconds = time.perf_counter() - started
-    metrics.set_gauge(
-        metrics.PREPARE_CLIPS_PER_SECOND, sum(s.rows for s in manifest.shards) / max(seconds, 1e-9), dataset=spec.name
-    )
     _print_summary(spec.name, target, manifest, results, seconds)
     return manifest
+
+
+def _throughput(dataset: str, started: float, pause_in: Location | None) -> Callable[[int], None]:
+    """What the driver calls each time the clips done grow: the throughput gauge, set while the tasks run so that
+    Prometheus scrapes it during the run (a gauge set as the driver exits is never scraped)."""
+    paused = False
+
+    def publish(clips: int) -> None:
+        nonlocal paused
+        clips_per_second = clips / max(time.perf_counter() - started, 1e-9)
+        metrics.set_gauge(metrics.PREPARE_CLIPS_PER_SECOND, clips_per_second, dataset=dataset)
+        if pause_in is not None and not paused and clips >= fault(PAUSE):
+            paused = True
+            wait_for_resume(pause_in)
+
+    return publish
+
+
+def resume_fifo(store: str) -> str:
+    """The named pipe a paused prepare waits on (:data:`PAUSE`): it goes on once a writer opens it."""
+    return os.path.join(store, ".faults", "prepare-resume")
+
+
+def wait_for_resume(root: Location) -> None:
+    """Testing aid: block until someone opens :func:`resume_fifo` for writing (a handshake, not a timed wait);
+    the Ray tasks and the metrics export go on meanwhile."""
+    if not root.is_local:
+        raise RayddError(f"the {PAUSE} fault needs a local store, not {root}: unset RAYDD_FAULTS")
+    fifo = resume_fifo(root.path)
+    os.makedirs(os.path.dirname(fifo), exist_ok=True)
+    if not os.path.exists(fifo):
+        os.mkfifo(fifo)
+    print(f"{PAUSE}: waiting for a writer on {fifo}", file=sys.stderr, flush=True)
+    with open(fifo, "rb"):
+        pass
 
 
 def _remove_unreferenced(target: Location, manifest: Manifest) -> None:

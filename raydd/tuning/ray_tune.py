@@ -1,6 +1,7 @@
 """The Ray Tune adapter of a sweep: Optuna proposes (lr_dynamic, lr_hal), ASHA stops trials whose
-matching loss lags, every trial is an MLflow run nested under the sweep's, and an interrupted sweep
-resumes from its experiment folder.
+matching loss lags, every trial is an MLflow run nested under the sweep's (written by the driver:
+:mod:`raydd.tuning.trial_runs`), Tune's state goes through raydd's own filesystem (s3fs on S3), and an
+interrupted sweep resumes from its experiment folder.
 
 Optuna sees each trial's final validation accuracy only (the objective); early stopping is ASHA's, on
 the loss every trial reports as it goes, so that no evaluation is paid for in the middle of a trial.
@@ -22,9 +23,10 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from raydd.locations import Location
 from raydd.storage import exists, resolve, write_bytes
-from raydd.tracking import mlflow_run
 from raydd.tuning.trial import TrialSpec, run_trial
+from raydd.tuning.trial_runs import CURVE, CURVE_START, TrialRuns
 
 OBJECTIVE = "val_top1"
 
@@ -35,7 +37,7 @@ class SweepSettings:
     max_concurrent: int
     lr_dynamic: tuple[float, float]  # log-uniform range
     lr_hal: tuple[float, float]
-    start: dict[str, float]  # the first trial: the preset's values
+    starts: tuple[dict[str, float], ...]  # the first trials, in order (the sweep: the centre of the ranges)
     grace_period: int
     cpus_per_trial: float
     gpus_per_trial: float
@@ -49,6 +51,7 @@ class TrialRow:
     lr_dynamic: float
     lr_hal: float
     loss: float
+    iterations: int  # the last iteration it reported: below the preset's where ASHA stopped it
     val_top1: float  # nan where ASHA stopped the trial before its evaluation
     status: str
 
@@ -62,6 +65,10 @@ class _FinalOnlyOptuna(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         return None
+
+
+class _TrialRunsCallback(TrialRuns, tune.Callback):
+    """:class:`TrialRuns` as Tune calls it."""
 
 
 class _InterruptOnce(tune.Callback):
@@ -78,37 +85,55 @@ class _InterruptOnce(tune.Callback):
             os.kill(os.getpid(), signal.SIGUSR1)
 
 
-def _trial(
-    config: dict[str, float], *, spec: TrialSpec, store: str, experiment: str, parent_run_id: str, cpus: float
-) -> None:
+def _trial(config: dict[str, float], *, spec: TrialSpec, cpus: float) -> None:
+    """One trial: reports to Tune only (the driver's :class:`TrialRuns` writes its MLflow run)."""
     torch.set_num_threads(max(1, int(cpus)))
-    trial_id = tune.get_context().get_trial_id()
-    params = {"lr_dynamic": config["lr_dynamic"], "lr_hal": config["lr_hal"]}
-    tags = {"mlflow.parentRunId": parent_run_id, "raydd.trial_id": trial_id}
-    with mlflow_run(store, experiment, f"trial-{trial_id}", params, tags) as tracker:
-        result = run_trial(
-            spec,
-            config["lr_dynamic"],
-            config["lr_hal"],
-            lambda i, loss: tune.report({"iteration": i, "loss": loss, OBJECTIVE: math.nan}),
-            tracker,
+    sent = 0
+
+    def report(iteration: int, losses: list[float]) -> None:
+        nonlocal sent
+        curve, sent = losses[sent:], len(losses)
+        tune.report(
+            {
+                "iteration": iteration,
+                "loss": losses[-1],
+                OBJECTIVE: math.nan,
+                CURVE: curve,
+                CURVE_START: sent - len(curve),
+            }
         )
-    # Outside the MLflow block: Tune may end this process as soon as it has the final result.
+
+    result = run_trial(spec, config["lr_dynamic"], config["lr_hal"], report)
     tune.report(
         {
             "iteration": spec.stage.preset.iterations,
             "loss": result.losses[-1],
             OBJECTIVE: result.val_top1,
+            "validation_clips": result.validation_clips,
             "seconds": result.seconds,
+            CURVE: list(result.losses[sent:]),
+            CURVE_START: sent,
         }
     )
+
+
+def arrow_filesystem(location: Location) -> tuple[str, Any]:
+    """``(path, filesystem)`` for Tune's ``storage_path`` / ``storage_filesystem``: a local folder as itself,
+    anything else as raydd's own fsspec filesystem wrapped for pyarrow (as Ray Train's storage in
+    :mod:`raydd.distill.ray_train`), so that S3 goes through s3fs with raydd's AWS settings, not pyarrow's client."""
+    if location.is_local:
+        os.makedirs(location.path, exist_ok=True)
+        return location.path, None
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return location.path.rstrip("/"), PyFileSystem(FSSpecHandler(location.fs))
 
 
 def run_sweep(
     spec: TrialSpec,
     settings: SweepSettings,
     *,
-    storage: str,
+    storage: Location,
     name: str,
     store: str,
     experiment: str,
@@ -116,23 +141,17 @@ def run_sweep(
 ) -> list[TrialRow]:
     """Run (or resume) the sweep in ``storage/name``; returns every trial, best first."""
     trainable = tune.with_resources(
-        tune.with_parameters(
-            _trial,
-            spec=spec,
-            store=store,
-            experiment=experiment,
-            parent_run_id=parent_run_id,
-            cpus=settings.cpus_per_trial,
-        ),
+        tune.with_parameters(_trial, spec=spec, cpus=settings.cpus_per_trial),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
-    path = f"{storage}/{name}"
-    if tune.Tuner.can_restore(path):
-        print(f"resuming the sweep in {path}", flush=True)
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    root, filesystem = arrow_filesystem(storage)  # raydd's own filesystem (s3fs on S3), as Ray Train's storage
+    path = f"{root}/{name}"
+    if tune.Tuner.can_restore(path, storage_filesystem=filesystem):
+        print(f"resuming the sweep in {storage.child(name)}", flush=True)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True, storage_filesystem=filesystem)
     else:
         searcher = _FinalOnlyOptuna(
-            metric=OBJECTIVE, mode="max", points_to_evaluate=[settings.start], seed=settings.seed
+            metric=OBJECTIVE, mode="max", points_to_evaluate=list(settings.starts), seed=settings.seed
         )
         iterations = spec.stage.preset.iterations
         scheduler = ASHAScheduler(
@@ -155,8 +174,12 @@ def run_sweep(
             ),
             run_config=tune.RunConfig(
                 name=name,
-                storage_path=storage,
-                callbacks=[_InterruptOnce(settings.interrupt_after_trials, f"{path}/interrupt-marker")],
+                storage_path=root,
+                storage_filesystem=filesystem,
+                callbacks=[
+                    _TrialRunsCallback(store, experiment, parent_run_id),
+                    _InterruptOnce(settings.interrupt_after_trials, storage.child(name, "interrupt-marker").uri),
+                ],
                 verbose=1,
             ),
         )
@@ -172,6 +195,7 @@ def run_sweep(
                 config.get("lr_dynamic", math.nan),
                 config.get("lr_hal", math.nan),
                 metrics.get("loss", math.nan),
+                int(metrics.get("iteration", 0)),
                 metrics.get(OBJECTIVE, math.nan),
                 status,
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from raydd.cluster import capacity
@@ -70,10 +71,10 @@ class SweepResult:
 
     def summary(self) -> str:
         """The trials' table and where the best preset went."""
-        lines = [f"{'trial':>12} {'lr_dynamic':>11} {'lr_hal':>11} {'loss':>10} {'val top-1':>9}  status"]
+        lines = [f"{'trial':>12} {'lr_dynamic':>11} {'lr_hal':>11} {'iters':>6} {'loss':>10} {'val top-1':>9}  status"]
         lines += [
-            f"{row.trial_id:>12} {row.lr_dynamic:11.4g} {row.lr_hal:11.4g} {row.loss:10.5g} {row.val_top1:9.1f}  "
-            f"{row.status}"
+            f"{row.trial_id:>12} {row.lr_dynamic:11.4g} {row.lr_hal:11.4g} {row.iterations:6d} {row.loss:10.5g} "
+            f"{row.val_top1:9.1f}  {row.status}"
             for row in self.rows
         ]
         best = self.rows[0]
@@ -84,15 +85,20 @@ class SweepResult:
         return "\n".join(lines)
 
 
-def tune(config: TuneConfig) -> SweepResult:
-    """Run (or resume) the sweep of ``config``; stage 1 only if the sweep's folder lacks its still images."""
-    config = dataclasses.replace(config, store=config.store or default_store())  # what every trial logs into
+def tune(config: TuneConfig, starts: Sequence[Mapping[str, float]] = ()) -> SweepResult:
+    """Run (or resume) the sweep of ``config``; stage 1 only if the sweep's folder lacks its still images.
+    ``starts``: (lr_dynamic, lr_hal) points tried first, in order (default: the centre of the ranges)."""
+    config = dataclasses.replace(config, store=config.store or default_store())  # where the runs are logged
     preset = base_preset(config)
     centre = _centre(config)
     stage1 = _distill_config(config, lr_dynamic=1.0, lr_hal=1.0)
     lr_dynamic = _range(config.lr_dynamic_min, config.lr_dynamic_max, centre and centre.lr_dynamic, "lr_dynamic")
     lr_hal = _range(config.lr_hal_min, config.lr_hal_max, centre and centre.lr_hal, "lr_hal")
     start = {"lr_dynamic": math.sqrt(lr_dynamic[0] * lr_dynamic[1]), "lr_hal": math.sqrt(lr_hal[0] * lr_hal[1])}
+    bounds = {"lr_dynamic": lr_dynamic, "lr_hal": lr_hal}
+    for point in starts:
+        if set(point) != set(bounds) or not all(bounds[k][0] <= v <= bounds[k][1] for k, v in point.items()):
+            raise RayddError(f"starting point {dict(point)}: give lr_dynamic and lr_hal inside the ranges {bounds}")
     layout = StoreLayout.of(config.store)
     dataset = open_prepared(layout.dataset(config.dataset).uri)
     name, folder = config.name(), layout.tune(config.name())
@@ -140,7 +146,7 @@ def tune(config: TuneConfig) -> SweepResult:
         config.max_concurrent,
         lr_dynamic,
         lr_hal,
-        start,
+        tuple(dict(point) for point in starts) or (start,),
         grace,
         config.cpus_per_trial,
         gpus,
@@ -159,7 +165,7 @@ def tune(config: TuneConfig) -> SweepResult:
         rows = run_sweep(
             trial,
             settings,
-            storage=str(layout.tune().uri),
+            storage=layout.tune(),
             name=name,
             store=config.store,
             experiment=config.experiment,

@@ -27,7 +27,6 @@ from raydd.errors import RayddError
 from raydd.evaluation.schedules import lr_and_epochs
 from raydd.evaluation.sources import RealClips, TensorClips
 from raydd.evaluation.train import TrainSettings, train_and_test
-from raydd.tracking import Tracker
 
 
 def validation_split(
@@ -67,6 +66,7 @@ class TrialResult:
     losses: tuple[float, ...]
     val_top1: float  # percent
     seconds: float
+    validation_clips: int
 
 
 def fit_static(spec: StageSpec, train_indices: np.ndarray, static_uri: str) -> str:
@@ -75,10 +75,11 @@ def fit_static(spec: StageSpec, train_indices: np.ndarray, static_uri: str) -> s
 
 
 def run_trial(
-    spec: TrialSpec, lr_dynamic: float, lr_hal: float, report: Callable[[int, float], None], tracker: Tracker
+    spec: TrialSpec, lr_dynamic: float, lr_hal: float, report: Callable[[int, list[float]], None]
 ) -> TrialResult:
-    """Stage 2 for the preset's iterations, ``report(iteration, loss)`` every ``report_every`` iterations
-    but the last, then train ``eval_model`` on the rendered set and score it on the validation clips."""
+    """Stage 2 for the preset's iterations, ``report(iterations done, losses so far)`` every ``report_every``
+    iterations but the last, then train ``eval_model`` on the rendered set and score it on the validation clips.
+    It logs nothing itself: the sweep's driver logs what is reported."""
     started = time.perf_counter()
     stage = dataclasses.replace(
         spec.stage, preset=dataclasses.replace(spec.stage.preset, lr_dynamic=lr_dynamic, lr_hal=lr_hal)
@@ -90,9 +91,8 @@ def run_trial(
     iterations, losses = stage.preset.iterations, []
     for iteration in range(iterations):
         losses.append(distiller.step(iteration).loss)
-        tracker.log_metrics({"loss": losses[-1]}, step=iteration)
         if (iteration + 1) % spec.report_every == 0 and iteration + 1 < iterations:
-            report(iteration + 1, losses[-1])
+            report(iteration + 1, losses)
     synthetic = distiller.synthetic
     train = TensorClips(synthetic.render().detach().cpu(), synthetic.labels.cpu())
     validation = RealClips(dataset.split("train"), dataset.mean, dataset.std, validation_indices)
@@ -102,5 +102,4 @@ def run_trial(
     result = train_and_test(
         settings, train, validation, num_classes=len(dataset.classes), clip_shape=clip_shape, device=device
     )
-    tracker.log_metrics({"val_top1": 100 * result.top1, "validation_clips": len(validation_indices)})
-    return TrialResult(tuple(losses), 100 * result.top1, time.perf_counter() - started)
+    return TrialResult(tuple(losses), 100 * result.top1, time.perf_counter() - started, len(validation_indices))
