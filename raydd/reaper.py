@@ -8,9 +8,10 @@ timeout). :func:`start_reaper` starts this module as a separate process (its own
 command's process group spares it) that waits for the end of a pipe from the driver, which closes only when the
 driver exits (after Ray's own shutdown when it exits normally). Meanwhile it notes, once a second, every
 descendant of the driver (pid and start time, so a reused pid is never mistaken for one), and the driver's
-environment carries a mark its descendants inherit. At the end it stops what is left of either: SIGTERM, and
-SIGKILL after a grace period. Both ways are needed: a process reparented to init is no longer a descendant, and
-Ray's process titles overwrite part of ``/proc/PID/environ``. Nothing is ever found by name, so other Ray clusters
+environment carries a mark its descendants inherit. At the end it stops what is left of either that started
+after the reaper (what the driver ran before its local Ray is not the reaper's): SIGTERM, and SIGKILL after a
+grace period. Both ways are needed: a process reparented to init is no longer a descendant, and Ray's process
+titles overwrite part of ``/proc/PID/environ``. Nothing is ever found by name, so other Ray clusters
 on the machine are never touched. Not a user command; Linux only (``/proc``); elsewhere it is not started.
 """
 
@@ -133,7 +134,8 @@ def main(argv: list[str]) -> int:
         if ready and not os.read(stdin, 1 << 16):
             break
         noted.update(descendants(driver, process_table()))
-    reap({**noted, **marked(mark)})
+    since = process_table()[os.getpid()][1]  # what the driver started before its local Ray is not the reaper's
+    reap({pid: t for pid, t in {**noted, **marked(mark)}.items() if t >= since})
     return 0
 
 

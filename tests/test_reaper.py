@@ -15,14 +15,15 @@ import pytest
 from raydd.reaper import MARK_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[1]
-# A stand-in for a command: starts its reaper, then a marked child in a session of its own (as Ray's agents are
-# not in the command's process group), prints its pid and either exits or waits to be killed.
+# A stand-in for a command: starts a child, then its reaper, then a marked child in a session of its own (as Ray's
+# agents are not in the command's process group), prints both pids and either exits or waits to be killed.
 COMMAND = """
 import subprocess, sys, time
 from raydd.reaper import start_reaper
+early = subprocess.Popen(["sleep", "600"], start_new_session=True)  # started before the local Ray: not the reaper's
 start_reaper()
 child = subprocess.Popen(["sleep", "600"], start_new_session=True)
-print(child.pid, flush=True)
+print(child.pid, early.pid, flush=True)
 if sys.argv[1] == "wait":
     time.sleep(600)
 """
@@ -57,14 +58,17 @@ def test_marked_processes_do_not_outlive_the_command(end: str) -> None:
         text=True,
     )
     try:
-        child = int(command.stdout.readline())
+        child, early = (int(pid) for pid in command.stdout.readline().split())
         assert MARK_VARIABLE.encode() in Path(f"/proc/{child}/environ").read_bytes()
         if end == "killed":
             command.send_signal(signal.SIGKILL)
         command.wait(timeout=60)
         assert _gone_within(child, 30), "the marked child outlived the command"
         assert bystander.poll() is None, "an unmarked process was signalled"
+        assert _alive(early), "a process the command started before its reaper was signalled"
     finally:
+        if "early" in locals() and _alive(early):
+            os.kill(early, signal.SIGKILL)
         bystander.kill()
         bystander.wait()
         command.kill()
