@@ -3,6 +3,7 @@ built-in dataset, on the local store and on moto's S3 server, every output compa
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/chaos.py --quick     # < 10 min on 2 idle cores
     PYTHONPATH=$PWD .venv/bin/python benchmarks/chaos.py             # every fault at every stage
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/chaos.py --quick --stores local --faults train_worker_kill
 
 The commands run as a user runs them, ``python -m raydd.prepare`` / ``raydd.experts`` / ``raydd.distill`` as
 subprocesses (small settings: 2 experts of 3 epochs, MTT naive with 2 Ray Train workers). They join a Ray head
@@ -11,8 +12,9 @@ to be killed always starts its own, the case where a killed driver can leave Ray
 undisturbed run (fixed seeds) on each store; then each fault in a fresh store holding the undisturbed run's
 outputs of the stages before it, with a fresh node cache:
 
-train_worker_kill   SIGKILL of a Ray Train worker (``ray::RayTrainWorker``) at a random point of distill's
-                    training. Survived: the command completes by itself (Ray Train restarts from a checkpoint).
+train_worker_kill   SIGKILL of a Ray Train worker (``ray::RayTrainWorker``) 0-1 s after rank 0 reported a random
+                    one of distill's checkpoints but the last. Survived: the command completes by itself (Ray
+                    Train restarts the worker group from the last checkpoint).
 expert_worker_kill  SIGKILL of the worker running an expert task. Survived: the command completes by itself.
 driver_kill         SIGKILL of the command's own process at a random point of a stage's work, then the same
                     command again. Survived: the re-run completes.
@@ -29,7 +31,8 @@ A fault survives only if, in the end, every output equals the undisturbed run's:
 experts' trajectory epochs and the distilled set's synthetic tensors, row by row (``records_lost``: rows missing,
 unreadable or differing; floats within rtol 1e-5, atol 1e-7, which a resumed run may legitimately need: the
 JSON says how many rows were bitwise equal and the largest difference). ``orphan_processes``: Ray or raydd
-processes started by this script (found by a ``$RAYDD_CHAOS`` marker in their environment, never by name) still
+processes started by this script (a ``$RAYDD_CHAOS`` marker in their environment, or noted as descendants of the
+commands and heads it started; never found by name: other people's Ray clusters run on the same machine) still
 alive 5 s after a scenario's last command ended, or after the script stopped its Ray head; they are timed until
 they exit (at most 90 s) and then killed. Prints a table and writes benchmarks/results/chaos.json.
 """
@@ -79,6 +82,7 @@ STAGES = ("prepare", "experts", "distill")
 OUTPUT_FOLDERS = {"prepare": "datasets", "experts": "experts", "distill": "distilled"}
 WORK_TITLE = {"prepare": "write_shard", "experts": "train_with_fault", "distill": "RayTrainWorker"}
 RTOL, ATOL = 1e-5, 1e-7
+CHECKPOINT_EVERY = 5
 SETTLE_S, LINGER_LIMIT_S = 5.0, 90.0
 BUCKET = "chaos"
 SETTINGS_HASH = re.compile(r"-[0-9a-f]{10}$")
@@ -93,7 +97,8 @@ def stage_args(stage: str, store: str, iterations: int) -> list[str]:
             "--device", "cpu", "--cpus-per-expert", "1", "--workers", "2"
         ]  # fmt: skip
     return [*common, "--method", "mtt", "--paradigm", "naive", "--ipc", "1", "--device", "cpu"] + [
-        "--iterations", str(iterations), "--checkpoint-every", "5", "--workers", "2", "--cpus-per-worker", "1",
+        "--iterations", str(iterations), "--checkpoint-every", str(CHECKPOINT_EVERY), "--workers", "2",
+        "--cpus-per-worker", "1",
         "--max-failures", "2", "--eval-runs", "0", "--network-width", "8", "--syn-steps", "2",
         "--expert-epochs", "1", "--max-start-epoch", "1",
     ]  # fmt: skip
@@ -136,10 +141,11 @@ class Chaos:
         return env
 
     def command(
-        self, stage: str, store: str, tag: str, *, own_ray: bool = False, kill: tuple[str, float] | None = None
+        self, stage: str, store: str, tag: str, *, own_ray: bool = False, kill: tuple[str, float, int] | None = None
     ) -> tuple[Run, dict[str, Any]]:
-        """Run one command to its end; with ``kill=(what, delay_s)`` SIGKILL ``what`` ("driver" or a process
-        title) ``delay_s`` after the stage's work processes first appear. Returns the run and the fault's record."""
+        """Run one command to its end; with ``kill=(what, delay_s, checkpoints)`` SIGKILL ``what`` ("driver" or a
+        process title) ``delay_s`` after the stage's work processes first appear, or (``checkpoints`` > 0) after
+        rank 0 has reported that many checkpoints in the command's log. Returns the run and the fault's record."""
         self.runs += 1
         log = self.work / "logs" / f"{self.runs:03d}-{tag}-{stage}.log"
         log.parent.mkdir(exist_ok=True)
@@ -151,7 +157,7 @@ class Chaos:
             process = subprocess.Popen(argv, env=self.env(tag, store, own_ray=own_ray), stdout=out, stderr=out)
             self.lineage.add(process.pid, f"{self.run_id}:{tag}")
             if kill is not None:
-                thread = threading.Thread(target=self._kill, args=(process, stage, *kill, fault), daemon=True)
+                thread = threading.Thread(target=self._kill, args=(process, stage, log, *kill, fault), daemon=True)
                 thread.start()
             rc = process.wait()
             if kill is not None:
@@ -163,10 +169,17 @@ class Chaos:
                   str(log))  # fmt: skip
         return run, fault
 
-    def _kill(self, process: subprocess.Popen, stage: str, what: str, delay_s: float, fault: dict[str, Any]) -> None:
+    def _kill(
+        self, process: subprocess.Popen, stage: str, log: Path, what: str, delay_s: float, checkpoints: int,
+        fault: dict[str, Any],
+    ) -> None:  # fmt: skip
         title = WORK_TITLE[stage]
         while process.poll() is None and not any(title in p.title for p in ours(f"{self.run_id}:", self.lineage)):
             time.sleep(0.1)
+        while process.poll() is None and checkpoints and _checkpoints(log) < checkpoints:
+            time.sleep(0.1)
+        if checkpoints:
+            fault["after_checkpoints"] = checkpoints
         appeared = time.monotonic()
         while process.poll() is None and time.monotonic() - appeared < delay_s:
             time.sleep(0.05)
@@ -184,6 +197,12 @@ class Chaos:
         target = targets[int(self.rng.integers(len(targets)))]
         kill_all([target])
         fault.update(injected=True, target=f"{target.title} pid {target.pid}", after_work_started_s=round(delay_s, 2))
+
+
+def _checkpoints(log: Path) -> int:
+    """Checkpoints rank 0 has reported so far (Ray Train's lines, forwarded to the driver's log)."""
+    text = log.read_text(errors="replace")
+    return sum("Reporting training result" in line and "checkpoint=Checkpoint" in line for line in text.splitlines())
 
 
 # ---- stores ---------------------------------------------------------------------------------------------------
@@ -327,11 +346,15 @@ def scenario(
     row: dict[str, Any] = {"fault": fault, "stage": stage, "store": "s3" if root.startswith("s3://") else "local"}
     runs: list[Run] = []
     if fault in ("train_worker_kill", "expert_worker_kill"):
-        run, row["injection"] = chaos.command(stage, store, tag, kill=(WORK_TITLE[stage], delay))
+        # a Ray Train worker dies between two checkpoints, so the restart resumes from one (its startup is a
+        # separate point); an expert task's worker anywhere in the task's life
+        checkpoints = int(chaos.rng.integers(1, chaos.iterations // CHECKPOINT_EVERY)) if stage == "distill" else 0
+        delay = float(chaos.rng.uniform(0, 1)) if checkpoints else delay
+        run, row["injection"] = chaos.command(stage, store, tag, kill=(WORK_TITLE[stage], delay, checkpoints))
         runs.append(run)
         survived_runs = run.rc == 0
     elif fault == "driver_kill":
-        run, row["injection"] = chaos.command(stage, store, tag, own_ray=True, kill=("driver", delay))
+        run, row["injection"] = chaos.command(stage, store, tag, own_ray=True, kill=("driver", delay, 0))
         runs.append(run)
         row["killed_driver_orphans"] = orphans(chaos, f"{chaos.run_id}:{tag}")
         runs.append(chaos.command(stage, store, tag, own_ray=True)[0])
@@ -407,6 +430,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one driver kill and one outage a store, at random")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault points")
     parser.add_argument("--stores", default="local,s3", help="comma-separated: local, s3")
+    parser.add_argument("--faults", default="", help="comma-separated: only these faults (default: all)")
     parser.add_argument("--own-ray", action="store_true", help="every command starts its own local Ray")
     parser.add_argument("--workdir", type=Path, default=None, help="kept when given (default: a temporary folder)")
     args = parser.parse_args()
@@ -445,6 +469,8 @@ def main() -> None:
                     heads[kind]["reference_seconds"] = {s: round(r.seconds, 1) for s, r in ref.items()}
                     heads[kind]["reference_windows"] = {s: r.windows for s, r in ref.items()}
                     for fault, stage in plan(kind, args.quick, rng):
+                        if args.faults and fault not in args.faults.split(","):
+                            continue
                         rows.append(
                             scenario(chaos, fault, stage, root, ref, ref_store, proxy if kind == "s3" else None)
                         )
