@@ -372,12 +372,14 @@ def scenario(
     else:  # s3_outage
         assert proxy is not None
         writes = max(1, ref[stage].windows.get("writes", 1))
-        proxy.arm(after_writes=int(chaos.rng.integers(1, writes + 1)), down_s=float(chaos.rng.uniform(3, 6)))
+        nth = int(chaos.rng.integers(1, writes + 1))
+        proxy.arm(after_writes=nth, down_s=float(chaos.rng.uniform(3, 6)))
         outages = len(proxy.outages)
         run = chaos.command(stage, store, tag)[0]
         runs.append(run)
         proxy.arm(after_writes=10**9, down_s=0)  # disarmed
-        row["injection"] = {"injected": len(proxy.outages) > outages or run.rc != 0, **(proxy.outages[-1:] or [{}])[0]}
+        row["injection"] = {"injected": len(proxy.outages) > outages or run.rc != 0, "write_of_stage": nth,
+                            "writes_of_reference_stage": writes, **(proxy.outages[-1:] or [{}])[0]}  # fmt: skip
         if run.rc != 0:
             clear = bool(run.error_line) and not run.traceback
             row["first_run"] = run.error_line or "failed without a raydd error line"
