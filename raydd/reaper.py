@@ -8,9 +8,9 @@ timeout). :func:`start_reaper` starts this module as a separate process (its own
 command's process group spares it) that waits for the end of a pipe from the driver, which closes only when the
 driver exits (after Ray's own shutdown when it exits normally). Meanwhile it notes, once a second, every
 descendant of the driver (pid and start time, so a reused pid is never mistaken for one), and the driver's
-environment carries a mark its descendants inherit. At the end it stops what is left of either that started
-after the reaper (what the driver ran before its local Ray is not the reaper's): SIGTERM, and SIGKILL after a
-grace period. Both ways are needed: a process reparented to init is no longer a descendant, and Ray's process
+environment carries a mark its descendants inherit. At the end it stops what is left of either, but for what the
+driver was already running when it started the reaper (handed over as pids and start times): SIGTERM, and SIGKILL
+after a grace period. Both ways are needed: a process reparented to init is no longer a descendant, and Ray's process
 titles overwrite part of ``/proc/PID/environ``. Nothing is ever found by name, so other Ray clusters
 on the machine are never touched. Not a user command; Linux only (``/proc``); elsewhere it is not started.
 """
@@ -39,12 +39,13 @@ def start_reaper() -> str | None:
     if not Path("/proc/self/stat").exists():
         return None
     mark = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    before = ",".join(f"{pid}:{t}" for pid, t in descendants(os.getpid(), process_table()).items())
     package_root = str(Path(__file__).resolve().parents[1])
     env = {k: v for k, v in os.environ.items() if k != MARK_VARIABLE}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     _reapers.append(
         subprocess.Popen(
-            [sys.executable, "-m", "raydd.reaper", mark, str(os.getpid())],
+            [sys.executable, "-m", "raydd.reaper", mark, str(os.getpid()), before],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -126,16 +127,17 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 def main(argv: list[str]) -> int:
     mark, driver = argv[0], int(argv[1])
+    before = {(int(pid), int(t)) for pid, t in (item.split(":") for item in filter(None, argv[2].split(",")))}
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for the command is the command's to handle
     noted: dict[int, int] = {}
     stdin = sys.stdin.fileno()
     while True:  # until end of file: the driver has exited
+        noted.update(descendants(driver, process_table()))
         ready, _, _ = select.select([stdin], [], [], NOTE_EVERY_S)
         if ready and not os.read(stdin, 1 << 16):
             break
-        noted.update(descendants(driver, process_table()))
-    since = process_table()[os.getpid()][1]  # what the driver started before its local Ray is not the reaper's
-    reap({pid: t for pid, t in {**noted, **marked(mark)}.items() if t >= since})
+    # what the driver was running before it started its reaper (and so its local Ray) is not the reaper's
+    reap({pid: t for pid, t in {**noted, **marked(mark)}.items() if (pid, t) not in before})
     return 0
 
 

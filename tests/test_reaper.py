@@ -59,7 +59,6 @@ def test_marked_processes_do_not_outlive_the_command(end: str) -> None:
     )
     try:
         child, early = (int(pid) for pid in command.stdout.readline().split())
-        assert MARK_VARIABLE.encode() in Path(f"/proc/{child}/environ").read_bytes()
         if end == "killed":
             command.send_signal(signal.SIGKILL)
         command.wait(timeout=60)
