@@ -17,6 +17,7 @@ import ray
 from tqdm import tqdm
 
 from raydd.errors import RayddError
+from raydd.reaper import start_reaper
 from raydd.storage import transient_storage_errors
 
 R = TypeVar("R")
@@ -25,14 +26,18 @@ PROGRESS_POLL_S = 0.5  # how often the bar asks running tasks how far they are
 
 
 def ensure_ray(address: str | None = None) -> None:
-    """Join the Ray cluster at ``address`` (or ``RAY_ADDRESS``), or start a local one; reuse a running session."""
+    """Join the Ray cluster at ``address`` (or ``RAY_ADDRESS``), or start a local one; reuse a running session.
+
+    A local cluster gets a reaper (:mod:`raydd.reaper`): none of its processes outlives this one, even killed."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     try:
-        ray.init(address=address, log_to_driver=True, configure_logging=False) if address else ray.init(
-            configure_logging=False
-        )
+        if address:
+            ray.init(address=address, log_to_driver=True, configure_logging=False)
+        else:
+            start_reaper()
+            ray.init(configure_logging=False)
     except ConnectionError as error:
         raise RayddError(
             f"cannot join the Ray cluster at {address} ({error}): start it with `ray start --head` or drop "

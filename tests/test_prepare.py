@@ -59,6 +59,23 @@ def test_second_run_is_a_no_op_and_other_settings_need_overwrite(tmp_path) -> No
     assert sorted(_shard_files(dataset_uri)) == sorted(s.name for s in dataset.manifest.shards)  # old shards removed
 
 
+def test_a_rerun_writes_again_a_shard_cut_short_on_storage(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A complete dataset whose shard was truncated on storage: the re-run names it, writes it again (the very same
+    bytes) and leaves the intact shards alone."""
+    config = PrepareConfig(store=str(tmp_path), **SMALL)
+    manifest = prepare(config)
+    dataset_uri = str(tmp_path / "datasets" / "builtin")
+    cut = manifest.group("train")[1]
+    intact = {s.name: os.stat(os.path.join(dataset_uri, s.name)).st_mtime_ns for s in manifest.shards if s != cut}
+    os.truncate(os.path.join(dataset_uri, cut.name), cut.bytes // 2)
+    capsys.readouterr()
+
+    assert prepare(config).shards == manifest.shards
+    assert f"{cut.name} missing or not the size its manifest lists" in capsys.readouterr().err
+    assert {name: os.stat(os.path.join(dataset_uri, name)).st_mtime_ns for name in intact} == intact
+    assert open_prepared(dataset_uri).split("train", verify=True) is not None  # every SHA-256 matches
+
+
 def test_a_crashed_writer_leaves_no_manifest_and_a_rerun_completes(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = PrepareConfig(store=str(tmp_path), workers=1, **SMALL)
     monkeypatch.setenv("RAYDD_FAULTS", "fail_shard=2")

@@ -79,8 +79,8 @@ def local_shard(location: Location, record: ShardRecord, *, verify: bool = False
         actual = size(location)
         if actual != record.bytes or (verify and sha256(location) != record.sha256):
             raise RayddError(
-                f"shard {location} does not match its manifest ({actual} bytes, expected {record.bytes}): "
-                f"it was modified or truncated; re-run `python -m raydd.prepare --overwrite`"
+                f"shard {location} does not match its manifest ({actual} bytes, expected {record.bytes}): it was "
+                "modified or truncated; re-run `python -m raydd.prepare` with the same settings (it writes it again)"
             )
         return location.path
     entry = cached(record)
@@ -144,7 +144,7 @@ def _fill(location: Location, record: ShardRecord) -> Path:
             raise RayddError(
                 f"shard {location} does not match its manifest ({actual_bytes} bytes, SHA-256 {actual_sha[:12]}; "
                 f"expected {record.bytes}, {record.sha256[:12]}): it was modified or truncated in the store; "
-                "re-run `python -m raydd.prepare --overwrite`"
+                "re-run `python -m raydd.prepare` with the same settings (it writes it again)"
             )
         os.replace(temporary, entry)
     finally:

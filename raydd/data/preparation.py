@@ -28,10 +28,12 @@ from raydd.storage import (
     Location,
     Manifest,
     delete,
+    exists,
     list_names,
     manifest_or_none,
     require_writable_root,
     resolve,
+    size,
     write_manifest,
 )
 
@@ -95,12 +97,18 @@ def prepare(config: PrepareConfig) -> Manifest:
     target = layout.dataset(spec.name)
     existing = manifest_or_none(target)
     if existing is not None and not config.overwrite:
-        if DatasetSpec.from_dict(existing.metadata.get("spec", {})) == spec:
+        if DatasetSpec.from_dict(existing.metadata.get("spec", {})) != spec:
+            raise RayddError(
+                f"{target} already holds {spec.name} prepared with other settings: pass --overwrite to replace it"
+            )
+        damaged = _damaged_shards(target, existing)
+        if not damaged:
             print(f"{spec.name} is already prepared at {target} with these settings: nothing to do", file=sys.stderr)
             return existing
-        raise RayddError(
-            f"{target} already holds {spec.name} prepared with other settings: pass --overwrite to replace it"
-        )
+        print(f"warning: {target}: {', '.join(damaged)} missing or not the size its manifest lists: writing "
+              f"{'it' if len(damaged) == 1 else 'them'} again", file=sys.stderr)  # fmt: skip
+        for name in damaged:
+            delete(target.child(name))
     source = resolve(config.source) if config.source else None
     index = index_source(spec, source)
     plans = plan_shards(spec, index, config.shard_mb)
@@ -170,6 +178,17 @@ def wait_for_resume(root: Location) -> None:
     print(f"{PAUSE}: waiting for a writer on {fifo}", file=sys.stderr, flush=True)
     with open(fifo, "rb"):
         pass
+
+
+def _damaged_shards(target: Location, manifest: Manifest) -> list[str]:
+    """Listed shards that are missing or whose size differs from the manifest's (cut short on storage, say): one
+    size query a shard, so a complete dataset's re-run stays cheap; a same-size corruption needs verify=True."""
+    damaged = []
+    for record in manifest.shards:
+        location = target.child(record.name)
+        if not exists(location) or size(location) != record.bytes:
+            damaged.append(record.name)
+    return damaged
 
 
 def _remove_unreferenced(target: Location, manifest: Manifest) -> None:
