@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from raydd.config import check, option
+from raydd.devices import PRECISIONS
 from raydd.models.hallucinator import VARIANTS
 
 PRESET = " (default: the preset's)"
@@ -70,6 +71,9 @@ class PresetOverrides:
         choices=("map", "pooled"),
     )
     network_width: int | None = option(None, "width of the matching networks (ConvNet; MiniC3D w/2, w, w)" + PRESET)
+    precision: str | None = option(
+        None, "bf16 autocast (DM's real embedding); auto: bf16 where fast", choices=PRECISIONS
+    )
 
     def overrides(self) -> dict[str, object]:
         """The fields given (not None), by name: what they override in the preset."""
