@@ -306,7 +306,7 @@ def measure(job: Job) -> dict[str, Any]:
         "device": str(device),
         "threads": torch.get_num_threads(),
         "flops": flops,
-        "autocast": str(autocast_dtype(spec.preset.precision, device) or "float32").removeprefix("torch."),
+        "autocast": str(autocast_dtype(getattr(distiller.method, "precision", "fp32"), device) or torch.float32)[6:],
     }
 
 
