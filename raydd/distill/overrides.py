@@ -72,7 +72,10 @@ class PresetOverrides:
     )
     network_width: int | None = option(None, "width of the matching networks (ConvNet; MiniC3D w/2, w, w)" + PRESET)
     precision: str | None = option(
-        None, "bf16 autocast (DM's real embedding); auto: bf16 where fast", choices=PRECISIONS
+        None,
+        "DM's real embedding in bfloat16 (bf16) or float32 (fp32); auto: bf16 where the hardware runs it natively"
+        + PRESET,
+        choices=PRECISIONS,
     )
 
     def overrides(self) -> dict[str, object]:
