@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/distill.py --quick                       # smoke run of every section, nothing judged
     .venv/bin/python benchmarks/distill.py --sections builtin,reference,workers,mtt-memory   # the CPU targets
+    .venv/bin/python benchmarks/distill.py --sections reference --reference-tree /tmp/ref-tree  # against the reference
     .venv/bin/python benchmarks/distill.py --sections miniucf  # hours on 2 cores (one DM iteration: ~35 TFLOP)
     python benchmarks/distill.py --device cuda --sections builtin,miniucf,reference,mtt-memory   # no Ray needed
 
@@ -13,9 +14,19 @@ builtin     DM and MTT, naive and static-dynamic, at the built-in dataset's size
 miniucf     The same at MiniUCF's shape (50 classes, 16x112x112, IPC 1) with the Suppl. Table 10/11 presets
             (DM batch_real 64; MTT syn_steps 10, batch_syn 50). Target: memory-bounded MTT peaks within 24 GB.
             Plain MTT runs only on CUDA or with ``--allow-big`` (on CPU it needs ~30+ GB).
-reference   The reference implementation's settings, measured on this 2-core machine (10 classes, 8x64x64,
-            IPC 1, its ConvNet3D = MiniC3D width 128; DM batch_real 64; MTT syn_steps 10, batch_syn 10, learned
-            lr). Target: raydd <= 0.7 x the reference's seconds per iteration (judged on CPU only).
+reference   raydd against the reference implementation, both timed in this run, at the reference's settings
+            (10 classes, 8x64x64, IPC 1, its ConvNet3D = MiniC3D width 128; DM batch_real 64; MTT syn_steps
+            10, batch_syn 10, learned lr). ``--reference-tree DIR`` (the exported github:yuz1wan/video_distillation)
+            times the reference with the shared harness (``--reference-harness``, time_official.py; see
+            benchmarks/reference_harness.py); per row, ``--rounds`` rounds of (raydd process, reference
+            process), so that a shared machine's load falls on both alike. Target: raydd / reference <= 0.5
+            (the ratio of the medians; judged on CPU only). Without ``--reference-tree`` the reference is not
+            run and nothing is judged. ``--clock cpu`` compares CPU seconds of each process (all threads)
+            instead of wall seconds: on a machine loaded far beyond its cores. The section also measures the
+            machine's peak GFLOP/s (benchmarks/peak_flops.py: matmul and conv3d, fp32 and bf16) at its start
+            and end, and shows each row's achieved GFLOP/s (FLOPs of one iteration counted with
+            ``FlopCounterMode``, for raydd and for the reference) against the peak of the row's precision.
+            raydd runs with ``--precision`` (default auto).
 workers     Matching samples per second of ``fit_stage`` on a local Ray cluster (``ray.init(num_cpus=2)``)
             with 2 Ray Train workers against 1 (1 CPU each; the first ``--warmup`` iterations excluded), naive
             DM and MTT at builtin size. Target >= 1.6 x. The single-process loop on 1 thread is shown for
@@ -36,7 +47,8 @@ under ``--cache``.
 MiniUCF rows to a smoke test (DM batch_real, MTT syn_steps / batch_syn, SPC = DPC = 1) and names the
 shrunk settings in the row.
 
-Prints a table and writes benchmarks/results/distill.json.
+Prints a table (and the reference section's own: seconds of both, ratio, GFLOP/s against the peak) and
+writes benchmarks/results/distill.json.
 """
 
 from __future__ import annotations
@@ -56,13 +68,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import reference_harness
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from raydd.classes import class_major_labels
 from raydd.data.reader import open_prepared
 from raydd.data.shards import DATASET_KIND, write_clip_shard
 from raydd.data.specs import DatasetSpec
-from raydd.devices import pick_device
+from raydd.devices import PRECISIONS, autocast_dtype, pick_device
 from raydd.distill.artifact import static_exists, write_static
 from raydd.distill.loop import SingleProcess
 from raydd.distill.presets import Preset, table_preset
@@ -80,13 +94,8 @@ from raydd.storage import Location, Manifest, ShardRecord, atomic_writer, manife
 SECTIONS = ("builtin", "miniucf", "reference", "workers", "mtt-memory")
 GB = 1e9
 MINIUCF_LIMIT_GB = 24.0
-REFERENCE_SECONDS = {
-    ("dm", "naive"): 8.1,
-    ("dm", "static-dynamic"): 6.9,
-    ("mtt", "naive"): 10.4,
-    ("mtt", "static-dynamic"): 10.9,
-}
-REFERENCE_TARGET = 0.7  # raydd's seconds per iteration / the reference's
+REFERENCE_TARGET = 0.5  # raydd's seconds per iteration / the reference's, both measured in this run
+REFERENCE_ROWS = (("dm", "naive"), ("dm", "static-dynamic"), ("mtt", "naive"), ("mtt", "static-dynamic"))
 WORKERS_TARGET = 1.6  # samples/s with 2 Ray Train workers / with 1
 MAX_START_EPOCH = 2  # few epochs to write: which epoch a sample starts at does not change its cost
 SHARD_BYTES = 256 << 20
@@ -112,6 +121,7 @@ class Shape:
 BUILTIN = Shape("builtin", 10, 8, 32, 30)
 REFERENCE = Shape("reference", 10, 8, 64, 64)
 MINIUCF = Shape("miniucf", 50, 16, 112, 8)
+REFERENCE_HARNESS_SHAPE = {"classes": REFERENCE.classes, "frames": REFERENCE.frames, "size": REFERENCE.side}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +139,7 @@ class Job:
     threads: int | None
     warmup: int
     iterations: int
+    count_flops: bool = False  # count one iteration's FLOPs with FlopCounterMode: the first warm-up, else one more
 
 
 # ---- inputs: random but seeded, written with raydd's own writers --------------------------------------------
@@ -260,9 +271,15 @@ def measure(job: Job) -> dict[str, Any]:
     )
     distiller = build_stage(spec, SingleProcess(), device)
     seconds, cpu_seconds, losses = [], [], []
+    flops = None
     for iteration in range(job.warmup + job.iterations):
         started, cpu_started = time.perf_counter(), time.process_time()
-        result = distiller.step(iteration)
+        if job.count_flops and iteration == 0 and job.warmup > 0:  # counted in an untimed warm-up iteration
+            with FlopCounterMode(display=False) as counter:
+                result = distiller.step(iteration)
+            flops = counter.get_total_flops()
+        else:
+            result = distiller.step(iteration)
         if cuda:
             torch.cuda.synchronize(device)
         if iteration >= job.warmup:
@@ -271,6 +288,10 @@ def measure(job: Job) -> dict[str, Any]:
         losses.append(result.loss)
     peak = torch.cuda.max_memory_allocated(device) if cuda else max_rss_bytes()
     median = statistics.median(seconds)
+    if job.count_flops and flops is None:
+        with FlopCounterMode(display=False) as counter:
+            distiller.step(job.warmup + job.iterations)
+        flops = counter.get_total_flops()
     return {
         "seconds": seconds,
         "median_s": median,
@@ -284,6 +305,8 @@ def measure(job: Job) -> dict[str, Any]:
         "memory": "cuda allocated" if cuda else "max rss",
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "flops": flops,
+        "autocast": str(autocast_dtype(getattr(distiller.method, "precision", "fp32"), device) or torch.float32)[6:],
     }
 
 
@@ -313,6 +336,17 @@ def run_job(job: Job, label: str) -> dict[str, Any]:
     return {"error": reason[:200] or f"exit status {done.returncode}"}
 
 
+def measure_peak(threads: int | None) -> dict[str, Any]:
+    """benchmarks/peak_flops.py in its own process: the machine's peak GFLOP/s, fp32 and bf16."""
+    print("  peak GFLOP/s (matmul, conv3d; fp32, bf16) ...", end="", flush=True, file=sys.stderr)
+    command = [sys.executable, str(Path(__file__).with_name("peak_flops.py"))] + (
+        ["--threads", str(threads)] if threads else []
+    )
+    done = subprocess.run(command, capture_output=True, text=True)
+    print(" done" if done.returncode == 0 else f" failed: {done.stderr[-200:]}", flush=True, file=sys.stderr)
+    return json.loads(done.stdout.splitlines()[-1]) if done.returncode == 0 else {"error": done.stderr[-200:]}
+
+
 # ---- sections --------------------------------------------------------------------------------------------------
 
 
@@ -334,6 +368,7 @@ class Bench:
         self.cuda = self.device.type == "cuda"
         self.threads = args.threads if args.threads is not None else (2 if self.device.type == "cpu" else None)
         self.rows: list[Row] = []
+        self.peaks: list[dict[str, Any]] = []  # benchmarks/peak_flops.py, at the start and end of a section
 
     def preset(self, method: str, paradigm: str, dataset: str, **overrides: Any) -> Preset:
         preset = table_preset(method, paradigm, dataset, 1)
@@ -418,27 +453,127 @@ class Bench:
         return 0 if self.args.quick and not self.cuda else min(self.args.warmup, 1)
 
     def reference(self) -> None:
-        print(f"reference ({REFERENCE}, MiniC3D width 128)", file=sys.stderr)
-        for method in ("dm", "mtt"):
-            for paradigm in ("naive", "static-dynamic"):
-                extra = {"batch_real": 64} if method == "dm" else {"syn_steps": 10, "batch_syn": 10, "learn_lr": True}
-                quick, note = self.shrunk(method, paradigm, {"batch_real": 8}, {"syn_steps": 2})
-                preset = self.preset(method, paradigm, "builtin", network_width=128, **{**extra, **quick})
-                job = self.job(REFERENCE, method, paradigm, preset, warmup=self.heavy_warmup() if quick else None)
-                row = self.measure(
-                    "reference", self.label(method, paradigm, False if method == "mtt" else None) + note, job
-                )
-                reference = REFERENCE_SECONDS[(method, paradigm)]
-                row.target = f"<= {REFERENCE_TARGET:.1f} x {reference} s"
-                if row.result and "error" not in row.result:
-                    ratio = row.result["median_s"] / reference
-                    row.result["reference_s"], row.result["ratio"] = reference, ratio
-                    comparable = self.device.type == "cpu" and not self.args.quick
-                    row.status = (
-                        f"{'PASS' if ratio <= REFERENCE_TARGET else 'FAIL'} {ratio:.2f} x"
-                        if comparable
-                        else f"({ratio:.2f} x; {'quick run' if self.args.quick else 'not on CPU'}: not judged)"
+        """raydd against the reference implementation at the reference's settings, both timed in this run:
+        per row, ``--rounds`` rounds of (raydd process, reference process), so that load on a shared machine
+        falls on both alike; the ratio of the medians over all rounds is judged."""
+        harness = self.harness()
+        print(
+            f"reference ({REFERENCE}, MiniC3D width 128; reference {'timed' if harness else 'not run'})",
+            file=sys.stderr,
+        )
+        self.peaks.append(measure_peak(self.threads))
+        quick = self.args.quick and not self.cuda
+        rounds = 1 if self.args.quick else self.args.rounds
+        for method, paradigm in REFERENCE_ROWS:
+            extra = {"batch_real": 64} if method == "dm" else {"syn_steps": 10, "batch_syn": 10, "learn_lr": True}
+            shrink, note = self.shrunk(method, paradigm, {"batch_real": 8}, {"syn_steps": 2})
+            preset = self.preset(
+                method, paradigm, "builtin", network_width=128, precision=self.args.precision, **{**extra, **shrink}
+            )
+            warmup, iterations = (0, 1) if quick else (1, self.args.reference_iterations)
+            job = self.job(REFERENCE, method, paradigm, preset, warmup=warmup, iterations=iterations)
+            mode = reference_harness.MODES[(method, paradigm)]
+            their = {k: getattr(preset, k) for k in (("batch_real",) if method == "dm" else ("syn_steps", "batch_syn"))}
+            ours, theirs, loads = [], [], []
+            name = self.label(method, paradigm, False if method == "mtt" else None) + note
+            for number in range(rounds):
+                loads.append(os.getloadavg()[0])
+                ours.append(run_job(dataclasses.replace(job, count_flops=number == 0), f"reference: {name}, raydd"))
+                if harness is not None:
+                    print(f"  reference: {name}, reference implementation ...", end="", flush=True, file=sys.stderr)
+                    started = time.perf_counter()
+                    theirs.append(
+                        harness.time(mode, REFERENCE_HARNESS_SHAPE, their, warmup, iterations, self.args.clock)
                     )
+                    print(f" {time.perf_counter() - started:.0f} s", flush=True, file=sys.stderr)
+            reference_flops = self.reference_flops(harness, mode, their) if harness is not None else None
+            self.rows.append(self.compare(name, job, ours, theirs, reference_flops, loads))
+        self.peaks.append(measure_peak(self.threads))
+
+    def harness(self) -> reference_harness.Harness | None:
+        if self.args.reference_tree is None:
+            return None
+        harness = reference_harness.Harness(
+            self.args.reference_harness, self.args.reference_tree, self.threads or 2, self.args.reference_pythonpath
+        )
+        harness.check()
+        return harness
+
+    def reference_flops(self, harness: reference_harness.Harness, mode: str, settings: dict[str, int]) -> float | None:
+        """FLOPs of one reference iteration, counted once and kept in the cache (they depend on the shape only)."""
+        cache = Path(self.cache.path) / "reference-flops.json"
+        key = json.dumps([mode, REFERENCE_HARNESS_SHAPE, settings], sort_keys=True)
+        known = json.loads(cache.read_text()) if cache.exists() else {}
+        if key not in known:
+            print(f"  reference: counting FLOPs of {mode} ...", end="", flush=True, file=sys.stderr)
+            flops = harness.flops(mode, REFERENCE_HARNESS_SHAPE, settings)
+            print(" done" if flops else " failed", flush=True, file=sys.stderr)
+            if flops is None:
+                return None
+            known[key] = flops
+            cache.write_text(json.dumps(known, indent=1))
+        return known[key]
+
+    def compare(
+        self,
+        name: str,
+        job: Job,
+        ours: list[dict[str, Any]],
+        theirs: list[dict[str, Any]],
+        reference_flops: float | None,
+        loads: list[float],
+    ) -> Row:
+        settings = {k: v for k, v in dataclasses.asdict(job).items() if not k.endswith("_uri")}
+        failed = [r["error"] for r in ours + theirs if "error" in r]
+        if failed:
+            return Row("reference", name, {"error": failed[0]}, settings=settings, status=f"failed: {failed[0]}")
+        key = "cpu_seconds" if self.args.clock == "cpu" else "seconds"
+        seconds = [s for r in ours for s in r[key]]
+        result: dict[str, Any] = {
+            **{k: ours[0][k] for k in ("flops", "autocast", "threads", "device")},
+            "clock": self.args.clock,
+            "seconds": seconds,
+            "median_s": statistics.median(seconds),
+            "wall_seconds": [s for r in ours for s in r["seconds"]],
+            "cpu_seconds": [s for r in ours for s in r["cpu_seconds"]],
+            "median_cpu_s": statistics.median(s for r in ours for s in r["cpu_seconds"]),
+            "peak_bytes": max(r["peak_bytes"] for r in ours),
+            "samples_per_s": ours[0]["samples_per_s"],
+            "loadavg_1min_per_round": loads,
+        }
+        peak = self.peak_gflops("bf16" if result["autocast"] == "bfloat16" else "fp32")
+        if result["flops"]:
+            result["gflops_per_s"] = result["flops"] / result["median_s"] / 1e9
+            result["of_peak"] = result["gflops_per_s"] / peak if peak else None
+        row = Row("reference", name, result, settings=settings, target=f"ratio <= {REFERENCE_TARGET}")
+        if not theirs:
+            row.status = "reference not run (--reference-tree DIR times it)"
+            return row
+        their_seconds = [s for r in theirs for s in r["times_s"]]
+        result["reference_seconds"] = their_seconds
+        result["reference_median_s"] = statistics.median(their_seconds)
+        result["reference_breakdown_s"] = theirs[-1].get("breakdown_last_s")
+        result["reference_flops"] = reference_flops
+        if reference_flops:
+            result["reference_gflops_per_s"] = reference_flops / result["reference_median_s"] / 1e9
+            fp32 = self.peak_gflops("fp32")
+            result["reference_of_peak"] = result["reference_gflops_per_s"] / fp32 if fp32 else None
+        ratio = result["median_s"] / result["reference_median_s"]
+        per_round = [statistics.median(o["seconds"]) / statistics.median(t["times_s"]) for o, t in zip(ours, theirs)]
+        result["ratio"], result["ratio_per_round"] = ratio, per_round
+        spread = f" (rounds {min(per_round):.2f}-{max(per_round):.2f})" if len(per_round) > 1 else ""
+        judged = self.device.type == "cpu" and not self.args.quick
+        row.status = (
+            f"{'PASS' if ratio <= REFERENCE_TARGET else 'FAIL'} {ratio:.2f} x{spread}"
+            if judged
+            else f"({ratio:.2f} x; {'quick run' if self.args.quick else 'not on CPU'}: not judged)"
+        )
+        return row
+
+    def peak_gflops(self, precision: str) -> float | None:
+        key = "gflops_per_cpu_s" if self.args.clock == "cpu" else "gflops"
+        rates = [p[key][precision]["peak"] for p in self.peaks if key in p]
+        return max(rates) if rates else None
 
     def miniucf(self) -> None:
         print(f"miniucf ({MINIUCF})", file=sys.stderr)
@@ -626,6 +761,56 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
+def print_reference(bench: Bench) -> None:
+    """The reference section's own table: seconds of both, their ratio, achieved GFLOP/s against the peak."""
+    rows = [row for row in bench.rows if row.section == "reference"]
+    if not rows:
+        return
+    fp32, bf16 = bench.peak_gflops("fp32"), bench.peak_gflops("bf16")
+    loads = [load for row in rows for load in (row.result or {}).get("loadavg_1min_per_round", [])]
+    print(
+        f"\nreference section ({REFERENCE}, {bench.threads or torch.get_num_threads()} threads, {bench.args.clock} "
+        f"clock): raydd and the reference timed in alternating processes; peak {fp32 or 0:.0f} fp32, "
+        f"{bf16 or 0:.0f} bf16 {'GFLOP per CPU-s' if bench.args.clock == 'cpu' else 'GFLOP/s'} "
+        f"(best of matmul/conv3d); load average (1 min) {min(loads, default=0):.1f}-{max(loads, default=0):.1f} "
+        f"over the rounds"
+    )
+    unit = "GFLOP per CPU-s" if bench.args.clock == "cpu" else "GFLOP/s"
+    seconds = "CPU s" if bench.args.clock == "cpu" else "s"
+    header = (
+        "row",
+        "precision",
+        f"raydd {seconds}",
+        f"reference {seconds}",
+        "ratio",
+        f"raydd {unit}",
+        f"reference {unit}",
+        "status",
+    )
+    lines = []
+    for row in rows:
+        r = row.result or {}
+
+        def rate(key: str, share: str, r: dict[str, Any] = r) -> str:
+            return f"{r[key]:.0f} ({100 * r[share]:.0f}% peak)" if r.get(key) and r.get(share) else ""
+
+        lines.append(
+            (
+                row.name,
+                r.get("autocast", ""),
+                f"{r['median_s']:.2f}" if "median_s" in r else "",
+                f"{r['reference_median_s']:.2f}" if "reference_median_s" in r else "not run",
+                f"{r['ratio']:.2f}" if "ratio" in r else "",
+                rate("gflops_per_s", "of_peak"),
+                rate("reference_gflops_per_s", "reference_of_peak"),
+                row.status,
+            )
+        )
+    widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
+    for line in [header, *lines]:
+        print("  ".join(f"{cell:<{w}}" for cell, w in zip(line, widths)).rstrip())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
@@ -656,6 +841,46 @@ def main() -> None:
         default="builtin",
         choices=("builtin", "reference"),
         help="shape of the mtt-memory section",
+    )
+    parser.add_argument(
+        "--reference-tree",
+        type=Path,
+        default=None,
+        help="exported tree of the reference implementation (github:yuz1wan/video_distillation): the reference "
+        "section times it in the same run and judges raydd/reference; without it the reference is not run",
+    )
+    parser.add_argument(
+        "--reference-harness",
+        type=Path,
+        default=Path(__file__).resolve().parents[1].parent / "shared" / "anchor" / "time_official.py",
+        help="the shared timing harness time_official.py (default: ../shared/anchor/ beside the repository)",
+    )
+    parser.add_argument(
+        "--reference-pythonpath",
+        default=None,
+        help="extra import path for the harness's own dependencies (scipy, tqdm), for its processes only",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="reference section: rounds of (raydd, reference) per row (default 3)"
+    )
+    parser.add_argument(
+        "--reference-iterations",
+        type=int,
+        default=2,
+        help="reference section: timed iterations per process and round, after 1 warm-up (default 2)",
+    )
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=("wall", "cpu"),
+        help="reference section: compare wall seconds, or CPU seconds of each process (all its threads; for a "
+        "machine loaded beyond its cores, where wall time mostly measures the other processes)",
+    )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="reference section: raydd's --precision (default auto: bf16 where the hardware runs it fast)",
     )
     parser.add_argument("--allow-big", action="store_true", help="run plain MTT at MiniUCF shape on CPU too (~30+ GB)")
     parser.add_argument(
@@ -701,6 +926,7 @@ def main() -> None:
         f"{memory}{'; --quick: nothing judged' if args.quick else ''}"
     )
     print_table(bench.rows)
+    print_reference(bench)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "one"}
     payload = {
@@ -709,6 +935,8 @@ def main() -> None:
         "torch": torch.__version__,
         "seconds": time.perf_counter() - started,
         "rows": [dataclasses.asdict(r) for r in bench.rows],
+        "peaks": bench.peaks,
+        "loadavg_end": os.getloadavg(),
     }
     args.output.write_text(json.dumps(payload, indent=2))
     print(f"wrote {args.output} ({time.perf_counter() - started:.0f} s)")

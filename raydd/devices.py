@@ -22,3 +22,27 @@ def pick_device(name: str = "auto") -> torch.device:
     if name not in DEVICE_CHOICES:
         raise RayddError(f"unknown device {name!r}: use one of {', '.join(DEVICE_CHOICES)}")
     return torch.device(name)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 convolutions natively: a CUDA GPU that supports bfloat16, or a CPU with
+    AVX-512 BF16 or AMX instructions (oneDNN's bf16 kernels; without them bf16 is emulated and slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+        return any(probe() for probe in probes if probe is not None)
+    return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the work ``precision`` allows lower precision for: bfloat16 for ``bf16``, and for
+    ``auto`` where :func:`fast_bf16`; None (float32) otherwise."""
+    if precision not in PRECISIONS:
+        raise RayddError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" or (precision == "auto" and fast_bf16(device)):
+        return torch.bfloat16
+    return None

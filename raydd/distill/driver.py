@@ -75,6 +75,7 @@ def _stage_key(spec: StageSpec, exclude: tuple[str, ...] = ()) -> str:
     data = dataclasses.asdict(spec)
     data["preset"] = {k: v for k, v in data["preset"].items() if k not in exclude}
     data.pop("device")
+    data["preset"].pop("precision", None)  # like the device: how it is computed, not what
     return settings_hash(data)
 
 

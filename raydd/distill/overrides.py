@@ -9,6 +9,7 @@ from typing import Any
 
 from raydd.config import PRESET as PRESET_GROUP
 from raydd.config import check, option
+from raydd.devices import PRECISIONS
 from raydd.models.hallucinator import VARIANTS
 
 PRESET = " (default: the preset's)"
@@ -78,6 +79,12 @@ class PresetOverrides:
     )
     network_width: int | None = preset_option(
         None, "width of the matching networks (ConvNet; MiniC3D w/2, w, w)" + PRESET
+    )
+    precision: str | None = preset_option(
+        None,
+        "DM's real embedding in bfloat16 (bf16) or float32 (fp32); auto: bf16 where the hardware runs it natively"
+        + PRESET,
+        choices=PRECISIONS,
     )
 
     def overrides(self) -> dict[str, object]:

@@ -51,7 +51,9 @@ def _dm(context: BuildContext) -> nn.Module:
     from raydd.distill.methods.dm import DistributionMatching
 
     p = context.preset
-    return DistributionMatching(context.network, batch_real=p.batch_real, features=p.match_features)
+    return DistributionMatching(
+        context.network, batch_real=p.batch_real, features=p.match_features, precision=p.precision
+    )
 
 
 def _dc(context: BuildContext) -> nn.Module:
