@@ -191,6 +191,7 @@ class OutageProxy:
         self.upstream_port = upstream_port
         self.writes = 0
         self.outages: list[dict[str, float]] = []
+        self.back = threading.Event()  # set when an outage ends: the endpoint listens again (or could not)
         self._armed: tuple[int, float] | None = None
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
@@ -256,13 +257,30 @@ class OutageProxy:
             server.close()
         for connection in connections:
             self._reset(connection)
-        time.sleep(down_s)
-        with self._lock:
-            if self._closed:
-                return
-            self._server = self._listen(self.port)
-            threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
-        self.outages.append({"at_write": self.writes, "down_s": time.monotonic() - started})
+        time.sleep(down_s)  # the outage itself
+        try:
+            server = self._listen_again()
+            with self._lock:
+                if self._closed:
+                    server.close()
+                    return
+                self._server = server
+                threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+            self.outages.append({"at_write": self.writes, "down_s": time.monotonic() - started})
+        finally:
+            self.back.set()
+
+    def _listen_again(self) -> socket.socket:
+        """Listen on the same port again. On a busy machine another process's outgoing connection may hold the
+        port number for a moment, so a failed bind is retried for up to 10 s before the outage is given up."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return self._listen(self.port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     @staticmethod
     def _reset(connection: socket.socket) -> None:
