@@ -94,14 +94,35 @@ def stage_args(stage: str, store: str, iterations: int) -> list[str]:
         return ["--dataset", "builtin", "--shard-mb", "2", *common]
     if stage == "experts":
         return [*common, "--num-experts", "2", "--epochs", "3", "--width", "8", "--batch-size", "64"] + [
-            "--device", "cpu", "--cpus-per-expert", "1", "--workers", "2"
-        ]  # fmt: skip
+            "--device",
+            "cpu",
+            "--cpus-per-expert",
+            "1",
+            "--workers",
+            "2",
+        ]
     return [*common, "--method", "mtt", "--paradigm", "naive", "--ipc", "1", "--device", "cpu"] + [
-        "--iterations", str(iterations), "--checkpoint-every", str(CHECKPOINT_EVERY), "--workers", "2",
-        "--cpus-per-worker", "1",
-        "--max-failures", "2", "--eval-runs", "0", "--network-width", "8", "--syn-steps", "2",
-        "--expert-epochs", "1", "--max-start-epoch", "1",
-    ]  # fmt: skip
+        "--iterations",
+        str(iterations),
+        "--checkpoint-every",
+        str(CHECKPOINT_EVERY),
+        "--workers",
+        "2",
+        "--cpus-per-worker",
+        "1",
+        "--max-failures",
+        "2",
+        "--eval-runs",
+        "0",
+        "--network-width",
+        "8",
+        "--syn-steps",
+        "2",
+        "--expert-epochs",
+        "1",
+        "--max-start-epoch",
+        "1",
+    ]
 
 
 @dataclasses.dataclass
@@ -165,14 +186,21 @@ class Chaos:
         text = log.read_text(errors="replace")
         errors = [line for line in text.splitlines() if f"raydd.{stage}: error:" in line]
         windows = {k: round(watch.window(k), 2) for k in WORK_TITLE.values() if k in watch.first}
-        run = Run(stage, rc, time.monotonic() - started, errors[-1] if errors else "", "Traceback" in text, windows,
-                  str(log))  # fmt: skip
+        run = Run(
+            stage, rc, time.monotonic() - started, errors[-1] if errors else "", "Traceback" in text, windows, str(log)
+        )
         return run, fault
 
     def _kill(
-        self, process: subprocess.Popen, stage: str, log: Path, what: str, delay_s: float, checkpoints: int,
+        self,
+        process: subprocess.Popen,
+        stage: str,
+        log: Path,
+        what: str,
+        delay_s: float,
+        checkpoints: int,
         fault: dict[str, Any],
-    ) -> None:  # fmt: skip
+    ) -> None:
         title = WORK_TITLE[stage]
         while process.poll() is None and not any(title in p.title for p in ours(f"{self.run_id}:", self.lineage)):
             time.sleep(0.1)
@@ -283,9 +311,21 @@ def ray_head(chaos: Chaos, tag: str, store: str) -> Iterator[dict[str, Any]]:
     ports = [_free_port() for _ in range(7)]
     argv = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1"]
     argv += [f"--port={ports[0]}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}"]
-    argv += [f"--{name}={port}" for name, port in zip(
-        ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-         "ray-client-server-port", "metrics-export-port", "dashboard-port"), ports[1:], strict=True)]  # fmt: skip
+    argv += [
+        f"--{name}={port}"
+        for name, port in zip(
+            (
+                "dashboard-agent-listen-port",
+                "dashboard-agent-grpc-port",
+                "runtime-env-agent-port",
+                "ray-client-server-port",
+                "metrics-export-port",
+                "dashboard-port",
+            ),
+            ports[1:],
+            strict=True,
+        )
+    ]
     env = dict(chaos.env(tag, store, own_ray=True), RAY_AUTH_MODE="disabled")
     log = chaos.work / "logs" / f"{tag}.log"
     log.parent.mkdir(exist_ok=True)
@@ -324,8 +364,12 @@ def orphans(chaos: Chaos, prefix: str) -> dict[str, Any]:
         left = ray_or_raydd(ours(prefix, chaos.lineage))
     lingered = time.monotonic() - started if titles else 0.0
     killed = kill_all(ray_or_raydd(ours(prefix, chaos.lineage)))
-    return {"orphans": len(titles), "orphan_titles": titles, "lingered_s": round(SETTLE_S + lingered, 1) if titles
-            else 0.0, "killed_after_limit": killed}  # fmt: skip
+    return {
+        "orphans": len(titles),
+        "orphan_titles": titles,
+        "lingered_s": round(SETTLE_S + lingered, 1) if titles else 0.0,
+        "killed_after_limit": killed,
+    }
 
 
 # ---- scenarios ------------------------------------------------------------------------------------------------
@@ -378,8 +422,12 @@ def scenario(
         run = chaos.command(stage, store, tag)[0]
         runs.append(run)
         proxy.arm(after_writes=10**9, down_s=0)  # disarmed
-        row["injection"] = {"injected": len(proxy.outages) > outages or run.rc != 0, "write_of_stage": nth,
-                            "writes_of_reference_stage": writes, **(proxy.outages[-1:] or [{}])[0]}  # fmt: skip
+        row["injection"] = {
+            "injected": len(proxy.outages) > outages or run.rc != 0,
+            "write_of_stage": nth,
+            "writes_of_reference_stage": writes,
+            **(proxy.outages[-1:] or [{}])[0],
+        }
         if run.rc != 0:
             clear = bool(run.error_line) and not run.traceback
             row["first_run"] = run.error_line or "failed without a raydd error line"
@@ -445,8 +493,10 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     chaos = Chaos(f"c{os.getpid()}", work, 30 if args.quick else 60, rng, aws, args.own_ray)
     rows, heads = [], {}
-    print(f"{'fault':<19} {'stage':<8} {'store':<6} {'survived':<13} {'lost':>11} {'orphans':>7} {'seconds':>8}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"{'fault':<19} {'stage':<8} {'store':<6} {'survived':<13} {'lost':>11} {'orphans':>7} {'seconds':>8}",
+        file=sys.stderr,
+    )
     try:
         with Lineage() as chaos.lineage, moto_server() as port:
             proxy = OutageProxy(port)
@@ -505,7 +555,7 @@ def main() -> None:
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
             + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime,
             1,
-        ),  # fmt: skip
+        ),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "cpus": os.cpu_count(),
