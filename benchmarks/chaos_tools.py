@@ -108,8 +108,11 @@ class Lineage:
     def alive(self, prefix: str) -> list[Proc]:
         table = process_table()
         with self._lock:
-            pids = [(pid, mark) for (pid, t), mark in self.seen.items() if mark.startswith(prefix)
-                    and table.get(pid, (0, None))[1] == t]  # fmt: skip
+            pids = [
+                (pid, mark)
+                for (pid, t), mark in self.seen.items()
+                if mark.startswith(prefix) and table.get(pid, (0, None))[1] == t
+            ]
         found = []
         for pid, mark in pids:
             try:

@@ -17,8 +17,9 @@ from benchmarks.chaos_tools import MARK_VARIABLE, OutageProxy, batch_rows, compa
 
 
 def _arrow_file(path: Path, values: np.ndarray) -> bytes:
-    batch = pa.record_batch([pa.array(range(len(values))), pa.FixedSizeListArray.from_arrays(values.ravel(), 3)],
-                            names=["label", "tensor"])  # fmt: skip
+    batch = pa.record_batch(
+        [pa.array(range(len(values))), pa.FixedSizeListArray.from_arrays(values.ravel(), 3)], names=["label", "tensor"]
+    )
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
         writer.write_batch(batch)
     return path.read_bytes()

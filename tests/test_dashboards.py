@@ -214,13 +214,26 @@ def test_a_running_prepare_publishes_its_throughput_before_it_ends(head: RayHead
     log = tmp_path / "prepare.log"
     # The driver pauses, its gauge set, once the first clip is done; it goes on when the test opens the pipe.
     prepare = subprocess.Popen(
-        [sys.executable, "-m", "raydd.prepare", "--store", str(store), "--frames", "4", "--height", "16",
-         "--width", "16", "--ray-address", head.address],
+        [
+            sys.executable,
+            "-m",
+            "raydd.prepare",
+            "--store",
+            str(store),
+            "--frames",
+            "4",
+            "--height",
+            "16",
+            "--width",
+            "16",
+            "--ray-address",
+            head.address,
+        ],
         env={**head.env, "RAYDD_FAULTS": "pause_prepare_after_clips=1"},
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
-    )  # fmt: skip
+    )
     prefix = metrics.PROMETHEUS_PREFIX + metrics.PREPARE_CLIPS_PER_SECOND + "{"
     try:
         line = wait_for(

@@ -35,9 +35,15 @@ def test_asha_stops_a_trial_whose_loss_lags_at_the_grace_period(tiny_datasets: P
     # keeps a trial at a rung only if its loss is at most the 75th percentile of the rung's: it stops the second.
     store = store_holding(tiny_datasets, tmp_path)
     config = TuneConfig(
-        store=store, iterations=6, grace_period=2, lr_dynamic_min=1.0, lr_dynamic_max=1e8, lr_hal_min=1e-5,
-        lr_hal_max=1e3, **SMALL,
-    )  # fmt: skip
+        store=store,
+        iterations=6,
+        grace_period=2,
+        lr_dynamic_min=1.0,
+        lr_dynamic_max=1e8,
+        lr_hal_min=1e-5,
+        lr_hal_max=1e3,
+        **SMALL,
+    )
     good, bad = {"lr_dynamic": 10.0, "lr_hal": 1e-4}, {"lr_dynamic": 1e7, "lr_hal": 1e2}
     result = tune(config, starts=[good, bad])
     by_lr = {row.lr_dynamic: row for row in result.rows}
@@ -76,8 +82,16 @@ def test_an_mtt_sweep_matches_expert_trajectories(tiny_datasets: Path, tmp_path:
     argv = ["--store", store, "--method", "mtt", "--num-samples", "1", "--max-concurrent", "1"]
     argv += ["--iterations", "2", "--eval-epochs", "2", "--network-width", "8", "--batch-real", "4"]
     assert main(argv) == 0
-    config = TuneConfig(store=store, method="mtt", num_samples=1, max_concurrent=1, iterations=2, eval_epochs=2,
-                        network_width=8, batch_real=4)  # fmt: skip
+    config = TuneConfig(
+        store=store,
+        method="mtt",
+        num_samples=1,
+        max_concurrent=1,
+        iterations=2,
+        eval_epochs=2,
+        network_width=8,
+        batch_real=4,
+    )
     best = json.loads(Path(layout.tune(config.name()).child("best_preset.json").path).read_text())
     assert best["sweep"]["method"] == "mtt" and best["sweep"]["trials"] == 1
     assert best["preset"]["syn_steps"] >= 1 and best["preset"]["iterations"] == 2
@@ -127,9 +141,13 @@ def test_raydd_hands_tune_its_own_s3_filesystem() -> None:
 
 
 def test_a_sweep_on_s3_keeps_tunes_state_in_the_bucket_and_resumes(
-    tiny_datasets: Path, s3_bucket: str, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tiny_datasets: Path,
+    s3_bucket: str,
+    s3_endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     store = f"{s3_bucket}/store"
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
@@ -144,8 +162,9 @@ def test_a_sweep_on_s3_keeps_tunes_state_in_the_bucket_and_resumes(
         capsys.readouterr()
         assert main(argv) == 0
     assert "resuming the sweep" in capsys.readouterr().out
-    name = TuneConfig(store=store, iterations=3, grace_period=3, num_samples=2, max_concurrent=1, eval_epochs=2,
-                      network_width=8).name()  # fmt: skip
+    name = TuneConfig(
+        store=store, iterations=3, grace_period=3, num_samples=2, max_concurrent=1, eval_epochs=2, network_width=8
+    ).name()
     sweep = f"{store.removeprefix('s3://')}/tune/{name}"
     names = {p.rsplit("/", 1)[-1] for p in fs.ls(sweep)}
     assert {"best_preset.json", "static", "tuner.pkl"} <= names

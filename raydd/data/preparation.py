@@ -105,8 +105,11 @@ def prepare(config: PrepareConfig) -> Manifest:
         if not damaged:
             print(f"{spec.name} is already prepared at {target} with these settings: nothing to do", file=sys.stderr)
             return existing
-        print(f"warning: {target}: {', '.join(damaged)} missing or not the size its manifest lists: writing "
-              f"{'it' if len(damaged) == 1 else 'them'} again", file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: {target}: {', '.join(damaged)} missing or not the size its manifest lists: writing "
+            f"{'it' if len(damaged) == 1 else 'them'} again",
+            file=sys.stderr,
+        )
         for name in damaged:
             delete(target.child(name))
     source = resolve(config.source) if config.source else None
