@@ -4,10 +4,10 @@ once the command's process ends (killed or not), and nothing else."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,14 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # A stand-in for a command: starts a child, then its reaper, then a marked child in a session of its own (as Ray's
 # agents are not in the command's process group), prints both pids and either exits or waits to be killed.
 COMMAND = """
-import subprocess, sys, time
+import signal, subprocess, sys
 from raydd.reaper import start_reaper
 early = subprocess.Popen(["sleep", "600"], start_new_session=True)  # started before the local Ray: not the reaper's
 start_reaper()
 child = subprocess.Popen(["sleep", "600"], start_new_session=True)
 print(child.pid, early.pid, flush=True)
 if sys.argv[1] == "wait":
-    time.sleep(600)
+    signal.pause()  # until killed
 """
 
 
@@ -38,12 +38,16 @@ def _alive(pid: int) -> bool:
 
 
 def _gone_within(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while _alive(pid):  # a condition wait: the reaper gives no notification
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    """Wait, at most ``seconds``, for ``pid`` to end: its pidfd becomes readable when it does."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([pidfd], [], [], seconds)
+        return bool(readable)
+    finally:
+        os.close(pidfd)
 
 
 @pytest.mark.parametrize("end", ["killed", "exits"])
