@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from raydd.config import parse_config
+from raydd.distill.comparison import row_settings
 from raydd.distill.settings import DistillConfig
 from raydd.distilled_set import StaticDynamicParts
 from raydd.errors import RayddError
@@ -175,3 +176,18 @@ def test_distill_and_pipeline_accept_the_protocol() -> None:
     assert parse_config(PipelineConfig, ["--protocol", "reference"], "raydd.pipeline")[0].protocol == "reference"
     with pytest.raises(SystemExit):
         parse_config(DistillConfig, ["--eval-protocol", "paper"], "raydd.distill")
+
+
+def test_pipeline_evaluates_every_row_with_one_lr_preset(tmp_path) -> None:
+    """FRePo's own schedule (lr 1e-4) is made for 1000 epochs; under the pipeline's shortened epochs it leaves a
+    FRePo set at chance while random real clips train at lr 1e-2. Every row gets the one preset."""
+    outputs = {"static-dynamic": str(tmp_path / "sd"), "naive": str(tmp_path / "naive")}
+    config = parse_config(PipelineConfig, ["--method", "frepo", "--store", str(tmp_path)], "raydd.pipeline")[0]
+    rows = row_settings(config, outputs)
+    assert len(rows) == 4 and {(s.preset, s.epochs, s.protocol) for s in rows.values()} == {
+        ("standard", 100, "reference")
+    }
+    config = parse_config(PipelineConfig, ["--eval-preset", "frepo", "--store", str(tmp_path)], "raydd.pipeline")[0]
+    assert {s.preset for s in row_settings(config, outputs).values()} == {"frepo"}
+    with pytest.raises(SystemExit):
+        parse_config(PipelineConfig, ["--eval-preset", "auto"], "raydd.pipeline")

@@ -27,6 +27,7 @@ from raydd.distill.settings import DistillConfig
 from raydd.evaluation.job import EvalConfig, evaluate
 from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES
 from raydd.evaluation.report import RANDOM_REAL_ROW, format_comparison
+from raydd.evaluation.schedules import FREPO, STANDARD
 from raydd.experts.job import ExpertsConfig, train_experts
 from raydd.layout import StoreLayout
 
@@ -44,6 +45,12 @@ class PipelineConfig(StoreSection, RaySection, SeedSection):
     eval_epochs: int = option(
         100, "evaluation epochs (the paper's 500 for MiniC3D is GPU-sized; 100 keeps this to minutes on CPU)"
     )
+    eval_preset: str = option(
+        STANDARD,
+        "lr preset of every row's evaluation, one for all four rows so that they compare: standard (lr 1e-2) "
+        "or frepo (lr 1e-4, the paper's for FRePo sets, made for 1000 epochs: with fewer it does not train)",
+        choices=(STANDARD, FREPO),
+    )
     iterations: int | None = option(None, "distillation iterations per stage (default: the preset's)")
     protocol: str = option(DEFAULT_PROTOCOL, "evaluation protocol of every row", choices=PROTOCOL_NAMES)
     seed: int = option(0, "seed of the distillations and of evaluation run 0 (run i uses seed + i)")
@@ -53,42 +60,48 @@ class PipelineConfig(StoreSection, RaySection, SeedSection):
     def __post_init__(self) -> None:
         check_choice(self.dataset, "dataset", dataset_names())
         check_choice(self.method, "method", METHODS)
+        check_choice(self.eval_preset, "eval_preset", (STANDARD, FREPO))
         for name in ("ipc", "eval_runs", "eval_epochs", "workers"):
             check(getattr(self, name) >= 1, name, "a positive integer")
 
 
-def compare(config: PipelineConfig, outputs: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Returns {row name: {storage_ratio, metrics, output}} for the distilled sets in ``outputs`` (by paradigm),
-    the stills alone and random real clips, every row evaluated here under ``config.protocol``."""
+def row_settings(config: PipelineConfig, outputs: dict[str, str]) -> dict[str, EvalConfig]:
+    """{row name: its evaluation} for the distilled sets in ``outputs`` (by paradigm), the stills alone and random
+    real clips: one protocol, epochs and lr preset for every row, so that the rows compare."""
     sets = {
         f"{config.method} static-dynamic": {"data": outputs["static-dynamic"]},
         f"{config.method} naive": {"data": outputs["naive"]},
         "stills only (stage 1)": {"data": outputs["static-dynamic"], "stills_only": True},
         RANDOM_REAL_ROW: {"data": StoreLayout.of(config.store).dataset(config.dataset).uri, "random_ipc": config.ipc},
     }
-    rows: dict[str, dict[str, Any]] = {}
-    for name, training_set in sets.items():
-        settings = EvalConfig(
+    return {
+        name: EvalConfig(
             **training_set,
             runs=config.eval_runs,
             epochs=config.eval_epochs,
+            preset=config.eval_preset,
             protocol=config.protocol,
             seed=config.seed,
             store=config.store,
             ray_address=config.ray_address,
         )
+        for name, training_set in sets.items()
+    }
+
+
+def compare(config: PipelineConfig, outputs: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Returns {row name: {storage_ratio, metrics, output}}, every row (:func:`row_settings`) evaluated here."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, settings in row_settings(config, outputs).items():
         metrics = evaluate(settings)
-        rows[name] = {
-            "storage_ratio": metrics.get("storage_ratio", 1.0),
-            "metrics": metrics,
-            "output": training_set["data"],
-        }
+        rows[name] = {"storage_ratio": metrics.get("storage_ratio", 1.0), "metrics": metrics, "output": settings.data}
     return rows
 
 
 def format_table(rows: dict[str, dict[str, Any]], config: PipelineConfig) -> str:
     title = (
-        f"\n{config.dataset}, IPC {config.ipc}, MiniC3D trained {config.eval_epochs} epochs, {config.eval_runs} runs"
+        f"\n{config.dataset}, IPC {config.ipc}, MiniC3D trained {config.eval_epochs} epochs ({config.eval_preset} lr), "
+        f"{config.eval_runs} runs"
     )
     table = {name: (row["storage_ratio"], row["metrics"]) for name, row in rows.items()}
     return format_comparison(table, protocol=config.protocol, title=title)
