@@ -82,8 +82,8 @@ class PresetOverrides:
     )
     precision: str | None = preset_option(
         None,
-        "DM's real embedding in bfloat16 (bf16) or float32 (fp32); auto: bf16 where the hardware runs it natively"
-        + PRESET,
+        "DM's real embedding (and with bf16, MTT's student) in bfloat16 (bf16) or float32 (fp32); auto: DM's in bf16 "
+        "where the hardware runs it natively, MTT in fp32" + PRESET,
         choices=PRECISIONS,
     )
 

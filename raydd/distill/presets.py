@@ -56,7 +56,8 @@ class Preset:
     dynamic_init: str = "noise"  # stage 2: Gaussian noise (the reference) or "real": the motion of random real clips
     match_features: str = "map"  # DM: the flattened feature map (the reference) or "pooled" features
     network_width: int = 128  # matching networks' width (ConvNet width; MiniC3D (w/2, w, w))
-    # fp32 until bf16 is shown to keep the distilled sets' accuracy; auto/bf16: DM's real embedding in bfloat16
+    # fp32 until bf16 is shown to keep the distilled sets' accuracy; auto/bf16: DM's real embedding in bfloat16;
+    # bf16 only: MTT's student too
     precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:

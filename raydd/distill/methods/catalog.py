@@ -75,6 +75,7 @@ def _mtt(context: BuildContext) -> nn.Module:
         lr_teacher=p.lr_teacher,
         learn_lr=p.learn_lr,
         memory_bounded=context.memory_bounded,
+        precision=p.precision,
     )
 
 

@@ -12,6 +12,13 @@ Two ways to differentiate through the unrolled student, with the same gradient:
   the same random static/dynamic pairing, from a stored per-step seed) and pushing the gradient
   through it. Memory is one step's graph plus ``syn_steps`` parameter vectors, for one extra forward.
 
+On CPU the student's float32 convolutions run in channels-last-3d layout (oneDNN's native one: the same
+values, ~7% less time; not under bf16, where oneDNN's backward in that layout returned NaN on small shapes,
+torch 2.14.1). ``precision="bf16"`` runs the student's steps under bfloat16 autocast, forward, backward and
+the backward through them; the parameters, their updates and the matching loss stay float32. Its gradient
+is not float32's (cosine ~0.98 to it, tests/distill/test_mtt_precision.py), so ``auto`` keeps MTT in
+float32: only an explicit ``bf16`` turns it on.
+
 Under ``--split classes`` (``sample.share``) every worker follows the same student trajectory and
 computes each step's gradient on the instances of its own classes in the step's batch; the parts are
 summed by an all-reduce whose backward is an all-reduce too (:func:`~raydd.distill.share.sum_over_group`).
@@ -21,6 +28,7 @@ start, the shared lr and, whole, each owner's instances, add up over workers to 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import torch
@@ -55,6 +63,7 @@ class TrajectoryMatching(nn.Module):
         lr_teacher: float,
         learn_lr: bool,
         memory_bounded: bool,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
         bank.require_epochs(max_start_epoch + expert_epochs)
@@ -62,6 +71,7 @@ class TrajectoryMatching(nn.Module):
         self.syn_steps, self.batch_syn = syn_steps, batch_syn
         self.expert_epochs, self.max_start_epoch = expert_epochs, max_start_epoch
         self.learn_lr, self.memory_bounded = learn_lr, memory_bounded
+        self.precision = precision  # raydd.devices.PRECISIONS; bf16 only when asked (see the module's docstring)
         self.syn_lr = nn.Parameter(torch.tensor(float(lr_teacher)), requires_grad=learn_lr)
         self._student = (bank.spec.build().requires_grad_(False),)  # a tuple: not a submodule, not checkpointed
 
@@ -92,7 +102,11 @@ class TrajectoryMatching(nn.Module):
         self, theta_P: Tensor, batch: tuple[Tensor, Tensor], size: int, share: Share | None, *, create_graph: bool
     ) -> Tensor:
         inputs, labels = batch
-        logits = functional_call(self._student[0], unflatten_parameters(theta_P, self.bank.spec), (inputs,))
+        parameters = unflatten_parameters(theta_P, self.bank.spec)
+        if inputs.device.type == "cpu" and self.precision != "bf16":
+            inputs, parameters = _channels_last(inputs), {name: _channels_last(p) for name, p in parameters.items()}
+        with self._autocast(inputs.device):
+            logits = functional_call(self._student[0], parameters, (inputs,)).float()
         if share is None:
             grad_P = torch.autograd.grad(F.cross_entropy(logits, labels), theta_P, create_graph=create_graph)[0]
         else:  # this worker's part of the batch's mean cross-entropy; the parts summed over the workers
@@ -103,6 +117,11 @@ class TrajectoryMatching(nn.Module):
                 grad_P = grad_P + 0 * theta_P
             grad_P = sum_over_group(grad_P, share.group)
         return theta_P - self.syn_lr * grad_P
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
+        if self.precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     @staticmethod
     def _distance(theta_P: Tensor, start_P: Tensor, target_P: Tensor) -> Tensor:
@@ -160,3 +179,7 @@ class TrajectoryMatching(nn.Module):
         if self.learn_lr:
             with torch.no_grad():
                 self.syn_lr.clamp_(min=MIN_SYN_LR)
+
+
+def _channels_last(tensor: Tensor) -> Tensor:
+    return tensor.contiguous(memory_format=torch.channels_last_3d) if tensor.dim() == 5 else tensor
