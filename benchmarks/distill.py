@@ -306,8 +306,19 @@ def measure(job: Job) -> dict[str, Any]:
         "device": str(device),
         "threads": torch.get_num_threads(),
         "flops": flops,
-        "autocast": str(autocast_dtype(getattr(distiller.method, "precision", "fp32"), device) or torch.float32)[6:],
+        "autocast": str(low_precision(distiller.method, device) or torch.float32)[6:],
     }
+
+
+def low_precision(method: torch.nn.Module, device: torch.device) -> torch.dtype | None:
+    """The lower precision the method computes in, if any (DM, MTT: ``low_precision``)."""
+    return method.low_precision(device) if hasattr(method, "low_precision") else None
+
+
+def computed_precision(method: str, precision: str, device: torch.device) -> str:
+    """What ``--precision`` makes the method compute in on ``device``: bf16 or fp32 (MTT: bf16 only if asked)."""
+    low = precision == "bf16" if method == "mtt" else autocast_dtype(precision, device) is not None
+    return "bf16" if low else "fp32"
 
 
 def run_job(job: Job, label: str) -> dict[str, Any]:
@@ -464,30 +475,37 @@ class Bench:
         self.peaks.append(measure_peak(self.threads))
         quick = self.args.quick and not self.cuda
         rounds = 1 if self.args.quick else self.args.rounds
-        for method, paradigm in REFERENCE_ROWS:
-            extra = {"batch_real": 64} if method == "dm" else {"syn_steps": 10, "batch_syn": 10, "learn_lr": True}
-            shrink, note = self.shrunk(method, paradigm, {"batch_real": 8}, {"syn_steps": 2})
-            preset = self.preset(
-                method, paradigm, "builtin", network_width=128, precision=self.args.precision, **{**extra, **shrink}
-            )
-            warmup, iterations = (0, 1) if quick else (1, self.args.reference_iterations)
-            job = self.job(REFERENCE, method, paradigm, preset, warmup=warmup, iterations=iterations)
-            mode = reference_harness.MODES[(method, paradigm)]
-            their = {k: getattr(preset, k) for k in (("batch_real",) if method == "dm" else ("syn_steps", "batch_syn"))}
-            ours, theirs, loads = [], [], []
-            name = self.label(method, paradigm, False if method == "mtt" else None) + note
-            for number in range(rounds):
-                loads.append(os.getloadavg()[0])
-                ours.append(run_job(dataclasses.replace(job, count_flops=number == 0), f"reference: {name}, raydd"))
-                if harness is not None:
-                    print(f"  reference: {name}, reference implementation ...", end="", flush=True, file=sys.stderr)
-                    started = time.perf_counter()
-                    theirs.append(
-                        harness.time(mode, REFERENCE_HARNESS_SHAPE, their, warmup, iterations, self.args.clock)
-                    )
-                    print(f" {time.perf_counter() - started:.0f} s", flush=True, file=sys.stderr)
-            reference_flops = self.reference_flops(harness, mode, their) if harness is not None else None
-            self.rows.append(self.compare(name, job, ours, theirs, reference_flops, loads))
+        timed: set[tuple[str, str, str]] = set()
+        for precision in self.args.precision:
+            for method, paradigm in REFERENCE_ROWS:
+                extra = {"batch_real": 64} if method == "dm" else {"syn_steps": 10, "batch_syn": 10, "learn_lr": True}
+                shrink, note = self.shrunk(method, paradigm, {"batch_real": 8}, {"syn_steps": 2})
+                preset = self.preset(
+                    method, paradigm, "builtin", network_width=128, precision=precision, **{**extra, **shrink}
+                )
+                computes_in = computed_precision(method, precision, self.device)
+                if (method, paradigm, computes_in) in timed:  # this precision computes this row as one before did
+                    continue
+                timed.add((method, paradigm, computes_in))
+                warmup, iterations = (0, 1) if quick else (1, self.args.reference_iterations)
+                job = self.job(REFERENCE, method, paradigm, preset, warmup=warmup, iterations=iterations)
+                mode = reference_harness.MODES[(method, paradigm)]
+                keys = ("batch_real",) if method == "dm" else ("syn_steps", "batch_syn")
+                their = {k: getattr(preset, k) for k in keys}
+                ours, theirs, loads = [], [], []
+                name = f"{self.label(method, paradigm, False if method == 'mtt' else None)}, {computes_in}{note}"
+                for number in range(rounds):
+                    loads.append(os.getloadavg()[0])
+                    ours.append(run_job(dataclasses.replace(job, count_flops=number == 0), f"reference: {name}, raydd"))
+                    if harness is not None:
+                        print(f"  reference: {name}, reference implementation ...", end="", flush=True, file=sys.stderr)
+                        started = time.perf_counter()
+                        theirs.append(
+                            harness.time(mode, REFERENCE_HARNESS_SHAPE, their, warmup, iterations, self.args.clock)
+                        )
+                        print(f" {time.perf_counter() - started:.0f} s", flush=True, file=sys.stderr)
+                reference_flops = self.reference_flops(harness, mode, their) if harness is not None else None
+                self.rows.append(self.compare(name, job, ours, theirs, reference_flops, loads))
         self.peaks.append(measure_peak(self.threads))
 
     def harness(self) -> reference_harness.Harness | None:
@@ -878,9 +896,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--precision",
-        default="auto",
+        nargs="+",
+        default=["auto"],
         choices=PRECISIONS,
-        help="reference section: raydd's --precision (default auto: bf16 where the hardware runs it fast)",
+        help="reference section: raydd's --precision, one row set each (a row whose method computes the same under "
+        "an earlier value is not timed again); default auto: DM's real embedding in bf16 where the hardware runs it "
+        "fast, MTT in fp32",
     )
     parser.add_argument("--allow-big", action="store_true", help="run plain MTT at MiniUCF shape on CPU too (~30+ GB)")
     parser.add_argument(

@@ -70,13 +70,17 @@ class DistributionMatching(nn.Module):
         (loss * weight).backward()
         return loss.item()
 
+    def low_precision(self, device: torch.device) -> torch.dtype | None:
+        """The dtype of the real embedding where it is not float32 (``precision``, on this device)."""
+        return autocast_dtype(self.precision, device)
+
     @torch.no_grad()
     def real_means(self, net: nn.Module, real: RealData, drawn: RealDraw, classes: range) -> Tensor:
         """Mean embedding of each class's drawn clips (``drawn`` is class-major, ``batch_real`` a class),
         loaded and embedded a block of whole classes at a time."""
         n = self.batch_real
         per_block = max(1, self.real_chunk // n)
-        dtype = autocast_dtype(self.precision, real.device) or torch.float32
+        dtype = self.low_precision(real.device) or torch.float32
         if dtype != torch.float32:
             # A low-precision copy rather than autocast: autocast runs the max-pools in float32, casting every
             # feature map up and back down; max and ReLU are exact in bf16, so the results are the same.

@@ -103,7 +103,7 @@ class TrajectoryMatching(nn.Module):
     ) -> Tensor:
         inputs, labels = batch
         parameters = unflatten_parameters(theta_P, self.bank.spec)
-        if inputs.device.type == "cpu" and self.precision != "bf16":
+        if inputs.device.type == "cpu" and self.low_precision(inputs.device) is None:
             inputs, parameters = _channels_last(inputs), {name: _channels_last(p) for name, p in parameters.items()}
         with self._autocast(inputs.device):
             logits = functional_call(self._student[0], parameters, (inputs,)).float()
@@ -118,10 +118,13 @@ class TrajectoryMatching(nn.Module):
             grad_P = sum_over_group(grad_P, share.group)
         return theta_P - self.syn_lr * grad_P
 
+    def low_precision(self, device: torch.device) -> torch.dtype | None:
+        """The autocast dtype of the student's steps: bfloat16 only for an explicit ``bf16``, on any device."""
+        return torch.bfloat16 if self.precision == "bf16" else None
+
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
-        if self.precision == "bf16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        dtype = self.low_precision(device)
+        return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
     @staticmethod
     def _distance(theta_P: Tensor, start_P: Tensor, target_P: Tensor) -> Tensor:
