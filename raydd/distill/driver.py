@@ -74,8 +74,11 @@ def _experts_uri(config: DistillConfig, layout: StoreLayout, dataset: PreparedDa
 def _stage_key(spec: StageSpec, exclude: tuple[str, ...] = ()) -> str:
     data = dataclasses.asdict(spec)
     data["preset"] = {k: v for k, v in data["preset"].items() if k not in exclude}
-    data.pop("device")
-    data["preset"].pop("precision", None)  # like the device: how it is computed, not what
+    data.pop("device")  # how it is computed, not what
+    # bf16 (and auto, bf16 where the hardware has it) computes other values than fp32: such a run must neither
+    # resume nor reuse an fp32 run's checkpoints. fp32 is left out, so that fp32 runs keep their names.
+    if data["preset"].get("precision") == "fp32":
+        data["preset"].pop("precision")
     return settings_hash(data)
 
 

@@ -90,3 +90,26 @@ def test_auto_precision_follows_the_hardware() -> None:
     assert autocast_dtype("auto", CPU) == (torch.bfloat16 if fast_bf16(CPU) else None)
     with pytest.raises(RayddError, match="precision"):
         autocast_dtype("fp16", CPU)
+
+
+def test_a_bf16_run_has_its_own_checkpoints_and_output(dataset: Path) -> None:
+    """bf16 computes other values than fp32: it must not resume or reuse an fp32 run (the device, which does not
+    change what is computed, still shares them)."""
+    from raydd.distill.driver import _stage_key
+
+    preset = Preset(iterations=2, lr_img=1.0, momentum=0.0, batch_real=4, network_width=8)
+
+    def key(precision: str, device: str = "auto") -> str:
+        spec = StageSpec(
+            stage="naive",
+            method="dm",
+            dataset_uri=str(dataset),
+            ipc=1,
+            preset=dataclasses.replace(preset, precision=precision),
+            seed=0,
+            device=device,
+        )
+        return _stage_key(spec)
+
+    assert len({key("fp32"), key("bf16"), key("auto")}) == 3
+    assert key("fp32", "cpu") == key("fp32", "cuda")
