@@ -75,10 +75,10 @@ def _stage_key(spec: StageSpec, exclude: tuple[str, ...] = ()) -> str:
     data = dataclasses.asdict(spec)
     data["preset"] = {k: v for k, v in data["preset"].items() if k not in exclude}
     data.pop("device")  # how it is computed, not what
-    # bf16 (and auto, bf16 where the hardware has it) computes other values than fp32: such a run must neither
-    # resume nor reuse an fp32 run's checkpoints. fp32 is left out, so that fp32 runs keep their names.
-    if data["preset"].get("precision") == "fp32":
-        data["preset"].pop("precision")
+    # A precision under which the method computes in bf16 gives other values than fp32: such a run must neither
+    # resume nor reuse an fp32 run's checkpoints. Any other is left out, so that fp32 runs keep their names.
+    if data["preset"].get("precision") not in method_info(spec.method).lower_precisions:
+        data["preset"].pop("precision", None)
     return settings_hash(data)
 
 

@@ -94,15 +94,15 @@ def test_auto_precision_follows_the_hardware() -> None:
 
 def test_a_bf16_run_has_its_own_checkpoints_and_output(dataset: Path) -> None:
     """bf16 computes other values than fp32: it must not resume or reuse an fp32 run (the device, which does not
-    change what is computed, still shares them)."""
+    change what is computed, still shares them; so does a precision the method does not compute in)."""
     from raydd.distill.driver import _stage_key
 
     preset = Preset(iterations=2, lr_img=1.0, momentum=0.0, batch_real=4, network_width=8)
 
-    def key(precision: str, device: str = "auto") -> str:
+    def key(precision: str, device: str = "auto", method: str = "dm") -> str:
         spec = StageSpec(
             stage="naive",
-            method="dm",
+            method=method,
             dataset_uri=str(dataset),
             ipc=1,
             preset=dataclasses.replace(preset, precision=precision),
@@ -113,3 +113,6 @@ def test_a_bf16_run_has_its_own_checkpoints_and_output(dataset: Path) -> None:
 
     assert len({key("fp32"), key("bf16"), key("auto")}) == 3
     assert key("fp32", "cpu") == key("fp32", "cuda")
+    # MTT computes in bf16 only when asked; FRePo never: the other values keep the fp32 run's name
+    assert key("auto", method="mtt") == key("fp32", method="mtt") != key("bf16", method="mtt")
+    assert key("bf16", method="frepo") == key("fp32", method="frepo")

@@ -45,6 +45,8 @@ class MethodInfo:
     reads_real: bool = True  # reads real clips every iteration (MTT only at initialisation)
     real_per_class: bool = True  # draws batch_real clips per class (a class-split worker reads its own classes')
     unrolls_student: bool = False  # trains a student for syn_steps steps on the synthetic set (--memory-bounded)
+    # the --precision values under which it computes in bfloat16 somewhere (auto: where the hardware has it)
+    lower_precisions: tuple[str, ...] = ()
 
 
 def _dm(context: BuildContext) -> nn.Module:
@@ -88,9 +90,17 @@ def _frepo(context: BuildContext) -> nn.Module:
 REGISTRY: dict[str, MethodInfo] = {
     info.name: info
     for info in (
-        MethodInfo("dm", _dm, SGD, STANDARD),
+        MethodInfo("dm", _dm, SGD, STANDARD, lower_precisions=("auto", "bf16")),
         MethodInfo(
-            "mtt", _mtt, SGD, STANDARD, needs_experts=True, reads_real=False, real_per_class=False, unrolls_student=True
+            "mtt",
+            _mtt,
+            SGD,
+            STANDARD,
+            needs_experts=True,
+            reads_real=False,
+            real_per_class=False,
+            unrolls_student=True,
+            lower_precisions=("bf16",),
         ),
         MethodInfo("frepo", _frepo, ADAM, FREPO, real_per_class=False),
         MethodInfo("dc", _dc, SGD, STANDARD),
