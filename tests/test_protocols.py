@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -178,7 +180,7 @@ def test_distill_and_pipeline_accept_the_protocol() -> None:
         parse_config(DistillConfig, ["--eval-protocol", "paper"], "raydd.distill")
 
 
-def test_pipeline_evaluates_every_row_with_one_lr_preset(tmp_path) -> None:
+def test_pipeline_evaluates_every_row_with_one_lr_preset(tmp_path: Path) -> None:
     """FRePo's own schedule (lr 1e-4) is made for 1000 epochs; under the pipeline's shortened epochs it leaves a
     FRePo set at chance while random real clips train at lr 1e-2. Every row gets the one preset."""
     outputs = {"static-dynamic": str(tmp_path / "sd"), "naive": str(tmp_path / "naive")}
