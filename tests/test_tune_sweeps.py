@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -21,6 +20,7 @@ from raydd.tune import TuneConfig, main
 from raydd.tuning.ray_tune import arrow_filesystem
 from raydd.tuning.sweep import tune
 from tests.conftest import store_holding
+from tests.data.test_cache import Recording
 from tests.distill.tiny_store import write_experts
 
 pytestmark = pytest.mark.usefixtures("ray_cluster", "mlflow_in_each_store")
@@ -97,29 +97,6 @@ def test_an_mtt_sweep_matches_expert_trajectories(tiny_datasets: Path, tmp_path:
     assert best["preset"]["syn_steps"] >= 1 and best["preset"]["iterations"] == 2
 
 
-class _Recording:
-    """moto's server-side request recorder: every request the S3 server answers while it is on."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-
-    def _call(self, action: str, method: str = "POST") -> bytes:
-        request = urllib.request.Request(f"{self.endpoint}/moto-api/recorder/{action}", method=method)
-        with urllib.request.urlopen(request) as response:
-            return response.read()
-
-    def __enter__(self) -> _Recording:
-        self._call("reset-recording")
-        self._call("start-recording")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._call("stop-recording")
-
-    def text(self) -> str:
-        return self._call("download-recording", "GET").decode()
-
-
 def _entries(text: str) -> list[tuple[str, str, str]]:
     """``(method, path, user agent)`` of every recorded request that decodes: moto appends entries from
     concurrent requests to one file, so a few may be interleaved; those are left out."""
@@ -156,7 +133,7 @@ def test_a_sweep_on_s3_keeps_tunes_state_in_the_bucket_and_resumes(
     argv = ["--store", store, "--iterations", "3", "--grace-period", "3"]
     argv += ["--num-samples", "2", "--max-concurrent", "1", "--eval-epochs", "2", "--network-width", "8"]
     monkeypatch.setenv("RAYDD_FAULTS", "interrupt_after_trials=1")
-    with _Recording(s3_endpoint) as recording:
+    with Recording(s3_endpoint) as recording:
         assert main(argv) == 1  # interrupted after one trial
         monkeypatch.delenv("RAYDD_FAULTS")
         capsys.readouterr()

@@ -74,10 +74,14 @@ class Recording:
     def __exit__(self, *exc: object) -> None:
         self._call("stop-recording")
 
+    def text(self) -> str:
+        """The recording as moto writes it: one JSON entry a line."""
+        return self._call("download-recording", "GET").decode()
+
     def gets(self) -> list[tuple[str, str | None]]:
         """``(object name, Range header or None)`` of every GET of an object the server answered."""
         found = []
-        for line in self._call("download-recording", "GET").decode().splitlines():
+        for line in self.text().splitlines():
             entry = json.loads(line)
             path = unquote(urlparse(entry["url"]).path)
             if entry["method"] == "GET" and not urlparse(entry["url"]).query:

@@ -14,19 +14,12 @@ from raydd.distill.synthetic import FreeTensors, StaticDynamic, SyntheticSet
 from raydd.errors import RayddError
 from raydd.models.hallucinator import Hallucinator
 
-from .tiny_store import CLASSES, FRAMES, SIDE, write_experts
+from .tiny_store import CLASSES, FRAMES, SIDE
 
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def bank(tmp_path_factory: pytest.TempPathFactory) -> ExpertBank:
-    folder = tmp_path_factory.mktemp("experts")
-    write_experts(str(folder), epochs=3)
-    return ExpertBank(str(folder), make_them="python -m raydd.experts")
-
-
-def _method(bank: ExpertBank, *, memory_bounded: bool) -> TrajectoryMatching:
+def _method(bank: ExpertBank, *, memory_bounded: bool, precision: str = "fp32") -> TrajectoryMatching:
     # 20 instances in batches of 8 over 4 steps: the plan cuts a permutation into 8, 8, 4 and draws a new one.
     return TrajectoryMatching(
         bank,
@@ -37,6 +30,7 @@ def _method(bank: ExpertBank, *, memory_bounded: bool) -> TrajectoryMatching:
         lr_teacher=0.05,
         learn_lr=True,
         memory_bounded=memory_bounded,
+        precision=precision,
     )
 
 

@@ -11,11 +11,9 @@ import torch
 from raydd.distill.experts_bank import ExpertBank
 from raydd.distill.methods import mtt
 from raydd.distill.methods.base import MatchingSample
-from raydd.distill.methods.mtt import TrajectoryMatching
 from raydd.distill.synthetic import SyntheticSet
 
-from .test_mtt import _free_tensors, _static_dynamic
-from .tiny_store import write_experts
+from .test_mtt import _free_tensors, _method, _static_dynamic
 
 CPU = torch.device("cpu")
 # Measured (torch 2.14.1, AVX-512 BF16 CPU; pytest -s prints it): cosine of bf16's gradient to float32's
@@ -24,25 +22,8 @@ CPU = torch.device("cpu")
 BF16_COSINE = 0.95
 
 
-@pytest.fixture(scope="module")
-def bank(tmp_path_factory: pytest.TempPathFactory) -> ExpertBank:
-    folder = tmp_path_factory.mktemp("experts")
-    write_experts(str(folder), epochs=3)
-    return ExpertBank(str(folder), make_them="python -m raydd.experts")
-
-
 def _gradient(bank: ExpertBank, synthetic: SyntheticSet, precision: str) -> tuple[float, torch.Tensor]:
-    method = TrajectoryMatching(
-        bank,
-        syn_steps=4,
-        batch_syn=8,
-        expert_epochs=1,
-        max_start_epoch=2,
-        lr_teacher=0.05,
-        learn_lr=True,
-        memory_bounded=False,
-        precision=precision,
-    )
+    method = _method(bank, memory_bounded=False, precision=precision)
     synthetic = copy.deepcopy(synthetic)
     loss = method.accumulate(synthetic, MatchingSample(torch.Generator().manual_seed(5), 5, None, CPU), 1.0)
     learnables = [p for p in synthetic.parameters() if p.requires_grad] + method.learnable()
