@@ -76,9 +76,10 @@ from raydd.classes import class_major_labels
 from raydd.data.reader import open_prepared
 from raydd.data.shards import DATASET_KIND, write_clip_shard
 from raydd.data.specs import DatasetSpec
-from raydd.devices import PRECISIONS, autocast_dtype, pick_device
+from raydd.devices import PRECISIONS, pick_device
 from raydd.distill.artifact import static_exists, write_static
 from raydd.distill.loop import SingleProcess
+from raydd.distill.methods.catalog import low_precision_of
 from raydd.distill.presets import Preset, table_preset
 from raydd.distill.stages import DYNAMIC, NAIVE, StageSpec, build_stage
 from raydd.experts.trajectories import (
@@ -317,8 +318,7 @@ def low_precision(method: torch.nn.Module, device: torch.device) -> torch.dtype 
 
 def computed_precision(method: str, precision: str, device: torch.device) -> str:
     """What ``--precision`` makes the method compute in on ``device``: bf16 or fp32 (MTT: bf16 only if asked)."""
-    low = precision == "bf16" if method == "mtt" else autocast_dtype(precision, device) is not None
-    return "bf16" if low else "fp32"
+    return "bf16" if low_precision_of(method, precision, device) else "fp32"
 
 
 def run_job(job: Job, label: str) -> dict[str, Any]:

@@ -12,10 +12,12 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from raydd.devices import autocast_dtype
 from raydd.errors import RayddError
 from raydd.evaluation.schedules import FREPO, STANDARD
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from raydd.distill.experts_bank import ExpertBank
@@ -112,6 +114,11 @@ def method_info(name: str) -> MethodInfo:
     if name not in REGISTRY:
         raise RayddError(f"unknown distillation method {name!r}: use one of {', '.join(REGISTRY)}")
     return REGISTRY[name]
+
+
+def low_precision_of(method: str, precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype ``method`` computes in where not float32, under ``--precision`` on ``device``; None: all fp32."""
+    return autocast_dtype(precision, device) if precision in method_info(method).lower_precisions else None
 
 
 def eval_preset_of(method: str) -> str:

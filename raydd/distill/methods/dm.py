@@ -24,8 +24,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from raydd.devices import autocast_dtype
 from raydd.distill.methods.base import MatchingSample, fresh_network
+from raydd.distill.methods.catalog import low_precision_of
 from raydd.distill.real import RealData, RealDraw
 from raydd.distill.share import Share
 from raydd.distill.synthetic import SyntheticSet
@@ -72,7 +72,7 @@ class DistributionMatching(nn.Module):
 
     def low_precision(self, device: torch.device) -> torch.dtype | None:
         """The dtype of the real embedding where it is not float32 (``precision``, on this device)."""
-        return autocast_dtype(self.precision, device)
+        return low_precision_of("dm", self.precision, device)
 
     @torch.no_grad()
     def real_means(self, net: nn.Module, real: RealData, drawn: RealDraw, classes: range) -> Tensor:

@@ -38,6 +38,7 @@ from torch.func import functional_call
 
 from raydd.distill.experts_bank import ExpertBank
 from raydd.distill.methods.base import MatchingSample
+from raydd.distill.methods.catalog import low_precision_of
 from raydd.distill.share import Share, sum_over_group
 from raydd.distill.synthetic import SyntheticSet
 from raydd.experts.trajectories import unflatten_parameters
@@ -119,8 +120,8 @@ class TrajectoryMatching(nn.Module):
         return theta_P - self.syn_lr * grad_P
 
     def low_precision(self, device: torch.device) -> torch.dtype | None:
-        """The autocast dtype of the student's steps: bfloat16 only for an explicit ``bf16``, on any device."""
-        return torch.bfloat16 if self.precision == "bf16" else None
+        """The autocast dtype of the student's steps: bf16 only for an explicit ``bf16`` (lower_precisions)."""
+        return low_precision_of("mtt", self.precision, device)
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
         dtype = self.low_precision(device)
