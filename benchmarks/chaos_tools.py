@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import re
 import signal
 import socket
@@ -198,7 +199,7 @@ class OutageProxy:
         self._armed: tuple[int, float] | None = None
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
-        self._server = self._listen(0)
+        self._server = self._listen_below_ephemeral()
         self.port = self._server.getsockname()[1]
         self._closed = False
         threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
@@ -210,6 +211,17 @@ class OutageProxy:
         server.bind(("127.0.0.1", port))
         server.listen(64)
         return server
+
+    @classmethod
+    def _listen_below_ephemeral(cls) -> socket.socket:
+        """A free port below Linux's ephemeral range (32768 up): while the outage has the port closed, no other
+        process's outgoing connection can be given its number (an ephemeral port was, once, under a full suite)."""
+        for port in random.Random().sample(range(20000, 32768), 200):
+            try:
+                return cls._listen(port)
+            except OSError:
+                continue
+        return cls._listen(0)
 
     def arm(self, after_writes: int, down_s: float) -> None:
         with self._lock:
