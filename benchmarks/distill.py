@@ -26,7 +26,9 @@ reference   raydd against the reference implementation, both timed in this run, 
             machine's peak GFLOP/s (benchmarks/peak_flops.py: matmul and conv3d, fp32 and bf16) at its start
             and end, and shows each row's achieved GFLOP/s (FLOPs of one iteration counted with
             ``FlopCounterMode``, for raydd and for the reference) against the peak of the row's precision.
-            raydd runs with ``--precision`` (default auto).
+            raydd runs with ``--precision`` (default auto). ``--profile`` adds where raydd's time goes in each
+            row: one more iteration under torch.profiler, its operators' self time grouped by kind
+            (benchmarks/op_profile.py: convolution forward / backward / transposed, matmul, element-wise ...).
 workers     Matching samples per second of ``fit_stage`` on a local Ray cluster (``ray.init(num_cpus=2)``)
             with 2 Ray Train workers against 1 (1 CPU each; the first ``--warmup`` iterations excluded), naive
             DM and MTT at builtin size. Target >= 1.6 x. The single-process loop on 1 thread is shown for
@@ -68,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import op_profile
 import reference_harness
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -141,6 +144,7 @@ class Job:
     warmup: int
     iterations: int
     count_flops: bool = False  # count one iteration's FLOPs with FlopCounterMode: the first warm-up, else one more
+    profile: bool = False  # one more iteration under torch.profiler: its time by kind of operator (op_profile)
 
 
 # ---- inputs: random but seeded, written with raydd's own writers --------------------------------------------
@@ -293,7 +297,9 @@ def measure(job: Job) -> dict[str, Any]:
         with FlopCounterMode(display=False) as counter:
             distiller.step(job.warmup + job.iterations)
         flops = counter.get_total_flops()
+    profiled = op_profile.profile_call(lambda: distiller.step(job.warmup + job.iterations + 1)) if job.profile else None
     return {
+        "profile": profiled,
         "seconds": seconds,
         "median_s": median,
         "samples_per_s": result.samples / median,
@@ -496,7 +502,9 @@ class Bench:
                 name = f"{self.label(method, paradigm, False if method == 'mtt' else None)}, {computes_in}{note}"
                 for number in range(rounds):
                     loads.append(os.getloadavg()[0])
-                    ours.append(run_job(dataclasses.replace(job, count_flops=number == 0), f"reference: {name}, raydd"))
+                    first = number == 0
+                    measured = dataclasses.replace(job, count_flops=first, profile=first and self.args.profile)
+                    ours.append(run_job(measured, f"reference: {name}, raydd"))
                     if harness is not None:
                         print(f"  reference: {name}, reference implementation ...", end="", flush=True, file=sys.stderr)
                         started = time.perf_counter()
@@ -548,7 +556,7 @@ class Bench:
         key = "cpu_seconds" if self.args.clock == "cpu" else "seconds"
         seconds = [s for r in ours for s in r[key]]
         result: dict[str, Any] = {
-            **{k: ours[0][k] for k in ("flops", "autocast", "threads", "device")},
+            **{k: ours[0].get(k) for k in ("flops", "autocast", "threads", "device", "profile")},
             "clock": self.args.clock,
             "seconds": seconds,
             "median_s": statistics.median(seconds),
@@ -827,6 +835,24 @@ def print_reference(bench: Bench) -> None:
     widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
     for line in [header, *lines]:
         print("  ".join(f"{cell:<{w}}" for cell, w in zip(line, widths)).rstrip())
+    print_profiles(rows)
+
+
+def print_profiles(rows: list[Row]) -> None:
+    """Where each profiled raydd row's time goes: share of the profiled iteration's self time per kind of operator."""
+    profiled = [(row.name, row.result["profile"]) for row in rows if (row.result or {}).get("profile")]
+    if not profiled:
+        return
+    groups = [*(group for group, _ in op_profile.GROUPS), op_profile.OTHER]
+    print("\nwhere raydd's time goes (torch.profiler self time of one more iteration, % by kind of operator)")
+    header = ("row", "profiled s", *groups)
+    lines = [
+        (name, f"{p['seconds']:.2f}", *(f"{100 * p['shares'].get(group, 0.0):.0f}" for group in groups))
+        for name, p in profiled
+    ]
+    widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
+    for line in [header, *lines]:
+        print("  ".join(f"{cell:<{w}}" for cell, w in zip(line, widths)).rstrip())
 
 
 def main() -> None:
@@ -886,6 +912,12 @@ def main() -> None:
         type=int,
         default=2,
         help="reference section: timed iterations per process and round, after 1 warm-up (default 2)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="reference section: profile one more raydd iteration per row (first round) and show where its time "
+        "goes, by kind of operator (benchmarks/op_profile.py)",
     )
     parser.add_argument(
         "--clock",
