@@ -30,6 +30,7 @@ import ray
 
 from raydd.evaluation.report import RANDOM_REAL_ROW
 from raydd.evaluation.schedules import FREPO, STANDARD
+from raydd.parallel import start_local_ray
 from raydd.pipeline import PipelineConfig, run_pipeline
 
 STILLS_ROW = "stills only (stage 1)"
@@ -95,7 +96,7 @@ def table(blocks: list[dict[str, Any]]) -> list[str]:
 def main() -> None:
     args = parse_args()
     done = [] if args.fresh or not args.output.exists() else json.loads(args.output.read_text())["blocks"]
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    start_local_ray(num_cpus=2, configure_logging=False)  # with its dashboard: Ray Train's cleaner asks it
     store = args.store or tempfile.mkdtemp(prefix="raydd-acceptance-")
     started = time.perf_counter()
     failed: list[str] = []

@@ -9,6 +9,8 @@ either finds its output complete or writes it whole.
 from __future__ import annotations
 
 import os
+import random
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -37,12 +39,56 @@ def ensure_ray(address: str | None = None) -> None:
             ray.init(address=address, log_to_driver=True, configure_logging=False)
         else:
             start_reaper()
-            ray.init(configure_logging=False)
+            start_local_ray(configure_logging=False)
     except ConnectionError as error:
         raise RayddError(
             f"cannot join the Ray cluster at {address} ({error}): start it with `ray start --head` or drop "
             "--ray-address"
         ) from None
+
+
+API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
+
+
+def start_local_ray(**init_options: Any) -> None:
+    """``ray.init(**init_options)`` for a new local cluster whose processes ask their own cluster's State API.
+
+    Ray Train's ``PlacementGroupCleaner`` asks the State API every second whether the run's controller is alive,
+    and removes the run's placement group, killing its workers, when told the controller does not exist. Given no
+    address, the State API looks for Ray's GCS processes on the machine. With two local clusters it cannot choose
+    (a ConnectionError, which ends the cleaner's watch). With one, it reads the dashboard's address from that GCS,
+    and a cluster started without the dashboard's HTTP server still records the default port 8265 there, which
+    another cluster's dashboard may hold: the cleaner then asks the other cluster, hears "no such actor" and kills
+    the run (Ray 2.60; it happened in the acceptance run when a second local cluster started and stopped).
+
+    Here the dashboard gets a fixed free port, and the cluster's processes get its address in
+    ``RAY_API_SERVER_ADDRESS``, which the State API reads before anything else: each cluster asks itself (without
+    the HTTP server nothing answers, which the cleaner only logs). The variable is set in this process only while
+    the cluster starts (its processes inherit it then): left set, it would override the address of every later
+    job-submission client in this process."""
+    port = _free_port()
+    saved = os.environ.get(API_SERVER_VARIABLE)
+    os.environ[API_SERVER_VARIABLE] = f"http://127.0.0.1:{port}"
+    try:
+        ray.init(dashboard_host="127.0.0.1", dashboard_port=port, **init_options)
+    finally:
+        if saved is None:
+            del os.environ[API_SERVER_VARIABLE]
+        else:
+            os.environ[API_SERVER_VARIABLE] = saved
+
+
+def _free_port() -> int:
+    """A port free now, below Linux's ephemeral range (32768 up) and above Ray's worker ports (10002-19999), so that
+    no outgoing connection or Ray worker takes it before the dashboard listens on it."""
+    for port in random.Random().sample(range(20000, 32768), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RayddError("no free port in 20000-32767 for the Ray dashboard: free some, or pass --ray-address")
 
 
 @ray.remote(num_cpus=0)

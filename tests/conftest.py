@@ -106,7 +106,9 @@ def ray_cluster(s3_endpoint: str, node_cache: Path) -> Iterator[None]:
     """One real local Ray cluster with 2 CPUs for the whole session (its workers see the session's node cache)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    from raydd.parallel import start_local_ray
+
+    start_local_ray(num_cpus=2, include_dashboard=False, configure_logging=False)
     yield
     ray.shutdown()
 

@@ -1,0 +1,93 @@
+"""A command's local Ray cluster keeps asking its own State API when a second local cluster starts on the machine.
+
+Ray Train's placement-group cleaner asks the State API every second whether the run's controller is alive, and
+removes the run's placement group (killing its workers) when told the controller does not exist. Before
+:func:`raydd.parallel.start_local_ray`, an actor of the first cluster asked the cluster started last, so a
+second raydd command killed the first one's training.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The first command: its local Ray (as every raydd command starts it), an actor, and -- once the test has started
+# a second cluster -- the question Ray Train's cleaner asks, about that actor, asked from inside the cluster.
+FIRST = """
+import sys, ray
+from raydd.parallel import ensure_ray
+ensure_ray()
+
+@ray.remote(num_cpus=0)
+class Probe:
+    def state_of(self, actor_id):
+        # as the cleaner does: ask, and ask again while the State API is not serving yet (a dashboard starting)
+        import time
+        from ray.util.state import get_actor
+        from ray.util.state.exception import RayStateApiException
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                state = get_actor(actor_id, timeout=30)
+                return "MISSING" if state is None else state.state
+            except RayStateApiException as error:
+                if time.monotonic() > deadline:
+                    return f"UNAVAILABLE {error}"
+                time.sleep(0.5)
+            except Exception as error:  # e.g. ConnectionError: it could not tell which cluster to ask
+                return f"ERROR {type(error).__name__}: {error}"
+
+probe = Probe.remote()
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.readline()
+print(ray.get(probe.state_of.remote(probe._actor_id.hex())), flush=True)
+"""
+
+# The second command: a plain local Ray with its dashboard, started last, so the machine's "current" cluster.
+SECOND = """
+import sys, ray
+ray.init(configure_logging=False)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.readline()
+"""
+
+
+def _start(code: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.stdin.close()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_a_cluster_asks_its_own_state_api_after_a_second_cluster_starts() -> None:
+    first = _start(FIRST)
+    second = None
+    try:
+        first_address = first.stdout.readline().strip()
+        assert first_address, "the first command did not start its cluster"
+        second = _start(SECOND)
+        second_address = second.stdout.readline().strip()
+        assert second_address and second_address != first_address, "the second cluster did not start"
+        first.stdin.write("\n")
+        first.stdin.flush()
+        answer = first.stdout.readline().strip()
+        assert answer == "ALIVE", f"the first cluster's State API answered {answer!r} about its own live actor"
+    finally:
+        if second is not None:
+            _stop(second)
+        _stop(first)
