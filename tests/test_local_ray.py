@@ -2,8 +2,9 @@
 
 Ray Train's placement-group cleaner asks the State API every second whether the run's controller is alive, and
 removes the run's placement group (killing its workers) when told the controller does not exist. Before
-:func:`raydd.parallel.start_local_ray`, an actor of the first cluster asked the cluster started last, so a
-second raydd command killed the first one's training.
+:func:`raydd.parallel.start_local_ray`, an actor asked whichever cluster Ray's address lookup found: with two
+clusters the lookup failed, and a cluster without the dashboard's web server asked port 8265, which another
+cluster's dashboard may hold (and answer "no such actor").
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ sys.stdin.readline()
 print(ray.get(probe.state_of.remote(probe._actor_id.hex())), flush=True)
 """
 
-# The second command: a plain local Ray with its dashboard, started last, so the machine's "current" cluster.
+# The second command: a plain local Ray with its dashboard (on port 8265 when that is free).
 SECOND = """
 import sys, ray
 ray.init(configure_logging=False)
