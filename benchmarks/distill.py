@@ -585,7 +585,7 @@ class Bench:
             fp32 = self.peak_gflops("fp32")
             result["reference_of_peak"] = result["reference_gflops_per_s"] / fp32 if fp32 else None
         ratio = result["median_s"] / result["reference_median_s"]
-        per_round = [statistics.median(o["seconds"]) / statistics.median(t["times_s"]) for o, t in zip(ours, theirs)]
+        per_round = [statistics.median(o[key]) / statistics.median(t["times_s"]) for o, t in zip(ours, theirs)]
         result["ratio"], result["ratio_per_round"] = ratio, per_round
         spread = f" (rounds {min(per_round):.2f}-{max(per_round):.2f})" if len(per_round) > 1 else ""
         judged = self.device.type == "cpu" and not self.args.quick
