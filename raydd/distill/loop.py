@@ -142,6 +142,12 @@ class Distiller:
         self.share = Share(collective, synthetic.num_classes) if by_classes else None
         self.classes = self.share.classes if self.share is not None else None
 
+    def _precision_hint(self) -> str:
+        """Under bf16 a non-finite loss may be the precision's, not the lr's: MTT's student on CPU diverged at
+        random at builtin size under bf16 (oneDNN, torch 2.14.1), on inputs where fp32 stays finite."""
+        low = self.method.low_precision(self.device) if hasattr(self.method, "low_precision") else None
+        return f", or run with --precision fp32 (this method computes in {str(low)[6:]} here)" if low else ""
+
     def step(self, iteration: int) -> IterationResult:
         started = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=False)
@@ -166,7 +172,10 @@ class Distiller:
         loss = float(flat[-2])
         if not math.isfinite(loss) or not torch.isfinite(flat).all() or float(flat[-1]) > 0:
             flags = ", ".join(f"{g.flag} (now {g.lr:g})" for g in self.groups if g.parameters)
-            raise RayddError(f"non-finite matching loss at iteration {iteration} of stage {self.stage}: lower {flags}")
+            raise RayddError(
+                f"non-finite matching loss at iteration {iteration} of stage {self.stage}: lower {flags}"
+                + self._precision_hint()
+            )
         offset = 0
         for p in self.shared_learnables:
             p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))

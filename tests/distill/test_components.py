@@ -121,12 +121,16 @@ def test_two_workers_compute_what_one_worker_with_twice_the_samples_does(store: 
         torch.testing.assert_close(p.detach(), (p0.detach() + p1.detach()) / 2, rtol=1e-4, atol=1e-6)
 
 
-def test_a_diverging_lr_stops_naming_the_iteration_and_the_flag(store: Path) -> None:
-    spec = _spec(store, "dm-naive", preset=dataclasses.replace(DM, lr_img=1e30, iterations=5))
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_diverging_lr_stops_naming_the_iteration_and_the_flag(store: Path, precision: str) -> None:
+    spec = _spec(store, "dm-naive", preset=dataclasses.replace(DM, lr_img=1e30, iterations=5, precision=precision))
     distiller = build_stage(spec, SingleProcess(), CPU)
-    with pytest.raises(RayddError, match=r"non-finite matching loss at iteration [1-4] of stage naive: lower lr_img"):
+    with pytest.raises(
+        RayddError, match=r"non-finite matching loss at iteration [1-4] of stage naive: lower lr_img"
+    ) as raised:
         for i in range(spec.preset.iterations):
             distiller.step(i)
+    assert ("--precision fp32 (this method computes in bfloat16 here)" in str(raised.value)) == (precision == "bf16")
 
 
 @pytest.mark.parametrize("variant", ["conv", "convtranspose"])
