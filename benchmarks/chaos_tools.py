@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
 import re
 import signal
 import socket
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from raydd.ports import ports_below_ephemeral
 from raydd.reaper import descendants, process_table
 
 MARK_VARIABLE = "RAYDD_CHAOS"
@@ -216,7 +216,7 @@ class OutageProxy:
     def _listen_below_ephemeral(cls) -> socket.socket:
         """A free port below Linux's ephemeral range (32768 up): while the outage has the port closed, no other
         process's outgoing connection can be given its number (an ephemeral port was, once, under a full suite)."""
-        for port in random.Random().sample(range(20000, 32768), 200):
+        for port in ports_below_ephemeral():
             try:
                 return cls._listen(port)
             except OSError:

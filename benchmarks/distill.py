@@ -82,6 +82,7 @@ from raydd.data.specs import DatasetSpec
 from raydd.devices import PRECISIONS, pick_device
 from raydd.distill.artifact import static_exists, write_static
 from raydd.distill.loop import SingleProcess
+from raydd.distill.methods.base import low_precision
 from raydd.distill.methods.catalog import low_precision_of
 from raydd.distill.presets import Preset, table_preset
 from raydd.distill.stages import DYNAMIC, NAIVE, StageSpec, build_stage
@@ -315,11 +316,6 @@ def measure(job: Job) -> dict[str, Any]:
         "flops": flops,
         "autocast": str(low_precision(distiller.method, device) or torch.float32)[6:],
     }
-
-
-def low_precision(method: torch.nn.Module, device: torch.device) -> torch.dtype | None:
-    """The lower precision the method computes in, if any (DM, MTT: ``low_precision``)."""
-    return method.low_precision(device) if hasattr(method, "low_precision") else None
 
 
 def computed_precision(method: str, precision: str, device: torch.device) -> str:

@@ -9,8 +9,6 @@ either finds its output complete or writes it whole.
 from __future__ import annotations
 
 import os
-import random
-import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -19,6 +17,7 @@ import ray
 from tqdm import tqdm
 
 from raydd.errors import RayddError
+from raydd.ports import free_port
 from raydd.reaper import start_reaper
 from raydd.storage import transient_storage_errors
 
@@ -66,7 +65,7 @@ def start_local_ray(**init_options: Any) -> None:
     the HTTP server nothing answers, which the cleaner only logs). The variable is set in this process only while
     the cluster starts (its processes inherit it then): left set, it would override the address of every later
     job-submission client in this process."""
-    port = _free_port()
+    port = free_port()
     saved = os.environ.get(API_SERVER_VARIABLE)
     os.environ[API_SERVER_VARIABLE] = f"http://127.0.0.1:{port}"
     try:
@@ -76,19 +75,6 @@ def start_local_ray(**init_options: Any) -> None:
             del os.environ[API_SERVER_VARIABLE]
         else:
             os.environ[API_SERVER_VARIABLE] = saved
-
-
-def _free_port() -> int:
-    """A port free now, below Linux's ephemeral range (32768 up) and above Ray's worker ports (10002-19999), so that
-    no outgoing connection or Ray worker takes it before the dashboard listens on it."""
-    for port in random.Random().sample(range(20000, 32768), 200):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RayddError("no free port in 20000-32767 for the Ray dashboard: free some, or pass --ray-address")
 
 
 @ray.remote(num_cpus=0)

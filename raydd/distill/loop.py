@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from raydd.distill.methods.base import MatchingSample, Method
+from raydd.distill.methods.base import MatchingSample, Method, low_precision
 from raydd.distill.methods.catalog import ADAM
 from raydd.distill.real import RealData
 from raydd.distill.share import Share, all_gather_rows
@@ -145,7 +145,7 @@ class Distiller:
     def _precision_hint(self) -> str:
         """Under bf16 a non-finite loss may be the precision's, not the lr's: MTT's student on CPU diverged at
         random at builtin size under bf16 (oneDNN, torch 2.14.1), on inputs where fp32 stays finite."""
-        low = self.method.low_precision(self.device) if hasattr(self.method, "low_precision") else None
+        low = low_precision(self.method, self.device)
         return f", or run with --precision fp32 (this method computes in {str(low)[6:]} here)" if low else ""
 
     def step(self, iteration: int) -> IterationResult:

@@ -47,6 +47,11 @@ class Method(Protocol):
     def load_state_dict(self, state: dict) -> object: ...
 
 
+def low_precision(method: Method, device: torch.device) -> torch.dtype | None:
+    """The lower precision ``method`` computes in on ``device``, if any (DM, MTT: their ``low_precision``)."""
+    return method.low_precision(device) if hasattr(method, "low_precision") else None
+
+
 def fresh_network(build, seed: int, device: torch.device) -> nn.Module:  # noqa: ANN001
     """A network initialised from ``seed`` without touching the caller's global RNG state."""
     with torch.random.fork_rng(devices=[]):
