@@ -269,7 +269,7 @@ class OutageProxy:
             server, self._server = self._server, None
             connections, self._connections = set(self._connections), set()
         if server is not None:
-            server.close()
+            self._stop_listening(server)
         for connection in connections:
             self._reset(connection)
         time.sleep(down_s)  # the outage itself
@@ -298,6 +298,17 @@ class OutageProxy:
                 time.sleep(0.1)
 
     @staticmethod
+    def _stop_listening(server: socket.socket) -> None:
+        """Shut the listening socket down before closing it. On Linux, close() alone leaves a socket that another
+        thread is blocked in accept() on listening until that accept returns, so the port could not be bound
+        again for the outage's end."""
+        try:
+            server.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        server.close()
+
+    @staticmethod
     def _reset(connection: socket.socket) -> None:
         try:  # SO_LINGER 0: close sends RST, as a server that went away does
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -318,7 +329,7 @@ class OutageProxy:
         with self._lock:
             self._closed = True
             if self._server is not None:
-                self._server.close()
+                self._stop_listening(self._server)
 
 
 # ---- comparing outputs ------------------------------------------------------------------------------------------
