@@ -48,7 +48,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -76,6 +75,7 @@ from benchmarks.chaos_tools import (  # noqa: E402
     ray_or_raydd,
 )
 from benchmarks.scale import moto_server  # noqa: E402
+from raydd.ports import free_port  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STAGES = ("prepare", "experts", "distill")
@@ -297,18 +297,12 @@ def truncate(store: str, rng: np.random.Generator) -> dict[str, Any]:
 # ---- Ray heads and orphans -----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def ray_head(chaos: Chaos, tag: str, store: str) -> Iterator[dict[str, Any]]:
     """A Ray head of this script's own (2 CPUs, its own ports and temp dir; never `ray stop`), stopped by signalling
     its `ray start --block` process; yields a record that gets the orphans it left."""
     temp = Path(tempfile.mkdtemp(prefix="rch", dir="/tmp"))  # Ray's socket paths must fit 107 bytes
-    ports = [_free_port() for _ in range(7)]
+    ports = [free_port() for _ in range(7)]
     argv = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1"]
     argv += [f"--port={ports[0]}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}"]
     argv += [

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -19,13 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from raydd.ports import free_port
+
 S3_START_TIMEOUT_S = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _start_draining(process: subprocess.Popen, needle: str) -> tuple[threading.Event, list[str]]:
@@ -57,7 +52,7 @@ def node_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def s3_endpoint(node_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's standalone S3 server on 127.0.0.1, with the AWS variables pointing at it. Its request
     recorder (``/moto-api/recorder/...``, off until started) writes into a temporary folder."""
-    port = _free_port()
+    port = free_port()
     recording = tmp_path_factory.mktemp("moto") / "recording.jsonl"
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

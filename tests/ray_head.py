@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from tests.conftest import _free_port
+from raydd.ports import free_port
 
 T = TypeVar("T")
 CHECK_EVERY_S = 0.5
@@ -80,7 +80,7 @@ def ray_head(tmp_path: Path, **env_overrides: str) -> Iterator[RayHead]:
         RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
         **env_overrides,
     )
-    port, dashboard_port, agent_port = _free_port(), _free_port(), _free_port()
+    port, dashboard_port, agent_port = free_port(), free_port(), free_port()
     log = tmp_path / "ray-start.log"
     process = subprocess.Popen(
         [
@@ -97,10 +97,10 @@ def ray_head(tmp_path: Path, **env_overrides: str) -> Iterator[RayHead]:
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard_port}",
             f"--dashboard-agent-listen-port={agent_port}",
-            f"--dashboard-agent-grpc-port={_free_port()}",
-            f"--runtime-env-agent-port={_free_port()}",
-            f"--ray-client-server-port={_free_port()}",
-            f"--metrics-export-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
             f"--temp-dir={temp}",
         ],
         env=env,
