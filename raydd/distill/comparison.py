@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from raydd.cluster import capacity
 from raydd.config import (
     RaySection,
     SeedSection,
@@ -30,6 +31,8 @@ from raydd.evaluation.report import RANDOM_REAL_ROW, format_comparison
 from raydd.evaluation.schedules import FREPO, STANDARD
 from raydd.experts.job import ExpertsConfig, train_experts
 from raydd.layout import StoreLayout
+from raydd.parallel import ensure_ray
+from raydd.planning.resources import evaluation_devices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +68,12 @@ class PipelineConfig(StoreSection, RaySection, SeedSection):
             check(getattr(self, name) >= 1, name, "a positive integer")
 
 
-def row_settings(config: PipelineConfig, outputs: dict[str, str]) -> dict[str, EvalConfig]:
+def row_settings(
+    config: PipelineConfig, outputs: dict[str, str], devices: dict[str, float] | None = None
+) -> dict[str, EvalConfig]:
     """{row name: its evaluation} for the distilled sets in ``outputs`` (by paradigm), the stills alone and random
-    real clips: one protocol, epochs and lr preset for every row, so that the rows compare."""
+    real clips: one protocol, epochs and lr preset for every row, so that the rows compare. ``devices``
+    (:func:`~raydd.planning.resources.evaluation_devices`) is what each run reserves."""
     sets = {
         f"{config.method} static-dynamic": {"data": outputs["static-dynamic"]},
         f"{config.method} naive": {"data": outputs["naive"]},
@@ -84,15 +90,19 @@ def row_settings(config: PipelineConfig, outputs: dict[str, str]) -> dict[str, E
             seed=config.seed,
             store=config.store,
             ray_address=config.ray_address,
+            **(devices or {}),
         )
         for name, training_set in sets.items()
     }
 
 
 def compare(config: PipelineConfig, outputs: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Returns {row name: {storage_ratio, metrics, output}}, every row (:func:`row_settings`) evaluated here."""
+    """Returns {row name: {storage_ratio, metrics, output}}, every row (:func:`row_settings`) evaluated here, on
+    GPUs where the cluster has them (as ``raydd.distill``'s closing evaluation)."""
+    ensure_ray(config.ray_address)
+    devices = evaluation_devices(capacity())
     rows: dict[str, dict[str, Any]] = {}
-    for name, settings in row_settings(config, outputs).items():
+    for name, settings in row_settings(config, outputs, devices).items():
         metrics = evaluate(settings)
         rows[name] = {"storage_ratio": metrics.get("storage_ratio", 1.0), "metrics": metrics, "output": settings.data}
     return rows

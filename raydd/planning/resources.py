@@ -164,6 +164,14 @@ def auto_cpus_per_worker(flag: float | None, workers: int, use_gpu: bool, capaci
     return 1.0
 
 
+def evaluation_devices(capacity: Capacity | None) -> dict[str, float]:
+    """What each evaluation run's Ray task reserves when no distillation chose for it: one GPU and its node's CPUs
+    per GPU where the cluster has (or can launch) a GPU node, else nothing beyond the default 1 CPU."""
+    if not auto_use_gpu(None, capacity):
+        return {}
+    return {"gpus_per_run": 1.0, "cpus_per_run": auto_cpus_per_worker(None, 1, True, capacity)}
+
+
 def tasks_at_once(cpus: float, gpus: float, capacity: Capacity | None) -> int:
     """How many tasks of {CPU: cpus, GPU: gpus} the cluster holds at once, the nodes its autoscaler may
     launch included (so that a cluster scaled to zero still gets enough tasks submitted to scale it up)."""

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from raydd.config import parse_config
 from raydd.distill.__main__ import main as distill_main
+from raydd.distill.comparison import PipelineConfig, row_settings
 from raydd.experts.__main__ import main as experts_main
 from raydd.planning.resources import (
     Capacity,
@@ -22,6 +24,7 @@ from raydd.planning.resources import (
     auto_cpus_per_worker,
     auto_use_gpu,
     capacity_from_autoscaler,
+    evaluation_devices,
     place,
     tasks_at_once,
 )
@@ -193,6 +196,20 @@ def test_cluster_yaml_places_four_gpu_workers_not_eight() -> None:
     assert auto_use_gpu(None, capacity) and auto_cpus_per_worker(None, 4, True, capacity) == 8
     assert tasks_at_once(2, 0.25, capacity) == 4 * 4  # quarter-GPU tasks: four on each GPU worker, none on CPU workers
     assert tasks_at_once(2, 0, capacity) == 8 * 8 + 4 * 4  # CPU tasks: 16/2 on each CPU worker, 8/2 on each GPU worker
+
+
+def test_evaluations_reserve_a_gpu_where_the_cluster_has_one(tmp_path: Path) -> None:
+    """raydd.pipeline's evaluation runs take one GPU and its node's CPUs per GPU on a GPU cluster (cluster.yaml:
+    8 CPUs a GPU worker), and reserve nothing more than the default CPU on a CPU-only one or with no cluster."""
+    gpu_devices = evaluation_devices(cluster_yaml_capacity())
+    assert gpu_devices == {"gpus_per_run": 1.0, "cpus_per_run": 8.0}
+    assert evaluation_devices(Capacity(nodes=(NodeShape(16, 0, "cpu"),), source="cpu only")) == {}
+    assert evaluation_devices(None) == {}
+    outputs = {"static-dynamic": str(tmp_path / "sd"), "naive": str(tmp_path / "naive")}
+    config = parse_config(PipelineConfig, ["--store", str(tmp_path)], "raydd.pipeline")[0]
+    rows = row_settings(config, outputs, gpu_devices).values()
+    assert len(rows) == 4 and {(s.gpus_per_run, s.cpus_per_run) for s in rows} == {(1.0, 8.0)}
+    assert {(s.gpus_per_run, s.cpus_per_run) for s in row_settings(config, outputs).values()} == {(0.0, 1.0)}
 
 
 def test_packing_spreads_a_gang_over_nodes_and_counts_them() -> None:
