@@ -169,6 +169,26 @@ def test_the_protocol_is_in_mlflow_and_the_summary(store: str, tmp_path, capsys:
     assert len(client.get_metric_history(run.info.run_id, "run0/train_loss")) == 3  # epochs + 1 passes
 
 
+def test_one_part_of_the_reference_protocol_can_be_tried_alone(store: str, tmp_path) -> None:
+    """benchmarks/protocol_ablation.py hands execute() a protocol of its own: raydd's with re-pairing added trains
+    on re-paired slots; the task's named protocol (raydd) renders the fixed pairs."""
+    import dataclasses
+
+    from raydd.evaluation.pairing import RepairedStaticDynamic
+    from raydd.evaluation.protocols import PROTOCOLS
+    from raydd.evaluation.runs import execute
+
+    data = _static_dynamic(store, str(tmp_path / "sd"))
+    fields = dict(model="minic3d", runs=1, random_ipc=0, preset="auto", epochs=1, lr=None, batch_size=8, momentum=0.9)
+    plan = plan_evaluation(data=data, test=None, weight_decay=5e-4, seed=0, device="cpu", protocol="raydd", **fields)
+    (task,) = plan.tasks
+    repairing = dataclasses.replace(PROTOCOLS["raydd"], name="raydd+repair", repair_static_dynamic=True)
+    mean, std = plan.reference.mean, plan.reference.std
+    assert isinstance(training_set(task, mean, std, 10, repairing), RepairedStaticDynamic)
+    assert len(training_set(task, mean, std, 10)) == 20  # the fixed pairs: 2 a class
+    assert execute(task, repairing).train_clips == 10  # one re-paired slot a class at IPC 1
+
+
 def test_stills_only_trains_on_stills_and_refuses_others(store: str, tmp_path, capsys: pytest.CaptureFixture) -> None:
     data = _static_dynamic(store, str(tmp_path / "sd"))
     fields = dict(model="minic3d", runs=1, random_ipc=0, preset="auto", epochs=1, lr=None, batch_size=8, momentum=0.9)

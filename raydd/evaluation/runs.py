@@ -13,7 +13,7 @@ from raydd.data.reader import open_prepared
 from raydd.devices import pick_device
 from raydd.distilled_set import STATIC_DYNAMIC, load_distilled, load_static_dynamic
 from raydd.evaluation.pairing import RepairedStaticDynamic
-from raydd.evaluation.protocols import RAYDD, get_protocol
+from raydd.evaluation.protocols import RAYDD, Protocol, get_protocol
 from raydd.evaluation.sources import BatchSource, RealClips, TensorClips
 from raydd.evaluation.train import RunResult, TrainSettings, train_and_test
 from raydd.storage import read_manifest, resolve
@@ -33,13 +33,14 @@ class RunTask:
     protocol: str = RAYDD
 
 
-def execute(task: RunTask) -> RunResult:
-    """Build the training set of ``task``, train a fresh model, score it on the real test split."""
+def execute(task: RunTask, protocol: Protocol | None = None) -> RunResult:
+    """Build the training set of ``task``, train a fresh model, score it on the real test split. ``protocol``
+    overrides the named ``task.protocol`` (``benchmarks/protocol_ablation.py`` tries one part of it at a time)."""
     device = pick_device(task.device)
-    protocol = get_protocol(task.protocol)
+    protocol = protocol or get_protocol(task.protocol)
     reference = open_prepared(task.test_uri)
     test = RealClips(reference.split("test"), reference.mean, reference.std)
-    train = training_set(task, reference.mean, reference.std, len(reference.classes))
+    train = training_set(task, reference.mean, reference.std, len(reference.classes), protocol)
     passes = protocol.passes(task.settings.epochs)
     every = max(1, passes // 5)
 
@@ -60,13 +61,20 @@ def execute(task: RunTask) -> RunResult:
     )
 
 
-def training_set(task: RunTask, mean: tuple[float, ...], std: tuple[float, ...], num_classes: int) -> BatchSource:
-    """What ``task`` trains on, as its protocol presents it."""
+def training_set(
+    task: RunTask,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    num_classes: int,
+    protocol: Protocol | None = None,
+) -> BatchSource:
+    """What ``task`` trains on, as its protocol (``protocol``, else the named ``task.protocol``) presents it."""
+    protocol = protocol or get_protocol(task.protocol)
     if task.kind == STILLS_ONLY:
         return TensorClips(*load_static_dynamic(task.data_uri).still_videos())
     if task.kind == DISTILLED:
         representation = read_manifest(resolve(task.data_uri)).metadata.get("representation")
-        if representation == STATIC_DYNAMIC and get_protocol(task.protocol).repair_static_dynamic:
+        if representation == STATIC_DYNAMIC and protocol.repair_static_dynamic:
             return RepairedStaticDynamic(load_static_dynamic(task.data_uri), seed=task.settings.seed)
         distilled = load_distilled(task.data_uri)
         return TensorClips(distilled.videos_NCTHW, distilled.labels)
