@@ -28,9 +28,10 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from raydd.evaluation.job import EvalConfig  # noqa: E402
 from raydd.evaluation.plan import plan_evaluation  # noqa: E402
 from raydd.evaluation.protocols import PROTOCOLS, RAYDD, REFERENCE, Protocol  # noqa: E402
-from raydd.evaluation.report import summarize  # noqa: E402
+from raydd.evaluation.report import mean_std_text, summarize  # noqa: E402
 from raydd.evaluation.runs import RunTask, execute  # noqa: E402
 from raydd.evaluation.train import RunResult  # noqa: E402
 
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/protocol_ablation.json)")
     args = parser.parse_args(argv)
 
+    defaults = EvalConfig()  # raydd.evaluate's batch size, momentum, weight decay and seed
     plan = plan_evaluation(
         data=args.data,
         test=None,
@@ -77,10 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         preset="standard",
         epochs=args.epochs,
         lr=None,
-        batch_size=256,
-        momentum=0.9,
-        weight_decay=5e-4,
-        seed=0,
+        batch_size=defaults.batch_size,
+        momentum=defaults.momentum,
+        weight_decay=defaults.weight_decay,
+        seed=defaults.seed,
         device="cpu",
         stills_only=args.stills_only,
     )
@@ -97,10 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"{'protocol':34s} {'top-1':>12} {'static':>12} {'dynamic':>12}")
     for name, metrics in rows.items():
-        cells = [
-            f"{metrics[k + '_mean']:.1f} ± {metrics[k + '_std']:.1f}" for k in ("top1", "static_top1", "dynamic_top1")
-        ]
-        print(f"{name:34s} " + " ".join(f"{cell:>12}" for cell in cells))
+        cells = " ".join(f"{mean_std_text(metrics, k):>12}" for k in ("top1", "static_top1", "dynamic_top1"))
+        print(f"{name:34s} {cells}")
     out = Path(args.out) if args.out else RESULTS / "protocol_ablation.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"data": args.data, "kind": plan.kind, "runs": args.runs, "epochs": args.epochs, "rows": rows}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -11,8 +13,10 @@ from raydd.data import open_prepared
 from raydd.distilled_set import load_distilled, write_distilled, write_static_dynamic
 from raydd.errors import RayddError
 from raydd.evaluate import EvalConfig, evaluate, main
+from raydd.evaluation.pairing import RepairedStaticDynamic
 from raydd.evaluation.plan import plan_evaluation
-from raydd.evaluation.runs import training_set
+from raydd.evaluation.protocols import PROTOCOLS
+from raydd.evaluation.runs import execute, training_set
 from raydd.models.hallucinator import Hallucinator
 from raydd.prepare import PrepareConfig, prepare
 
@@ -172,12 +176,6 @@ def test_the_protocol_is_in_mlflow_and_the_summary(store: str, tmp_path, capsys:
 def test_one_part_of_the_reference_protocol_can_be_tried_alone(store: str, tmp_path) -> None:
     """benchmarks/protocol_ablation.py hands execute() a protocol of its own: raydd's with re-pairing added trains
     on re-paired slots; the task's named protocol (raydd) renders the fixed pairs."""
-    import dataclasses
-
-    from raydd.evaluation.pairing import RepairedStaticDynamic
-    from raydd.evaluation.protocols import PROTOCOLS
-    from raydd.evaluation.runs import execute
-
     data = _static_dynamic(store, str(tmp_path / "sd"))
     fields = dict(model="minic3d", runs=1, random_ipc=0, preset="auto", epochs=1, lr=None, batch_size=8, momentum=0.9)
     plan = plan_evaluation(data=data, test=None, weight_decay=5e-4, seed=0, device="cpu", protocol="raydd", **fields)

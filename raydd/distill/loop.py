@@ -146,7 +146,11 @@ class Distiller:
         """Under bf16 a non-finite loss may be the precision's, not the lr's: MTT's student on CPU diverged at
         random at builtin size under bf16 (oneDNN, torch 2.14.1), on inputs where fp32 stays finite."""
         low = low_precision(self.method, self.device)
-        return f", or run with --precision fp32 (this method computes in {str(low)[6:]} here)" if low else ""
+        return (
+            f", or run with --precision fp32 (this method computes in {str(low).removeprefix('torch.')} here)"
+            if low
+            else ""
+        )
 
     def step(self, iteration: int) -> IterationResult:
         started = time.perf_counter()

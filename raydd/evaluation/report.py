@@ -53,7 +53,8 @@ def storage_text(ratio: float | None) -> str:
     return "-" if ratio is None else f"{ratio:.3f}x"
 
 
-def _cell(metrics: Mapping[str, Any], key: str) -> str:
+def mean_std_text(metrics: Mapping[str, Any], key: str) -> str:
+    """``key``'s mean ± std over runs (``-`` where the metrics lack it, e.g. class groups of a dataset without)."""
     return f"{metrics[key + '_mean']:.1f} ± {metrics[key + '_std']:.1f}" if key + "_mean" in metrics else "-"
 
 
@@ -83,6 +84,6 @@ def format_comparison(
     lines = [f"{title} ({explained})", header]
     for name, (ratio, metrics) in rows.items():
         gain = "-" if baseline is None else f"{metrics['top1_mean'] - baseline:+.1f}"
-        cells = " ".join(f"{_cell(metrics, key):>12}" for key in ("top1", "static_top1", "dynamic_top1"))
+        cells = " ".join(f"{mean_std_text(metrics, key):>12}" for key in ("top1", "static_top1", "dynamic_top1"))
         lines.append(f"{name:<{width}} {storage_text(ratio):>8} {cells} {gain:>7}")
     return "\n".join(lines)
