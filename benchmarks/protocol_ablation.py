@@ -28,8 +28,9 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from raydd.errors import RayddError  # noqa: E402
 from raydd.evaluation.job import EvalConfig  # noqa: E402
-from raydd.evaluation.plan import plan_evaluation  # noqa: E402
+from raydd.evaluation.plan import EvaluationPlan, plan_evaluation  # noqa: E402
 from raydd.evaluation.protocols import PROTOCOLS, RAYDD, REFERENCE, Protocol  # noqa: E402
 from raydd.evaluation.report import mean_std_text, summarize  # noqa: E402
 from raydd.evaluation.runs import RunTask, execute  # noqa: E402
@@ -57,20 +58,9 @@ def _run(job: tuple[RunTask, Protocol]) -> RunResult:
     return execute(task, protocol)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="distilled set or prepared dataset to train on")
-    parser.add_argument("--random-ipc", type=int, default=0, help="with a prepared dataset: K random clips a class")
-    parser.add_argument("--stills-only", action="store_true", help="a static-dynamic set's stills alone")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--processes", type=int, default=2, help="runs trained at once, one thread each")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/protocol_ablation.json)")
-    args = parser.parse_args(argv)
-
-    defaults = EvalConfig()  # raydd.evaluate's batch size, momentum, weight decay and seed
-    plan = plan_evaluation(
+def _plan(args: argparse.Namespace, defaults: EvalConfig) -> EvaluationPlan:
+    """The runs ``raydd.evaluate --preset standard`` would make of ``--data``, on CPU."""
+    return plan_evaluation(
         data=args.data,
         test=None,
         model="minic3d",
@@ -86,6 +76,26 @@ def main(argv: list[str] | None = None) -> int:
         device="cpu",
         stills_only=args.stills_only,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="distilled set or prepared dataset to train on")
+    parser.add_argument("--random-ipc", type=int, default=0, help="with a prepared dataset: K random clips a class")
+    parser.add_argument("--stills-only", action="store_true", help="a static-dynamic set's stills alone")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--processes", type=int, default=2, help="runs trained at once, one thread each")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/protocol_ablation.json)")
+    args = parser.parse_args(argv)
+
+    defaults = EvalConfig()  # raydd.evaluate's batch size, momentum, weight decay and seed
+    try:
+        plan = _plan(args, defaults)
+    except RayddError as error:  # a --data that is not a prepared dataset or distilled set, a mismatched test split
+        print(f"protocol_ablation: {error}", file=sys.stderr)
+        return 1
     jobs = [(task, VARIANTS[name]) for name in args.variants for task in plan.tasks]
     started = time.perf_counter()
     with ProcessPoolExecutor(args.processes, mp_context=get_context("spawn")) as pool:
