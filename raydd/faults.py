@@ -4,8 +4,8 @@ Product code marks an injection point with one call, :func:`fire`, and takes no 
 ``fire(name, at=position, scope=folder)`` is a no-op unless ``$RAYDD_FAULTS`` names the fault. The variable
 holds comma-separated items, ``name=N`` for a fault at a position (an iteration, a shard, an expert, a count
 reached) and a bare ``name`` for a fault without one, e.g. ``RAYDD_FAULTS=fail_at_iteration=3,drop_shard_writes``.
-Unset or empty: no fault. An unknown name or a malformed item is refused in one line. Ray workers inherit the
-variable from the driver's environment (local clusters) or from the job's runtime environment.
+Unset or empty: no fault. An unknown name or a malformed item is refused in one line. The driver's value is the
+run's: the Ray tasks and Ray Train workers it starts get it in their runtime environment (:func:`environment`).
 
 A fault that fires *once* records that it fired in a marker file, ``SCOPE/.faults/NAME-KEY``, before it acts
 (its act may kill the process). ``SCOPE`` is a folder in the store that the disturbed work owns (a stage's run
@@ -142,6 +142,18 @@ def fire(
     if settle is not None:
         settle()
     fault.act(fault, key, scope)
+
+
+def environment() -> dict[str, str]:
+    """``$RAYDD_FAULTS`` as the environment of the Ray tasks and workers a driver starts (empty when unset).
+
+    The driver's value is the run's: a task's runtime environment carries it, so that a worker of a cluster
+    started before the variable was set (a test session's, a warm one) fires the faults the command was given."""
+    value = os.environ.get(FAULTS_VARIABLE, "").strip()
+    if not value:
+        return {}
+    _parse(value)  # a malformed value stops the driver, in one line, before any task starts
+    return {FAULTS_VARIABLE: value}
 
 
 def active_faults() -> dict[str, int | None]:

@@ -174,7 +174,7 @@ def fit_stage(
             storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
-            worker_runtime_env={"env_vars": WORKER_ENV},
+            worker_runtime_env={"env_vars": {**WORKER_ENV, **faults.environment()}},
         ),
     )
     try:
