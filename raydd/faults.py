@@ -116,8 +116,8 @@ def fire(
     """The injection point of fault ``name``: a no-op unless ``$RAYDD_FAULTS`` sets it and ``at`` (the point's
     position: an iteration, a shard, an expert, a count) matches its value. ``scope``: the store folder whose
     work the fault disturbs (a Location or a URI, resolved only when the fault fires), where a once-fault keeps
-    its marker. ``settle``: called just before the fault acts,
-    so that a death lands where a real one would (Ray Train: after its last report is committed)."""
+    its marker. ``settle``: called just before the fault acts, so that a death lands where a real one would
+    (Ray Train: after its last report is committed)."""
     fault = FAULTS.get(name)
     if fault is None:
         raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
@@ -158,7 +158,7 @@ def environment() -> dict[str, str]:
 
 def active_faults() -> dict[str, int | None]:
     """The faults set in ``$RAYDD_FAULTS``, by name: their value, or None for a fault without one."""
-    return _parse(os.environ.get(FAULTS_VARIABLE, "").strip())
+    return dict(_parse(os.environ.get(FAULTS_VARIABLE, "").strip()))  # a copy: the parse is cached
 
 
 @functools.lru_cache(maxsize=8)
@@ -167,7 +167,8 @@ def _parse(text: str) -> dict[str, int | None]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, equals, value = (part.strip() for part in item.partition("="))
         fault = FAULTS.get(name)
-        if fault is None or (fault.positional and not value.isdigit()) or (not fault.positional and equals):
+        number = value.isascii() and value.isdigit()
+        if fault is None or (not number if fault.positional else bool(equals)):
             raise RayddError(
                 f"{FAULTS_VARIABLE}={text!r}: cannot read {item!r}; expected comma-separated items among "
                 f"{', '.join(f.name + ('=N' if f.positional else '') for f in KNOWN)} (N: an integer >= 0); "

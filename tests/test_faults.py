@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from raydd.errors import RayddError
-from raydd.faults import FAULTS, MARKERS, active_faults, fire, marker_location
+from raydd.faults import FAULTS, MARKERS, active_faults, environment, fire, marker_location
 from raydd.storage import exists, list_names, resolve
 
 PACKAGE = Path(__file__).resolve().parents[1] / "raydd"
@@ -39,6 +39,16 @@ def test_a_malformed_value_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(RayddError, match=r"RAYDD_FAULTS=.*: cannot read .*; expected .*fail_shard=N") as error:
         fire("fail_shard", 0)
     assert "\n" not in str(error.value)
+
+
+def test_the_drivers_value_goes_to_its_ray_tasks_and_is_checked_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAYDD_FAULTS", raising=False)
+    assert environment() == {}  # no runtime environment of their own: the tasks reuse the warm workers
+    monkeypatch.setenv("RAYDD_FAULTS", " fail_expert=1 ")
+    assert environment() == {"RAYDD_FAULTS": "fail_expert=1"}
+    monkeypatch.setenv("RAYDD_FAULTS", "fail_expert=one")
+    with pytest.raises(RayddError, match="cannot read 'fail_expert=one'"):
+        environment()
 
 
 def test_an_injection_point_with_an_unknown_name_is_a_programming_error() -> None:
