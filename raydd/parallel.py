@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import ray
 from tqdm import tqdm
 
+from raydd import faults
 from raydd.errors import RayddError
 from raydd.ports import free_port
 from raydd.reaper import start_reaper
@@ -139,6 +140,8 @@ def run_tasks(
     """
     retry_on = list(transient_storage_errors())
     options = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=MAX_RETRIES, retry_exceptions=retry_on)
+    if env_vars := faults.environment():  # only then: a runtime environment of its own starts fresh workers
+        options["runtime_env"] = {"env_vars": env_vars}
     board = _ProgressBoard.options(scheduling_strategy=_on_this_node()).remote() if reports_progress else None
     if board is None:
         remote = ray.remote(**options)(function)
