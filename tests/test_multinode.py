@@ -8,6 +8,8 @@ worker nodes again. The commands run as drivers on the head, as ``ray job submit
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -166,7 +168,7 @@ def test_a_lost_node_mid_stage_costs_only_the_work_since_the_last_checkpoint(
     run.wait_for(lambda: _objects(fs, runs), "the first checkpoint")
     _lose_a_worker_node(cluster)
     output = run.finish()
-    resumed = [int(m) for m in __import__("re").findall(r"resuming at iteration (\d+)/30", output)]
+    resumed = [int(m) for m in re.findall(r"resuming at iteration (\d+)/30", output)]
     assert resumed and 0 < resumed[0] < 30, output[-3000:]
     (ours,) = list_names(resolve(f"{store}/distilled/builtin"))
     (theirs,) = list_names(resolve(f"{reference}/distilled/builtin"))
@@ -215,3 +217,62 @@ def test_a_lost_node_mid_prepare_loses_and_duplicates_no_shard(
     assert [(r.name, r.rows, r.sha256) for r in ours.shards] == [(r.name, r.rows, r.sha256) for r in theirs.shards]
     stored = _objects(fs, f"{store.removeprefix('s3://')}/datasets/builtin/*.arrow")
     assert sorted(p.rsplit("/", 1)[-1] for p in stored) == sorted(r.name for r in ours.shards), reference[-500:]
+
+
+NODE_DAEMONS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
+def _left_behind(cluster: LocalCluster) -> dict[str, list[str]]:
+    """Per node, the Ray workers still alive (every ``ray::`` process but the node's own agents)."""
+    found = {}
+    for name in cluster.nodes:
+        titles = [p.title for p in cluster.processes(name) if p.title.startswith("ray::")]
+        found[name] = [title for title in titles if title not in NODE_DAEMONS]
+    return found
+
+
+def _nothing_left_behind(cluster: LocalCluster, within_s: float = 120) -> None:
+    """Wait until no node holds a worker of a finished or killed command (Ray reaps a dead job's workers)."""
+    deadline = time.monotonic() + within_s
+    while any((left := _left_behind(cluster)).values()):
+        assert time.monotonic() < deadline, f"left behind after the command ended: {left}"
+        time.sleep(0.5)
+
+
+def _finished_trial_saved(fs: s3fs.S3FileSystem, sweep: str) -> bool:
+    """Whether the sweep's experiment state in the bucket records a trial as finished."""
+    fs.invalidate_cache()
+    return any(b"TERMINATED" in fs.cat_file(path) for path in fs.glob(f"{sweep}/*/experiment_state*.json"))
+
+
+def test_a_sweep_runs_trials_on_several_nodes_and_resumes_after_its_driver_is_killed(
+    cluster: LocalCluster, prepared: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
+    store = _copy_store(prepared, "s3://raydd-multinode/tune", s3_endpoint)
+    tracking = f"sqlite:///{cluster.root / 'head' / 'tune-mlflow.db'}"
+    tune = ["raydd.tune", "--store", store, "--iterations", "3", "--grace-period", "3", "--num-samples", "6"]
+    tune += ["--max-concurrent", "2", "--cpus-per-trial", "1", "--eval-epochs", "2", "--network-width", "8"]
+    gets_before = _gets(cluster, store)
+    run = Background(cluster, tune, tmp_path / "first.log", MLFLOW_TRACKING_URI=tracking)
+    sweep = f"{store.removeprefix('s3://')}/tune"
+    run.wait_for(lambda: _finished_trial_saved(fs, sweep), "Tune's state in the bucket with a finished trial")
+    run.process.send_signal(signal.SIGKILL)  # no handler runs
+    run.process.wait(timeout=60)
+    _nothing_left_behind(cluster)
+    resumed = _ok(cluster.run(tune, timeout=RUN_S, MLFLOW_TRACKING_URI=tracking))
+    assert "resuming the sweep" in resumed
+    # Every trial finished once, its result kept: those done before the kill from Tune's state in the bucket.
+    table = resumed[resumed.rindex("val top-1") :]
+    assert len(re.findall(r"^ +[0-9a-f]{8} .* DONE$", table, flags=re.M)) == 6, table
+    gets = _gets(cluster, store)
+    assert sum(1 for name in gets if name != "head" and len(gets[name]) > len(gets_before.get(name, {}))) >= 1
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("raydd-tune")
+    runs = client.search_runs([experiment.experiment_id])
+    children = [r for r in runs if "raydd.trial_id" in r.data.tags]
+    assert len({r.data.tags["raydd.trial_id"] for r in children}) == 6 == len(children)
+    assert all(r.info.status == "FINISHED" for r in children)
+    _nothing_left_behind(cluster)
