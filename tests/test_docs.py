@@ -110,21 +110,28 @@ def command_module(name: str) -> ModuleType:
 @functools.cache
 def parser_flags(name: str) -> frozenset[str]:
     """Every option string of the parser that ``python -m NAME`` builds, taken from the parser itself: its
-    ``main`` runs until the parser starts parsing, and is stopped there."""
+    ``main`` runs until the argparse parser starts parsing, and is stopped there. A command whose CLI is not
+    built on argparse is read from its ``--help`` instead, where every flag it has is listed."""
     captured: list[argparse.ArgumentParser] = []
 
     def capture(parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
         captured.append(parser)
         raise _ParserCaptured
 
+    main = command_module(name).main
     with (
         mock.patch.object(argparse.ArgumentParser, "parse_known_args", capture),
         contextlib.suppress(_ParserCaptured),
         contextlib.redirect_stdout(io.StringIO()),
     ):
-        command_module(name).main([])
-    assert captured, f"python -m {name} built no argparse parser"
-    return frozenset(option for action in captured[0]._actions for option in action.option_strings)
+        main([])
+    if captured:
+        return frozenset(option for action in captured[0]._actions for option in action.option_strings)
+    help_text = io.StringIO()
+    with contextlib.redirect_stdout(help_text), contextlib.suppress(SystemExit):
+        main(["--help"])
+    assert FLAG.search(help_text.getvalue()), f"python -m {name} --help lists no flag"
+    return frozenset(FLAG.findall(help_text.getvalue()))
 
 
 def shown_commands(page: Path) -> Iterator[tuple[str, list[str], str]]:
