@@ -80,7 +80,7 @@ from raydd.ports import free_port  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 STAGES = ("prepare", "experts", "distill")
 OUTPUT_FOLDERS = {"prepare": "datasets", "experts": "experts", "distill": "distilled"}
-WORK_TITLE = {"prepare": "write_shard", "experts": "train_with_fault", "distill": "RayTrainWorker"}
+WORK_TITLE = {"prepare": "write_shard", "experts": "run_expert", "distill": "RayTrainWorker"}
 RTOL, ATOL = 1e-5, 1e-7
 CHECKPOINT_EVERY = 5
 SETTLE_S, LINGER_LIMIT_S = 5.0, 90.0

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import ray
 from tqdm import tqdm
 
+from raydd import faults
 from raydd.errors import RayddError
 from raydd.ports import free_port
 from raydd.reaper import start_reaper
@@ -79,7 +80,10 @@ def start_local_ray(**init_options: Any) -> None:
 
 @ray.remote(num_cpus=0)
 class _ProgressBoard:
-    """Units each running call has reported done (the most it reported: a retried call counts from 0 again)."""
+    """Units each running call has reported done (the most it reported: a retried call counts from 0 again).
+
+    Placed on the driver's node (:func:`_on_this_node`): anywhere else, losing that node would lose the board and,
+    with it, the command, though the tasks themselves are retried elsewhere."""
 
     def __init__(self) -> None:
         self._done: dict[int, int] = {}
@@ -90,6 +94,13 @@ class _ProgressBoard:
 
     def snapshot(self) -> dict[int, int]:
         return self._done
+
+
+def _on_this_node() -> Any:
+    """A scheduling strategy that keeps an actor on the node of the process that creates it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def _call_reporting(function: Callable[..., R], board: ray.actor.ActorHandle, position: int, *args: Any) -> R:
@@ -129,7 +140,9 @@ def run_tasks(
     """
     retry_on = list(transient_storage_errors())
     options = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=MAX_RETRIES, retry_exceptions=retry_on)
-    board = _ProgressBoard.remote() if reports_progress else None
+    if env_vars := faults.environment():  # only then: a runtime environment of its own starts fresh workers
+        options["runtime_env"] = {"env_vars": env_vars}
+    board = _ProgressBoard.options(scheduling_strategy=_on_this_node()).remote() if reports_progress else None
     if board is None:
         remote = ray.remote(**options)(function)
     else:

@@ -18,7 +18,7 @@ import yaml
 from ray.dashboard.modules.reporter.reporter_agent import METRICS_GAUGES
 
 from raydd import metrics
-from raydd.data.preparation import resume_fifo
+from raydd.faults import resume_pipe
 from tests.ray_head import RayHead, ray_head, stop, wait_for
 
 DASHBOARDS = Path(__file__).resolve().parents[1] / "dashboards"
@@ -246,7 +246,7 @@ def test_a_running_prepare_publishes_its_throughput_before_it_ends(head: RayHead
         assert prepare.poll() is None  # scraped while the prepare was still running
         assert 'dataset="builtin"' in line and float(line.rsplit(" ", 1)[1]) > 0, line
         assert not (store / "datasets" / "builtin" / "manifest.json").exists()
-        with open(resume_fifo(str(store)), "wb"):  # the go-ahead: the driver's open of the pipe returns
+        with open(resume_pipe(str(store)), "wb"):  # the go-ahead: the driver's open of the pipe returns
             pass
         assert prepare.wait(timeout=120) == 0, log.read_text()[-3000:]
     finally:

@@ -13,8 +13,9 @@ import pytest
 from raydd.data import open_prepared
 from raydd.data.ingest import plan_shards, write_shard
 from raydd.data.layouts import index_source
-from raydd.data.preparation import FAIL_ONCE_ENV, PrepareConfig, prepare
+from raydd.data.preparation import PrepareConfig, prepare
 from raydd.errors import RayddError
+from raydd.faults import MARKERS, marker_location
 from raydd.storage import list_names, read_bytes, resolve
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -111,19 +112,20 @@ def test_crash_while_overwriting_keeps_the_old_dataset_readable(tmp_path, monkey
 def test_a_transient_storage_error_is_retried_and_gives_the_same_shards(
     where: str, tmp_path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
-    """Every shard's first write fails half-way with a dropped connection; Ray runs the task again and the retry
+    """Every shard's first write loses its connection before it commits; Ray runs the task again and the retry
     writes the very same shard (same fingerprinted name, bytes and checksum) with nothing left of the first."""
     store = str(tmp_path / "store") if where == "local" else request.getfixturevalue("s3_bucket") + "/store"
-    monkeypatch.setenv(FAIL_ONCE_ENV, str(tmp_path / "faults"))
+    monkeypatch.setenv("RAYDD_FAULTS", "drop_shard_writes")
     manifest = prepare(PrepareConfig(store=store, **SMALL))
-    # every shard's first write failed
-    assert sorted(os.listdir(tmp_path / "faults")) == sorted(shard.name for shard in manifest.shards)
-    monkeypatch.delenv(FAIL_ONCE_ENV)
+    dataset = resolve(f"{store}/datasets/builtin")
+    # every shard's first write failed: each left its marker in the store, where a retry on any node sees it
+    markers = list_names(dataset.child(MARKERS))
+    assert markers == sorted(marker_location(dataset, "drop_shard_writes", s.name).name for s in manifest.shards)
+    monkeypatch.delenv("RAYDD_FAULTS")
     clean = prepare(PrepareConfig(store=str(tmp_path / "clean"), **SMALL))
     assert manifest.shards == clean.shards
-    dataset_uri = f"{store}/datasets/builtin"
-    assert sorted(list_names(resolve(dataset_uri))) == sorted([s.name for s in manifest.shards] + ["manifest.json"])
-    assert len(open_prepared(dataset_uri).split("test", verify=True)) == 200
+    assert list_names(dataset) == sorted([s.name for s in manifest.shards] + ["manifest.json", MARKERS])
+    assert len(open_prepared(dataset.uri).split("test", verify=True)) == 200
 
 
 def test_a_shard_reports_progress_clip_by_clip(tmp_path) -> None:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import random
 import time
 from collections.abc import Callable
 
 import numpy as np
 
+from raydd import faults
 from raydd.data.builtin import generate_clip, parse_builtin_source
 from raydd.data.decode import VideoDecodeError, decode_clip
 from raydd.data.layouts import SPLITS, TRAIN, ClipIndex, ClipRef
@@ -34,6 +34,7 @@ class ShardPlan:
     name: str
     split: str
     clips: tuple[ClipRef, ...]
+    index: int  # its place among the dataset's shards (train first)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +62,8 @@ def plan_shards(spec: DatasetSpec, index: ClipIndex, shard_mb: float) -> tuple[S
             digest = hashlib.sha256(
                 json.dumps([SHARD_FORMAT, spec_json, [(c.source, c.label) for c in chunk]]).encode()
             ).hexdigest()[:12]
-            plans.append(ShardPlan(name=f"{split}-{number:05d}-{digest}.arrow", split=split, clips=chunk))
+            name = f"{split}-{number:05d}-{digest}.arrow"
+            plans.append(ShardPlan(name=name, split=split, clips=chunk, index=len(plans)))
     return tuple(plans)
 
 
@@ -110,20 +112,16 @@ def write_shard(
     dataset_uri: str,
     source_uri: str | None,
     n_classes: int,
-    fail: bool = False,
-    fail_once_dir: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ShardResult:
     """Write one shard atomically (or reuse it if a previous run finished it) and summarise it.
 
     ``progress`` is called with the number of the shard's clips done so far, after each clip.
-    ``fail`` and ``fail_once_dir`` are testing aids: with ``fail`` the writer raises half-way through
-    writing, as a crashed task would; with ``fail_once_dir`` (a local folder) the first attempt at each
-    shard raises an OSError half-way, as a dropped storage connection would, and the next one succeeds.
     """
     report = progress or (lambda done: None)
     started = time.perf_counter()
-    location = resolve(dataset_uri).child(plan.name)
+    folder = resolve(dataset_uri)
+    location = folder.child(plan.name)
     if exists(location):
         shard = read_clip_shard(location)
         record = ShardRecord(plan.name, len(shard), size(location), sha256(location), plan.split)
@@ -151,23 +149,12 @@ def write_shard(
         report(done)
     labels_array = np.asarray(labels, dtype=np.int32)
     with atomic_writer(location) as handle:
-        if fail or (fail_once_dir and _first_attempt(fail_once_dir, plan.name)):
-            handle.write(b"ARROW1-partial")
-            error = RuntimeError if fail else ConnectionResetError
-            raise error(f"injected fault while writing {plan.name}")
         write_clip_shard(handle, frames_NTHWC[: len(labels)], labels_array, sources, skipped)
+        # A writer that dies here has sent the shard's bytes but not committed them: nothing may appear.
+        faults.fire("fail_shard", plan.index)
+        faults.fire("drop_shard_writes", plan.name, scope=folder)
     record = ShardRecord(plan.name, len(labels), handle.bytes_written, handle.hexdigest(), plan.split)
     return _summary(plan, record, labels_array, histogram, skipped, False, started, n_classes)
-
-
-def _first_attempt(folder: str, name: str) -> bool:
-    """True the first time it is asked about ``name`` (it leaves a marker file named so in ``folder``)."""
-    os.makedirs(folder, exist_ok=True)
-    try:
-        with open(os.path.join(folder, name), "x"):
-            return True
-    except FileExistsError:
-        return False
 
 
 def channel_stats(histograms: list[tuple[tuple[int, ...], ...]]) -> tuple[list[float], list[float]]:

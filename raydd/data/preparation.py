@@ -8,19 +8,17 @@ is its command line.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from collections.abc import Callable
 
-from raydd import metrics
+from raydd import faults, metrics
 from raydd.cluster import capacity
 from raydd.config import RaySection, SeedSection, StoreSection, check, check_choice, option
 from raydd.data.ingest import assemble_manifest, plan_shards, write_shard
 from raydd.data.layouts import index_source
 from raydd.data.specs import DatasetSpec, dataset_names, get_spec
 from raydd.errors import RayddError
-from raydd.faults import fault
 from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray, run_tasks
 from raydd.planning.resources import tasks_at_once
@@ -36,12 +34,6 @@ from raydd.storage import (
     size,
     write_manifest,
 )
-
-PAUSE = "pause_prepare_after_clips"  # raydd.faults: the driver waits once this many clips are done
-
-# Testing aid, not a flag: a local folder; the first attempt at writing each shard then fails with a transient
-# storage error (a dropped connection), and Ray's retry of the task writes it (see write_shard).
-FAIL_ONCE_ENV = "RAYDD_TEST_FAIL_ONCE_DIR"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,14 +109,9 @@ def prepare(config: PrepareConfig) -> Manifest:
     plans = plan_shards(spec, index, config.shard_mb)
     ensure_ray(config.ray_address)
     started = time.perf_counter()
-    fail_once_dir = os.environ.get(FAIL_ONCE_ENV) or None
-    fail_shard = fault("fail_shard")
     source_uri = source.uri if source else None
-    calls = [
-        (spec, plan, target.uri, source_uri, len(index.classes), n == fail_shard, fail_once_dir)
-        for n, plan in enumerate(plans)
-    ]
-    publish = _throughput(spec.name, started, layout.root if fault(PAUSE) >= 0 else None)
+    calls = [(spec, plan, target.uri, source_uri, len(index.classes)) for plan in plans]
+    publish = _throughput(spec.name, started, layout.root)
     results = list(
         run_tasks(
             write_shard,
@@ -148,39 +135,16 @@ def prepare(config: PrepareConfig) -> Manifest:
     return manifest
 
 
-def _throughput(dataset: str, started: float, pause_in: Location | None) -> Callable[[int], None]:
+def _throughput(dataset: str, started: float, root: Location) -> Callable[[int], None]:
     """What the driver calls each time the clips done grow: the throughput gauge, set while the tasks run so that
     Prometheus scrapes it during the run (a gauge set as the driver exits is never scraped)."""
-    paused = False
 
     def publish(clips: int) -> None:
-        nonlocal paused
         clips_per_second = clips / max(time.perf_counter() - started, 1e-9)
         metrics.set_gauge(metrics.PREPARE_CLIPS_PER_SECOND, clips_per_second, dataset=dataset)
-        if pause_in is not None and not paused and clips >= fault(PAUSE):
-            paused = True
-            wait_for_resume(pause_in)
+        faults.fire("pause_prepare_after_clips", clips, scope=root)  # the tasks and the export go on meanwhile
 
     return publish
-
-
-def resume_fifo(store: str) -> str:
-    """The named pipe a paused prepare waits on (:data:`PAUSE`): it goes on once a writer opens it."""
-    return os.path.join(store, ".faults", "prepare-resume")
-
-
-def wait_for_resume(root: Location) -> None:
-    """Testing aid: block until someone opens :func:`resume_fifo` for writing (a handshake, not a timed wait);
-    the Ray tasks and the metrics export go on meanwhile."""
-    if not root.is_local:
-        raise RayddError(f"the {PAUSE} fault needs a local store, not {root}: unset RAYDD_FAULTS")
-    fifo = resume_fifo(root.path)
-    os.makedirs(os.path.dirname(fifo), exist_ok=True)
-    if not os.path.exists(fifo):
-        os.mkfifo(fifo)
-    print(f"{PAUSE}: waiting for a writer on {fifo}", file=sys.stderr, flush=True)
-    with open(fifo, "rb"):
-        pass
 
 
 def _damaged_shards(target: Location, manifest: Manifest) -> list[str]:

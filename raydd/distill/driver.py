@@ -27,7 +27,6 @@ from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, stage_model
 from raydd.distilled_set import load_distilled, write_distilled
 from raydd.errors import RayddError
 from raydd.experts.trajectories import EXPERTS_KIND
-from raydd.faults import fault
 from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray
 from raydd.planning.resources import auto_cpus_per_worker, auto_use_gpu
@@ -158,12 +157,10 @@ def distill(config: DistillConfig) -> DistillOutcome:
     params = run_params(config, preset, static_preset, static_method, borrowed)
     opened = mlflow_run(config.store, config.experiment, name, to_dict(config), tags, params=params, settings_hash=key)
     with opened as tracker:
-        # Testing aid ($RAYDD_FAULTS): the first attempt of the last stage dies after this iteration.
-        last = dataclasses.replace(run_settings, fail_at_iteration=fault("fail_at_iteration"))
         static_uri = None
         if config.paradigm == "naive":
             spec = dataclasses.replace(base, experts_uri=video_experts)
-            state = _fit(spec, last, runs, tracker)
+            state = _fit(spec, run_settings, runs, tracker)
             videos = state["synthetic"]["values"]
             labels = class_major_labels(len(dataset.classes), config.ipc)
             manifest = write_distilled(
@@ -193,7 +190,7 @@ def distill(config: DistillConfig) -> DistillOutcome:
                 fit_and_write_static(static_spec, static_uri, fit)
             _log_stills(tracker, static_uri, dataset)
             spec = dataclasses.replace(base, stage=DYNAMIC, static_uri=static_uri, experts_uri=video_experts)
-            state = _fit(spec, last, runs, tracker)
+            state = _fit(spec, run_settings, runs, tracker)
             extra = {**_extra(config, preset), "static_uri": static_uri}
             manifest = write_static_dynamic_state(
                 output.uri, state["synthetic"], preset, dataset, method=config.method, ipc=config.ipc, extra=extra

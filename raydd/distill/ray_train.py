@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pickle
 import tempfile
 import time
@@ -20,14 +19,14 @@ from typing import Any
 
 import torch
 
-from raydd import metrics
+from raydd import faults, metrics
 from raydd.data.cache import admit, cache_entry, file_sha256, local_shard
 from raydd.devices import pick_device
 from raydd.distill.loop import SingleProcess, TorchDistributed
 from raydd.distill.progress import Progress
-from raydd.distill.stages import StageSpec, build_stage
+from raydd.distill.stages import STATIC, StageSpec, build_stage
 from raydd.errors import RayddError
-from raydd.storage import Location, ShardRecord, exists, read_bytes, resolve, write_bytes
+from raydd.storage import Location, ShardRecord, exists, read_bytes, resolve
 from raydd.tracking import NullTracker, RunAddress, Tracker
 
 STATE_FILE = "state.pt"
@@ -47,7 +46,6 @@ class RunSettings:
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     max_failures: int = 0
-    fail_at_iteration: int = -1  # testing aid: the first attempt's rank 0 dies after this iteration
     log_every: int = 10  # iterations between live MLflow batches
     progress_every_s: float = 30.0  # a progress line at least this often (and at every tenth of the stage)
 
@@ -97,12 +95,8 @@ def _worker(config: dict[str, Any]) -> None:
         if (iteration + 1) % run.log_every == 0 or iteration + 1 == run.iterations:
             live.log_series(stage_curves(spec.stage, history, logged), start=logged)
             logged = iteration + 1
-        if iteration == run.fail_at_iteration and rank == 0 and not exists(marker := resolve(config["fail_marker"])):
-            write_bytes(marker, b"failed once\n")
-            # Die as a worker lost *after* Ray Train committed its last report would: without this wait the
-            # controller may not have taken in the last checkpoint yet, and the restart would begin earlier.
-            ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-            os._exit(1)
+        if rank == 0 and spec.stage != STATIC:  # the last stage: naive, or static-dynamic's stage 2
+            faults.fire("fail_at_iteration", iteration, scope=runs.child(config["name"]), settle=_committed)
         if (iteration + 1) % run.checkpoint_every == 0 or iteration + 1 == run.iterations:
             distiller.synchronise()  # every worker: under --split classes each holds only its classes' rows
             reported = {
@@ -122,6 +116,14 @@ def _worker(config: dict[str, Any]) -> None:
                     cache_entry(cached_states.pop(0)).unlink(missing_ok=True)
             else:
                 ray.train.report(reported, checkpoint=None)
+
+
+def _committed() -> None:
+    """Wait until Ray Train has committed this worker's reports: a worker lost after that (as a fault makes it)
+    restarts from the last checkpoint it reported, not from an earlier one the controller had not taken in."""
+    import ray.train
+
+    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
 
 
 def stage_curves(stage: str, history: dict[str, list[float]], start: int = 0) -> dict[str, list[float]]:
@@ -157,7 +159,6 @@ def fit_stage(
             "spec": spec,
             "run": run,
             "runs": runs.uri,
-            "fail_marker": runs.child(name, "fail-marker").uri,
             "name": name,
             "tracking": tracking,
         },
@@ -173,7 +174,7 @@ def fit_stage(
             storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
-            worker_runtime_env={"env_vars": WORKER_ENV},
+            worker_runtime_env={"env_vars": {**WORKER_ENV, **faults.environment()}},
         ),
     )
     try:

@@ -8,7 +8,6 @@ its command line.
 from __future__ import annotations
 
 import dataclasses
-import os
 import statistics
 import sys
 import time
@@ -29,21 +28,16 @@ from raydd.config import (
 from raydd.data.reader import PreparedDataset, open_prepared
 from raydd.data.specs import dataset_names
 from raydd.experts.parameters import ModelSpec
-from raydd.experts.trainer import EXPERT_MODELS, ExpertResult, ExpertSettings, ExpertTask, model_options, run_expert
+from raydd.experts.trainer import EXPERT_MODELS, ExpertSettings, ExpertTask, model_options, run_expert
 from raydd.experts.trajectories import DTYPES, experts_manifest, published
-from raydd.faults import fault
 from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray, run_tasks
 from raydd.planning.resources import tasks_at_once
 from raydd.planning.tasks import AUTO_GPUS_PER_EXPERT, auto_gpus
 from raydd.storage import (
     Manifest,
-    delete,
-    exists,
     read_manifest,
     require_writable_root,
-    resolve,
-    write_bytes,
     write_manifest,
 )
 from raydd.tracking import mlflow_run
@@ -136,21 +130,6 @@ def settings_for(config: ExpertsConfig, dataset: PreparedDataset) -> ExpertSetti
     )
 
 
-def train_with_fault(task: ExpertTask, fail_marker: str | None) -> ExpertResult:
-    """The Ray task. With a marker URI (testing aid) the first attempt, which finds no marker, leaves
-    one and kills its process after epoch 1; Ray retries it and the retry finds the marker."""
-    marker = resolve(fail_marker) if fail_marker else None
-    if marker is None or exists(marker):
-        return run_expert(task)
-
-    def crash(epoch: int, _) -> None:  # noqa: ANN001
-        if epoch == 1:
-            write_bytes(marker, b"")
-            os._exit(1)
-
-    return run_expert(task, on_epoch=crash)
-
-
 def train_experts(config: ExpertsConfig) -> Manifest:
     """Train the experts STORE/experts/DATASET/MODEL lacks (up to :meth:`ExpertsConfig.wanted`) as Ray tasks,
     tracked in MLflow, and publish the manifest; a no-op when they are all there with these settings."""
@@ -171,18 +150,8 @@ def train_experts(config: ExpertsConfig) -> Manifest:
     ensure_ray(config.ray_address)
     cluster = capacity()
     gpus = auto_gpus(config.gpus_per_expert, AUTO_GPUS_PER_EXPERT, cluster)
-    fail_expert = fault("fail_expert")  # testing aid: this expert's first attempt dies after one epoch
-    marker = folder.child(f".fail-expert-{fail_expert:05d}") if fail_expert >= 0 else None
-    if marker is not None:
-        delete(marker)  # left by a run that died before cleaning up
     threads = max(1, int(config.cpus_per_expert))
-    calls = [
-        (
-            ExpertTask(e, settings, dataset.location.uri, folder.uri, config.device, threads),
-            marker.uri if marker and e == fail_expert else None,
-        )
-        for e in missing
-    ]
+    calls = [(ExpertTask(e, settings, dataset.location.uri, folder.uri, config.device, threads),) for e in missing]
     tags = {"raydd.dataset": config.dataset, "raydd.dataset_manifest_sha256": settings.dataset_sha256}
     with mlflow_run(
         layout.root.uri, config.experiment, f"{config.model}-experts-{config.dataset}", to_dict(config), tags
@@ -190,7 +159,7 @@ def train_experts(config: ExpertsConfig) -> Manifest:
         started, results = time.perf_counter(), []
         try:
             for result in run_tasks(
-                train_with_fault,
+                run_expert,
                 calls,
                 description=f"experts {config.model}",
                 weights=[1] * len(calls),
@@ -205,8 +174,6 @@ def train_experts(config: ExpertsConfig) -> Manifest:
             if results:  # publish what finished, even when another expert failed
                 manifest = experts_manifest(settings.to_dict(), [*done.values(), *(r.record for r in results)])
                 write_manifest(folder, manifest)
-            if marker is not None:
-                delete(marker)
         seconds = time.perf_counter() - started
         trained = sum(not r.reused for r in results)
         for r in results:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from raydd import faults
 from raydd.data.reader import open_prepared
 from raydd.devices import pick_device
 from raydd.errors import RayddError
@@ -137,6 +138,8 @@ def run_expert(task: ExpertTask, on_epoch: Callable[[int, torch.Tensor], None] |
         epochs.append(vector_P.to(keep))
         if on_epoch is not None:
             on_epoch(epoch, vector_P)
+        if epoch == 1:  # mid-trajectory: the first epoch trained, nothing published
+            faults.fire("fail_expert", task.expert, scope=task.folder_uri)
 
     train_accuracy = train_expert(
         model, train, task.settings, seed=task.seed, device=device, on_epoch=record, expert=task.expert

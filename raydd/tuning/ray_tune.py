@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import signal
 from typing import Any
 
 import torch
@@ -23,8 +22,8 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from raydd import faults
 from raydd.locations import Location
-from raydd.storage import exists, resolve, write_bytes
 from raydd.tuning.trial import TrialSpec, run_trial
 from raydd.tuning.trial_runs import CURVE, CURVE_START, TrialRuns
 
@@ -42,7 +41,6 @@ class SweepSettings:
     cpus_per_trial: float
     gpus_per_trial: float
     seed: int
-    interrupt_after_trials: int = -1  # raydd.faults: stop the first attempt after this many trials
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,18 +69,15 @@ class _TrialRunsCallback(TrialRuns, tune.Callback):
     """:class:`TrialRuns` as Tune calls it."""
 
 
-class _InterruptOnce(tune.Callback):
-    """Testing aid: the first attempt of a sweep is interrupted once ``after`` trials have finished, by
-    the signal that Tune handles as it handles Ctrl-C (it saves the experiment's state and returns)."""
+class _TrialsFinished(tune.Callback):
+    """Counts the trials that finished with their evaluation: the position of the sweep's fault point."""
 
-    def __init__(self, after: int, marker_uri: str) -> None:
-        self.after, self.marker_uri, self.finished = after, marker_uri, 0
+    def __init__(self, folder_uri: str) -> None:
+        self.folder_uri, self.finished = folder_uri, 0  # a URI, not a Location: Tune pickles its callbacks
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.finished += _evaluated(trial.last_result or {})
-        if 0 <= self.after <= self.finished and not exists(resolve(self.marker_uri)):
-            write_bytes(resolve(self.marker_uri), b"interrupted once\n")
-            os.kill(os.getpid(), signal.SIGUSR1)
+        faults.fire("interrupt_after_trials", self.finished, scope=self.folder_uri)
 
 
 def _trial(config: dict[str, float], *, spec: TrialSpec, cpus: float) -> None:
@@ -178,7 +173,7 @@ def run_sweep(
                 storage_filesystem=filesystem,
                 callbacks=[
                     _TrialRunsCallback(store, experiment, parent_run_id),
-                    _InterruptOnce(settings.interrupt_after_trials, storage.child(name, "interrupt-marker").uri),
+                    _TrialsFinished(storage.child(name).uri),
                 ],
                 verbose=1,
             ),

@@ -20,7 +20,6 @@ from raydd.distill.presets import Preset, table_preset
 from raydd.distill.settings import DistillConfig
 from raydd.distill.stages import DYNAMIC, STATIC, StageSpec
 from raydd.errors import RayddError
-from raydd.faults import fault
 from raydd.layout import StoreLayout, default_store
 from raydd.parallel import ensure_ray, run_tasks
 from raydd.planning.tasks import AUTO_GPUS_PER_TRIAL, auto_gpus, plan_tune
@@ -151,7 +150,6 @@ def tune(config: TuneConfig, starts: Sequence[Mapping[str, float]] = ()) -> Swee
         config.cpus_per_trial,
         gpus,
         config.seed,
-        fault("interrupt_after_trials"),
     )
     with mlflow_run(
         config.store,

@@ -20,6 +20,7 @@ from raydd.distill.run_params import PRESET_FIELDS
 from raydd.distill.settings import DistillConfig
 from raydd.distilled_set import load_distilled, read_tensor_shard
 from raydd.experts.__main__ import main as experts_main
+from raydd.faults import MARKERS
 from raydd.prepare import PrepareConfig, prepare
 from raydd.storage import Location, list_names, resolve
 from raydd.tracking import flatten
@@ -163,8 +164,8 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint_within_the_comman
     monkeypatch.setenv("RAYDD_FAULTS", "fail_at_iteration=2")
     assert main(["--store", store, *NAIVE, "--max-failures", "1"]) == 0
     folder, states = _only_run(store)
-    marker = folder / "fail-marker"
-    assert marker.read_bytes() == b"failed once\n"  # the first attempt did die
+    marker = folder / MARKERS / "fail_at_iteration-2"
+    assert marker.read_bytes().startswith(b"fail_at_iteration fired at 2")  # the first attempt did die
     assert [s["iteration"] for s in states] == [2, 4]
     # The restart began at the first attempt's checkpoint: iterations 1-2 were saved before the fault, 3-4 after.
     assert states[0]["saved_at"] < marker.stat().st_mtime < states[1]["saved_at"]

@@ -21,8 +21,9 @@ from raydd.data.preparation import PrepareConfig, prepare
 from raydd.errors import RayddError
 from raydd.experts import load_parameters, open_trajectory, read_epoch
 from raydd.experts.__main__ import main
-from raydd.experts.job import ExpertsConfig, settings_for, train_experts, train_with_fault
+from raydd.experts.job import ExpertsConfig, settings_for, train_experts
 from raydd.experts.trainer import ExpertTask, run_expert
+from raydd.faults import MARKERS
 from raydd.storage import list_names, read_manifest, resolve
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -53,9 +54,9 @@ def _config(store: str, **overrides) -> ExpertsConfig:
 
 
 def _files(folder: Path) -> dict[str, tuple[int, bytes]]:
-    return {
-        name: (os.stat(folder / name).st_mtime_ns, (folder / name).read_bytes()) for name in sorted(os.listdir(folder))
-    }
+    """The folder's files (the markers of a fault that fired aside), with their times and bytes."""
+    names = sorted(name for name in os.listdir(folder) if name != MARKERS)
+    return {name: (os.stat(folder / name).st_mtime_ns, (folder / name).read_bytes()) for name in names}
 
 
 def test_stored_epochs_equal_the_trainers_parameters_and_mlflow_has_the_run(store: str, tmp_path: Path) -> None:
@@ -103,23 +104,24 @@ def test_stored_epochs_equal_the_trainers_parameters_and_mlflow_has_the_run(stor
 
 
 def test_a_killed_worker_is_retried_and_reruns_train_only_the_missing_experts(
-    store: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = _config(store, model="minic3d", width=8, num_experts=3)
     folder = Path(store) / "experts" / "builtin" / "minic3d"
-    # The fault itself, outside Ray: the first attempt leaves its marker and dies mid-trajectory, publishing nothing.
-    task = ExpertTask(
-        1, settings_for(config, open_prepared(f"{store}/datasets/builtin")), f"{store}/datasets/builtin", str(folder)
-    )
-    first = multiprocessing.get_context("spawn").Process(
-        target=train_with_fault, args=(task, str(folder / ".fail-expert-00001"))
-    )
+    monkeypatch.setenv("RAYDD_FAULTS", "fail_expert=1")
+    # The fault itself, outside Ray (in a folder of its own): the first attempt leaves its marker and dies
+    # mid-trajectory, publishing nothing.
+    outside = tmp_path / "outside"
+    dataset_uri = f"{store}/datasets/builtin"
+    task = ExpertTask(1, settings_for(config, open_prepared(dataset_uri)), dataset_uri, str(outside))
+    first = multiprocessing.get_context("spawn").Process(target=run_expert, args=(task,))
     first.start()
     first.join(180)
-    assert first.exitcode == 1 and os.listdir(folder) == [".fail-expert-00001"]
+    assert first.exitcode == 1 and os.listdir(outside) == [MARKERS]
+    assert os.listdir(outside / MARKERS) == ["fail_expert-1"]
 
-    monkeypatch.setenv("RAYDD_FAULTS", "fail_expert=1")
-    manifest = train_experts(config)  # the same fault under Ray: the task is retried
+    manifest = train_experts(config)  # the same fault under Ray: the task dies once, and is retried
+    assert os.listdir(folder / MARKERS) == ["fail_expert-1"]
     monkeypatch.delenv("RAYDD_FAULTS")
     assert [s.name for s in manifest.shards] == ["expert-00000.arrow", "expert-00001.arrow", "expert-00002.arrow"]
     assert list(_files(folder)) == ["expert-00000.arrow", "expert-00001.arrow", "expert-00002.arrow", "manifest.json"]

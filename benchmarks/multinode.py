@@ -1,0 +1,316 @@
+"""A real multi-node Ray cluster on one machine, for the multi-node tests and ``benchmarks/cluster.py``.
+
+Every node is its own ``ray start --block`` process (a raylet with its agents and workers): a head that offers no
+CPUs to tasks, as in ``cluster.yaml``, and worker nodes added and removed one at a time. Each node gets its own
+environment, which its raylet and every worker it starts inherit:
+
+* ``RAYDD_CACHE``, ``HOME`` and ``TMPDIR`` in a folder of its own, so nodes share nothing but the store and Ray;
+* ``AWS_ENDPOINT_URL_S3`` pointing at a request-counting TCP proxy of its own in front of the S3 server, so every
+  S3 request is attributed to the node that made it;
+* ``RAYDD_CHAOS=<cluster id>:<node name>``, the marker :mod:`benchmarks.chaos_tools` finds its processes by.
+
+Removing a node SIGKILLs its whole process group (the raylet, its agents and every worker on it) at once, as when
+a machine is lost; nothing is found by name, so other Ray clusters on the machine are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks.chaos_tools import MARK_VARIABLE, Lineage, Proc, ours
+from benchmarks.scale import ByteCountingProxy
+from raydd.ports import free_port
+
+NODE_START_TIMEOUT_S = 120
+NODE_RESOURCE = "raydd_node_"  # a custom resource naming each worker node: node_resource(name)
+CHECK_EVERY_S = 0.25
+REPO = Path(__file__).resolve().parents[1]
+
+
+def node_resource(name: str) -> str:
+    """The custom resource (1 unit) a worker node ``name`` offers: tells the nodes apart, all being 127.0.0.1."""
+    return f"{NODE_RESOURCE}{name}"
+
+
+@dataclasses.dataclass
+class Node:
+    name: str
+    cpus: int
+    root: Path  # its cache, home and temp folders
+    env: dict[str, str]
+    process: subprocess.Popen
+    log: Path
+    proxy: ByteCountingProxy | None
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    def shard_gets(self, needle: str = "/datasets/") -> dict[str, int]:
+        """GET requests this node sent for each ``.arrow`` object whose path holds ``needle``, by object path."""
+        counts: dict[str, int] = {}
+        for line in self.proxy.requests if self.proxy else ():
+            method, path = line.split(" ", 1)
+            path = path.split("?")[0]
+            if method == "GET" and needle in path and path.endswith(".arrow"):
+                counts[path] = counts.get(path, 0) + 1
+        return counts
+
+
+def completed_writes(requests: list[str], prefix: str) -> dict[str, int]:
+    """Objects under ``prefix`` (``/bucket/key...``) written whole, by path, counted from S3 request lines: a
+    single PUT, or the POST that completes a multipart upload (its parts' PUTs and the POST that starts it are
+    not writes of the object)."""
+    counts: dict[str, int] = {}
+    for line in requests:
+        method, target = line.split(" ", 1)
+        path, _, query = target.partition("?")
+        whole = (method == "PUT" and "partNumber=" not in query) or (method == "POST" and "uploadId=" in query)
+        if whole and path.startswith(prefix):
+            counts[path] = counts.get(path, 0) + 1
+    return counts
+
+
+def _wait(
+    check: Callable[[], Any], *, within_s: float, what: str, log: Path | None = None, last: Callable[[], str] = str
+) -> Any:
+    """``check()``'s first truthy value within ``within_s`` seconds (state Ray gives no notification of)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+            raise TimeoutError(f"{what} not within {within_s} s\n{tail}\n{last()}")
+        time.sleep(CHECK_EVERY_S)
+
+
+class LocalCluster:
+    """A head and worker nodes on 127.0.0.1; ``s3_port`` is the S3 server each node's counting proxy fronts."""
+
+    def __init__(self, root: Path, *, s3_port: int | None = None, base_env: dict[str, str] | None = None) -> None:
+        self.id = f"mn{uuid.uuid4().hex[:8]}"
+        self.root = root
+        self.s3_port = s3_port
+        self.nodes: dict[str, Node] = {}
+        self.removed: list[Node] = []
+        self.temp = Path(tempfile.mkdtemp(prefix="rmn", dir="/tmp"))  # short: Ray's socket paths fit 107 bytes
+        self.port = free_port()
+        self.dashboard_port = free_port()
+        env = dict(base_env if base_env is not None else os.environ)
+        for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAYDD_CACHE", "RAYDD_FAULTS", "RAYDD_LOCAL_RAY"):
+            env.pop(key, None)
+        env.update(
+            RAY_AUTH_MODE="disabled",
+            RAY_USAGE_STATS_ENABLED="0",
+            RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2",
+            RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
+            # Ray Train's placement-group cleaner asks the State API; point it at this cluster's own dashboard.
+            RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{self.dashboard_port}",
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+        )
+        self.base_env = env
+        self.lineage = Lineage()
+        self.lineage.__enter__()
+        self._counter = 0
+        self.last_error = ""  # the State API's last failure, for a timeout's message
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def head(self) -> Node:
+        return self.nodes["head"]
+
+    def node_env(self, name: str) -> tuple[dict[str, str], Path, ByteCountingProxy | None]:
+        root = self.root / name
+        for folder in ("cache", "home", "tmp"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        env = dict(self.base_env)
+        env.update(
+            RAYDD_CACHE=str(root / "cache"),
+            HOME=str(root / "home"),
+            TMPDIR=str(root / "tmp"),
+            **{MARK_VARIABLE: f"{self.id}:{name}"},
+        )
+        proxy = None
+        if self.s3_port is not None:
+            proxy = ByteCountingProxy(self.s3_port)
+            env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{proxy.port}"
+        return env, root, proxy
+
+    def _start(self, name: str, arguments: list[str], cpus: int) -> Node:
+        env, root, proxy = self.node_env(name)
+        log = root / "ray-start.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--node-ip-address=127.0.0.1"]
+            + [f"--num-cpus={cpus}", "--num-gpus=0", "--disable-usage-stats"]
+            + [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"]
+            + [f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+            + [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}"]
+            + arguments,
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: removing the node kills exactly it
+        )
+        node = Node(name, cpus, root, env, process, log, proxy)
+        self.nodes[name] = node
+        self.lineage.add(process.pid, env[MARK_VARIABLE])
+        return node
+
+    def start_head(self, *, autoscaling_config: Path | None = None, env: dict[str, str] | None = None) -> Node:
+        """The head: GCS, dashboard, 0 CPUs for tasks (drivers and Ray Train's controller run here)."""
+        if env:
+            self.base_env.update(env)
+        arguments = [
+            "--head",
+            f"--port={self.port}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--ray-client-server-port={free_port()}",
+            f"--temp-dir={self.temp}",
+        ]
+        if autoscaling_config is not None:
+            arguments.append(f"--autoscaling-config={autoscaling_config}")
+        node = self._start("head", arguments, 0)
+        _wait(lambda: "head" in self.alive_names(), within_s=NODE_START_TIMEOUT_S, what="the head", log=node.log)
+        return node
+
+    def add_node(self, cpus: int = 1, *, name: str | None = None, resources: dict[str, float] | None = None) -> Node:
+        """A worker node with ``cpus`` CPUs; returns once the cluster sees it alive."""
+        self._counter += 1
+        name = name or f"worker{self._counter}"
+        arguments = [f"--address={self.address}", "--min-worker-port=0", "--max-worker-port=0"]
+        arguments.append(f"--resources={json.dumps({**(resources or {}), node_resource(name): 1})}")
+        node = self._start(name, arguments, cpus)
+        _wait(
+            lambda: name in self.alive_names(),
+            within_s=NODE_START_TIMEOUT_S,
+            what=f"node {name}",
+            log=node.log,
+            last=lambda: self.last_error,
+        )
+        return node
+
+    def remove_node(self, name: str) -> float:
+        """Lose node ``name`` at once: SIGKILL its raylet, agents and workers (its whole process group), and any
+        process of it that left the group. Returns the time of the kill (``time.monotonic()``)."""
+        node = self.nodes.pop(name)
+        killed_at = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.process.pid, signal.SIGKILL)
+        node.process.wait(timeout=30)
+        for process in self.processes(name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+        self.removed.append(node)
+        _wait(lambda: not self.processes(name), within_s=30, what=f"every process of node {name} gone")
+        return killed_at
+
+    def wait_until_dead(self, name: str, within_s: float = NODE_START_TIMEOUT_S) -> None:
+        """Until the cluster has noticed that node ``name`` is gone (its health checks failed)."""
+        _wait(
+            lambda: self.alive_nodes() is not None and name not in self.alive_names(),
+            within_s=within_s,
+            what=f"node {name} marked dead",
+        )
+
+    def alive_nodes(self) -> list[Any] | None:
+        """The nodes the cluster holds alive, or None while its State API does not answer."""
+        from ray.util.state import list_nodes
+
+        try:
+            return list_nodes(
+                address=f"http://127.0.0.1:{self.dashboard_port}",
+                filters=[("state", "=", "ALIVE")],
+                detail=True,
+                timeout=20,
+            )
+        except Exception as error:  # the dashboard answers only once it is up, and slowly under load
+            self.last_error = f"{type(error).__name__}: {error}"[:500]
+            return None
+
+    def alive_names(self) -> set[str]:
+        """Names of the alive nodes this cluster added (by their :func:`node_resource`), ``head`` once it is up."""
+        nodes = self.alive_nodes()
+        if nodes is None:
+            return set()
+        names = {"head"} if nodes else set()
+        for node in nodes:
+            names |= {key[len(NODE_RESOURCE) :] for key in node.resources_total if key.startswith(NODE_RESOURCE)}
+        return names
+
+    def processes(self, name: str) -> list[Proc]:
+        """Live processes of node ``name``: marked with its name, or seen descending from its ``ray start``."""
+        self.lineage.note()
+        return ours(f"{self.id}:{name}", self.lineage)
+
+    def command_env(self, node: str = "head", **extra: str) -> dict[str, str]:
+        """The environment of a command run on node ``node`` (a driver: on the head), joined to this cluster."""
+        env = dict((self.nodes.get(node) or self.head).env)
+        env.update(RAY_ADDRESS=self.address, PYTHONUNBUFFERED="1", **extra)
+        return env
+
+    def run(self, arguments: list[str], *, node: str = "head", timeout: float = 900, **extra: str) -> Any:
+        """``python -m ARGUMENTS`` as a driver on ``node``; its CompletedProcess (text output)."""
+        return subprocess.run(
+            [sys.executable, "-m", *arguments],
+            env=self.command_env(node, **extra),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.root,
+        )
+
+    def shutdown(self) -> None:
+        """SIGTERM every node (a raylet then stops what it started), SIGKILL what is left after a grace period."""
+        for name in [n for n in self.nodes if n != "head"] + (["head"] if "head" in self.nodes else []):
+            node = self.nodes.pop(name)
+            if node.process.poll() is None:
+                node.process.terminate()
+                try:
+                    node.process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(node.process.pid, signal.SIGKILL)
+                    node.process.wait(timeout=30)
+            self.removed.append(node)
+        for node in self.removed:
+            for process in self.processes(node.name):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+            if node.proxy is not None:
+                node.proxy.close()
+        self.lineage.__exit__(None, None, None)
+        import shutil
+
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_cluster(root: Path, *, workers: int = 2, s3_port: int | None = None, **head: Any) -> Iterator[LocalCluster]:
+    """A started :class:`LocalCluster` with ``workers`` 1-CPU worker nodes; shut down on exit."""
+    cluster = LocalCluster(root, s3_port=s3_port)
+    try:
+        cluster.start_head(**head)
+        for _ in range(workers):
+            cluster.add_node(1)
+        yield cluster
+    finally:
+        cluster.shutdown()

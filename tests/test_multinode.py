@@ -1,0 +1,217 @@
+"""raydd on a real multi-node Ray cluster on this machine (:mod:`benchmarks.multinode`): a head with no CPUs for
+tasks and 1-CPU worker nodes, each with its own cache, HOME and temp dir, sharing nothing but the S3 store (moto)
+and Ray. Every S3 request is counted per node (each node's endpoint is a counting proxy of its own).
+
+The cluster is shared by the module; a test that removes a node adds a replacement, so the next test finds two
+worker nodes again. The commands run as drivers on the head, as ``ray job submit`` would run them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import s3fs
+
+from benchmarks.multinode import LocalCluster, completed_writes, local_cluster
+from raydd.storage import list_names, read_manifest, resolve
+
+pytestmark = [pytest.mark.slow]
+
+SMALL = ["--frames", "4", "--height", "16", "--width", "16", "--shard-mb", "0.05"]
+DM = ["--method", "dm", "--ipc", "1", "--network-width", "8", "--batch-real", "4", "--eval-runs", "0"]
+TWO_WORKERS = ["--workers", "2", "--cpus-per-worker", "1"]
+RUN_S = 600
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    port = urlparse(s3_endpoint).port
+    with local_cluster(tmp_path_factory.mktemp("nodes"), workers=2, s3_port=port) as started:
+        yield started
+
+
+def _ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-4000:])
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def prepared(cluster: LocalCluster, s3_endpoint: str) -> str:
+    """The built-in dataset prepared by the cluster's nodes into a bucket (small shards: several per split)."""
+    bucket = "raydd-multinode"
+    s3fs.S3FileSystem(endpoint_url=s3_endpoint).mkdir(bucket)
+    store = f"s3://{bucket}/prepared"
+    _ok(cluster.run(["raydd.prepare", "--store", store, *SMALL], timeout=RUN_S))
+    return store
+
+
+def _copy_store(source: str, target: str, s3_endpoint: str) -> str:
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
+    fs.copy(f"{source.removeprefix('s3://')}/datasets", f"{target.removeprefix('s3://')}/datasets", recursive=True)
+    return target
+
+
+def _shards(store: str) -> dict[str, str]:
+    """Object path (as the proxies log it, ``/bucket/key``) -> split, of every shard of the prepared dataset."""
+    location = resolve(f"{store}/datasets/builtin")
+    manifest = read_manifest(location)
+    return {f"/{location.path}/{record.name}": record.name for record in manifest.shards}
+
+
+def _gets(cluster: LocalCluster, store: str) -> dict[str, dict[str, int]]:
+    """Per worker node: GET requests per dataset shard of ``store``."""
+    prefix = "/" + store.removeprefix("s3://") + "/datasets/"
+    return {name: node.shard_gets(prefix) for name, node in cluster.nodes.items()}
+
+
+def test_two_workers_run_on_two_nodes_and_each_node_fetches_each_shard_once(
+    cluster: LocalCluster, prepared: str, s3_endpoint: str
+) -> None:
+    store = _copy_store(prepared, "s3://raydd-multinode/placement", s3_endpoint)
+    before = {name: node.shard_gets() for name, node in cluster.nodes.items()}
+    assert not any(before[name] for name in before if name != "head")  # prepare read no shard back
+    distill = ["raydd.distill", "--store", store, *DM, "--paradigm", "static-dynamic", *TWO_WORKERS]
+    distill += ["--iterations", "4", "--checkpoint-every", "2", "--max-failures", "1"]
+    output = _ok(cluster.run(distill, timeout=RUN_S, RAYDD_FAULTS="fail_at_iteration=2"))
+    assert "resuming at iteration 2" in output  # stage 2's group restarted from its checkpoint
+    shards = _shards(store)
+    gets = _gets(cluster, store)
+    workers = [name for name in gets if name != "head"]
+    assert len(workers) == 2 and all(gets[name] for name in workers), gets  # both nodes read: one worker on each
+    for name in gets:
+        assert set(gets[name]) <= set(shards) and all(count == 1 for count in gets[name].values()), (name, gets)
+    # A restart of the whole command and an evaluation afterwards fetch nothing more.
+    _ok(cluster.run(distill, timeout=RUN_S))
+    (distilled,) = list_names(resolve(f"{store}/distilled/builtin"))
+    _ok(
+        cluster.run(
+            ["raydd.evaluate", "--data", f"{store}/distilled/builtin/{distilled}", "--runs", "2", "--epochs", "1"],
+            timeout=RUN_S,
+        )
+    )
+    after = _gets(cluster, store)
+    for name in after:
+        assert all(count == 1 for count in after[name].values()), (name, after)
+    assert sum(len(after[name]) for name in workers) >= len(shards)  # every shard was read by some node
+
+
+class Background:
+    """A command running as a driver on the head, its output in a file (read while it runs)."""
+
+    def __init__(self, cluster: LocalCluster, arguments: list[str], log: Path, **extra: str) -> None:
+        self.log = log
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *arguments],
+            env=cluster.command_env(**extra),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            cwd=cluster.root,
+            start_new_session=True,
+        )
+
+    def wait_for(self, check: Any, what: str, within_s: float = RUN_S) -> Any:
+        """``check()``'s first truthy value while the command runs (stored state Ray gives no notice of)."""
+        deadline = time.monotonic() + within_s
+        while not (value := check()):
+            assert self.process.poll() is None, f"{what}: the command ended first\n{self.output()[-4000:]}"
+            assert time.monotonic() < deadline, f"{what} not within {within_s} s\n{self.output()[-4000:]}"
+            time.sleep(0.2)
+        return value
+
+    def finish(self) -> str:
+        self.process.wait(timeout=RUN_S)
+        assert self.process.returncode == 0, self.output()[-5000:]
+        return self.output()
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def _objects(fs: s3fs.S3FileSystem, pattern: str) -> dict[str, str]:
+    """Objects matching a glob, by path, with their ETag (fresh from the server, not s3fs's listing cache)."""
+    fs.invalidate_cache()
+    return {path: fs.info(path)["ETag"] for path in fs.glob(pattern)}
+
+
+def _lose_a_worker_node(cluster: LocalCluster) -> None:
+    """Kill a worker node whole, then add a replacement with the same CPUs."""
+    (name, node), *_ = [(n, x) for n, x in cluster.nodes.items() if n != "head"]
+    cluster.remove_node(name)
+    assert cluster.processes(name) == []
+    cluster.add_node(node.cpus)
+
+
+def test_a_lost_node_mid_stage_costs_only_the_work_since_the_last_checkpoint(
+    cluster: LocalCluster, prepared: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    import torch
+
+    from raydd.distilled_set import load_distilled
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
+    distill = [*DM, "--paradigm", "naive", *TWO_WORKERS, "--iterations", "30", "--checkpoint-every", "5"]
+    distill += ["--lr-img", "1000"]
+    reference = _copy_store(prepared, "s3://raydd-multinode/undisturbed", s3_endpoint)
+    _ok(cluster.run(["raydd.distill", "--store", reference, *distill], timeout=RUN_S))
+    store = _copy_store(prepared, "s3://raydd-multinode/node-lost", s3_endpoint)
+    run = Background(cluster, ["raydd.distill", "--store", store, *distill, "--max-failures", "1"], tmp_path / "log")
+    runs = f"{store.removeprefix('s3://')}/distill/runs/*/checkpoint_*/state.json"
+    run.wait_for(lambda: _objects(fs, runs), "the first checkpoint")
+    _lose_a_worker_node(cluster)
+    output = run.finish()
+    resumed = [int(m) for m in __import__("re").findall(r"resuming at iteration (\d+)/30", output)]
+    assert resumed and 0 < resumed[0] < 30, output[-3000:]
+    (ours,) = list_names(resolve(f"{store}/distilled/builtin"))
+    (theirs,) = list_names(resolve(f"{reference}/distilled/builtin"))
+    lost = load_distilled(f"{store}/distilled/builtin/{ours}").videos_NCTHW
+    undisturbed = load_distilled(f"{reference}/distilled/builtin/{theirs}").videos_NCTHW
+    assert torch.equal(lost, undisturbed)  # bitwise
+
+
+def test_a_lost_node_costs_the_experts_job_only_its_unfinished_trajectories(
+    cluster: LocalCluster, prepared: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
+    store = _copy_store(prepared, "s3://raydd-multinode/experts", s3_endpoint)
+    experts = ["raydd.experts", "--store", store, "--model", "convnet", "--width", "16", "--epochs", "3"]
+    experts += ["--num-experts", "6", "--batch-size", "16"]
+    run = Background(cluster, experts, tmp_path / "log")
+    shards = f"{store.removeprefix('s3://')}/experts/builtin/convnet/*.arrow"
+    finished = run.wait_for(lambda: _objects(fs, shards), "the first finished trajectory")
+    _lose_a_worker_node(cluster)
+    output = run.finish()
+    manifest = read_manifest(resolve(f"{store}/experts/builtin/convnet"))
+    assert len(manifest.shards) == 6, output[-3000:]
+    after = _objects(fs, shards)
+    assert len(after) == 6
+    assert all(after[path] == etag for path, etag in finished.items())  # none trained or written again
+    prefix = "/" + store.removeprefix("s3://") + "/experts/builtin/convnet/"
+    requests = [line for node in [*cluster.nodes.values(), *cluster.removed] for line in node.proxy.requests]
+    writes = completed_writes(requests, prefix)
+    trajectories = {path: count for path, count in writes.items() if path.endswith(".arrow")}
+    assert len(trajectories) == 6 and set(trajectories.values()) == {1}, writes  # each trained and written once
+
+
+def test_a_lost_node_mid_prepare_loses_and_duplicates_no_shard(
+    cluster: LocalCluster, prepared: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
+    store = "s3://raydd-multinode/prepare-node-lost"
+    prepare = ["raydd.prepare", "--store", store, "--shard-mb", "0.05", "--workers", "2"]
+    reference = _ok(cluster.run(["raydd.prepare", "--store", "s3://raydd-multinode/prepare-ref", *prepare[3:]]))
+    run = Background(cluster, prepare, tmp_path / "log")
+    run.wait_for(lambda: _objects(fs, f"{store.removeprefix('s3://')}/datasets/builtin/*.arrow"), "the first shard")
+    _lose_a_worker_node(cluster)
+    run.finish()
+    ours = read_manifest(resolve(f"{store}/datasets/builtin"))
+    theirs = read_manifest(resolve("s3://raydd-multinode/prepare-ref/datasets/builtin"))
+    assert [(r.name, r.rows, r.sha256) for r in ours.shards] == [(r.name, r.rows, r.sha256) for r in theirs.shards]
+    stored = _objects(fs, f"{store.removeprefix('s3://')}/datasets/builtin/*.arrow")
+    assert sorted(p.rsplit("/", 1)[-1] for p in stored) == sorted(r.name for r in ours.shards), reference[-500:]
