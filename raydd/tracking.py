@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlparse
 
 from raydd.errors import RayddError
 from raydd.provenance import driver_alive, driver_id, git_commit
@@ -54,6 +55,13 @@ class RunAddress:
 
     tracking_uri: str
     run_id: str
+
+    @property
+    def machine_local(self) -> bool:
+        """A SQLite file or a local folder (``sqlite:``, ``file:``, a bare path): only processes on the machine
+        that opened the run reach it. On another node of a cluster the same path names a file on another disk,
+        where MLflow would make a new, empty store and fail to find the run."""
+        return urlparse(self.tracking_uri).scheme in ("", "file", "sqlite")
 
     def open(self) -> MlflowTracker:
         from mlflow import MlflowClient

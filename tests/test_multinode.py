@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 import pytest
 import s3fs
+from mlflow import MlflowClient
 
 from benchmarks.multinode import LocalCluster, completed_writes, local_cluster
 from raydd.storage import list_names, read_manifest, resolve
@@ -81,8 +82,15 @@ def test_two_workers_run_on_two_nodes_and_each_node_fetches_each_shard_once(
     assert not any(before[name] for name in before if name != "head")  # prepare read no shard back
     distill = ["raydd.distill", "--store", store, *DM, "--paradigm", "static-dynamic", *TWO_WORKERS]
     distill += ["--iterations", "4", "--checkpoint-every", "2", "--max-failures", "1"]
-    output = _ok(cluster.run(distill, timeout=RUN_S, RAYDD_FAULTS="fail_at_iteration=2"))
+    tracking = f"sqlite:///{cluster.root / 'head' / 'placement-mlflow.db'}"
+    output = _ok(cluster.run(distill, timeout=RUN_S, RAYDD_FAULTS="fail_at_iteration=2", MLFLOW_TRACKING_URI=tracking))
     assert "resuming at iteration 2" in output  # stage 2's group restarted from its checkpoint
+    # Rank 0 runs on a worker node, which cannot reach the driver's SQLite file: the driver sends the curves.
+    assert "is on the driver's machine, not on this worker's node" in output
+    client = MlflowClient(tracking_uri=tracking)
+    (run,) = client.search_runs([client.get_experiment_by_name("raydd-distill").experiment_id])
+    curves = [key for key in run.data.metrics if key.endswith("/loss")]
+    assert len(curves) == 2 and all(len(client.get_metric_history(run.info.run_id, key)) == 4 for key in curves)
     shards = _shards(store)
     gets = _gets(cluster, store)
     workers = [name for name in gets if name != "head"]
@@ -248,8 +256,6 @@ def _finished_trial_saved(fs: s3fs.S3FileSystem, sweep: str) -> bool:
 def test_a_sweep_runs_trials_on_several_nodes_and_resumes_after_its_driver_is_killed(
     cluster: LocalCluster, prepared: str, s3_endpoint: str, tmp_path: Path
 ) -> None:
-    from mlflow import MlflowClient
-
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
     store = _copy_store(prepared, "s3://raydd-multinode/tune", s3_endpoint)
     tracking = f"sqlite:///{cluster.root / 'head' / 'tune-mlflow.db'}"

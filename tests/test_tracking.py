@@ -167,3 +167,11 @@ def test_a_killed_drivers_run_is_continued_by_the_next_run_of_the_same_settings(
     ended = client.get_run(done_id)
     assert ended.info.status == "KILLED" and ended.data.tags["raydd.ended"] == "a re-run found it complete"
     assert end_killed_run(store, "exp", "done", "again") is None  # nothing RUNNING is left
+
+
+def test_only_a_tracking_server_is_reachable_from_every_node() -> None:
+    from raydd.tracking import RunAddress
+
+    local = ("sqlite:////tmp/store/mlflow.db", "file:///tmp/mlruns", "/tmp/mlruns", "mlruns")
+    assert all(RunAddress(uri, "run").machine_local for uri in local)
+    assert not any(RunAddress(uri, "run").machine_local for uri in ("http://mlflow:5000", "https://h", "databricks"))

@@ -76,7 +76,20 @@ def _worker(config: dict[str, Any]) -> None:
     if rank == 0:
         print(f"[{spec.stage}] run {config['name']}: iterations {start + 1}..{run.iterations}", flush=True)
     progress = Progress(spec.stage, run.iterations, start, every_s=run.progress_every_s)
-    live: Tracker = config["tracking"].open() if config.get("tracking") is not None and rank == 0 else NullTracker()
+    live: Tracker = NullTracker()
+    tracking: RunAddress | None = config.get("tracking") if rank == 0 else None
+    if (
+        tracking is not None
+        and tracking.machine_local
+        and ray.get_runtime_context().get_node_id() != config["driver_node"]
+    ):
+        print(
+            f"[{spec.stage}] the MLflow store ({tracking.tracking_uri}) is on the driver's machine, not on this "
+            "worker's node: the stage's curves go to MLflow when it ends",
+            flush=True,
+        )
+    elif tracking is not None:
+        live = tracking.open()
     logged = start  # history[:logged] is in MLflow (a resumed attempt re-sends what its predecessor sent since then)
     for iteration in range(start, run.iterations):
         result = distiller.step(iteration)
@@ -149,6 +162,7 @@ def fit_stage(
 ) -> dict[str, Any]:
     """Run (or resume) one stage under Ray Train; returns the final state (synthetic tensors, history).
     ``tracking``: the MLflow run that rank 0 sends the stage's curves to every ``log_every`` iterations."""
+    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -161,6 +175,7 @@ def fit_stage(
             "runs": runs.uri,
             "name": name,
             "tracking": tracking,
+            "driver_node": ray.get_runtime_context().get_node_id(),
         },
         torch_config=TorchConfig(backend="nccl" if run.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
