@@ -61,7 +61,8 @@ class RunAddress:
         """A SQLite file or a local folder (``sqlite:``, ``file:``, a bare path): only processes on the machine
         that opened the run reach it. On another node of a cluster the same path names a file on another disk,
         where MLflow would make a new, empty store and fail to find the run."""
-        return urlparse(self.tracking_uri).scheme in ("", "file", "sqlite")
+        scheme = urlparse(self.tracking_uri).scheme
+        return scheme in ("file", "sqlite") or (not scheme and self.tracking_uri != "databricks")
 
     def open(self) -> MlflowTracker:
         from mlflow import MlflowClient
