@@ -90,6 +90,11 @@ class Placement:
     fits: bool
     nodes_used: int  # distinct nodes the gang demands land on (0 when it does not fit)
     reason: str  # the one line of a refusal, else a summary
+    launched: tuple[tuple[str, int], ...] = ()  # autoscaler node types the gang demands need launched, how many
+
+    def describe_launches(self) -> str:
+        """``2 x cpu_worker`` (what the autoscaler is predicted to launch), or ``none``."""
+        return ", ".join(f"{count} x {name}" for name, count in self.launched) or "none"
 
 
 def place(demands: list[Demand], capacity: Capacity) -> Placement:
@@ -114,7 +119,14 @@ def place(demands: list[Demand], capacity: Capacity) -> Placement:
                     break
             else:
                 return Placement(False, 0, _refusal(demand, capacity, placed))
-    return Placement(True, len(used), f"fits {capacity.describe()}")
+    launched: dict[str, int] = {}
+    for index in sorted(used):
+        if index >= len(capacity.nodes):  # past the alive nodes: one the autoscaler must launch
+            launched[nodes[index].name] = launched.get(nodes[index].name, 0) + 1
+    summary = f"fits {capacity.describe()}"
+    if capacity.launchable:
+        summary += f"; the autoscaler launches {', '.join(f'{c} x {n}' for n, c in launched.items()) or 'none'}"
+    return Placement(True, len(used), summary, tuple(launched.items()))
 
 
 def _fits(demand: Demand, cpus: float, gpus: float) -> bool:
