@@ -108,7 +108,7 @@ def test_crash_while_overwriting_keeps_the_old_dataset_readable(tmp_path, monkey
     assert len(open_prepared(dataset_uri).split("test")) == 200
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.s3)])
 def test_a_transient_storage_error_is_retried_and_gives_the_same_shards(
     where: str, tmp_path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
