@@ -160,6 +160,7 @@ def test_missing_bucket_is_reported_before_any_work() -> None:
         prepare(PrepareConfig(store="s3://raydd-no-such-bucket/store", **SMALL))
 
 
+@pytest.mark.slow
 def test_command_line_runs_end_to_end(tmp_path) -> None:
     """The real entry point in a fresh process (its own local Ray), as a user types it."""
     result = subprocess.run(
