@@ -109,6 +109,7 @@ def test_crash_while_overwriting_keeps_the_old_dataset_readable(tmp_path, monkey
 
 
 @pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.mark.slow
 def test_a_transient_storage_error_is_retried_and_gives_the_same_shards(
     where: str, tmp_path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
