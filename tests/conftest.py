@@ -1,14 +1,17 @@
-"""Real parts for the whole suite: an S3-compatible server on 127.0.0.1 and one local Ray cluster.
+"""Real parts for the whole suite, each started only for the tests that use it: one local Ray cluster and
+an S3-compatible server on 127.0.0.1. And the tiers: tests are marked ``ray`` and ``s3`` from the fixtures
+they use, ``slow`` by hand (docs/contributing.md).
 
-The S3 server (moto's standalone server, a separate process) starts first and its address goes into
-the standard AWS variables, so that the Ray workers started afterwards inherit them as a user's
-workers would inherit their environment.
+The S3 server's address goes into the standard AWS variables before Ray starts, so that the Ray workers
+inherit them as a user's workers would inherit their environment; the server (moto's, a process of its
+own) starts with the first test that uses S3.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +24,18 @@ import pytest
 from raydd.ports import free_port
 
 S3_START_TIMEOUT_S = 60
+RAY_FIXTURES = {"ray_cluster"}  # a test that uses one, directly or through another fixture, is marked ``ray``
+S3_FIXTURES = {"s3_endpoint"}  # ... and ``s3`` (s3_bucket uses s3_endpoint)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``ray`` and ``s3`` from the fixtures a test uses, so that a new test cannot forget them."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & RAY_FIXTURES:
+            item.add_marker(pytest.mark.ray)
+        if used & S3_FIXTURES:
+            item.add_marker(pytest.mark.s3)
 
 
 def _start_draining(process: subprocess.Popen, needle: str) -> tuple[threading.Event, list[str]]:
@@ -49,46 +64,68 @@ def node_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint(node_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto's standalone S3 server on 127.0.0.1, with the AWS variables pointing at it. Its request
-    recorder (``/moto-api/recorder/...``, off until started) writes into a temporary folder."""
-    port = free_port()
+def s3_port() -> Iterator[socket.socket]:
+    """A port on 127.0.0.1 bound (not listening) for the session's S3 server, and the AWS variables
+    pointing at it: set before the Ray cluster starts, so that its workers inherit them, while the server
+    itself starts only when a test asks for :func:`s3_endpoint`. Until then a request is refused at once."""
+    reserved = socket.socket()
+    reserved.bind(("127.0.0.1", free_port()))
+    port = reserved.getsockname()[1]
+    with reserved, pytest.MonkeyPatch.context() as patch:
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+        }.items():
+            patch.setenv(key, value)
+        yield reserved
+
+
+# moto's server (as `python -m moto.server` builds it) on the socket the session bound, so no other
+# process can take the port between the session's start and the first S3 test.
+SERVE_ON_SOCKET = """
+import socket, sys
+from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
+bound = socket.socket(fileno=int(sys.argv[1]))
+bound.listen()
+app = DomainDispatcherApplication(create_backend_app)
+app.debug = True
+server = make_server(*bound.getsockname(), app, threaded=True, request_handler=MotoRequestHandler, fd=bound.fileno())
+print("serving", flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(s3_port: socket.socket, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's standalone S3 server (a process of its own) on :func:`s3_port`. Its request recorder
+    (``/moto-api/recorder/...``, off until started) writes into a temporary folder."""
+    fd, port = s3_port.fileno(), s3_port.getsockname()[1]
     recording = tmp_path_factory.mktemp("moto") / "recording.jsonl"
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-c", SERVE_ON_SOCKET, str(fd)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "MOTO_RECORDER_FILEPATH": str(recording)},
+        pass_fds=(fd,),
+        env={**os.environ, "MOTO_RECORDER_FILEPATH": str(recording), "MOTO_PORT": str(port)},
     )
-    ready, seen = _start_draining(process, "Running on")
+    ready, seen = _start_draining(process, "serving")
     if not ready.wait(S3_START_TIMEOUT_S):
         process.kill()
         raise RuntimeError(f"moto S3 server did not start within {S3_START_TIMEOUT_S} s: {''.join(seen)[-2000:]}")
-    endpoint = f"http://127.0.0.1:{port}"
-    saved = {
-        k: os.environ.get(k)
-        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")
-    }
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL_S3=endpoint,
-    )
-    yield endpoint
+    yield os.environ["AWS_ENDPOINT_URL_S3"]
     process.terminate()
     process.wait(timeout=30)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture
-def s3_bucket(s3_endpoint: str) -> str:
+def s3_bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
     """A fresh, empty bucket; returns ``s3://<bucket>``."""
+    if request.node.get_closest_marker("s3") is None:  # asked for by request.getfixturevalue: the marking cannot see it
+        pytest.fail(f"{request.node.nodeid} uses S3 unmarked: give it pytest.mark.s3", pytrace=False)
     import s3fs
 
     name = f"raydd-test-{uuid.uuid4().hex[:10]}"
@@ -97,7 +134,7 @@ def s3_bucket(s3_endpoint: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(s3_endpoint: str, node_cache: Path) -> Iterator[None]:
+def ray_cluster(s3_port: socket.socket, node_cache: Path) -> Iterator[None]:
     """One real local Ray cluster with 2 CPUs for the whole session (its workers see the session's node cache)."""
     import ray
 

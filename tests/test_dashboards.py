@@ -186,6 +186,8 @@ def _exported_names(text: str) -> set[str]:
     return {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_ray_head_exports_the_node_metrics_the_panels_query(head: RayHead) -> None:
     dashboard = json.loads((DASHBOARDS / "grafana_raydd.json").read_text())
     queried = {name for _, expr in _targets() for name in _metric_names(expr) if not name.startswith("ray_raydd_")}
@@ -209,6 +211,8 @@ def test_a_ray_head_exports_the_node_metrics_the_panels_query(head: RayHead) -> 
     assert wanted <= exported and len(dashboard["panels"]) > len(NODE_PANELS)
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_running_prepare_publishes_its_throughput_before_it_ends(head: RayHead, tmp_path: Path) -> None:
     store = tmp_path / "store"
     log = tmp_path / "prepare.log"
@@ -254,6 +258,8 @@ def test_a_running_prepare_publishes_its_throughput_before_it_ends(head: RayHead
     assert (store / "datasets" / "builtin" / "manifest.json").exists()
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_running_distill_publishes_its_metrics_where_prometheus_scrapes(head: RayHead, tmp_path: Path) -> None:
     store = tmp_path / "store"
     small = ["--frames", "4", "--height", "16", "--width", "16"]

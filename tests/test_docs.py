@@ -24,9 +24,6 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 RESULTS = DOCS / "results"
 README_MAX_LINES = 250
-# Pages that other parts of issue 25 write (test tiers). Links to them are allowed while they
-# are missing; once one exists, test_pages_written_elsewhere_are_still_missing says to drop it from here.
-PAGES_WRITTEN_ELSEWHERE = frozenset({DOCS / "contributing.md"})
 
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 INLINE_CODE = re.compile(r"`([^`]+)`")
@@ -76,15 +73,10 @@ def broken_links(page: Path) -> Iterator[str]:
             continue
         path_part, _, anchor = target.partition("#")
         resolved = (page.parent / path_part).resolve() if path_part else page
-        if not resolved.exists() and resolved not in PAGES_WRITTEN_ELSEWHERE:
+        if not resolved.exists():
             yield f"{relative(page)}: link {target} points at a file that does not exist"
         elif anchor and resolved.suffix == ".md" and resolved.exists() and anchor not in anchors_of(resolved):
             yield f"{relative(page)}: link {target} names an anchor that {relative(resolved)} has no heading for"
-
-
-def test_pages_written_elsewhere_are_still_missing() -> None:
-    written = sorted(relative(page) for page in PAGES_WRITTEN_ELSEWHERE if page.exists())
-    assert not written, f"{written} exist now: remove them from PAGES_WRITTEN_ELSEWHERE in tests/test_docs.py"
 
 
 def test_every_relative_link_resolves() -> None:

@@ -19,6 +19,7 @@ from raydd.distilled_set import load_distilled
 from tests.ray_head import RayHead, ray_head, wait_for
 
 RAY = Path(sys.executable).parent / "ray"
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a Ray head of its own
 START_TIMEOUT_S, JOB_TIMEOUT_S = 60, 120
 SMALL = ["--frames", "4", "--height", "16", "--width", "16"]
 

@@ -14,7 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.ray_head import wait_for
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # two local clusters of its own
 
 ROOT = Path(__file__).resolve().parents[1]
 

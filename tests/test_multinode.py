@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from benchmarks.multinode import LocalCluster, completed_writes, local_cluster
 from raydd.storage import list_names, read_manifest, resolve
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a multi-node Ray cluster of its own
 
 SMALL = ["--frames", "4", "--height", "16", "--width", "16", "--shard-mb", "0.05"]
 DM = ["--method", "dm", "--ipc", "1", "--network-width", "8", "--batch-real", "4", "--eval-runs", "0"]

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from raydd.pipeline import main
 
-pytestmark = pytest.mark.usefixtures("ray_cluster", "mlflow_in_each_store")
+pytestmark = [pytest.mark.usefixtures("ray_cluster", "mlflow_in_each_store"), pytest.mark.slow]
 
 
 def test_the_main_job_runs_end_to_end_and_ends_with_its_table(

@@ -108,7 +108,8 @@ def test_crash_while_overwriting_keeps_the_old_dataset_readable(tmp_path, monkey
     assert len(open_prepared(dataset_uri).split("test")) == 200
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.mark.slow
 def test_a_transient_storage_error_is_retried_and_gives_the_same_shards(
     where: str, tmp_path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
@@ -160,6 +161,7 @@ def test_missing_bucket_is_reported_before_any_work() -> None:
         prepare(PrepareConfig(store="s3://raydd-no-such-bucket/store", **SMALL))
 
 
+@pytest.mark.slow
 def test_command_line_runs_end_to_end(tmp_path) -> None:
     """The real entry point in a fresh process (its own local Ray), as a user types it."""
     result = subprocess.run(

@@ -65,6 +65,7 @@ def test_the_validation_split_holds_out_a_seeded_fraction_of_every_class() -> No
     )
 
 
+@pytest.mark.slow
 def test_a_sweep_writes_a_usable_preset_and_nested_runs_with_stage_one_once(
     tiny_datasets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -107,6 +108,7 @@ def test_a_sweep_writes_a_usable_preset_and_nested_runs_with_stage_one_once(
     assert "val top-1" in out and out.count(" DONE") == 2
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_with_the_same_command(
     tiny_datasets: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.usefixtures("ray_cluster", "mlflow_in_each_store")
 SMALL = dict(num_samples=2, max_concurrent=1, eval_epochs=2, network_width=8, batch_real=4)
 
 
+@pytest.mark.slow
 def test_asha_stops_a_trial_whose_loss_lags_at_the_grace_period(tiny_datasets: Path, tmp_path: Path) -> None:
     # One trial at a time: the first (the preset's lrs) runs all 6 iterations and sets the only value of ASHA's
     # rung at iteration 2; the second has lrs a million times the preset's, so after its first update every
@@ -74,6 +75,7 @@ def test_a_starting_point_outside_the_ranges_is_refused_in_one_line(tmp_path: Pa
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_an_mtt_sweep_matches_expert_trajectories(tiny_datasets: Path, tmp_path: Path) -> None:
     store = store_holding(tiny_datasets, tmp_path)
     layout = StoreLayout.of(store)
@@ -117,6 +119,7 @@ def test_raydd_hands_tune_its_own_s3_filesystem() -> None:
     assert path == "bucket/store/tune" and filesystem.handler.fs is location.fs  # s3fs, with raydd's settings
 
 
+@pytest.mark.slow
 def test_a_sweep_on_s3_keeps_tunes_state_in_the_bucket_and_resumes(
     tiny_datasets: Path,
     s3_bucket: str,

@@ -134,6 +134,7 @@ def cached_files(root: Path) -> list[str]:
     return sorted(path.name for path in (root / "shards").iterdir()) if (root / "shards").exists() else []
 
 
+@pytest.mark.slow
 def test_two_processes_fill_the_node_cache_once_and_a_restart_fetches_nothing(
     s3_dataset: str, local_dataset: Path, s3_endpoint: str, empty_cache: Path
 ) -> None:

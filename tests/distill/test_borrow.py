@@ -32,6 +32,7 @@ def test_the_nearest_row_is_chosen_by_ipc_then_shape_and_class_count() -> None:
 
 
 @pytest.mark.usefixtures("ray_cluster", "mlflow_in_each_store")
+@pytest.mark.slow
 def test_a_folder_dataset_distils_with_no_lr_flags_and_says_which_preset_it_borrowed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

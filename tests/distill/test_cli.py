@@ -208,6 +208,7 @@ def test_a_dataset_without_a_preset_asks_for_the_learning_rates(
     assert "python -m raydd.prepare" in _one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_a_second_identical_run_has_nothing_to_do(store: str, capsys: pytest.CaptureFixture[str]) -> None:
     command = [
         "--store",

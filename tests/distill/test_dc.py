@@ -77,6 +77,7 @@ def _loss(distiller, seeds: list[int]) -> float:  # noqa: ANN001
     return sum(distiller.method.accumulate(distiller.synthetic, sample, 0.0) for sample in samples) / len(samples)
 
 
+@pytest.mark.slow
 def test_a_few_iterations_lower_the_matching_loss_on_held_out_samples(dataset_uri: str) -> None:
     """Stage 1: 15 iterations (15 fresh networks) lower the loss under 6 other networks."""
     preset = Preset(iterations=15, lr_static=1.0, momentum=0.5, batch_real=8, network_width=8)

@@ -26,7 +26,7 @@ from raydd.storage import Location, list_names, resolve
 from raydd.tracking import flatten
 from tests.conftest import store_holding
 
-pytestmark = pytest.mark.usefixtures("ray_cluster", "mlflow_in_each_store")
+pytestmark = [pytest.mark.usefixtures("ray_cluster", "mlflow_in_each_store"), pytest.mark.slow]
 
 SMALL = dict(frames=4, height=16, width=16)
 # DM, naive, 4 iterations with checkpoints after iterations 2 and 4: the uninterrupted reference run. The large

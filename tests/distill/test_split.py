@@ -146,6 +146,7 @@ def _assert_same_state(state: dict, reference: dict, adam_atol: float = 1e-5) ->
         ("dc", "dynamic", 2),
     ],
 )
+@pytest.mark.slow
 def test_workers_split_by_classes_compute_what_one_worker_computes(
     store: Path, tmp_path: Path, method: str, stage: str, world: int
 ) -> None:

@@ -32,6 +32,7 @@ def _run(store: str) -> object:
     return run
 
 
+@pytest.mark.slow
 def test_stage_one_learned_by_dc_under_dm_runs_end_to_end(store: str) -> None:
     assert main(["--store", store, "--method", "dm", "--static-method", "dc", *TINY]) == 0
     (static,) = (Path(store) / "distill" / "static" / "builtin").iterdir()
@@ -49,6 +50,7 @@ def test_stage_one_learned_by_dc_under_dm_runs_end_to_end(store: str) -> None:
     assert params["preset.lr_static"] == str(table_preset("dm", "static-dynamic", "builtin", 1).lr_static)  # DM's row
 
 
+@pytest.mark.slow
 def test_dc_as_the_base_method_of_naive_distillation_runs(store: str) -> None:
     assert main(["--store", store, "--method", "dc", "--paradigm", "naive", *TINY]) == 0
     (output,) = (Path(store) / "distilled" / "builtin").iterdir()

@@ -103,6 +103,7 @@ def test_stored_epochs_equal_the_trainers_parameters_and_mlflow_has_the_run(stor
     assert len(run.data.tags["raydd.dataset_manifest_sha256"]) == 64
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_retried_and_reruns_train_only_the_missing_experts(
     store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -211,6 +212,7 @@ def test_print_config_bad_flags_and_an_unprepared_dataset(tmp_path: Path, capsys
     assert "python -m raydd.prepare" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_command_line_with_a_killed_worker(store: str) -> None:
     """The real entry point in a fresh process (its own local Ray), expert 0's first attempt killed ($RAYDD_FAULTS)."""
     command = [

@@ -97,6 +97,7 @@ def test_plan_for_cluster_yaml_before_ray_up_refuses_eight_gpu_workers(tmp_path:
     assert json.loads(done.stdout.strip()) is False and not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_experts_and_tune_plans_start_nothing(tmp_path: Path) -> None:
     for module, argv in (("raydd.experts.__main__", ["--dataset", "ssv2"]), ("raydd.tune", ["--dataset", "hmdb51"])):
         done = plan_in_a_fresh_process(module, *argv, "--store", str(tmp_path / "store"), "--plan", cwd=tmp_path)
@@ -226,6 +227,8 @@ def test_packing_spreads_a_gang_over_nodes_and_counts_them() -> None:
     )
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_plan_reads_a_cluster_by_its_address_and_the_autoscaler_config_it_is_given(tmp_path: Path) -> None:
     """A head of its own (2 CPUs): --plan joins nothing, reads it through Ray's state API at the dashboard's
     http address or the GCS address in RAY_ADDRESS, and adds the node types of RAYDD_AUTOSCALER_CONFIG."""
