@@ -34,6 +34,10 @@ from benchmarks.scale import ByteCountingProxy
 from raydd.ports import free_port
 
 NODE_START_TIMEOUT_S = 120
+CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
+FAKE_HEAD_TYPE = "ray.head.default"  # the head's type name in Ray's fake provider (it tags its head so)
+FAKE_GPU = "fake_gpu"  # stands in for GPU on fake nodes: a raylet told GPU: 1 would hand out a CUDA device
+LOCAL_CPUS_PER_NODE = 1  # this machine has 2 cores: each fake node offers at most 1 CPU
 NODE_RESOURCE = "raydd_node_"  # a custom resource naming each worker node: node_resource(name)
 CHECK_EVERY_S = 0.25
 REPO = Path(__file__).resolve().parents[1]
@@ -301,6 +305,85 @@ class LocalCluster:
         import shutil
 
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def local_autoscaler_config(
+    gcs_address: str, *, source: Path = CLUSTER_YAML, idle_timeout_minutes: float = 0.1
+) -> dict[str, Any]:
+    """Ray's fake multi-node provider's config, derived from ``cluster.yaml`` so that the two cannot drift: the
+    same node types with the same min/max workers and the same cluster ``max_workers``. Scaled down for one
+    2-core machine, and only there: each type's CPUs capped at :data:`LOCAL_CPUS_PER_NODE`, ``GPU`` renamed
+    :data:`FAKE_GPU` (a fake node has no CUDA device behind it), and the idle timeout (10 minutes in
+    ``cluster.yaml``) given by the caller. The head keeps its resources (``CPU: 0``) under the fake provider's
+    head type name."""
+    import yaml
+
+    cluster = yaml.safe_load(source.read_text())
+    types: dict[str, Any] = {}
+    for name, node_type in cluster["available_node_types"].items():
+        resources = dict(node_type.get("resources") or {})
+        if "CPU" in resources:
+            resources["CPU"] = min(resources["CPU"], LOCAL_CPUS_PER_NODE)
+        if "GPU" in resources:
+            resources[FAKE_GPU] = resources.pop("GPU")
+        head = name == cluster["head_node_type"]
+        types[FAKE_HEAD_TYPE if head else name] = {
+            "resources": resources,
+            "node_config": {},
+            "min_workers": 0 if head else node_type.get("min_workers", 0),
+            "max_workers": 0 if head else node_type.get("max_workers", 0),
+        }
+    empty: dict[str, Any] = {key: [] for key in ("initialization_commands", "setup_commands", "head_setup_commands")}
+    empty |= {key: [] for key in ("worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")}
+    return {
+        "cluster_name": cluster["cluster_name"],
+        "max_workers": cluster["max_workers"],
+        "idle_timeout_minutes": idle_timeout_minutes,
+        "upscaling_speed": cluster.get("upscaling_speed", 1.0),
+        "provider": {
+            "type": "fake_multinode",
+            "gcs_address": gcs_address,
+            "use_node_id_as_ip": True,
+            "disable_node_updaters": True,
+            "disable_launch_config_check": True,
+        },
+        "auth": {},
+        "docker": {},
+        "head_node_type": FAKE_HEAD_TYPE,
+        "available_node_types": types,
+        "file_mounts": {},
+        "cluster_synced_files": [],
+        "file_mounts_sync_continuously": False,
+        "rsync_exclude": [],
+        "rsync_filter": [],
+        **empty,
+    }
+
+
+def write_local_autoscaler_config(cluster: LocalCluster, **options: Any) -> Path:
+    """:func:`local_autoscaler_config` for ``cluster``'s head, as a file (what ``--autoscaling-config`` and
+    ``RAYDD_AUTOSCALER_CONFIG`` take)."""
+    path = cluster.root / "autoscaler.yaml"
+    path.write_text(json.dumps(local_autoscaler_config(cluster.address, **options), indent=1))
+    return path
+
+
+@contextlib.contextmanager
+def autoscaling_cluster(
+    root: Path, *, s3_port: int | None = None, idle_timeout_minutes: float = 0.1
+) -> Iterator[LocalCluster]:
+    """A head started with :func:`local_autoscaler_config` (``RAY_FAKE_CLUSTER=1``) and no worker nodes: the
+    autoscaler launches them as demand comes. Drivers get ``RAYDD_AUTOSCALER_CONFIG`` pointing at the config."""
+    cluster = LocalCluster(root, s3_port=s3_port)
+    try:
+        config = write_local_autoscaler_config(cluster, idle_timeout_minutes=idle_timeout_minutes)
+        cluster.start_head(
+            autoscaling_config=config,
+            env={"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAYDD_AUTOSCALER_CONFIG": str(config)},
+        )
+        yield cluster
+    finally:
+        cluster.shutdown()
 
 
 @contextlib.contextmanager
