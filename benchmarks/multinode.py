@@ -33,7 +33,7 @@ from benchmarks.chaos_tools import MARK_VARIABLE, Lineage, Proc, ours
 from benchmarks.scale import ByteCountingProxy
 from raydd.ports import free_port
 
-NODE_START_TIMEOUT_S = 120
+NODE_START_TIMEOUT_S = 300
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
 FAKE_HEAD_TYPE = "ray.head.default"  # the head's type name in Ray's fake provider (it tags its head so)
 FAKE_GPU = "fake_gpu"  # stands in for GPU on fake nodes: a raylet told GPU: 1 would hand out a CUDA device
