@@ -27,19 +27,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks.chaos_tools import MARK_VARIABLE, Lineage, Proc, ours
 from benchmarks.scale import ByteCountingProxy
 from raydd.ports import free_port
 
+T = TypeVar("T")
 NODE_START_TIMEOUT_S = 300
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
 FAKE_HEAD_TYPE = "ray.head.default"  # the head's type name in Ray's fake provider (it tags its head so)
 FAKE_GPU = "fake_gpu"  # stands in for GPU on fake nodes: a raylet told GPU: 1 would hand out a CUDA device
 LOCAL_CPUS_PER_NODE = 1  # this machine has 2 cores: each fake node offers at most 1 CPU
 NODE_RESOURCE = "raydd_node_"  # a custom resource naming each worker node: node_resource(name)
-CHECK_EVERY_S = 0.25
+CHECK_EVERY_S = 0.5
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -87,19 +88,36 @@ def completed_writes(requests: list[str], prefix: str) -> dict[str, int]:
     return counts
 
 
-def _wait(
-    check: Callable[[], Any], *, within_s: float, what: str, log: Path | None = None, last: Callable[[], str] = str
-) -> Any:
-    """``check()``'s first truthy value within ``within_s`` seconds (state Ray gives no notification of)."""
+def wait_for(
+    check: Callable[[], T],
+    *,
+    within_s: float,
+    watching: subprocess.Popen,
+    what: str,
+    log: Path,
+    detail: Callable[[], str] = str,
+) -> T:
+    """``check()``'s first truthy value within ``within_s`` seconds. Between checks it waits on the ``watching``
+    process, so a crash of that process ends the wait at once with its log instead of running out the deadline.
+    For state that gives no notification (nodes Ray registers, files Ray rewrites, HTTP endpoints, job status),
+    this is the condition wait. ``detail()`` adds to a failure's message (the last error of the check, say)."""
     deadline = time.monotonic() + within_s
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() >= deadline:
-            tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
-            raise TimeoutError(f"{what} not within {within_s} s\n{tail}\n{last()}")
-        time.sleep(CHECK_EVERY_S)
+            raise AssertionError(
+                f"{what} not within {within_s} s; {detail()}\nlog of the watched process:\n" + _tail(log)
+            )
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            watching.wait(timeout=min(CHECK_EVERY_S, max(0.0, deadline - time.monotonic())))
+        if watching.poll() is not None:
+            raise AssertionError(f"{what}: the process stopped (exit {watching.returncode}); its log:\n" + _tail(log))
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
 
 
 class LocalCluster:
@@ -193,7 +211,14 @@ class LocalCluster:
         if autoscaling_config is not None:
             arguments.append(f"--autoscaling-config={autoscaling_config}")
         node = self._start("head", arguments, 0)
-        _wait(lambda: "head" in self.alive_names(), within_s=NODE_START_TIMEOUT_S, what="the head", log=node.log)
+        wait_for(
+            lambda: "head" in self.alive_names(),
+            within_s=NODE_START_TIMEOUT_S,
+            watching=node.process,
+            what="the head",
+            log=node.log,
+            detail=lambda: self.last_error,
+        )
         return node
 
     def add_node(self, cpus: int = 1, *, name: str | None = None, resources: dict[str, float] | None = None) -> Node:
@@ -203,12 +228,13 @@ class LocalCluster:
         arguments = [f"--address={self.address}", "--min-worker-port=0", "--max-worker-port=0"]
         arguments.append(f"--resources={json.dumps({**(resources or {}), node_resource(name): 1})}")
         node = self._start(name, arguments, cpus)
-        _wait(
+        wait_for(
             lambda: name in self.alive_names(),
             within_s=NODE_START_TIMEOUT_S,
+            watching=node.process,
             what=f"node {name}",
             log=node.log,
-            last=lambda: self.last_error,
+            detail=lambda: self.last_error,
         )
         return node
 
@@ -224,15 +250,20 @@ class LocalCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGKILL)
         self.removed.append(node)
-        _wait(lambda: not self.processes(name), within_s=30, what=f"every process of node {name} gone")
+        self.wait_on_head(lambda: not self.processes(name), within_s=30, what=f"every process of node {name} gone")
         return killed_at
 
-    def wait_until_dead(self, name: str, within_s: float = NODE_START_TIMEOUT_S) -> None:
-        """Until the cluster has noticed that node ``name`` is gone (its health checks failed)."""
-        _wait(
-            lambda: self.alive_nodes() is not None and name not in self.alive_names(),
+    def wait_on_head(
+        self, check: Callable[[], T], *, within_s: float, what: str, detail: Callable[[], str] | None = None
+    ) -> T:
+        """:func:`wait_for` watching the head: the cluster's end ends the wait."""
+        return wait_for(
+            check,
             within_s=within_s,
-            what=f"node {name} marked dead",
+            watching=self.head.process,
+            what=what,
+            log=self.head.log,
+            detail=detail or (lambda: self.last_error),
         )
 
     def alive_nodes(self) -> list[Any] | None:

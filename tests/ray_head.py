@@ -14,15 +14,16 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from benchmarks.multinode import wait_for
 from raydd.ports import free_port
 
+__all__ = ["RayHead", "ray_head", "stop", "wait_for"]
+
 T = TypeVar("T")
-CHECK_EVERY_S = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,28 +46,6 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
-
-
-def wait_for(check: Callable[[], T], *, within_s: float, watching: subprocess.Popen, what: str, log: Path) -> T:
-    """``check()``'s first truthy value within ``within_s`` seconds. Between checks it waits on the
-    ``watching`` process, so a crash of that process ends the wait at once with its log instead of
-    running out the deadline. For state that gives no notification (files Ray rewrites, HTTP endpoints,
-    job status), this is the condition wait."""
-    deadline = time.monotonic() + within_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"{what} not within {within_s} s; log of the watched process:\n{log.read_text()[-3000:]}"
-            )
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            watching.wait(timeout=min(CHECK_EVERY_S, max(0.0, deadline - time.monotonic())))
-        if watching.poll() is not None:
-            raise AssertionError(
-                f"{what}: the process stopped (exit {watching.returncode}); its log:\n{log.read_text()[-3000:]}"
-            )
 
 
 @contextlib.contextmanager
