@@ -118,6 +118,7 @@ def measure(case: str, store: str, steps: int, batch_real: int | None) -> dict[s
     from raydd.distill.artifact import write_static
     from raydd.distill.loop import SingleProcess
     from raydd.distill.settings import DistillConfig
+    from raydd.distill.stage_presets import resolve_presets
     from raydd.distill.stages import DYNAMIC, StageSpec, build_stage
     from raydd.planning.distill import plan_distill
 
@@ -134,8 +135,9 @@ def measure(case: str, store: str, steps: int, batch_real: int | None) -> dict[s
         use_gpu=False,
         cpus_per_worker=1,
     )
-    plan = plan_distill(config)
-    preset = config.resolved_preset()
+    presets = resolve_presets(config)
+    plan = plan_distill(config, presets)
+    preset = presets.run
     uri = f"{store}/datasets/{dataset}"
     spec = StageSpec(stage=stage, method="dm", dataset_uri=uri, ipc=1, preset=preset)
     if stage == DYNAMIC:

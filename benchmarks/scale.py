@@ -291,6 +291,7 @@ def scaling(dataset_uri: str, warmup: int, timed: int, runs: Path) -> dict[str, 
 def predicted_worker_bytes(store: str, workers: int) -> int:
     """``--plan``'s per-worker host memory for the run :func:`fit` makes (DM naive, --split classes, CPU)."""
     from raydd.distill.settings import DistillConfig
+    from raydd.distill.stage_presets import resolve_presets
     from raydd.planning.distill import plan_distill
 
     config = DistillConfig(
@@ -304,7 +305,7 @@ def predicted_worker_bytes(store: str, workers: int) -> int:
         eval_runs=0,
         **DM_OVERRIDES,
     )
-    return plan_distill(config).worker_host_bytes
+    return plan_distill(config, resolve_presets(config)).worker_host_bytes
 
 
 def memory(datasets: dict[int, str], iterations: int, runs: Path) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from raydd.classes import random_per_class, shuffled_per_class
 from raydd.data.reader import open_prepared
 from raydd.distill.loop import SingleProcess
 from raydd.distill.settings import DistillConfig
+from raydd.distill.stage_presets import resolve_presets
 from raydd.distill.stages import STATIC, StageSpec, build_stage
 from raydd.evaluation.sources import RealClips, TensorClips
 from raydd.evaluation.train import TrainSettings, train_and_test
@@ -64,7 +65,7 @@ def _stills(args: argparse.Namespace, dataset, fit: np.ndarray | None, seed: int
     config = DistillConfig(
         dataset=args.dataset, store=args.store, ipc=args.ipc, method="dm", static_method=args.method, **flags
     )
-    preset = config.static_preset()
+    preset = resolve_presets(config).stage1
     spec = StageSpec(
         stage=STATIC, method=args.method, dataset_uri=dataset.location.uri, ipc=args.ipc, preset=preset, seed=seed
     )

@@ -34,11 +34,12 @@ import torch
 
 from raydd.data.reader import open_prepared
 from raydd.distill.settings import DistillConfig
+from raydd.distill.stage_presets import resolve_presets
 from raydd.distill.stages import STATIC, StageSpec
 from raydd.layout import StoreLayout
 from raydd.prepare import PrepareConfig, prepare
 from raydd.tracking import mlflow_run
-from raydd.tuning.sweep import tune
+from raydd.tuning.sweep import sweep_presets, tune
 from raydd.tuning.sweep_config import TuneConfig
 from raydd.tuning.trial import fit_static, validation_split
 
@@ -75,7 +76,7 @@ def main() -> None:
     logged = mlflow_paths(root, 200 if args.quick else 2000)
     prepare(PrepareConfig(store=str(root / "prepared")))
 
-    preset = DistillConfig(dataset="builtin", method="dm", ipc=1, iterations=iterations).resolved_preset()
+    preset = resolve_presets(DistillConfig(dataset="builtin", method="dm", ipc=1, iterations=iterations)).run
     dataset = open_prepared(StoreLayout.of(str(root / "prepared")).dataset("builtin").uri)
     train, _ = validation_split(dataset.split("train").labels, len(dataset.classes), 0.2, 0)
     started = time.perf_counter()
@@ -103,7 +104,7 @@ def main() -> None:
             experiment="bench",
         )
         started = time.perf_counter()
-        rows = tune(config).rows
+        rows = tune(config, sweep_presets(config)).rows
         total = time.perf_counter() - started
         seconds = total - stage1  # the sweep's own stage 1 is the one timed above
         sweeps[concurrent] = {"seconds": total, "trials": len(rows), "trials_per_hour": len(rows) / seconds * 3600}

@@ -70,13 +70,6 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def resolved_dict(config: Any) -> dict[str, Any]:
-    """What ``--print-config`` prints: the config as the run will use it. A config whose defaults are resolved
-    later (a preset table, a file) says so with a ``resolved()`` method; any other prints as it is."""
-    resolve = getattr(config, "resolved", None)
-    return resolve() if callable(resolve) else to_dict(config)
-
-
 # Sections every command shares, defined once: a command's config inherits the ones it needs (frozen dataclasses
 # inherit fields; a command may redeclare a field to give it its own default or help).
 @dataclasses.dataclass(frozen=True)
@@ -176,12 +169,15 @@ def run_command(
     argv: Sequence[str] | None,
     prog: str,
     description: str,
+    printed: Callable[[C], dict[str, Any]] = to_dict,
 ) -> int:
-    """The body of every ``python -m raydd.<command>``: parse, maybe print the config, run, report."""
+    """The body of every ``python -m raydd.<command>``: parse, maybe print the config, run, report. ``printed``:
+    what ``--print-config`` prints, the config as the run will use it (a command that resolves more at its edge,
+    a preset, prints that too)."""
     config, print_config = parse_config(config_cls, sys.argv[1:] if argv is None else argv, prog, description)
     try:
         if print_config:
-            print(json.dumps(resolved_dict(config), indent=2, sort_keys=True))
+            print(json.dumps(printed(config), indent=2, sort_keys=True))
             return 0
         run(config)
     except RayddError as error:

@@ -12,14 +12,15 @@ import sys
 from collections.abc import Sequence
 
 from raydd.config import run_command
-from raydd.tuning.sweep import plan_text, tune
+from raydd.tuning.sweep import plan_text, sweep_presets, tune
 from raydd.tuning.sweep_config import TuneConfig
 
-__all__ = ["TuneConfig", "main", "tune"]
+__all__ = ["TuneConfig", "main", "sweep_presets", "tune"]
 
 
 def _run(config: TuneConfig) -> None:
-    print(plan_text(config) if config.plan else tune(config).summary())
+    presets = sweep_presets(config)  # once, here: the sweep receives it
+    print(plan_text(config, presets) if config.plan else tune(config, presets).summary())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from ray.job_submission import JobSubmissionClient
 from ray.runtime_env import RuntimeEnv
 
 from raydd.distill.settings import DistillConfig
+from raydd.distill.stage_presets import resolve_presets
 from raydd.experts.job import ExpertsConfig
 from raydd.planning.distill import distill_demands
 from raydd.planning.resources import Capacity, Demand, NodeShape, capacity_from_autoscaler, place
@@ -197,7 +198,7 @@ def resolved_stages(path: Path, capsys: pytest.CaptureFixture[str]) -> list[tupl
 def test_job_commands_resolve_with_print_config(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for module, config in resolved_stages(path, capsys):
         if module == "raydd.distill":
-            DistillConfig(**config).resolved_preset()  # the preset table has this method x paradigm x dataset x IPC
+            resolve_presets(DistillConfig(**config))  # the preset table has this method x paradigm x dataset x IPC
 
 
 @pytest.mark.parametrize("path", JOBS, ids=[path.stem for path in JOBS])

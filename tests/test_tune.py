@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from raydd.config import parse_config
 from raydd.distill.presets import Preset
 from raydd.distill.settings import DistillConfig
+from raydd.distill.stage_presets import resolve_presets
 from raydd.tune import TuneConfig, main
 from raydd.tuning.trial import validation_split
 from tests.conftest import store_holding
@@ -80,7 +81,7 @@ def test_a_sweep_writes_a_usable_preset_and_nested_runs_with_stage_one_once(
     config, _ = parse_config(
         DistillConfig, ["--store", store, "--preset", str(folder / "best_preset.json")], "raydd.distill"
     )
-    preset = config.resolved_preset()
+    preset = resolve_presets(config).run
     assert isinstance(preset, Preset) and preset.iterations == 3 and preset.network_width == 8
     assert (preset.lr_dynamic, preset.lr_hal) == (best["preset"]["lr_dynamic"], best["preset"]["lr_hal"])
 

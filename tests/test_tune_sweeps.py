@@ -18,7 +18,7 @@ from raydd.layout import StoreLayout
 from raydd.locations import resolve
 from raydd.tune import TuneConfig, main
 from raydd.tuning.ray_tune import arrow_filesystem
-from raydd.tuning.sweep import tune
+from raydd.tuning.sweep import sweep_presets, tune
 from tests.conftest import store_holding
 from tests.data.test_cache import Recording
 from tests.distill.tiny_store import write_experts
@@ -46,7 +46,7 @@ def test_asha_stops_a_trial_whose_loss_lags_at_the_grace_period(tiny_datasets: P
         **SMALL,
     )
     good, bad = {"lr_dynamic": 10.0, "lr_hal": 1e-4}, {"lr_dynamic": 1e7, "lr_hal": 1e2}
-    result = tune(config, starts=[good, bad])
+    result = tune(config, sweep_presets(config), starts=[good, bad])
     by_lr = {row.lr_dynamic: row for row in result.rows}
     assert (by_lr[10.0].status, by_lr[10.0].iterations) == ("DONE", 6)
     assert (by_lr[1e7].status, by_lr[1e7].iterations) == ("STOPPED", 2)  # from Tune's results: 2 of 6
@@ -71,7 +71,7 @@ def test_asha_stops_a_trial_whose_loss_lags_at_the_grace_period(tiny_datasets: P
 def test_a_starting_point_outside_the_ranges_is_refused_in_one_line(tmp_path: Path) -> None:
     config = TuneConfig(store=str(tmp_path), lr_dynamic_min=1.0, lr_dynamic_max=100.0, **SMALL)
     with pytest.raises(RayddError, match="starting point .* inside the ranges"):
-        tune(config, starts=[{"lr_dynamic": 1e3, "lr_hal": 1e-4}])
+        tune(config, sweep_presets(config), starts=[{"lr_dynamic": 1e3, "lr_hal": 1e-4}])
     assert list(tmp_path.iterdir()) == []
 
 

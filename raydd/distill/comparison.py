@@ -25,6 +25,7 @@ from raydd.distill.driver import distill
 from raydd.distill.methods.catalog import method_info
 from raydd.distill.presets import METHODS
 from raydd.distill.settings import DistillConfig
+from raydd.distill.stage_presets import resolve_presets
 from raydd.evaluation.job import EvalConfig, evaluate
 from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES
 from raydd.evaluation.report import RANDOM_REAL_ROW, format_comparison
@@ -155,7 +156,8 @@ def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Any]]:
             eval_runs=0,
             **common,
         )
-        outputs[paradigm] = distill(parse_config(DistillConfig, argv, "raydd.distill")[0]).output
+        distill_config = parse_config(DistillConfig, argv, "raydd.distill")[0]
+        outputs[paradigm] = distill(distill_config, resolve_presets(distill_config)).output
     rows = compare(config, outputs)
     print(format_table(rows, config))
     return rows

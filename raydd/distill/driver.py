@@ -17,12 +17,13 @@ from raydd.config import resolve_defaults, to_dict
 from raydd.data.reader import PreparedDataset, open_prepared
 from raydd.distill.artifact import read_static, static_exists, write_static_dynamic_state
 from raydd.distill.methods.catalog import method_info
-from raydd.distill.presets import Preset
+from raydd.distill.presets import UNREAD_BY_STAGE1, Preset
 from raydd.distill.preview import preview_gif, stills_png
 from raydd.distill.ray_train import RunSettings, fit_stage, stage_curves
 from raydd.distill.run_params import preset_flags, run_params
 from raydd.distill.settings import DistillConfig, settings_hash
 from raydd.distill.stage1 import fit_and_write_static
+from raydd.distill.stage_presets import RunPresets
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, stage_model
 from raydd.distilled_set import load_distilled, write_distilled
 from raydd.errors import RayddError
@@ -32,21 +33,6 @@ from raydd.parallel import ensure_ray
 from raydd.planning.resources import auto_cpus_per_worker, auto_use_gpu
 from raydd.storage import Location, Manifest, manifest_or_none, open_manifest, require_writable_root, resolve
 from raydd.tracking import Tracker, end_killed_run, mlflow_run
-
-# Preset fields that only stage 2 reads: changing them keeps stage 1's images reusable.
-STAGE2_ONLY = (
-    "lr_dynamic",
-    "lr_hal",
-    "hallucinator",
-    "hal_init",
-    "dynamic_per_ipc",
-    "dynamic_channels",
-    "dynamic_frames",
-    "dynamic_scale",
-    "dynamic_std",
-    "dynamic_init",
-    "lr_img",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,13 +67,16 @@ def _stage_key(spec: StageSpec, exclude: tuple[str, ...] = ()) -> str:
     return settings_hash(data)
 
 
-def distill(config: DistillConfig) -> DistillOutcome:
+def distill(config: DistillConfig, presets: RunPresets) -> DistillOutcome:
+    """Distil ``config`` with the presets resolved at the command's edge (:func:`.stage_presets.resolve_presets`)."""
     started = time.perf_counter()
     config = resolve_defaults(config)  # a config built in code may leave the store to $RAYDD_STORE
-    preset: Preset = config.resolved_preset()
-    static_method = config.stage1_method()
-    static_preset: Preset = config.static_preset() if config.paradigm != "naive" else preset
-    borrowed = config.borrowed()
+    preset, static_method, static_preset, borrowed = (
+        presets.run,
+        presets.stage1_method,
+        presets.stage1,
+        presets.borrowed,
+    )
     if borrowed is not None:
         print(
             f"preset: {config.dataset} has no preset of its own; borrowed {config.method} {config.paradigm} "
@@ -180,7 +169,7 @@ def distill(config: DistillConfig) -> DistillOutcome:
             static_spec = dataclasses.replace(
                 base, stage=STATIC, method=static_method, preset=static_preset, experts_uri=image_experts
             )
-            stage1_key = _stage_key(static_spec, STAGE2_ONLY)
+            stage1_key = _stage_key(static_spec, UNREAD_BY_STAGE1)
             static_name = f"{static_method}-spc{static_spec.per_class}-{stage1_key}-{preset.iterations}it"
             static_uri = config.static or layout.static(dataset.spec.name, static_name).uri
             if static_exists(static_uri):

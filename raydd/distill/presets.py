@@ -16,52 +16,184 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from raydd.devices import PRECISIONS
 from raydd.distill.methods.catalog import REGISTRY
 from raydd.errors import RayddError
+from raydd.models.hallucinator import VARIANTS
 
 METHODS = tuple(REGISTRY)  # dm, mtt, frepo, dc
 PARADIGMS = ("naive", "static-dynamic")
 
 
+# Which stage of a static-dynamic run reads a preset field (naive's one stage reads what it needs). Stage 1's field
+# sets derive from it: what changes keep stage 1's still images reusable, and what stage 1 takes from its own method.
+STAGE1, STAGE2, BOTH, NAIVE = "1", "2", "both", "naive"
+STAGES = (STAGE1, STAGE2, BOTH, NAIVE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """What a preset flag accepts: ``accepts(value)``, described to the user as ``allowed``."""
+
+    accepts: Callable[[Any], bool]
+    allowed: str
+
+
+POSITIVE_INTEGER = Bound(lambda value: value >= 1, "a positive integer")
+POSITIVE_NUMBER = Bound(lambda value: value > 0, "a positive number")
+
+
+def preset_field(
+    default: Any,
+    help: str,
+    *,
+    stage: str,
+    of_method: bool = False,
+    choices: Sequence[str] | None = None,
+    bound: Bound | None = None,
+) -> Any:
+    """A :class:`Preset` field, declared once: its default, its ``--help`` text, the ``stage`` that reads it, whether
+    each stage takes the value of the method it runs (``of_method``: stage 1 may run another, ``--static-method``),
+    and what its flag accepts. The override flags of ``python -m raydd.distill`` derive from these."""
+    assert stage in STAGES, stage
+    metadata = {"help": help, "stage": stage, "of_method": of_method, "choices": choices, "bound": bound}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    iterations: int = 5000  # per stage
-    lr_img: float | None = None  # naive: the synthetic videos' lr
-    lr_static: float | None = None  # static-dynamic stage 1: the still images' lr (image distillation)
-    lr_dynamic: float | None = None  # stage 2: the dynamic memories' lr
-    lr_hal: float | None = None  # stage 2: H's lr
-    momentum: float = 0.5  # SGD momentum of the synthetic tensors (the reference: 0.5 naive, 0.95 static-dynamic)
-    batch_real: int = 64  # DM: real clips per class per sample; FRePo: real clips per sample
-    batch_syn: int | None = None  # MTT: synthetic instances per student step (None: all)
-    syn_steps: int = 10
-    expert_epochs: int = 1
-    max_start_epoch: int = 10
-    lr_teacher: float = 0.01  # MTT: the student's initial (synthetic) lr
-    learn_lr: bool = True  # MTT: learn the student's lr
-    lr_lr: float = 1e-5  # MTT: lr of the learned lr
-    hallucinator: str = "conv"  # conv | convtranspose
-    static_per_ipc: int = 2  # SPC = this x IPC
-    dynamic_per_ipc: int = 2  # DPC = this x IPC
-    dynamic_channels: int = 1
-    dynamic_frames: int | None = None  # None: the clip's T
-    dynamic_scale: int = 1  # dynamic memories are H/scale x W/scale
-    init: str = "real"  # naive and stage 1: start from random real clips/frames, or "noise"
-    pixel_range: str = "free"  # naive and stage 1: "data" clamps the free tensors to real pixels' range after each step
-    hal_init: str = (
-        "random"  # stage 2: H at random (the reference) or "identity" (video = static + mean of dynamic channels)
+    iterations: int = preset_field(5000, "distillation iterations per stage", stage=BOTH, bound=POSITIVE_INTEGER)
+    lr_img: float | None = preset_field(None, "naive: lr of the synthetic videos", stage=NAIVE, bound=POSITIVE_NUMBER)
+    lr_static: float | None = preset_field(
+        None, "static-dynamic stage 1: lr of the still images", stage=STAGE1, of_method=True, bound=POSITIVE_NUMBER
     )
-    dynamic_std: float = 1.0  # stage 2: std of the dynamic memories' Gaussian initialisation (the reference: 1)
-    dynamic_init: str = "noise"  # stage 2: Gaussian noise (the reference) or "real": the motion of random real clips
-    match_features: str = "map"  # DM: the flattened feature map (the reference) or "pooled" features
-    network_width: int = 128  # matching networks' width (ConvNet width; MiniC3D (w/2, w, w))
-    # fp32 until bf16 is shown to keep the distilled sets' accuracy; auto/bf16: DM's real embedding in bfloat16;
-    # bf16 only: MTT's student too
-    precision: str = "fp32"
+    lr_dynamic: float | None = preset_field(
+        None, "static-dynamic stage 2: lr of the dynamic memories", stage=STAGE2, bound=POSITIVE_NUMBER
+    )
+    lr_hal: float | None = preset_field(
+        None, "static-dynamic stage 2: lr of the hallucinator H", stage=STAGE2, bound=POSITIVE_NUMBER
+    )
+    # The reference: 0.5 naive, 0.95 static-dynamic.
+    momentum: float = preset_field(
+        0.5,
+        "SGD momentum of the synthetic tensors",
+        stage=BOTH,
+        of_method=True,
+        bound=Bound(lambda value: 0 <= value < 1, "a number in [0, 1)"),
+    )
+    batch_real: int = preset_field(
+        64,
+        "DM: real clips per class per matching sample; FRePo: real clips per sample",
+        stage=BOTH,
+        of_method=True,
+        bound=POSITIVE_INTEGER,
+    )
+    batch_syn: int | None = preset_field(
+        None,
+        "MTT: synthetic instances per student step (default: all)",
+        stage=BOTH,
+        of_method=True,
+        bound=POSITIVE_INTEGER,
+    )
+    syn_steps: int = preset_field(
+        10, "MTT: student steps on synthetic data per sample", stage=BOTH, of_method=True, bound=POSITIVE_INTEGER
+    )
+    expert_epochs: int = preset_field(
+        1,
+        "MTT: expert epochs between start and target parameters",
+        stage=BOTH,
+        of_method=True,
+        bound=POSITIVE_INTEGER,
+    )
+    max_start_epoch: int = preset_field(
+        10, "MTT: start epochs are drawn from [0, this)", stage=BOTH, of_method=True, bound=POSITIVE_INTEGER
+    )
+    lr_teacher: float = preset_field(
+        0.01, "MTT: the student's initial lr", stage=BOTH, of_method=True, bound=POSITIVE_NUMBER
+    )
+    learn_lr: bool = preset_field(True, "MTT: learn the student's lr", stage=BOTH, of_method=True)
+    lr_lr: float = preset_field(
+        1e-5, "MTT: lr of the learned student lr", stage=BOTH, of_method=True, bound=POSITIVE_NUMBER
+    )
+    hallucinator: str = preset_field(
+        "conv",
+        "H: one Conv3D (conv) or Conv3D + ConvTranspose3d (convtranspose)",
+        stage=STAGE2,
+        choices=VARIANTS,
+    )
+    static_per_ipc: int = preset_field(2, "SPC = this x IPC still images per class", stage=BOTH, bound=POSITIVE_INTEGER)
+    dynamic_per_ipc: int = preset_field(
+        2, "DPC = this x IPC dynamic memories per class", stage=STAGE2, bound=POSITIVE_INTEGER
+    )
+    dynamic_channels: int = preset_field(1, "channels of a dynamic memory", stage=STAGE2, bound=POSITIVE_INTEGER)
+    dynamic_frames: int | None = preset_field(
+        None, "frames of a dynamic memory (default: the clip's)", stage=STAGE2, bound=POSITIVE_INTEGER
+    )
+    dynamic_scale: int = preset_field(
+        1, "dynamic memories are H/scale x W/scale pixels", stage=STAGE2, bound=POSITIVE_INTEGER
+    )
+    init: str = preset_field(
+        "real",
+        "naive and stage 1 start from random real clips/frames (real) or noise",
+        stage=STAGE1,
+        choices=("real", "noise"),
+    )
+    pixel_range: str = preset_field(
+        "free",
+        "naive and stage 1: data keeps the synthetic videos/images within real pixels' range (clamped "
+        "after each step), free leaves them unbounded (the reference)",
+        stage=STAGE1,
+        choices=("free", "data"),
+    )
+    hal_init: str = preset_field(
+        "random",
+        "stage 2 starts H at random (the reference) or as the identity composition video = static + dynamic",
+        stage=STAGE2,
+        choices=("random", "identity"),
+    )
+    dynamic_std: float = preset_field(
+        1.0,
+        "stage 2 initialises the dynamic memories as Gaussian noise of this std (the reference: 1)",
+        stage=STAGE2,
+        bound=Bound(lambda value: value >= 0, "0 or a positive number"),
+    )
+    dynamic_init: str = preset_field(
+        "noise",
+        "stage 2 starts the dynamic memories as noise (the reference; see --dynamic-std) or as the motion "
+        "of random real clips of their class (real)",
+        stage=STAGE2,
+        choices=("noise", "real"),
+    )
+    match_features: str = preset_field(
+        "map",
+        "DM: match the flattened feature map (map, the reference) or globally pooled features (pooled)",
+        stage=BOTH,
+        choices=("map", "pooled"),
+    )
+    network_width: int = preset_field(
+        128, "width of the matching networks (ConvNet; MiniC3D w/2, w, w)", stage=BOTH, bound=POSITIVE_INTEGER
+    )
+    # fp32 until bf16 is shown to keep the distilled sets' accuracy.
+    precision: str = preset_field(
+        "fp32",
+        "DM's real embedding (and with bf16, MTT's student) in bfloat16 (bf16) or float32 (fp32); auto: DM's in bf16 "
+        "where the hardware runs it natively, MTT in fp32",
+        stage=BOTH,
+        choices=PRECISIONS,
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+PRESET_FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(Preset)
+# What stage 1 takes from its own method's row when --static-method is not the base method.
+STAGE1_METHOD_FIELDS = tuple(field.name for field in PRESET_FIELDS if field.metadata["of_method"])
+# What stage 1 never reads: changing these keeps its still images reusable.
+UNREAD_BY_STAGE1 = tuple(field.name for field in PRESET_FIELDS if field.metadata["stage"] in (STAGE2, NAIVE))
 
 
 def _rows(
@@ -255,7 +387,7 @@ def load_preset_file(text: str, source: str) -> dict[str, Any]:
     if not isinstance(fields, dict):
         raise RayddError(f"preset file {source} must hold a JSON object of preset fields")
     fields = fields.get("preset", fields)
-    known = {field.name for field in dataclasses.fields(Preset)}
+    known = {field.name for field in PRESET_FIELDS}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise RayddError(

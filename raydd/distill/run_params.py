@@ -4,16 +4,15 @@ preset override flags are not logged again beside ``preset.*``: ``raydd.preset_f
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from raydd.config import to_dict
 from raydd.distill.borrow import Borrowed
-from raydd.distill.overrides import PresetOverrides
+from raydd.distill.presets import PRESET_FIELDS as DECLARED_PRESET_FIELDS
 from raydd.distill.presets import Preset
 from raydd.distill.settings import DistillConfig
 
-PRESET_FIELDS = frozenset(field.name for field in dataclasses.fields(PresetOverrides))
+PRESET_FIELDS = frozenset(field.name for field in DECLARED_PRESET_FIELDS)
 
 
 def run_params(

@@ -1,8 +1,9 @@
 """``DistillConfig``: the command line of ``python -m raydd.distill``, one frozen dataclass.
 
-Besides the run's own flags, every :class:`~raydd.distill.presets.Preset` field is a flag
-(:class:`~raydd.distill.overrides.PresetOverrides`) whose default ``None`` means "the preset's value";
-:meth:`DistillConfig.resolved_preset` applies table -> ``--preset FILE`` -> flags, in that order.
+Besides the run's own flags, every :class:`~raydd.distill.presets.Preset` field is a flag (:data:`PresetFlags`,
+derived from Preset's fields) whose default ``None`` means "the preset's value";
+:func:`~raydd.distill.stage_presets.resolve_presets` applies table -> ``--preset FILE`` -> flags, once, at the
+command's edge.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from typing import Any
 
 from raydd.config import (
@@ -23,20 +25,33 @@ from raydd.config import (
     check,
     check_choice,
     option,
-    resolve_defaults,
-    to_dict,
 )
 from raydd.data.specs import dataset_names
 from raydd.devices import DEVICE_CHOICES
 from raydd.distill import stage_presets
-from raydd.distill.borrow import Borrowed
-from raydd.distill.overrides import PresetOverrides
-from raydd.distill.presets import METHODS, PARADIGMS, Preset
+from raydd.distill.presets import METHODS, PARADIGMS, PRESET_FIELDS, Preset
 from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES
+
+PRESETS_VALUE = " (default: the preset's)"
+
+
+def _override_flag(field: dataclasses.Field, hint: Any) -> tuple[str, Any, dataclasses.Field]:
+    """The flag of a preset field: its type or None (the preset's value), its help and choices."""
+    help = field.metadata["help"] + PRESETS_VALUE
+    return field.name, hint | None, option(None, help, choices=field.metadata["choices"], group=PRESET)
+
+
+# One flag per Preset field, in Preset's order, derived from its declaration (help, choices, bounds).
+PresetFlags = dataclasses.make_dataclass(
+    "PresetFlags",
+    [_override_flag(field, typing.get_type_hints(Preset)[field.name]) for field in PRESET_FIELDS],
+    frozen=True,
+)
+PresetFlags.__module__ = __name__
 
 
 @dataclasses.dataclass(frozen=True)
-class DistillConfig(StoreSection, RaySection, TrackingSection, DeviceSection, SeedSection, PresetOverrides):
+class DistillConfig(StoreSection, RaySection, TrackingSection, DeviceSection, SeedSection, PresetFlags):
     """The flags of python -m raydd.distill (run flags + one override per preset field)."""
 
     dataset: str = option("builtin", "prepared dataset to distil (STORE/datasets/DATASET)", choices=dataset_names())
@@ -150,38 +165,16 @@ class DistillConfig(StoreSection, RaySection, TrackingSection, DeviceSection, Se
             "max_failures" if self.max_failures < 0 else "eval_runs",
             "0 or a positive integer",
         )
-        self.check_overrides()
+        for field in PRESET_FIELDS:
+            value, bound = getattr(self, field.name), field.metadata["bound"]
+            if value is not None and bound is not None:
+                check(bound.accepts(value), field.name, bound.allowed)
         check(self.eval_epochs is None or self.eval_epochs >= 1, "eval_epochs", "a positive integer")
 
-    def resolved(self) -> dict[str, Any]:
-        """What ``--print-config`` prints: the flags, every preset field as the run uses it (table row ->
-        ``--preset FILE`` -> flags) and, for static-dynamic, stage 1's method and (``stage1_preset``) the fields its
-        preset changes, if any."""
-        config = resolve_defaults(self)
-        data = {**to_dict(config), **config.resolved_preset().to_dict()}
-        if config.paradigm != "naive":
-            stage1 = config.static_preset().to_dict()
-            data["static_method"] = config.stage1_method()
-            changed = {name: value for name, value in stage1.items() if value != data[name]}
-            if changed:  # only then: the printed config stays a DistillConfig's fields otherwise
-                data["stage1_preset"] = changed
-        return data
-
-    def resolved_preset(self) -> Preset:
-        return stage_presets.presets(self)[0]
-
-    def static_preset(self) -> Preset:
-        """Stage 1's preset: the run's, with STAGE1_FIELDS from stage 1's method's row when it is not the base
-        method."""
-        return stage_presets.presets(self)[1]
-
-    def stage1_method(self) -> str:
-        """The method that learns stage 1's still images."""
-        return stage_presets.stage1_method(self)
-
-    def borrowed(self, method: str | None = None, paradigm: str | None = None) -> Borrowed | None:
-        """The nearest table row a dataset without rows (a folder of videos) borrows; None for any other."""
-        return stage_presets.borrowed(self, method, paradigm)
+    def overrides(self) -> dict[str, Any]:
+        """The preset fields the flags give (not None), by name: what they override in the preset."""
+        given = {field.name: getattr(self, field.name) for field in PRESET_FIELDS}
+        return {name: value for name, value in given.items() if value is not None}
 
 
 def settings_hash(data: dict[str, Any]) -> str:

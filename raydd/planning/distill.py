@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raydd.config import resolve_defaults
 from raydd.distill.methods.catalog import method_info
@@ -29,6 +29,9 @@ from raydd.planning.resources import (
     refuse_unless_placed,
 )
 from raydd.planning.sizes import DatasetSize, dataset_size
+
+if TYPE_CHECKING:
+    from raydd.distill.stage_presets import RunPresets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,18 +144,19 @@ def distill_demands(config: Any, known: Capacity) -> tuple[bool, float, list[Dem
     return use_gpu, cpus, demands
 
 
-def _stage_method(config: Any, stage: str, preset: Preset) -> tuple[str, str, Preset]:
+def _stage_method(config: Any, stage: str, presets: RunPresets) -> tuple[str, str, Preset]:
     """(method, stage, preset) of one stage: stage 1 runs ``--static-method`` with its own preset."""
-    if stage == STATIC and hasattr(config, "stage1_method"):
-        return config.stage1_method(), stage, config.static_preset()
-    return config.method, stage, preset
+    if stage == STATIC:
+        return presets.stage1_method, stage, presets.stage1
+    return config.method, stage, presets.run
 
 
-def plan_distill(config: Any, capacity: Capacity | None = None) -> DistillPlan:
-    """The plan of ``config`` (a :class:`~raydd.distill.settings.DistillConfig`), checked against ``capacity``
-    when given (raises a one-line :class:`~raydd.errors.RayddError` when the cluster cannot place it)."""
+def plan_distill(config: Any, presets: RunPresets, capacity: Capacity | None = None) -> DistillPlan:
+    """The plan of ``config`` (a :class:`~raydd.distill.settings.DistillConfig`) with its resolved ``presets``,
+    checked against ``capacity`` when given (raises a one-line :class:`~raydd.errors.RayddError` when the cluster
+    cannot place it)."""
     config = resolve_defaults(config)  # a config built in code may leave the store to $RAYDD_STORE
-    preset = config.resolved_preset()
+    preset = presets.run
     size = dataset_size(config.store, config.dataset)
     known = capacity or this_machine()
     use_gpu, cpus, demands = distill_demands(config, known)
@@ -163,7 +167,7 @@ def plan_distill(config: Any, capacity: Capacity | None = None) -> DistillPlan:
     stages = {
         stage: worker_memory(
             stage_load(
-                *_stage_method(config, stage, preset),
+                *_stage_method(config, stage, presets),
                 config.ipc,
                 size,
                 own_classes=own,

@@ -18,6 +18,7 @@ from raydd.data.reader import open_prepared
 from raydd.distill.methods.catalog import method_info
 from raydd.distill.presets import Preset, table_preset
 from raydd.distill.settings import DistillConfig
+from raydd.distill.stage_presets import RunPresets, resolve_presets
 from raydd.distill.stages import DYNAMIC, STATIC, StageSpec
 from raydd.errors import RayddError
 from raydd.layout import StoreLayout, default_store
@@ -50,16 +51,17 @@ def _distill_config(config: TuneConfig, **lrs: float) -> Any:  # noqa: ANN401
     return DistillConfig(**fields, **lrs, **overrides)
 
 
-def base_preset(config: TuneConfig) -> Preset:
-    """The preset every trial starts from (its lr_dynamic and lr_hal are the sweep's)."""
-    return _distill_config(config, lr_dynamic=1.0, lr_hal=1.0).resolved_preset()
+def sweep_presets(config: TuneConfig) -> RunPresets:
+    """The sweep's presets, resolved once at the command's edge: ``run`` is the preset every trial starts from (its
+    lr_dynamic and lr_hal are the sweep's), ``stage1`` the one stage 1 runs."""
+    return resolve_presets(_distill_config(config, lr_dynamic=1.0, lr_hal=1.0))
 
 
-def _centre(config: TuneConfig) -> Preset | None:
+def _centre(config: TuneConfig, presets: RunPresets) -> Preset | None:
     """The preset whose lr_dynamic and lr_hal the sweep's ranges centre on: the table's, or the borrowed row's."""
-    table = table_preset(config.method, "static-dynamic", config.dataset, config.ipc)
-    borrowed = None if table is not None else _distill_config(config).borrowed()
-    return table if borrowed is None else Preset(**borrowed.fields)
+    if presets.borrowed is not None:
+        return Preset(**presets.borrowed.fields)
+    return table_preset(config.method, "static-dynamic", config.dataset, config.ipc)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,13 +86,13 @@ class SweepResult:
         return "\n".join(lines)
 
 
-def tune(config: TuneConfig, starts: Sequence[Mapping[str, float]] = ()) -> SweepResult:
-    """Run (or resume) the sweep of ``config``; stage 1 only if the sweep's folder lacks its still images.
-    ``starts``: (lr_dynamic, lr_hal) points tried first, in order (default: the centre of the ranges)."""
+def tune(config: TuneConfig, presets: RunPresets, starts: Sequence[Mapping[str, float]] = ()) -> SweepResult:
+    """Run (or resume) the sweep of ``config`` with its :func:`sweep_presets`; stage 1 only if the sweep's folder
+    lacks its still images. ``starts``: (lr_dynamic, lr_hal) points tried first, in order (default: the centre of
+    the ranges)."""
     config = dataclasses.replace(config, store=config.store or default_store())  # where the runs are logged
-    preset = base_preset(config)
-    centre = _centre(config)
-    stage1 = _distill_config(config, lr_dynamic=1.0, lr_hal=1.0)
+    preset = presets.run
+    centre = _centre(config, presets)
     lr_dynamic = _range(config.lr_dynamic_min, config.lr_dynamic_max, centre and centre.lr_dynamic, "lr_dynamic")
     lr_hal = _range(config.lr_hal_min, config.lr_hal_max, centre and centre.lr_hal, "lr_hal")
     start = {"lr_dynamic": math.sqrt(lr_dynamic[0] * lr_dynamic[1]), "lr_hal": math.sqrt(lr_hal[0] * lr_hal[1])}
@@ -113,11 +115,11 @@ def tune(config: TuneConfig, starts: Sequence[Mapping[str, float]] = ()) -> Swee
         device=config.device,
         experts_uri=experts("convnet"),
     )
-    static_method = stage1.stage1_method()
+    static_method = presets.stage1_method
     static = dataclasses.replace(
         base,
         method=static_method,
-        preset=stage1.static_preset(),
+        preset=presets.stage1,
         experts_uri=layout.experts(config.dataset, "convnet").uri if method_info(static_method).needs_experts else None,
     )
     trial = TrialSpec(
@@ -199,8 +201,8 @@ def tune(config: TuneConfig, starts: Sequence[Mapping[str, float]] = ()) -> Swee
     return SweepResult(tuple(rows), folder.child("best_preset.json").uri, config.validation_fraction)
 
 
-def plan_text(config: TuneConfig) -> str:
+def plan_text(config: TuneConfig, presets: RunPresets) -> str:
     """The sweep's plan, starting nothing; refuses what a given cluster cannot place."""
     from raydd.planning.report import format_tasks
 
-    return format_tasks(plan_tune(config, base_preset(config), capacity(config.ray_address)))
+    return format_tasks(plan_tune(config, presets.run, capacity(config.ray_address)))

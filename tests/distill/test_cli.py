@@ -253,3 +253,25 @@ def test_a_second_identical_run_has_nothing_to_do(store: str, capsys: pytest.Cap
         len(client.search_runs([client.get_experiment_by_name("raydd-distill").experiment_id])) == 1
     )  # and no second MLflow run
     assert len(os.listdir(Path(store) / "distill" / "runs")) == 1
+
+
+def test_a_run_reads_its_preset_file_once_at_the_edge(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The preset is resolved once, before the engine starts: the file is gone afterwards and the run still works."""
+    import raydd.distill.__main__ as command
+
+    preset_file = tmp_path / "tuned.json"
+    preset_file.write_text(json.dumps({"preset": {"iterations": 2, "network_width": 8, "batch_real": 4}}))
+    resolved = []
+
+    def resolve_then_delete(config: DistillConfig) -> object:
+        resolved.append(command_resolve(config))
+        preset_file.unlink()
+        return resolved[-1]
+
+    command_resolve = command.resolve_presets
+    monkeypatch.setattr(command, "resolve_presets", resolve_then_delete)
+    argv = ["--store", store, "--preset", str(preset_file), "--checkpoint-every", "2", "--eval-runs", "0"]
+    assert main(argv) == 0
+    assert len(resolved) == 1 and resolved[0].run.iterations == 2 and not preset_file.exists()

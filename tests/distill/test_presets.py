@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
+import re
 import typing
 from pathlib import Path
 
@@ -14,36 +14,81 @@ import pytest
 import torch
 
 from raydd.data.specs import MINIUCF_CLASSES, get_spec
-from raydd.distill.overrides import PresetOverrides
-from raydd.distill.presets import TABLES, Preset, table_preset
+from raydd.distill.driver import _stage_key
+from raydd.distill.presets import (
+    PRESET_FIELDS,
+    STAGE1_METHOD_FIELDS,
+    STAGES,
+    TABLES,
+    UNREAD_BY_STAGE1,
+    Preset,
+    table_preset,
+)
 from raydd.distill.settings import DistillConfig
+from raydd.distill.stage_presets import resolve_presets
 from raydd.distill.stages import STATIC, StageSpec, dynamic_shape
 from raydd.distill.synthetic import FreeTensors, StaticDynamic, full_video_values
 from raydd.distilled_set import BYTES_PER_VALUE, write_distilled, write_static_dynamic
-from raydd.errors import RayddError
+from raydd.errors import ConfigError, RayddError
 from raydd.models.hallucinator import VARIANTS, Hallucinator
 
 NUM_CLASSES = {"miniucf": 50, "hmdb51": 51, "k400": 400, "ssv2": 174}
 FULL_SIZE = sorted(key for key in TABLES if key[2] != "builtin")
 
 
-def _optional(hint: object) -> frozenset:
-    """The types ``hint`` allows, ``None`` always among them: ``int`` and ``int | None`` give {int, None}."""
-    parts = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    return frozenset(parts) | {type(None)}
-
-
-def test_the_override_flags_mirror_the_preset_field_for_field() -> None:
-    """One flag per Preset field, of the field's type (or None: the preset's value), in Preset's order."""
-    presets, overrides = typing.get_type_hints(Preset), typing.get_type_hints(PresetOverrides)
-    assert list(overrides) == [field.name for field in dataclasses.fields(Preset)]
-    assert {name: _optional(hint) for name, hint in overrides.items()} == {
-        name: _optional(hint) for name, hint in presets.items()
-    }
-    assert all(field.default is None for field in dataclasses.fields(PresetOverrides))
-    assert issubclass(DistillConfig, PresetOverrides)
+def test_every_preset_field_is_one_flag_derived_from_its_declaration() -> None:
+    """A Preset field is declared once (default, help, stage, bounds); its distill flag takes the field's type or
+    None (the preset's value) and the declared help and choices."""
+    hints = typing.get_type_hints(DistillConfig)
+    flags = {field.name: field for field in dataclasses.fields(DistillConfig)}
+    for field in PRESET_FIELDS:
+        assert field.metadata["stage"] in STAGES, field.name
+        flag = flags[field.name]
+        assert flag.default is None and hints[field.name] == typing.get_type_hints(Preset)[field.name] | None
+        assert flag.metadata["help"] == field.metadata["help"] + " (default: the preset's)"
+        assert flag.metadata["choices"] == field.metadata["choices"]
     given = DistillConfig(dataset="miniucf", method="dm", paradigm="naive", lr_img=7.0, learn_lr=False)
     assert given.overrides() == {"lr_img": 7.0, "learn_lr": False}
+
+
+def test_a_flag_outside_its_declared_bound_is_refused() -> None:
+    for field in PRESET_FIELDS:
+        bound = field.metadata["bound"]
+        if bound is not None:
+            with pytest.raises(
+                ConfigError, match=f"--{field.name.replace('_', '-')}: expected {re.escape(bound.allowed)}"
+            ):
+                DistillConfig(**{field.name: -1})
+
+
+def _stage1_key(**flags: object) -> str:
+    presets = resolve_presets(DistillConfig(method="frepo", static_method="dc", **flags))
+    spec = StageSpec(stage=STATIC, method="dc", dataset_uri="builtin", ipc=1, preset=presets.stage1)
+    return _stage_key(spec, UNREAD_BY_STAGE1)
+
+
+def test_the_stage_sets_derive_from_each_fields_stage() -> None:
+    """Stage 1's still images stay reusable when a field only stage 2 (or naive) reads changes, and not when one
+    that stage 1 reads does; stage 1 run by another method takes that method's row for its method's fields."""
+    declared = {field.name: field.metadata for field in PRESET_FIELDS}
+    assert set(UNREAD_BY_STAGE1) == {name for name, meta in declared.items() if meta["stage"] in ("2", "naive")}
+    assert {"lr_dynamic", "lr_hal", "hallucinator", "lr_img"} <= set(UNREAD_BY_STAGE1)
+    assert not set(STAGE1_METHOD_FIELDS) & set(UNREAD_BY_STAGE1) and "lr_static" in STAGE1_METHOD_FIELDS
+    base = _stage1_key()
+    assert all(_stage1_key(**{name: 0.123}) == base for name in ("lr_dynamic", "lr_hal", "lr_img", "dynamic_std"))
+    assert all(_stage1_key(**{name: 3}) != base for name in ("iterations", "network_width", "batch_real"))
+    config = DistillConfig(method="frepo", static_method="dc")
+    stage1 = resolve_presets(config).stage1
+    dc, frepo = (
+        table_preset("dc", "static-dynamic", "builtin", 1),
+        table_preset("frepo", "static-dynamic", "builtin", 1),
+    )
+    assert all(getattr(stage1, name) == getattr(dc, name) for name in STAGE1_METHOD_FIELDS)
+    assert all(
+        getattr(stage1, field.name) == getattr(frepo, field.name)
+        for field in PRESET_FIELDS
+        if field.name not in STAGE1_METHOD_FIELDS
+    )
 
 
 @pytest.mark.parametrize("key", sorted(TABLES), ids=lambda key: "-".join(map(str, key)))
@@ -54,7 +99,7 @@ def test_every_row_is_a_preset_the_command_line_accepts(key: tuple) -> None:
         dataset=dataset, method=method, paradigm=paradigm, ipc=ipc, **TABLES[key]
     )  # the flags' validation accepts every value
     assert (
-        DistillConfig(dataset=dataset, method=method, paradigm=paradigm, ipc=ipc).resolved_preset()
+        resolve_presets(DistillConfig(dataset=dataset, method=method, paradigm=paradigm, ipc=ipc)).run
         == preset
         == table_preset(*key)
     )
@@ -75,26 +120,26 @@ def test_the_tables_cover_the_seeds_datasets() -> None:
 
 def test_a_combination_without_a_row_asks_for_its_lrs() -> None:
     with pytest.raises(RayddError, match=r"no preset for frepo static-dynamic on k400 at IPC 1.*--lr-dynamic LR"):
-        DistillConfig(dataset="k400", method="frepo", paradigm="static-dynamic", ipc=1).resolved_preset()
+        resolve_presets(DistillConfig(dataset="k400", method="frepo", paradigm="static-dynamic", ipc=1))
     with pytest.raises(RayddError, match=r"pass --lr-img LR or --preset FILE"):
-        DistillConfig(dataset="ssv2", method="frepo", paradigm="naive", ipc=5).resolved_preset()
-    given = DistillConfig(dataset="k400", method="frepo", paradigm="naive", ipc=1, lr_img=0.5).resolved_preset()
+        resolve_presets(DistillConfig(dataset="ssv2", method="frepo", paradigm="naive", ipc=5))
+    given = resolve_presets(DistillConfig(dataset="k400", method="frepo", paradigm="naive", ipc=1, lr_img=0.5)).run
     assert given.lr_img == 0.5 and given == Preset(lr_img=0.5)  # everything else: the Preset defaults
 
 
 def test_flags_override_a_preset_file_which_overrides_the_table(tmp_path: Path) -> None:
     base = dict(dataset="miniucf", method="dm", paradigm="naive", ipc=5)
     table = table_preset("dm", "naive", "miniucf", 5)
-    flagged = DistillConfig(**base, lr_img=7.0).resolved_preset()
+    flagged = resolve_presets(DistillConfig(**base, lr_img=7.0)).run
     assert flagged.lr_img == 7.0 and flagged.batch_real == table.batch_real == 64
     (tmp_path / "tuned.json").write_text(
         json.dumps({"preset": {"lr_img": 5.0, "batch_real": 3}, "score": 41.0})
     )  # as python -m raydd.tune writes it
     (tmp_path / "plain.json").write_text(json.dumps({"lr_img": 5.0, "batch_real": 3}))
     for name in ("tuned.json", "plain.json"):
-        from_file = DistillConfig(**base, preset=str(tmp_path / name)).resolved_preset()
+        from_file = resolve_presets(DistillConfig(**base, preset=str(tmp_path / name))).run
         assert (from_file.lr_img, from_file.batch_real, from_file.iterations) == (5.0, 3, table.iterations)
-        both = DistillConfig(**base, preset=str(tmp_path / name), lr_img=7.0).resolved_preset()
+        both = resolve_presets(DistillConfig(**base, preset=str(tmp_path / name), lr_img=7.0)).run
         assert (both.lr_img, both.batch_real) == (7.0, 3)
 
 
@@ -104,7 +149,7 @@ def test_an_unknown_field_in_a_preset_file_is_a_one_line_error(tmp_path: Path) -
     with pytest.raises(
         RayddError, match=r"preset file .*typo.json has unknown fields lr_imgg: known fields are "
     ) as error:
-        config.resolved_preset()
+        resolve_presets(config)
     assert "\n" not in str(error.value)
 
 

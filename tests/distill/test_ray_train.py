@@ -18,6 +18,7 @@ from raydd.config import parse_config, to_dict
 from raydd.distill.__main__ import main
 from raydd.distill.run_params import PRESET_FIELDS
 from raydd.distill.settings import DistillConfig
+from raydd.distill.stage_presets import resolve_presets
 from raydd.distilled_set import load_distilled, read_tensor_shard
 from raydd.experts.__main__ import main as experts_main
 from raydd.faults import MARKERS
@@ -314,7 +315,7 @@ def test_the_mlflow_run_records_config_losses_storage_preview_and_evaluation(mtt
     flags = {k: v for k, v in flatten(to_dict(config)).items() if k not in PRESET_FIELDS}
     assert {k: v for k, v in params.items() if not k.startswith(("preset.", "static_preset.", "stage1."))} == flags
     assert "null" not in params.values() and not PRESET_FIELDS & set(params)
-    preset = config.resolved_preset()
+    preset = resolve_presets(config).run
     assert {k[len("preset.") :]: v for k, v in params.items() if k.startswith("preset.")} == flatten(preset.to_dict())
     assert params["method"] == "mtt" and params["preset.iterations"] == "3" and params["preset.syn_steps"] == "2"
     given = sorted(name for flag in MTT if (name := flag[2:].replace("-", "_")) in PRESET_FIELDS)

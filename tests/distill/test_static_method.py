@@ -12,6 +12,7 @@ from raydd.distill.__main__ import main
 from raydd.distill.artifact import read_static
 from raydd.distill.presets import table_preset
 from raydd.distill.settings import DistillConfig
+from raydd.distill.stage_presets import resolve_presets
 from raydd.distilled_set import load_distilled
 from raydd.errors import RayddError
 from raydd.storage import read_manifest, resolve
@@ -61,28 +62,30 @@ def test_dc_as_the_base_method_of_naive_distillation_runs(store: str) -> None:
 
 def test_stage_one_runs_the_base_method_unless_told_otherwise() -> None:
     # The evidence (benchmarks/stills.py on builtin) favours DM's stills over DC's: the default is the base method.
-    assert DistillConfig(method="dm").stage1_method() == "dm"
-    assert DistillConfig(method="mtt", dataset="miniucf").stage1_method() == "mtt"
-    assert DistillConfig(method="dm", static_method="frepo").stage1_method() == "frepo"
-    assert DistillConfig(method="dm").static_preset() == DistillConfig(method="dm").resolved_preset()
+    assert resolve_presets(DistillConfig(method="dm")).stage1_method == "dm"
+    assert resolve_presets(DistillConfig(method="mtt", dataset="miniucf")).stage1_method == "mtt"
+    assert resolve_presets(DistillConfig(method="dm", static_method="frepo")).stage1_method == "frepo"
+    assert resolve_presets(DistillConfig(method="dm")).stage1 == resolve_presets(DistillConfig(method="dm")).run
 
 
 def test_stage_one_takes_its_fields_from_its_own_methods_row() -> None:
     own = DistillConfig(method="mtt", static_method="mtt")
-    assert own.static_preset() == own.resolved_preset() == table_preset("mtt", "static-dynamic", "builtin", 1)
+    assert (
+        resolve_presets(own).stage1 == resolve_presets(own).run == table_preset("mtt", "static-dynamic", "builtin", 1)
+    )
     config = DistillConfig(method="frepo", static_method="dc")
     frepo = table_preset("frepo", "static-dynamic", "builtin", 1)
     dc = table_preset("dc", "static-dynamic", "builtin", 1)
-    stage1 = config.static_preset()
+    stage1 = resolve_presets(config).stage1
     assert (stage1.lr_static, stage1.momentum, stage1.batch_real) == (dc.lr_static, dc.momentum, dc.batch_real)
-    assert stage1.iterations == frepo.iterations and config.resolved_preset() == frepo  # stage 2 keeps FRePo's
-    flagged = DistillConfig(method="frepo", static_method="dc", lr_static=0.5, momentum=0.1).static_preset()
+    assert stage1.iterations == frepo.iterations and resolve_presets(config).run == frepo  # stage 2 keeps FRePo's
+    flagged = resolve_presets(DistillConfig(method="frepo", static_method="dc", lr_static=0.5, momentum=0.1)).stage1
     assert (flagged.lr_static, flagged.momentum) == (0.5, 0.1)
     # DC has no row for a paper dataset: stage 1 then needs its lr, and the error names every way out.
     expected = "no preset for stage 1 with --static-method dc on miniucf at IPC 1: pass --lr-static LR, --static-method"
     with pytest.raises(RayddError, match=expected):
-        DistillConfig(dataset="miniucf", method="dm", static_method="dc").resolved_preset()
+        resolve_presets(DistillConfig(dataset="miniucf", method="dm", static_method="dc"))
     given = DistillConfig(dataset="miniucf", method="dm", static_method="dc", lr_static=0.1)
-    assert given.static_preset().lr_static == 0.1
+    assert resolve_presets(given).stage1.lr_static == 0.1
     # Reusing stage 1's images (--static) needs no stage-1 lr at all.
-    DistillConfig(dataset="miniucf", method="dm", static_method="dc", static="somewhere").resolved_preset()
+    resolve_presets(DistillConfig(dataset="miniucf", method="dm", static_method="dc", static="somewhere"))
