@@ -35,7 +35,15 @@ def _alive_nodes(address: str | None) -> tuple[list[NodeShape], str] | None:
     from ray.util.state import list_nodes
 
     try:
-        nodes = list_nodes(address=address, filters=[("state", "=", "ALIVE")], detail=True, timeout=10)
+        # Once a node has died, the State API counts it and takes the ALIVE-filtered answer for a truncated one
+        # ("Failed to retrieve all 5 nodes ..."): a cluster that lost a node would be unreadable. It is whole.
+        nodes = list_nodes(
+            address=address,
+            filters=[("state", "=", "ALIVE")],
+            detail=True,
+            timeout=10,
+            raise_on_missing_output=False,
+        )
     except Exception as error:  # the state API raises a handful of types for an unreachable cluster
         raise RayddError(
             f"cannot read the Ray cluster at {address} ({type(error).__name__}: {first_line(error)}): "
