@@ -243,6 +243,24 @@ def killed_run(client: Any, experiment_id: str, settings_hash: str) -> str | Non
     return run_id
 
 
+def tagged_child_run(store: str | None, experiment: str, parent_run_id: str, tag: str, value: str) -> str | None:
+    """The newest child run of ``parent_run_id`` tagged ``tag = value``, if any: how a resumed sweep finds the run
+    a trial already has, from the tracking store itself rather than from state saved beside it (which may lag)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri(store))
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.`{tag}` = '{value}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
 def end_killed_run(store: str | None, experiment: str, settings_hash: str, why: str) -> str | None:
     """Mark KILLED the run of ``settings_hash`` that a killed driver left RUNNING, when there is nothing left for a
     re-run to continue (its output is complete); ``why`` is tagged. Returns its id, or None when there is none."""

@@ -8,8 +8,10 @@ one (``loss_curve`` from step ``curve_start``); the callback keeps them and send
 (:meth:`raydd.tracking.MlflowTracker.log_series`, MLflow's ``log_batch``) at most every
 :data:`FLUSH_EVERY_S` seconds, and the rest when the trial ends.
 
-The run of each trial is remembered in the callback's state, which Tune saves with the experiment, so a
-resumed sweep logs a trial it restarts into the run that trial already had.
+A resumed sweep logs a trial it restarts into the run that trial already had: the run is found in the tracking
+store by its ``raydd.trial_id`` tag under the sweep's parent run. (State saved with Tune's experiment would lag:
+a driver killed between a trial's first report and the next experiment checkpoint left a trial whose run the
+resumed sweep did not know, and it got a second child run.)
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import math
 import time
 from typing import Any
 
-from raydd.tracking import MlflowTracker, mlflow_run
+from raydd.tracking import PARENT_TAG, MlflowTracker, mlflow_run, tagged_child_run
 
 FLUSH_EVERY_S = 30.0
 CURVE, CURVE_START = "loss_curve", "curve_start"
 FINAL_METRICS = ("val_top1", "validation_clips", "seconds")
+TRIAL_TAG = "raydd.trial_id"
 
 
 class TrialRuns:
@@ -31,7 +34,6 @@ class TrialRuns:
 
     def __init__(self, store: str, experiment: str, parent_run_id: str) -> None:
         self.store, self.experiment, self.parent_run_id = store, experiment, parent_run_id
-        self.run_ids: dict[str, str] = {}  # trial id -> MLflow run id (saved with the experiment)
         self._open: dict[str, tuple[contextlib.ExitStack, MlflowTracker]] = {}
         self._curves: dict[str, tuple[int, list[float]]] = {}  # trial id -> (first step, losses not yet sent)
         self._sent_at: dict[str, float] = {}
@@ -41,13 +43,6 @@ class TrialRuns:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["store"], state["experiment"], state["parent_run_id"])
-
-    def get_state(self) -> dict[str, Any]:
-        return {"run_ids": dict(self.run_ids), "parent_run_id": self.parent_run_id}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        if state.get("parent_run_id") == self.parent_run_id:
-            self.run_ids.update(state.get("run_ids", {}))
 
     def _tracker(self, trial: Any) -> MlflowTracker:  # noqa: ANN401 - Tune's Trial
         trial_id = trial.trial_id
@@ -60,11 +55,12 @@ class TrialRuns:
                     self.experiment,
                     f"trial-{trial_id}",
                     {key: config[key] for key in ("lr_dynamic", "lr_hal") if key in config},
-                    {"mlflow.parentRunId": self.parent_run_id, "raydd.trial_id": trial_id},
-                    resume_run_id=self.run_ids.get(trial_id),
+                    {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial_id},
+                    resume_run_id=tagged_child_run(
+                        self.store, self.experiment, self.parent_run_id, TRIAL_TAG, trial_id
+                    ),
                 )
             )
-            self.run_ids[trial_id] = tracker.run_id
             self._open[trial_id] = (stack, tracker)
             self._sent_at[trial_id] = time.monotonic()
         return self._open[trial_id][1]
