@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,6 +42,9 @@ FAKE_GPU = "fake_gpu"  # stands in for GPU on fake nodes: a raylet told GPU: 1 w
 LOCAL_CPUS_PER_NODE = 1  # this machine has 2 cores: each fake node offers at most 1 CPU
 NODE_RESOURCE = "raydd_node_"  # a custom resource naming each worker node: node_resource(name)
 CHECK_EVERY_S = 0.5
+# A node's own agents, and the cluster-wide coordinator Ray Train starts once and keeps on the head: not left-overs.
+NODE_DAEMONS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::_AutoscalingCoordinatorActor")
+LAUNCH_LINE = re.compile(r"Launching (\d+) nodes, type (\S+)\.")  # Ray's autoscaler's NodeLauncher, in monitor.log
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -118,6 +122,46 @@ def wait_for(
 
 def _tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+
+
+class Background:
+    """A command running as a driver on a cluster's head, its output in a file (read while it runs)."""
+
+    def __init__(self, cluster: LocalCluster, arguments: list[str], log: Path, **extra: str) -> None:
+        self.log = log
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *arguments],
+            env=cluster.command_env(**extra),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            cwd=cluster.root,
+            start_new_session=True,
+        )
+
+    def wait_for(self, check: Callable[[], T], what: str, within_s: float = 600) -> T:
+        """``check()``'s first truthy value while the command runs (stored state Ray gives no notice of)."""
+        return wait_for(check, within_s=within_s, watching=self.process, what=what, log=self.log)
+
+    def finish(self, timeout: float = 600) -> str:
+        """The command's output once it has ended; fails unless it succeeded."""
+        self.process.wait(timeout=timeout)
+        assert self.process.returncode == 0, self.output()[-5000:]
+        return self.output()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def stored_objects(fs: Any, pattern: str) -> dict[str, str]:  # noqa: ANN401 - an s3fs.S3FileSystem
+    """Objects matching a glob, by path, with their ETag (fresh from the server, not s3fs's listing cache)."""
+    fs.invalidate_cache()
+    return {path: fs.info(path)["ETag"] for path in fs.glob(pattern)}
+
+
+def copy_datasets(fs: Any, source: str, target: str) -> str:  # noqa: ANN401 - an s3fs.S3FileSystem
+    """Copy ``source``'s prepared datasets into a fresh ``s3://`` store ``target``; returns ``target``."""
+    fs.copy(f"{source.removeprefix('s3://')}/datasets", f"{target.removeprefix('s3://')}/datasets", recursive=True)
+    return target
 
 
 class LocalCluster:
@@ -253,6 +297,23 @@ class LocalCluster:
         self.wait_on_head(lambda: not self.processes(name), within_s=30, what=f"every process of node {name} gone")
         return killed_at
 
+    def replace_a_worker_node(self) -> float:
+        """Lose a worker node whole (:meth:`remove_node`) and add a replacement with the same CPUs, as a cloud
+        autoscaler would; returns the time of the kill (``time.monotonic()``)."""
+        name, node = next((n, x) for n, x in self.nodes.items() if n != "head")
+        killed_at = self.remove_node(name)
+        self.add_node(node.cpus)
+        return killed_at
+
+    def left_behind(self) -> dict[str, list[str]]:
+        """Per node, the Ray workers alive (every ``ray::`` process but the node's own daemons): after a command
+        has ended, what it left behind."""
+        found = {}
+        for name in self.nodes:
+            titles = [p.title for p in self.processes(name) if p.title.startswith("ray::")]
+            found[name] = [title for title in titles if title not in NODE_DAEMONS]
+        return found
+
     def wait_on_head(
         self, check: Callable[[], T], *, within_s: float, what: str, detail: Callable[[], str] | None = None
     ) -> T:
@@ -276,6 +337,9 @@ class LocalCluster:
                 filters=[("state", "=", "ALIVE")],
                 detail=True,
                 timeout=20,
+                # With dead nodes in the cluster, the State API counts them and takes the ALIVE-filtered answer
+                # for truncated ("Failed to retrieve all 5 nodes ... (> 3)"): the answer is whole, take it.
+                raise_on_missing_output=False,
             )
         except Exception as error:  # the dashboard answers only once it is up, and slowly under load
             self.last_error = f"{type(error).__name__}: {error}"[:500]
@@ -290,6 +354,20 @@ class LocalCluster:
         for node in nodes:
             names |= {key[len(NODE_RESOURCE) :] for key in node.resources_total if key.startswith(NODE_RESOURCE)}
         return names
+
+    def worker_nodes_alive(self) -> int | None:
+        """How many nodes besides the head are alive (added or launched by the autoscaler); None while the
+        State API does not answer."""
+        nodes = self.alive_nodes()
+        return None if nodes is None else sum(1 for node in nodes if not node.is_head_node)
+
+    def launches(self) -> list[tuple[int, str]]:
+        """The autoscaler's launches so far, in order, as (how many nodes, node type), from its own log (a node
+        launched and gone again between two looks at the State API is counted too)."""
+        found: list[tuple[int, str]] = []
+        for log in sorted(self.temp.glob("session_2*/logs/monitor.log")):  # not the session_latest link too
+            found += [(int(count), kind) for count, kind in LAUNCH_LINE.findall(log.read_text(errors="replace"))]
+        return found
 
     def processes(self, name: str) -> list[Proc]:
         """Live processes of node ``name``: marked with its name, or seen descending from its ``ray start``."""
@@ -336,6 +414,28 @@ class LocalCluster:
         import shutil
 
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def dataset_shards(store: str, dataset: str = "builtin") -> dict[str, str]:
+    """Object path (as the proxies log it, ``/bucket/key``) -> name, of every shard of a prepared dataset."""
+    from raydd.storage import read_manifest, resolve
+
+    location = resolve(f"{store}/datasets/{dataset}")
+    return {f"/{location.path}/{record.name}": record.name for record in read_manifest(location).shards}
+
+
+def gets_by_node(cluster: LocalCluster, store: str) -> dict[str, dict[str, int]]:
+    """Per node: GET requests per dataset shard of ``store``."""
+    prefix = "/" + store.removeprefix("s3://") + "/datasets/"
+    return {name: node.shard_gets(prefix) for name, node in cluster.nodes.items()}
+
+
+def launched_nodes(launches: list[tuple[int, str]]) -> dict[str, int]:
+    """Nodes launched by node type, from :meth:`LocalCluster.launches` (or a slice of it)."""
+    counts: dict[str, int] = {}
+    for count, kind in launches:
+        counts[kind] = counts.get(kind, 0) + count
+    return counts
 
 
 def local_autoscaler_config(
@@ -391,9 +491,25 @@ def local_autoscaler_config(
     }
 
 
+def fake_gpu_as_gpu_scorer(
+    node_resources: dict[str, float], resources: list[dict[str, float]], node_type: str, **options: Any
+) -> Any:  # noqa: ANN401 - the autoscaler's own score tuple
+    """Ray's default utilization scorer, with :data:`FAKE_GPU` read as ``GPU``. The autoscaler keeps GPU node
+    types for GPU work (it scores a GPU node low for a CPU-only demand), but only for the resource named ``GPU``:
+    with ``GPU`` renamed, a 1-CPU task could launch a ``gpu_worker`` here where on the real cluster it launches a
+    ``cpu_worker``. Named by ``RAY_AUTOSCALER_UTILIZATION_SCORER`` on the head of :func:`autoscaling_cluster`."""
+    from ray.autoscaler._private.resource_demand_scheduler import _default_utilization_scorer
+
+    def as_gpu(bundle: dict[str, float]) -> dict[str, float]:
+        return {("GPU" if key == FAKE_GPU else key): value for key, value in bundle.items()}
+
+    return _default_utilization_scorer(as_gpu(node_resources), [as_gpu(r) for r in resources], node_type, **options)
+
+
 def write_local_autoscaler_config(cluster: LocalCluster, **options: Any) -> Path:
     """:func:`local_autoscaler_config` for ``cluster``'s head, as a file (what ``--autoscaling-config`` and
     ``RAYDD_AUTOSCALER_CONFIG`` take)."""
+    cluster.root.mkdir(parents=True, exist_ok=True)
     path = cluster.root / "autoscaler.yaml"
     path.write_text(json.dumps(local_autoscaler_config(cluster.address, **options), indent=1))
     return path
@@ -410,7 +526,12 @@ def autoscaling_cluster(
         config = write_local_autoscaler_config(cluster, idle_timeout_minutes=idle_timeout_minutes)
         cluster.start_head(
             autoscaling_config=config,
-            env={"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAYDD_AUTOSCALER_CONFIG": str(config)},
+            env={
+                "RAY_FAKE_CLUSTER": "1",
+                "AUTOSCALER_UPDATE_INTERVAL_S": "5",
+                "RAYDD_AUTOSCALER_CONFIG": str(config),
+                "RAY_AUTOSCALER_UTILIZATION_SCORER": f"{__name__}.{fake_gpu_as_gpu_scorer.__name__}",
+            },
         )
         yield cluster
     finally:

@@ -414,14 +414,15 @@ def s3_run(clips: int, iterations: int, work: Path) -> dict[str, Any]:
 # ---- main --------------------------------------------------------------------------------------------------------
 
 
-def judge(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+def judge(results: dict[str, Any], targets: dict[str, tuple[str, float]] = TARGETS) -> list[tuple[str, str, str, str]]:
+    """(metric, value, target, PASS/FAIL/not measured) for each target; a sense is ``>=``, ``<=`` or ``==``."""
     rows = []
-    for key, (sense, bound) in TARGETS.items():
+    for key, (sense, bound) in targets.items():
         value = results.get(key)
         if value is None:
             rows.append((key, "-", f"{sense} {bound}", "not measured"))
             continue
-        ok = value >= bound if sense == ">=" else value <= bound
+        ok = {">=": value >= bound, "<=": value <= bound, "==": value == bound}[sense]
         rows.append((key, f"{value:.3f}", f"{sense} {bound}", "PASS" if ok else "FAIL"))
     return rows
 
