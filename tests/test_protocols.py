@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from raydd.config import parse_config
-from raydd.distill.comparison import row_settings
 from raydd.distill.settings import DistillConfig
 from raydd.distilled_set import StaticDynamicParts
 from raydd.errors import RayddError
@@ -21,6 +20,7 @@ from raydd.evaluation.train import TrainSettings, train_and_test
 from raydd.models.hallucinator import Hallucinator
 from raydd.models.registry import build_model
 from raydd.pipeline import PipelineConfig
+from raydd.pipeline.comparison import row_settings
 
 CPU = torch.device("cpu")
 

@@ -30,7 +30,7 @@ from raydd.errors import RayddError
 from raydd.experts.trajectories import EXPERTS_KIND
 from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray
-from raydd.planning.resources import auto_cpus_per_worker, auto_use_gpu
+from raydd.resources import auto_cpus_per_worker, auto_use_gpu
 from raydd.storage import Location, Manifest, manifest_or_none, open_manifest, require_writable_root, resolve
 from raydd.tracking import Tracker, end_killed_run, mlflow_run
 
@@ -232,7 +232,10 @@ def _checked(state: dict[str, Any], spec: StageSpec, run: RunSettings) -> dict[s
 
 
 def _extra(config: DistillConfig, preset: Preset) -> dict[str, Any]:
-    return {"preset": preset.to_dict(), "seed": config.seed, "workers": config.workers}
+    """What the manifest carries beside the set: the settings that made it, and the lr preset its evaluation takes
+    (the method's, Suppl. 11.3), so that evaluation needs only the artifact."""
+    eval_preset = method_info(config.method).eval_preset
+    return {"preset": preset.to_dict(), "seed": config.seed, "workers": config.workers, "eval_preset": eval_preset}
 
 
 def _log_preview(tracker: Tracker, uri: str, dataset: PreparedDataset) -> None:

@@ -28,7 +28,7 @@ from raydd.evaluation.schedules import PRESET_NAMES
 from raydd.layout import StoreLayout, default_store
 from raydd.models.registry import CLASSIFIERS
 from raydd.parallel import ensure_ray, run_tasks
-from raydd.planning.resources import tasks_at_once
+from raydd.resources import tasks_at_once
 from raydd.tracking import mlflow_run
 
 BUILTIN = "builtin"  # the dataset --data defaults to, in the store

@@ -155,6 +155,7 @@ def test_two_workers_split_by_classes_compute_what_one_worker_computes(
     (output,) = (Path(store) / "distilled" / "builtin").iterdir()
     distilled = load_distilled(str(output))
     assert distilled.metadata["workers"] == 2
+    assert distilled.metadata["eval_preset"] == "standard"  # evaluation reads it from the artifact, not the catalog
     assert torch.equal(distilled.videos_NCTHW, states[-1]["synthetic"]["values"])
 
 

@@ -119,10 +119,3 @@ def method_info(name: str) -> MethodInfo:
 def low_precision_of(method: str, precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype ``method`` computes in where not float32, under ``--precision`` on ``device``; None: all fp32."""
     return autocast_dtype(precision, device) if precision in method_info(method).lower_precisions else None
-
-
-def eval_preset_of(method: str) -> str:
-    """The evaluation preset of a distilled set whose manifest says ``method`` (``frepo-naive``, ``dm``, ...;
-    empty for real clips): its base method's, else the standard one."""
-    info = REGISTRY.get(method.split("-", 1)[0])
-    return info.eval_preset if info is not None else STANDARD

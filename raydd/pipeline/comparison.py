@@ -33,7 +33,7 @@ from raydd.evaluation.schedules import FREPO, STANDARD
 from raydd.experts.job import ExpertsConfig, train_experts
 from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray
-from raydd.planning.resources import evaluation_devices
+from raydd.resources import evaluation_devices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,7 @@ def row_settings(
 ) -> dict[str, EvalConfig]:
     """{row name: its evaluation} for the distilled sets in ``outputs`` (by paradigm), the stills alone and random
     real clips: one protocol, epochs and lr preset for every row, so that the rows compare. ``devices``
-    (:func:`~raydd.planning.resources.evaluation_devices`) is what each run reserves."""
+    (:func:`~raydd.resources.evaluation_devices`) is what each run reserves."""
     sets = {
         f"{config.method} static-dynamic": {"data": outputs["static-dynamic"]},
         f"{config.method} naive": {"data": outputs["naive"]},
