@@ -7,9 +7,8 @@ import dataclasses
 from raydd.data.reader import PreparedDataset, open_prepared
 from raydd.distilled_set import DISTILLED_KIND, STATIC_DYNAMIC, VIDEOS, load_distilled, load_static_dynamic
 from raydd.errors import RayddError
-from raydd.evaluation.protocols import DEFAULT_PROTOCOL, get_protocol
+from raydd.evaluation.protocols import DEFAULT_PROTOCOL, FREPO, STANDARD, get_protocol, lr_and_epochs
 from raydd.evaluation.runs import DISTILLED, RANDOM_REAL, REAL, STILLS_ONLY, RunTask
-from raydd.evaluation.schedules import FREPO, STANDARD, lr_and_epochs
 from raydd.evaluation.train import TrainSettings
 from raydd.storage import manifest_or_none, resolve
 

@@ -27,9 +27,8 @@ from raydd.distill.presets import METHODS
 from raydd.distill.settings import DistillConfig
 from raydd.distill.stage_presets import resolve_presets
 from raydd.evaluation.job import EvalConfig, evaluate
-from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES
+from raydd.evaluation.protocols import DEFAULT_PROTOCOL, FREPO, PROTOCOL_NAMES, STANDARD
 from raydd.evaluation.report import RANDOM_REAL_ROW, format_comparison
-from raydd.evaluation.schedules import FREPO, STANDARD
 from raydd.experts.job import ExpertsConfig, train_experts
 from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray

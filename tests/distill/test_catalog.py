@@ -9,7 +9,7 @@ from raydd.distill.loop import LearningRate, build_optimizer
 from raydd.distill.methods.catalog import ADAM, REGISTRY, SGD, method_info
 from raydd.distill.presets import METHODS
 from raydd.errors import RayddError
-from raydd.evaluation.schedules import FREPO, STANDARD
+from raydd.evaluation.protocols import FREPO, STANDARD
 
 
 def test_every_method_of_the_command_line_has_one_row() -> None:

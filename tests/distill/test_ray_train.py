@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from raydd.config import parse_config, to_dict
 from raydd.distill.__main__ import main
-from raydd.distill.run_params import PRESET_FIELDS
+from raydd.distill.driver import PRESET_FIELDS
 from raydd.distill.settings import DistillConfig
 from raydd.distill.stage_presets import resolve_presets
 from raydd.distilled_set import load_distilled, read_tensor_shard

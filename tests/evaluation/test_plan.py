@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from raydd.evaluation.plan import eval_preset_of
-from raydd.evaluation.schedules import FREPO, STANDARD
+from raydd.evaluation.protocols import FREPO, STANDARD
 
 
 def test_the_manifest_names_the_lr_preset_of_its_evaluation() -> None:
