@@ -28,8 +28,8 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import ray
 
+from raydd.evaluation.protocols import FREPO, STANDARD
 from raydd.evaluation.report import RANDOM_REAL_ROW
-from raydd.evaluation.schedules import FREPO, STANDARD
 from raydd.parallel import start_local_ray
 from raydd.pipeline import PipelineConfig, run_pipeline
 

@@ -3,8 +3,8 @@
 from typing import Any
 
 from raydd.errors import ConfigError, RayddError
+from raydd.provenance import VERSION as __version__
 
-__version__ = "0.1.0"
 __all__ = ["ConfigError", "RayddError", "__version__", "load_distilled"]
 
 

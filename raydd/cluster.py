@@ -16,9 +16,8 @@ from typing import Any
 
 import ray
 
-from raydd.accelerators import EC2_GPU_MEMORY, node_shape
 from raydd.errors import RayddError
-from raydd.planning.resources import Capacity, NodeShape, capacity_from_autoscaler
+from raydd.resources import EC2_GPU_MEMORY, Capacity, NodeShape, capacity_from_autoscaler, node_shape
 
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 

@@ -17,10 +17,10 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
-from raydd import __version__
 from raydd.devices import DEVICE_CHOICES
 from raydd.errors import ConfigError, RayddError
 from raydd.layout import default_store
+from raydd.provenance import VERSION
 
 C = TypeVar("C")
 
@@ -148,7 +148,7 @@ def build_parser(config_cls: type, prog: str, description: str) -> argparse.Argu
         action="store_true",
         help="print the resolved config as JSON (what the run would use) and exit",
     )
-    groups[RUN].add_argument("--version", action="version", version=f"%(prog)s (raydd {__version__})")
+    groups[RUN].add_argument("--version", action="version", version=f"%(prog)s (raydd {VERSION})")
     return parser
 
 

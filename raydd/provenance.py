@@ -1,5 +1,6 @@
-"""Where a run comes from: the git commit of the code (and whether it had uncommitted changes), and which driver
-process holds an MLflow run open (so that a re-run can tell a killed driver's run from a live one's)."""
+"""Where a run comes from: raydd's version, the git commit of the code (and whether it had uncommitted changes),
+and which driver process holds an MLflow run open (so that a re-run can tell a killed driver's run from a live
+one's)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+VERSION = "0.1.0"  # raydd.__version__; pyproject.toml's version
 # Set where the job is submitted (the cluster's copy of the code has no .git), e.g.
 #   RAYDD_GIT_COMMIT=$(git describe --always --dirty --abbrev=40 --exclude='*')
 # which gives the commit, with "-dirty" appended when tracked files have uncommitted changes.

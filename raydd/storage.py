@@ -35,6 +35,7 @@ from raydd.locations import (
     storage_errors,
     transient_storage_errors,
 )
+from raydd.provenance import VERSION
 
 MANIFEST_NAME = "manifest.json"
 _HASH_CHUNK = 8 << 20
@@ -241,12 +242,10 @@ class Manifest:
 
 def write_manifest(folder: Location, manifest: Manifest) -> None:
     """Publish ``manifest`` in ``folder``: the last write of any dataset or artifact."""
-    from raydd import __version__
-
     stamped = dataclasses.replace(
         manifest,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        raydd_version=__version__,
+        raydd_version=VERSION,
     )
     write_bytes(folder.child(MANIFEST_NAME), stamped.to_json().encode())
 

@@ -35,8 +35,8 @@ from raydd.distill.settings import DistillConfig
 from raydd.distill.stage_presets import resolve_presets
 from raydd.experts.job import ExpertsConfig
 from raydd.planning.distill import distill_demands
-from raydd.planning.resources import Capacity, Demand, NodeShape, capacity_from_autoscaler, place
 from raydd.planning.tasks import experts_demands, tune_demands
+from raydd.resources import Capacity, Demand, NodeShape, capacity_from_autoscaler, place
 from raydd.tune import TuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]

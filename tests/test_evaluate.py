@@ -13,10 +13,10 @@ from raydd.data import open_prepared
 from raydd.distilled_set import load_distilled, write_distilled, write_static_dynamic
 from raydd.errors import RayddError
 from raydd.evaluate import EvalConfig, evaluate, main
-from raydd.evaluation.pairing import RepairedStaticDynamic
 from raydd.evaluation.plan import plan_evaluation
 from raydd.evaluation.protocols import PROTOCOLS
 from raydd.evaluation.runs import execute, training_set
+from raydd.evaluation.sources import RepairedStaticDynamic
 from raydd.models.hallucinator import Hallucinator
 from raydd.prepare import PrepareConfig, prepare
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from raydd.pipeline import main
+from raydd.pipeline.__main__ import main
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster", "mlflow_in_each_store"), pytest.mark.slow]
 

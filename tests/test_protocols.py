@@ -8,19 +8,18 @@ import pytest
 import torch
 
 from raydd.config import parse_config
-from raydd.distill.comparison import row_settings
 from raydd.distill.settings import DistillConfig
 from raydd.distilled_set import StaticDynamicParts
 from raydd.errors import RayddError
 from raydd.evaluate import EvalConfig
-from raydd.evaluation.pairing import RepairedStaticDynamic
 from raydd.evaluation.protocols import PROTOCOLS, get_protocol
 from raydd.evaluation.report import format_comparison
-from raydd.evaluation.sources import TensorClips
+from raydd.evaluation.sources import RepairedStaticDynamic, TensorClips
 from raydd.evaluation.train import TrainSettings, train_and_test
 from raydd.models.hallucinator import Hallucinator
 from raydd.models.registry import build_model
 from raydd.pipeline import PipelineConfig
+from raydd.pipeline.comparison import row_settings
 
 CPU = torch.device("cpu")
 

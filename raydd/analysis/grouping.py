@@ -19,7 +19,7 @@ from raydd.analysis.hamming import class_scores, train_feature_net
 from raydd.analysis.study_config import AnalyseConfig
 from raydd.data.reader import PreparedDataset
 from raydd.devices import pick_device
-from raydd.evaluation.schedules import STANDARD, lr_and_epochs
+from raydd.evaluation.protocols import STANDARD, lr_and_epochs
 from raydd.evaluation.sources import RealClips
 from raydd.evaluation.train import TrainSettings, train_and_test
 

@@ -6,30 +6,35 @@ matched to the real T-frame clips by uniform temporal segmentation (:mod:`raydd.
 the matching network sees both sides at K frames, so its time and memory grow with K as they do for
 synthetic videos of K frames. Each set is then stretched to T frames (frame k over segment k) and
 scored by fresh networks on the real test split. The paper runs DM with CNN+GRU; so does the default.
+
+Memory of one iteration (:class:`SavedBytes`, :func:`cuda_peak_mib`) is measured the same way on every device. The
+paper reports GPU memory. A CPU has no peak-allocation counter, so raydd counts what the synthetic frames cost: the
+bytes autograd keeps for the backward pass (every tensor saved by the forward, each storage once) plus the
+synthetic tensors with their gradient and momentum buffer. On a CUDA device the allocator's peak is reported as
+well.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from raydd.analysis.memory import MIB, SavedBytes, cuda_peak_mib, cuda_peak_start
 from raydd.analysis.segments import SegmentMatching, expand, segment_centres
 from raydd.analysis.study_config import AnalyseConfig
 from raydd.data.reader import PreparedDataset
 from raydd.devices import pick_device
 from raydd.distill.loop import SAMPLES, Distiller, LearningRate, SingleProcess, build_optimizer, sample_seed
 from raydd.distill.methods.dm import DistributionMatching
-from raydd.distill.real import RealData
-from raydd.distill.resident import should_keep_resident
+from raydd.distill.real import RealData, should_keep_resident
 from raydd.distill.synthetic import FreeTensors
 from raydd.errors import RayddError
+from raydd.evaluation.protocols import STANDARD, lr_and_epochs
 from raydd.evaluation.report import summarize
-from raydd.evaluation.schedules import STANDARD, lr_and_epochs
 from raydd.evaluation.sources import RealClips, TensorClips
 from raydd.evaluation.train import TrainSettings, train_and_test
 from raydd.models.registry import build_model
@@ -171,3 +176,42 @@ def run_temporal(config: AnalyseConfig, dataset: PreparedDataset, log: Log = pri
         synthetic, row = distill_frames(config, dataset, segments, log)
         rows.append(dataclasses.replace(row, metrics=evaluate_frames(config, dataset, synthetic, log)))
     return rows
+
+
+MIB = 2**20
+
+
+class SavedBytes:
+    """Bytes of the distinct storages autograd saves while the context is open (:meth:`counting`)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._seen: set[int] = set()
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self._seen:
+            self._seen.add(storage.data_ptr())
+            self.total += storage.nbytes()
+        return tensor
+
+    @contextlib.contextmanager
+    def counting(self, *, besides: Sequence[torch.Tensor] = ()) -> Iterator[SavedBytes]:
+        """``besides``: tensors counted elsewhere (the synthetic set), left out when autograd saves them."""
+        self.total, self._seen = 0, {t.untyped_storage().data_ptr() for t in besides}
+        with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor):
+            yield self
+
+
+def cuda_peak_start(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def cuda_peak_mib(device: torch.device) -> float | None:
+    """The CUDA allocator's peak since :func:`cuda_peak_start`, or ``None`` off CUDA."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / MIB

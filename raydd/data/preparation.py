@@ -21,7 +21,7 @@ from raydd.data.specs import DatasetSpec, dataset_names, get_spec
 from raydd.errors import RayddError
 from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray, run_tasks
-from raydd.planning.resources import tasks_at_once
+from raydd.resources import tasks_at_once
 from raydd.storage import (
     Location,
     Manifest,

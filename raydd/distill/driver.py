@@ -1,5 +1,9 @@
 """The engine of ``python -m raydd.distill``: stage 1 (or its reuse), stage 2 (or naive), the artifact,
-the MLflow run, and the evaluation at the end. Ray Train runs the stages (:mod:`.ray_train`)."""
+the MLflow run, and the evaluation at the end. Ray Train runs the stages (:mod:`.ray_train`).
+
+The run's MLflow params (:func:`run_params`): the run flags the command was given (unset ones, ``None``, are left
+out), the preset it resolved, once, as ``preset.*``, and stage 1's differences as ``static_preset.*``. The preset
+override flags are not logged again beside ``preset.*``: ``raydd.preset_flags`` tags which ones were given."""
 
 from __future__ import annotations
 
@@ -16,21 +20,21 @@ from raydd.cluster import capacity
 from raydd.config import resolve_defaults, to_dict
 from raydd.data.reader import PreparedDataset, open_prepared
 from raydd.distill.artifact import read_static, static_exists, write_static_dynamic_state
+from raydd.distill.borrow import Borrowed
 from raydd.distill.methods.catalog import method_info
+from raydd.distill.presets import PRESET_FIELDS as DECLARED_PRESET_FIELDS
 from raydd.distill.presets import UNREAD_BY_STAGE1, Preset
 from raydd.distill.preview import preview_gif, stills_png
 from raydd.distill.ray_train import RunSettings, fit_stage, stage_curves
-from raydd.distill.run_params import preset_flags, run_params
 from raydd.distill.settings import DistillConfig, settings_hash
-from raydd.distill.stage1 import fit_and_write_static
 from raydd.distill.stage_presets import RunPresets
-from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, stage_model
+from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, fit_and_write_static, stage_model
 from raydd.distilled_set import load_distilled, write_distilled
 from raydd.errors import RayddError
 from raydd.experts.trajectories import EXPERTS_KIND
 from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray
-from raydd.planning.resources import auto_cpus_per_worker, auto_use_gpu
+from raydd.resources import auto_cpus_per_worker, auto_use_gpu
 from raydd.storage import Location, Manifest, manifest_or_none, open_manifest, require_writable_root, resolve
 from raydd.tracking import Tracker, end_killed_run, mlflow_run
 
@@ -232,7 +236,10 @@ def _checked(state: dict[str, Any], spec: StageSpec, run: RunSettings) -> dict[s
 
 
 def _extra(config: DistillConfig, preset: Preset) -> dict[str, Any]:
-    return {"preset": preset.to_dict(), "seed": config.seed, "workers": config.workers}
+    """What the manifest carries beside the set: the settings that made it, and the lr preset its evaluation takes
+    (the method's, Suppl. 11.3), so that evaluation needs only the artifact."""
+    eval_preset = method_info(config.method).eval_preset
+    return {"preset": preset.to_dict(), "seed": config.seed, "workers": config.workers, "eval_preset": eval_preset}
 
 
 def _log_preview(tracker: Tracker, uri: str, dataset: PreparedDataset) -> None:
@@ -276,3 +283,27 @@ def _evaluate(config: DistillConfig, uri: str, tracker: Tracker, run: RunSetting
     tracker.log_metrics({f"eval/{key}": value for key, value in metrics.items() if key != "protocol"})
     tracker.set_tags({"raydd.protocol": metrics["protocol"]})
     return metrics
+
+
+PRESET_FIELDS = frozenset(field.name for field in DECLARED_PRESET_FIELDS)
+
+
+def run_params(
+    config: DistillConfig, preset: Preset, static_preset: Preset, static_method: str, borrowed: Borrowed | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {k: v for k, v in to_dict(config).items() if k not in PRESET_FIELDS and v is not None}
+    params["preset"] = preset.to_dict()  # flattened to preset.<field>
+    if config.preset is not None:
+        params["preset_file"] = config.preset
+    if borrowed is not None:
+        params["preset"]["borrowed_from"] = borrowed.name
+    if config.paradigm != "naive":
+        params["stage1.method"] = static_method
+        changed = {k: v for k, v in static_preset.to_dict().items() if v != getattr(preset, k)}
+        params.update({f"static_preset.{k}": v for k, v in changed.items()})
+    return params
+
+
+def preset_flags(config: DistillConfig) -> str:
+    """The preset fields the command line set (``--lr-hal 1e-3`` -> ``lr_hal``), comma-separated; ``none``."""
+    return ",".join(sorted(config.overrides())) or "none"

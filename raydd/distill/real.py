@@ -11,18 +11,23 @@ at a time, never holding the whole sample as floats.
 
 A worker may keep clips *resident* on its device (:meth:`RealData.keep_resident`): they are copied there
 once as uint8, and loading them is then a gather on the device that copies no clip bytes from the host.
+Whether it does (:func:`should_keep_resident`): a worker that matches only its own classes (``--split classes``)
+needs only their clips; when they fit in a set fraction of the device's free memory it copies them there once. The
+rest of the device memory is for the matching network's activations. On the CPU nothing is copied: the
+memory-mapped shards already are the resident copy, shared between the processes of a node and not counted as any
+process's private memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from raydd.data.reader import PreparedVideos
-from raydd.data.standardise import Standardiser
+from raydd.data.reader import PreparedVideos, Standardiser
 from raydd.errors import RayddError
 
 
@@ -106,7 +111,7 @@ class RealData:
         if draw.frames is not None:
             where = frames_NTHWC.device
             frames_NTHWC = frames_NTHWC[torch.arange(len(draw), device=where), draw.frames.to(where)].unsqueeze(1)
-        videos = self._standardise(frames_NTHWC, self.device)  # in place: raydd.data.standardise
+        videos = self._standardise(frames_NTHWC, self.device)  # in place: raydd.data.reader
         return videos[:, :, 0] if draw.frames is not None else videos
 
     def _gather(self, rows: Tensor) -> Tensor:
@@ -152,3 +157,29 @@ class RealData:
     @property
     def resident_clips(self) -> int:
         return 0 if self._resident is None else len(self._resident)
+
+
+RESIDENT_FRACTION = 0.5  # of the device's free memory at the start; the rest is for activations
+
+
+def resident_bytes(clips: int, clip_shape: tuple[int, ...]) -> int:
+    """Bytes of ``clips`` clips of ``clip_shape`` (T, H, W, C) as uint8 on a device."""
+    return clips * math.prod(clip_shape)
+
+
+def fits_on_device(nbytes: int, free_bytes: int, *, fraction: float = RESIDENT_FRACTION) -> bool:
+    """Whether ``nbytes`` of clips may be kept on a device with ``free_bytes`` free (``--plan`` asks this
+    with the node type's GPU memory; a worker asks it with :func:`free_device_bytes`)."""
+    return nbytes <= fraction * free_bytes
+
+
+def free_device_bytes(device: torch.device) -> int | None:
+    """Free memory of an accelerator; ``None`` on the CPU (nothing is ever copied there)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return None
+
+
+def should_keep_resident(clips: int, clip_shape: tuple[int, ...], device: torch.device) -> bool:
+    free = free_device_bytes(device)
+    return free is not None and fits_on_device(resident_bytes(clips, clip_shape), free)

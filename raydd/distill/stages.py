@@ -4,6 +4,10 @@ Stages: ``naive`` (full videos, video network), ``static`` (stage 1: still image
 frames with the image ConvNet) and ``dynamic`` (stage 2: dynamic memories + H, static images frozen,
 video network). Each Ray Train worker calls :func:`build_stage` itself, so only this small spec
 travels, and every worker builds bit-identical initial tensors from the seed.
+
+Stage 1 is fitted and written in one place (:func:`fit_and_write_static`): the still images of a static-dynamic
+run, learnt on Ray Train by the distill engine or in one process by a sweep (:func:`fit_in_process`), stored with
+their class-major labels and the settings that made them (where later runs and trials reuse them).
 """
 
 from __future__ import annotations
@@ -15,14 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from raydd.classes import class_major_labels
 from raydd.data.reader import open_prepared
-from raydd.distill.artifact import read_static
-from raydd.distill.experts_bank import ExpertBank
-from raydd.distill.loop import CLASSES, Collective, Distiller, LearningRate, build_optimizer, sample_seed
+from raydd.devices import pick_device
+from raydd.distill.artifact import read_static, write_static
+from raydd.distill.loop import CLASSES, Collective, Distiller, LearningRate, SingleProcess, build_optimizer, sample_seed
 from raydd.distill.methods.catalog import BuildContext, method_info
+from raydd.distill.methods.mtt import ExpertBank
 from raydd.distill.presets import Preset
-from raydd.distill.real import RealData
-from raydd.distill.resident import should_keep_resident
+from raydd.distill.real import RealData, should_keep_resident
 from raydd.distill.synthetic import FreeTensors, StaticDynamic, SyntheticSet
 from raydd.errors import RayddError
 from raydd.models.hallucinator import Hallucinator
@@ -206,3 +211,20 @@ def build_stage(
         if should_keep_resident(len(rows), clip_shape, device):
             real.keep_resident(rows)
     return distiller
+
+
+def fit_and_write_static(spec: StageSpec, static_uri: str, fit: Callable[[StageSpec], torch.Tensor]) -> str:
+    """``fit(spec)`` (the learnt images, class-major) written at ``static_uri``; returns ``static_uri``."""
+    images_NCHW = fit(spec)
+    labels = class_major_labels(len(open_prepared(spec.dataset_uri).classes), spec.per_class)
+    about = {"dataset_uri": spec.dataset_uri, "method": spec.method, "preset": spec.preset.to_dict(), "stage": STATIC}
+    write_static(static_uri, images_NCHW, labels, about)
+    return static_uri
+
+
+def fit_in_process(spec: StageSpec, real_indices: np.ndarray | None = None) -> torch.Tensor:
+    """The stage's learnt tensors after its iterations in this process (matching only ``real_indices``)."""
+    distiller = build_stage(spec, SingleProcess(), pick_device(spec.device), real_indices=real_indices)
+    for iteration in range(spec.preset.iterations):
+        distiller.step(iteration)
+    return distiller.synthetic.values.detach().cpu()

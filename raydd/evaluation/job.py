@@ -21,14 +21,13 @@ from raydd.config import (
 )
 from raydd.devices import DEVICE_CHOICES
 from raydd.evaluation.plan import plan_evaluation
-from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES
+from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PRESET_NAMES, PROTOCOL_NAMES
 from raydd.evaluation.report import describe, storage_text, summarize
 from raydd.evaluation.runs import execute
-from raydd.evaluation.schedules import PRESET_NAMES
 from raydd.layout import StoreLayout, default_store
 from raydd.models.registry import CLASSIFIERS
 from raydd.parallel import ensure_ray, run_tasks
-from raydd.planning.resources import tasks_at_once
+from raydd.resources import tasks_at_once
 from raydd.tracking import mlflow_run
 
 BUILTIN = "builtin"  # the dataset --data defaults to, in the store

@@ -5,12 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 from raydd.data.reader import PreparedDataset, open_prepared
-from raydd.distill.methods.catalog import eval_preset_of
 from raydd.distilled_set import DISTILLED_KIND, STATIC_DYNAMIC, VIDEOS, load_distilled, load_static_dynamic
 from raydd.errors import RayddError
-from raydd.evaluation.protocols import DEFAULT_PROTOCOL, get_protocol
+from raydd.evaluation.protocols import DEFAULT_PROTOCOL, FREPO, STANDARD, get_protocol, lr_and_epochs
 from raydd.evaluation.runs import DISTILLED, RANDOM_REAL, REAL, STILLS_ONLY, RunTask
-from raydd.evaluation.schedules import lr_and_epochs
 from raydd.evaluation.train import TrainSettings
 from raydd.storage import manifest_or_none, resolve
 
@@ -59,7 +57,7 @@ def plan_evaluation(
         distilled = load_distilled(data)
         reference = open_prepared(test or distilled.dataset_uri)
         _check_compatible(reference, distilled.classes, distilled.clip_shape, f"distilled set {data}")
-        kind, train_clips, method = DISTILLED, len(distilled.labels), distilled.metadata.get("method", "")
+        kind, train_clips, auto_preset = DISTILLED, len(distilled.labels), eval_preset_of(distilled.metadata)
         storage_ratio = distilled.metadata.get("storage_ratio")
         if stills_only:
             parts = load_static_dynamic(data)
@@ -70,11 +68,11 @@ def plan_evaluation(
         source = open_prepared(data)
         reference = open_prepared(test) if test else source
         _check_compatible(reference, source.classes, tuple(source.manifest.metadata["clip_shape"]), f"dataset {data}")
-        kind, method = (RANDOM_REAL, "") if random_ipc else (REAL, "")
+        kind, auto_preset = (RANDOM_REAL if random_ipc else REAL), STANDARD
         counts = source.manifest.metadata["class_counts"]["train"].values()
         train_clips = sum(min(random_ipc, n) for n in counts) if random_ipc else sum(counts)
         storage_ratio = 1.0 if random_ipc else None
-    chosen = preset if preset != "auto" else eval_preset_of(method)
+    chosen = preset if preset != "auto" else auto_preset
     preset_lr, preset_epochs = lr_and_epochs(model, chosen)
     tasks = tuple(
         RunTask(
@@ -92,6 +90,14 @@ def plan_evaluation(
         for run in range(runs)
     )
     return EvaluationPlan(tasks, kind, reference, train_clips, storage_ratio, protocol)
+
+
+def eval_preset_of(metadata: dict) -> str:
+    """The lr preset a distilled set is evaluated with: its manifest's ``eval_preset``, which distill writes from the
+    method's catalog row. Sets distilled before it was recorded: FRePo's for FRePo sets, the standard one else."""
+    if "eval_preset" in metadata:
+        return metadata["eval_preset"]
+    return FREPO if str(metadata.get("method", "")).split("-", 1)[0] == "frepo" else STANDARD
 
 
 def _check_compatible(

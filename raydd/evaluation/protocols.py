@@ -22,6 +22,12 @@ is the dropout-max head's (raydd + that head alone: 16.9 ± 1.7 %; + re-standard
 + the reference's passes and cut alone 13.4 ± 2.5 %). At IPC 5 the static-dynamic sets gain most from that head
 too (DC: raydd 60.1, + the head alone 95.4, reference 96.4; ``benchmarks/protocol_ablation.py``). Its one transductive
 trait: a test clip is standardised with the statistics of its test batch (64 clips, in split order).
+
+Evaluation presets (Suppl. 11.3, :func:`lr_and_epochs`): learning rate and epochs per model and kind of distilled
+set. MiniC3D: lr 1e-2 for 500 epochs, but lr 1e-4 for 1000 epochs on FRePo sets; CNN+GRU / CNN+LSTM: lr 1e-2 for
+100 epochs. The frame-only ConvNet is raydd's probe, not the paper's: lr 1e-2, 300 epochs. These epoch counts were
+set for distilled sets of 1-5 clips per class; on full real data pass ``--epochs`` (the steps per epoch grow with
+the data). A distilled set's manifest names its preset (``eval_preset``).
 """
 
 from __future__ import annotations
@@ -86,3 +92,18 @@ def get_protocol(name: str) -> Protocol:
     if name not in PROTOCOLS:
         raise RayddError(f"unknown evaluation protocol {name!r}: use --protocol {' or '.join(PROTOCOL_NAMES)}")
     return PROTOCOLS[name]
+
+
+STANDARD, FREPO = "standard", "frepo"
+PRESET_NAMES = ("auto", STANDARD, FREPO)
+
+_PRESETS: dict[str, dict[str, tuple[float, int]]] = {
+    "minic3d": {STANDARD: (1e-2, 500), FREPO: (1e-4, 1000)},
+    "cnn_gru": {STANDARD: (1e-2, 100), FREPO: (1e-2, 100)},
+    "cnn_lstm": {STANDARD: (1e-2, 100), FREPO: (1e-2, 100)},
+    "convnet": {STANDARD: (1e-2, 300), FREPO: (1e-4, 1000)},
+}
+
+
+def lr_and_epochs(model: str, preset: str) -> tuple[float, int]:
+    return _PRESETS[model][preset]

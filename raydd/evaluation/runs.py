@@ -12,9 +12,8 @@ from raydd.classes import random_per_class
 from raydd.data.reader import open_prepared
 from raydd.devices import pick_device
 from raydd.distilled_set import STATIC_DYNAMIC, load_distilled, load_static_dynamic
-from raydd.evaluation.pairing import RepairedStaticDynamic
 from raydd.evaluation.protocols import RAYDD, Protocol, get_protocol
-from raydd.evaluation.sources import BatchSource, RealClips, TensorClips
+from raydd.evaluation.sources import BatchSource, RealClips, RepairedStaticDynamic, TensorClips
 from raydd.evaluation.train import RunResult, TrainSettings, train_and_test
 from raydd.storage import read_manifest, resolve
 

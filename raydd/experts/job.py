@@ -32,8 +32,7 @@ from raydd.experts.trainer import EXPERT_MODELS, ExpertSettings, ExpertTask, mod
 from raydd.experts.trajectories import DTYPES, experts_manifest, published
 from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray, run_tasks
-from raydd.planning.resources import tasks_at_once
-from raydd.planning.tasks import AUTO_GPUS_PER_EXPERT, auto_gpus
+from raydd.resources import AUTO_GPUS_PER_EXPERT, auto_gpus, tasks_at_once
 from raydd.storage import (
     Manifest,
     read_manifest,

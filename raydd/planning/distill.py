@@ -18,17 +18,20 @@ from raydd.distill.methods.catalog import method_info
 from raydd.distill.methods.dm import REAL_CHUNK
 from raydd.distill.presets import Preset
 from raydd.distill.stages import DYNAMIC, NAIVE, STATIC, StageSpec, dynamic_shape, matching_network
-from raydd.planning.machine import ASSUMED_GPU, ASSUMED_GPU_MEMORY, gpu_size, this_machine
 from raydd.planning.memory import WorkerLoad, WorkerMemory, activation_profile, worker_memory
-from raydd.planning.resources import (
+from raydd.planning.sizes import DatasetSize, dataset_size
+from raydd.resources import (
+    ASSUMED_GPU,
+    ASSUMED_GPU_MEMORY,
     Capacity,
     Demand,
     Placement,
     auto_cpus_per_worker,
     auto_use_gpu,
+    gpu_size,
     refuse_unless_placed,
+    this_machine,
 )
-from raydd.planning.sizes import DatasetSize, dataset_size
 
 if TYPE_CHECKING:
     from raydd.distill.stage_presets import RunPresets

@@ -36,7 +36,7 @@ CUDA_CONTEXT_BYTES = 600 << 20
 # torch's CUDA caching allocator rounds and keeps blocks; a resident dataset must leave this share free.
 GPU_ALLOCATOR_SLACK = 1.20
 # A worker keeps its classes' clips on its GPU when they take at most this share of the memory free at its
-# start (the worker's own rule: RESIDENT_FRACTION of raydd/distill/resident.py).
+# start (the worker's own rule: RESIDENT_FRACTION of raydd/distill/real.py).
 RESIDENT_FRACTION = 0.5
 FLOAT = 4
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from raydd.distill.methods.catalog import method_info
 from raydd.planning.distill import DistillPlan
 from raydd.planning.memory import WorkerMemory
-from raydd.planning.resources import Capacity, Demand, Placement
 from raydd.planning.sizes import DatasetSize
 from raydd.planning.tasks import TaskPlan
+from raydd.resources import Capacity, Demand, Placement
 
 PRIVATE = "private memory; memory-mapped shards are shared page cache, not counted"
 

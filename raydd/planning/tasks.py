@@ -8,7 +8,6 @@ from typing import Any
 
 from raydd.distill.stages import DYNAMIC, STATIC
 from raydd.planning.distill import stage_load
-from raydd.planning.machine import ASSUMED_GPU, ASSUMED_GPU_MEMORY, gpu_size, this_machine
 from raydd.planning.memory import (
     ALLOCATOR_SLACK,
     CUDA_CONTEXT_BYTES,
@@ -20,13 +19,22 @@ from raydd.planning.memory import (
     activation_profile,
     worker_memory,
 )
-from raydd.planning.resources import Capacity, Demand, Placement, auto_use_gpu, refuse_unless_placed, tasks_at_once
 from raydd.planning.sizes import DatasetSize, dataset_size
+from raydd.resources import (
+    ASSUMED_GPU,
+    ASSUMED_GPU_MEMORY,
+    AUTO_GPUS_PER_EXPERT,
+    AUTO_GPUS_PER_TRIAL,
+    Capacity,
+    Demand,
+    Placement,
+    auto_gpus,
+    gpu_size,
+    refuse_unless_placed,
+    tasks_at_once,
+    this_machine,
+)
 
-# GPU share of one task when the flag is left automatic and the cluster has GPUs: four experts share a GPU
-# (a MiniC3D expert at batch 256 needs a few GB), two tune trials do (each is a one-worker stage 2).
-AUTO_GPUS_PER_EXPERT = 0.25
-AUTO_GPUS_PER_TRIAL = 0.5
 SWEPT = ("lr_dynamic", "lr_hal")
 
 
@@ -48,10 +56,6 @@ class TaskPlan:
     @property
     def task_host_bytes(self) -> int:
         return max(m.host_bytes for m in self.memory.values())
-
-
-def auto_gpus(flag: float | None, share: float, capacity: Capacity | None) -> float:
-    return flag if flag is not None else (share if auto_use_gpu(None, capacity) else 0.0)
 
 
 def expert_memory(

@@ -23,7 +23,8 @@ from raydd.distill.stages import DYNAMIC, STATIC, StageSpec
 from raydd.errors import RayddError
 from raydd.layout import StoreLayout, default_store
 from raydd.parallel import ensure_ray, run_tasks
-from raydd.planning.tasks import AUTO_GPUS_PER_TRIAL, auto_gpus, plan_tune
+from raydd.planning.tasks import plan_tune
+from raydd.resources import AUTO_GPUS_PER_TRIAL, auto_gpus
 from raydd.storage import exists, read_bytes, write_bytes
 from raydd.tracking import mlflow_run
 from raydd.tuning.ray_tune import SweepSettings, TrialRow, run_sweep

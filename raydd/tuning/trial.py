@@ -21,10 +21,9 @@ from raydd.data.reader import open_prepared, read_labels
 from raydd.devices import pick_device
 from raydd.distill.loop import SingleProcess
 from raydd.distill.methods.catalog import method_info
-from raydd.distill.stage1 import fit_and_write_static, fit_in_process
-from raydd.distill.stages import StageSpec, build_stage
+from raydd.distill.stages import StageSpec, build_stage, fit_and_write_static, fit_in_process
 from raydd.errors import RayddError
-from raydd.evaluation.schedules import lr_and_epochs
+from raydd.evaluation.protocols import lr_and_epochs
 from raydd.evaluation.sources import RealClips, TensorClips
 from raydd.evaluation.train import TrainSettings, train_and_test
 

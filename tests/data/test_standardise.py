@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from raydd.data.reader import open_prepared
-from raydd.data.standardise import Standardiser
+from raydd.data.reader import Standardiser, open_prepared
 from raydd.distill.real import RealData, RealDraw
 from raydd.evaluation.sources import RealClips
 

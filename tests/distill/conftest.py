@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from raydd.distill.experts_bank import ExpertBank
+from raydd.distill.methods.mtt import ExpertBank
 
 from .tiny_store import write_experts
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from raydd.distill.loop import LearningRate, build_optimizer
-from raydd.distill.methods.catalog import ADAM, REGISTRY, SGD, eval_preset_of, method_info
+from raydd.distill.methods.catalog import ADAM, REGISTRY, SGD, method_info
 from raydd.distill.presets import METHODS
 from raydd.errors import RayddError
-from raydd.evaluation.schedules import FREPO, STANDARD
+from raydd.evaluation.protocols import FREPO, STANDARD
 
 
 def test_every_method_of_the_command_line_has_one_row() -> None:
@@ -21,8 +21,12 @@ def test_every_method_of_the_command_line_has_one_row() -> None:
 
 def test_frepo_learns_with_adam_and_is_evaluated_with_its_own_preset() -> None:
     assert {m: method_info(m).optimiser for m in METHODS} == {"dm": SGD, "mtt": SGD, "frepo": ADAM, "dc": SGD}
-    assert eval_preset_of("frepo-naive") == eval_preset_of("frepo") == FREPO
-    assert eval_preset_of("dm-naive") == eval_preset_of("mtt") == eval_preset_of("") == STANDARD
+    assert {m: method_info(m).eval_preset for m in METHODS} == {
+        "dm": STANDARD,
+        "mtt": STANDARD,
+        "frepo": FREPO,
+        "dc": STANDARD,
+    }
     parameter = torch.nn.Parameter(torch.zeros(2))
     adam = build_optimizer([LearningRate("lr_img", [parameter], 0.1)], kind=method_info("frepo").optimiser, momentum=0)
     sgd = build_optimizer([LearningRate("lr_img", [parameter], 0.1)], kind=method_info("dm").optimiser, momentum=0.5)

@@ -118,7 +118,7 @@ def test_help_is_grouped_into_run_preset_and_advanced(capsys: pytest.CaptureFixt
 
 @pytest.mark.parametrize("command", ["raydd.evaluate", "raydd.pipeline", "raydd.experts"])
 def test_every_command_on_the_config_parser_has_grouped_help(command: str) -> None:
-    module = importlib.import_module(command if command != "raydd.experts" else "raydd.experts.__main__")
+    module = importlib.import_module(command if command == "raydd.evaluate" else f"{command}.__main__")
     with pytest.raises(SystemExit) as exited, contextlib.redirect_stdout(io.StringIO()) as out:
         module.main(["--help"])
     assert exited.value.code == 0

@@ -7,9 +7,8 @@ import copy
 import pytest
 import torch
 
-from raydd.distill.experts_bank import ExpertBank
 from raydd.distill.methods.base import MatchingSample
-from raydd.distill.methods.mtt import TrajectoryMatching
+from raydd.distill.methods.mtt import ExpertBank, TrajectoryMatching
 from raydd.distill.synthetic import FreeTensors, StaticDynamic, SyntheticSet
 from raydd.errors import RayddError
 from raydd.models.hallucinator import Hallucinator

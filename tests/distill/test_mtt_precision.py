@@ -8,9 +8,9 @@ import copy
 import pytest
 import torch
 
-from raydd.distill.experts_bank import ExpertBank
 from raydd.distill.methods import mtt
 from raydd.distill.methods.base import MatchingSample
+from raydd.distill.methods.mtt import ExpertBank
 from raydd.distill.synthetic import SyntheticSet
 
 from .test_mtt import _free_tensors, _method, _static_dynamic

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from raydd.config import parse_config, to_dict
 from raydd.distill.__main__ import main
-from raydd.distill.run_params import PRESET_FIELDS
+from raydd.distill.driver import PRESET_FIELDS
 from raydd.distill.settings import DistillConfig
 from raydd.distill.stage_presets import resolve_presets
 from raydd.distilled_set import load_distilled, read_tensor_shard
@@ -155,6 +155,7 @@ def test_two_workers_split_by_classes_compute_what_one_worker_computes(
     (output,) = (Path(store) / "distilled" / "builtin").iterdir()
     distilled = load_distilled(str(output))
     assert distilled.metadata["workers"] == 2
+    assert distilled.metadata["eval_preset"] == "standard"  # evaluation reads it from the artifact, not the catalog
     assert torch.equal(distilled.videos_NCTHW, states[-1]["synthetic"]["values"])
 
 

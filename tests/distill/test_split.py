@@ -20,8 +20,7 @@ from raydd.distill.loop import SingleProcess, TorchDistributed
 from raydd.distill.methods.base import MatchingSample, fresh_network
 from raydd.distill.methods.dm import DistributionMatching
 from raydd.distill.presets import Preset
-from raydd.distill.real import RealData
-from raydd.distill.resident import fits_on_device, resident_bytes, should_keep_resident
+from raydd.distill.real import RealData, fits_on_device, resident_bytes, should_keep_resident
 from raydd.distill.share import owned_classes
 from raydd.distill.stages import StageSpec, build_stage, matching_network
 from raydd.distill.synthetic import FreeTensors

@@ -15,9 +15,9 @@ import yaml
 
 from raydd.config import parse_config
 from raydd.distill.__main__ import main as distill_main
-from raydd.distill.comparison import PipelineConfig, row_settings
 from raydd.experts.__main__ import main as experts_main
-from raydd.planning.resources import (
+from raydd.pipeline.comparison import PipelineConfig, row_settings
+from raydd.resources import (
     Capacity,
     Demand,
     NodeShape,

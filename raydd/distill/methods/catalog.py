@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 
 from raydd.devices import autocast_dtype
 from raydd.errors import RayddError
-from raydd.evaluation.schedules import FREPO, STANDARD
+from raydd.evaluation.protocols import FREPO, STANDARD
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from raydd.distill.experts_bank import ExpertBank
+    from raydd.distill.methods.mtt import ExpertBank
     from raydd.distill.presets import Preset
 
 SGD, ADAM = "sgd", "adam"
@@ -42,7 +42,7 @@ class MethodInfo:
     name: str
     build: Callable[[BuildContext], nn.Module]
     optimiser: str  # of the synthetic tensors: SGD with the preset's momentum, or Adam (FRePo's reference)
-    eval_preset: str  # raydd.evaluation.schedules: the lr and epochs its sets are evaluated with (Suppl. 11.3)
+    eval_preset: str  # raydd.evaluation.protocols: the lr and epochs its sets are evaluated with (Suppl. 11.3)
     needs_experts: bool = False  # matches expert trajectories (python -m raydd.experts), not real clips
     reads_real: bool = True  # reads real clips every iteration (MTT only at initialisation)
     real_per_class: bool = True  # draws batch_real clips per class (a class-split worker reads its own classes')
@@ -119,10 +119,3 @@ def method_info(name: str) -> MethodInfo:
 def low_precision_of(method: str, precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype ``method`` computes in where not float32, under ``--precision`` on ``device``; None: all fp32."""
     return autocast_dtype(precision, device) if precision in method_info(method).lower_precisions else None
-
-
-def eval_preset_of(method: str) -> str:
-    """The evaluation preset of a distilled set whose manifest says ``method`` (``frepo-naive``, ``dm``, ...;
-    empty for real clips): its base method's, else the standard one."""
-    info = REGISTRY.get(method.split("-", 1)[0])
-    return info.eval_preset if info is not None else STANDARD

@@ -2,7 +2,7 @@
 
 prepare -> experts (MTT only) -> distil static-dynamic -> distil naive at the same IPC -> evaluate both,
 the static-dynamic set's stage-1 stills alone (what stage 2 adds) and random real clips at that IPC under
-one protocol, then one table (the engine: :func:`raydd.distill.comparison.run_pipeline`). With no flags it
+one protocol, then one table (the engine: :func:`raydd.pipeline.comparison.run_pipeline`). With no flags it
 runs on the built-in dataset on CPU cores.
 """
 
@@ -12,9 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from raydd.config import run_command
-from raydd.distill.comparison import PipelineConfig, format_table, run_pipeline
-
-__all__ = ["PipelineConfig", "format_table", "main", "run_pipeline"]
+from raydd.pipeline.comparison import PipelineConfig, run_pipeline
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,5 +1,7 @@
-"""Ray resource requests, a cluster's capacity, and whether the one fits the other. Pure data: reading a
-real cluster's capacity is :mod:`raydd.cluster`'s job.
+"""Ray resource requests, a cluster's capacity, and whether the one fits the other; the automatic defaults
+taken from a capacity (GPUs when there are some, CPUs per worker, GPU shares of a task); GPU memory by
+accelerator; this machine as a one-node cluster. Pure data: reading a real cluster's capacity is
+:mod:`raydd.cluster`'s job.
 
 A request is a list of :class:`Demand`: ``count`` bundles of {CPU, GPU}. A *gang* demand (Ray Train's
 workers) needs all its bundles placed at once; a task demand (experts, evaluation runs, trials) needs each
@@ -11,8 +13,44 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 from raydd.errors import RayddError
+
+MIB = 1 << 20
+# GPU memory (what nvidia-smi reports as total) by the accelerator type Ray reports (resource
+# ``accelerator_type:X``), and by EC2 family for an autoscaler's node types.
+ACCELERATOR_MEMORY = {
+    "T4": 15360 * MIB,
+    "A10G": 23028 * MIB,
+    "L4": 23034 * MIB,
+    "L40S": 46068 * MIB,
+    "V100": 16384 * MIB,
+    "A100": 40960 * MIB,
+    "A100-40G": 40960 * MIB,
+    "A100-80G": 81920 * MIB,
+    "H100": 81559 * MIB,
+    "H200": 143771 * MIB,
+}
+EC2_GPU_MEMORY = {
+    "g4dn": ACCELERATOR_MEMORY["T4"],
+    "g5": ACCELERATOR_MEMORY["A10G"],
+    "g6": ACCELERATOR_MEMORY["L4"],
+    "g6e": ACCELERATOR_MEMORY["L40S"],
+    "p3": ACCELERATOR_MEMORY["V100"],
+    "p4d": ACCELERATOR_MEMORY["A100"],
+    "p4de": ACCELERATOR_MEMORY["A100-80G"],
+    "p5": ACCELERATOR_MEMORY["H100"],
+    "p5e": ACCELERATOR_MEMORY["H200"],
+}
+# GPU memory assumed when a plan asks for GPUs that neither a cluster nor this machine shows: the A10G of
+# cluster.yaml's gpu_worker (g5.2xlarge), 23,028 MiB.
+ASSUMED_GPU_MEMORY = ACCELERATOR_MEMORY["A10G"]
+ASSUMED_GPU = "24.1 GB a GPU, assumed: the A10G of cluster.yaml's g5.2xlarge gpu_worker"
+# GPU share of one task when the flag is left automatic and the cluster has GPUs: four experts share a GPU
+# (a MiniC3D expert at batch 256 needs a few GB), two tune trials do (each is a one-worker stage 2).
+AUTO_GPUS_PER_EXPERT = 0.25
+AUTO_GPUS_PER_TRIAL = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +95,29 @@ class Capacity:
     def gpu_memory_bytes(self) -> int | None:
         sizes = [n.gpu_memory_bytes for n in self.all_nodes() if n.gpus >= 1 and n.gpu_memory_bytes]
         return min(sizes) if sizes else None
+
+
+def node_shape(resources: dict[str, float], name: str) -> NodeShape:
+    """A node from the resources Ray reports; its GPU memory from its ``accelerator_type:X`` resource."""
+    accelerators = [key.split(":", 1)[1] for key in resources if key.startswith("accelerator_type:")]
+    memory = ACCELERATOR_MEMORY.get(accelerators[0]) if accelerators else None
+    return NodeShape(
+        cpus=float(resources.get("CPU", 0)), gpus=float(resources.get("GPU", 0)), name=name, gpu_memory_bytes=memory
+    )
+
+
+def this_machine() -> Capacity:
+    """This machine as a one-node cluster: what a local Ray started here would offer."""
+    import torch  # here: the rest of this module is read by commands that never need torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    memory = torch.cuda.get_device_properties(0).total_memory if gpus else None
+    node = NodeShape(cpus=float(os.cpu_count() or 1), gpus=float(gpus), name="this machine", gpu_memory_bytes=memory)
+    return Capacity(nodes=(node,), source="this machine (a local Ray would start with it)")
+
+
+def gpu_size(size_bytes: int) -> str:
+    return f"{size_bytes / 1e9:.1f} GB a GPU"
 
 
 def capacity_from_autoscaler(
@@ -158,6 +219,11 @@ def auto_use_gpu(flag: bool | None, capacity: Capacity | None) -> bool:
     if flag is not None:
         return flag
     return capacity is not None and capacity.has_gpus
+
+
+def auto_gpus(flag: float | None, share: float, capacity: Capacity | None) -> float:
+    """A task's GPUs: the flag, else ``share`` of a GPU where the cluster has (or can launch) a GPU node, else 0."""
+    return flag if flag is not None else (share if auto_use_gpu(None, capacity) else 0.0)
 
 
 def auto_cpus_per_worker(flag: float | None, workers: int, use_gpu: bool, capacity: Capacity | None) -> float:

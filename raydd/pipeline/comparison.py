@@ -27,13 +27,12 @@ from raydd.distill.presets import METHODS
 from raydd.distill.settings import DistillConfig
 from raydd.distill.stage_presets import resolve_presets
 from raydd.evaluation.job import EvalConfig, evaluate
-from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES
+from raydd.evaluation.protocols import DEFAULT_PROTOCOL, FREPO, PROTOCOL_NAMES, STANDARD
 from raydd.evaluation.report import RANDOM_REAL_ROW, format_comparison
-from raydd.evaluation.schedules import FREPO, STANDARD
 from raydd.experts.job import ExpertsConfig, train_experts
 from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray
-from raydd.planning.resources import evaluation_devices
+from raydd.resources import evaluation_devices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +73,7 @@ def row_settings(
 ) -> dict[str, EvalConfig]:
     """{row name: its evaluation} for the distilled sets in ``outputs`` (by paradigm), the stills alone and random
     real clips: one protocol, epochs and lr preset for every row, so that the rows compare. ``devices``
-    (:func:`~raydd.planning.resources.evaluation_devices`) is what each run reserves."""
+    (:func:`~raydd.resources.evaluation_devices`) is what each run reserves."""
     sets = {
         f"{config.method} static-dynamic": {"data": outputs["static-dynamic"]},
         f"{config.method} naive": {"data": outputs["naive"]},
