@@ -27,6 +27,12 @@ s3_outage           (S3 only) the S3 endpoint goes away for 3-6 s at a random wr
                     moto keeps objects in memory, so stopping its process would lose the store). Survived: the
                     command completes by itself, or fails in one clear line and the same command again completes.
 
+node_loss           (S3 only) the stage runs on a multi-node cluster of its own (:mod:`benchmarks.multinode`: a
+                    head with no CPUs for tasks and two 1-CPU worker nodes with caches of their own); once the
+                    stage's work runs on a worker node (distill: after its first checkpoint in the store), that
+                    node is killed whole (its raylet and every process on it) and a replacement added. Survived:
+                    the command completes by itself. Orphans: Ray workers left on any node of that cluster.
+
 A fault survives only if, in the end, every output equals the undisturbed run's: the prepared dataset's rows, the
 experts' trajectory epochs and the distilled set's synthetic tensors, row by row (``records_lost``: rows missing,
 unreadable or differing; floats within rtol 1e-5, atol 1e-7, which a resumed run may legitimately need: the
@@ -407,6 +413,11 @@ def scenario(
         runs += [reader, chaos.command("prepare", store, tag)[0]]
         row["prepare_rerun_rc"] = runs[-1].rc
         survived_runs = runs[-1].rc == 0 and row["reader"] != "failed unclearly"
+    elif fault == "node_loss":
+        assert proxy is not None
+        run, row["injection"], row["node_orphans"] = node_loss(chaos, stage, store, tag, proxy.upstream_port)
+        runs.append(run)
+        survived_runs = run.rc == 0
     else:  # s3_outage
         assert proxy is not None
         writes = max(1, ref[stage].windows.get("writes", 1))
@@ -448,6 +459,54 @@ def scenario(
     return row
 
 
+def node_loss(chaos: Chaos, stage: str, store: str, tag: str, s3_port: int) -> tuple[Run, dict[str, Any], int]:
+    """``stage`` on a fresh multi-node cluster, a worker node lost once the stage's work runs on it (distill: after
+    its first checkpoint) and a replacement added; the run, the fault's record and the workers left behind."""
+    from benchmarks.multinode import Background, local_cluster, stored_objects
+
+    chaos.runs += 1
+    log = chaos.work / "logs" / f"{chaos.runs:03d}-{tag}-{stage}.log"
+    log.parent.mkdir(exist_ok=True)
+    fault: dict[str, Any] = {}
+    started = time.monotonic()
+    with local_cluster(chaos.work / f"nodes-{tag}", workers=2, s3_port=s3_port) as cluster:
+        command = [f"raydd.{stage}", *stage_args(stage, store, chaos.iterations)]
+        run = Background(cluster, command, log, MLFLOW_TRACKING_URI=f"sqlite:///{chaos.work / 'mlflow.db'}")
+        working = [name for name in cluster.nodes if name != "head"]
+
+        def node_at_work() -> str | None:
+            if stage == "distill":
+                import s3fs
+
+                fs = s3fs.S3FileSystem(endpoint_url=f"http://127.0.0.1:{s3_port}")
+                if not stored_objects(fs, f"{store.removeprefix('s3://')}/distill/runs/*/checkpoint_*/state.json"):
+                    return None
+            return next((n for n in working if any(WORK_TITLE[stage] in p.title for p in cluster.processes(n))), None)
+
+        try:
+            name = run.wait_for(node_at_work, f"{stage}'s work on a worker node")
+        except AssertionError:  # the command ended (or never got there) before the fault's point
+            fault.update(injected=False, why="the command ended before the fault's point")
+        else:
+            cluster.remove_node(name)
+            cluster.add_node(1)
+            fault.update(injected=True, target=f"node {name} (raylet and every process on it)")
+        rc = run.process.wait()
+        left = 0
+        deadline = time.monotonic() + LINGER_LIMIT_S
+        while time.monotonic() < deadline:
+            left = sum(len(titles) for titles in cluster.left_behind().values())
+            if not left:
+                break
+            time.sleep(0.5)
+    text = log.read_text(errors="replace")
+    errors = [line for line in text.splitlines() if f"raydd.{stage}: error:" in line]
+    run_record = Run(
+        stage, rc, time.monotonic() - started, errors[-1] if errors else "", "Traceback" in text, {}, str(log)
+    )
+    return run_record, fault, left
+
+
 def plan(store: str, quick: bool, rng: np.random.Generator) -> list[tuple[str, str]]:
     faults = [("train_worker_kill", "distill"), ("expert_worker_kill", "experts")]
     if quick:
@@ -457,12 +516,13 @@ def plan(store: str, quick: bool, rng: np.random.Generator) -> list[tuple[str, s
     faults.append(("shard_truncated", "prepare"))
     if store == "s3":
         faults += [("s3_outage", STAGES[int(rng.integers(3))])] if quick else [("s3_outage", s) for s in STAGES]
+        faults += [("node_loss", "distill")] if quick else [("node_loss", s) for s in STAGES]
     return faults
 
 
 def table_line(row: dict[str, Any]) -> str:
     survived = {True: "yes", False: "NO", None: "not injected"}[row["survived"]]
-    orphans_total = row["orphans"] + row.get("killed_driver_orphans", {}).get("orphans", 0)
+    orphans_total = row["orphans"] + row.get("killed_driver_orphans", {}).get("orphans", 0) + row.get("node_orphans", 0)
     return (
         f"{row['fault']:<19} {row['stage']:<8} {row['store']:<6} {survived:<13} {row['records_lost']:>5}/"
         f"{row['records']:<5} {orphans_total:>7} {row['seconds']:>8.1f}"
@@ -536,7 +596,9 @@ def main() -> None:
         "faults_not_survived": sum(not r["survived"] for r in injected),
         "faults_not_injected": len(rows) - len(injected),
         "records_lost": sum(r["records_lost"] for r in rows),
-        "orphan_processes": sum(r["orphans"] + r.get("killed_driver_orphans", {}).get("orphans", 0) for r in rows)
+        "orphan_processes": sum(
+            r["orphans"] + r.get("killed_driver_orphans", {}).get("orphans", 0) + r.get("node_orphans", 0) for r in rows
+        )
         + sum(h.get("orphans", 0) for h in heads.values()),
         "left_at_exit": len(left),
         "tolerance": {"rtol": RTOL, "atol": ATOL},
