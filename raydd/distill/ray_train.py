@@ -111,7 +111,7 @@ def _worker(config: dict[str, Any]) -> None:
         if rank == 0 and spec.stage != STATIC:  # the last stage: naive, or static-dynamic's stage 2
             faults.fire("fail_at_iteration", iteration, scope=runs.child(config["name"]), settle=_committed)
         if (iteration + 1) % run.checkpoint_every == 0 or iteration + 1 == run.iterations:
-            distiller.synchronise()  # every worker: under --split classes each holds only its classes' rows
+            distiller.synchronise()  # every worker: under --worker-split classes each holds only its classes' rows
             reported = {
                 "iteration": iteration + 1,
                 "loss": result.loss,

@@ -1,6 +1,6 @@
 """Whether a worker keeps its real clips resident on its GPU, as uint8.
 
-A worker that matches only its own classes (``--split classes``) needs only their clips; when they fit in
+A worker that matches only its own classes (``--worker-split classes``) needs only their clips; when they fit in
 a set fraction of the device's free memory it copies them there once, and every iteration then samples
 by a gather on the device. The rest of the device memory is for the matching network's activations.
 On the CPU nothing is copied: the memory-mapped shards already are the resident copy, shared between

@@ -20,8 +20,8 @@ def run_params(
 ) -> dict[str, Any]:
     params: dict[str, Any] = {k: v for k, v in to_dict(config).items() if k not in PRESET_FIELDS and v is not None}
     params["preset"] = preset.to_dict()  # flattened to preset.<field>
-    if config.preset is not None:
-        params["preset_file"] = config.preset
+    if config.preset_file is not None:
+        params["preset_file"] = config.preset_file
     if borrowed is not None:
         params["preset"]["borrowed_from"] = borrowed.name
     if config.paradigm != "naive":
