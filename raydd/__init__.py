@@ -2,7 +2,10 @@
 
 from typing import Any
 
+from raydd.console import plain_ray_output
 from raydd.errors import ConfigError, RayddError
+
+plain_ray_output()  # before any raydd module imports Ray, which reads RAY_DEDUP_LOGS when imported
 
 __version__ = "0.1.0"
 __all__ = ["ConfigError", "RayddError", "__version__", "load_distilled"]
