@@ -44,12 +44,23 @@ def logger(name: str) -> logging.Logger:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         base.addHandler(handler)
-        level = os.environ.get("RAYDD_LOG_LEVEL", "INFO").upper()
-        if level not in LEVELS:
-            raise RayddError(f"{LEVEL_VARIABLE}={level}: expected one of {', '.join(LEVELS)}")
-        base.setLevel(level)
+        base.setLevel(log_level())
         base.propagate = False
     return logging.getLogger(name)
+
+
+def log_level() -> str:
+    """``RAYDD_LOG_LEVEL``, default INFO."""
+    level = os.environ.get("RAYDD_LOG_LEVEL", "INFO").upper()
+    if level not in LEVELS:
+        raise RayddError(f"{LEVEL_VARIABLE}={level}: expected one of {', '.join(LEVELS)}")
+    return level
+
+
+def ray_train_log_level() -> str:
+    """Ray Train's console level: its INFO lines (every checkpoint, every report, the worker group's resources)
+    only at DEBUG; they are in the Ray session's log files whatever the level."""
+    return "INFO" if log_level() == "DEBUG" else "WARNING"
 
 
 def duration(seconds: float) -> str:
