@@ -112,9 +112,9 @@ def main() -> None:
                     store=store,
                     eval_runs=args.runs,
                     eval_epochs=args.eval_epochs,
-                    eval_preset=args.eval_preset,
+                    eval_lr_schedule=args.eval_preset,
                     iterations=args.iterations,
-                    protocol=protocol,
+                    eval_protocol=protocol,
                 )
                 block_started = time.perf_counter()
                 try:

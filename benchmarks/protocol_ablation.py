@@ -59,7 +59,7 @@ def _run(job: tuple[RunTask, Protocol]) -> RunResult:
 
 
 def _plan(args: argparse.Namespace, defaults: EvalConfig) -> EvaluationPlan:
-    """The runs ``raydd.evaluate --preset standard`` would make of ``--data``, on CPU."""
+    """The runs ``raydd.evaluate --lr-schedule standard`` would make of ``--data``, on CPU."""
     return plan_evaluation(
         data=args.data,
         test=None,

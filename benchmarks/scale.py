@@ -10,7 +10,7 @@ on local disk; the smaller one also on moto's standalone S3 server on 127.0.0.1.
 
 Sections (each judged against its target; every number comes from this run):
 
-scaling  DM naive at K400 shape through Ray Train (``ray.init(num_cpus=2)``), ``--split classes``, 1 CPU and 1
+scaling  DM naive at K400 shape through Ray Train (``ray.init(num_cpus=2)``), ``--worker-split classes``, 1 CPU and 1
          torch thread per worker, ``--batch-real`` lowered so an iteration takes seconds: median seconds per
          iteration with 1 worker / with 2 workers (the same total work). Target >= 1.7.
 memory   The same stage on 1 Ray Train worker over the small and the 4x larger dataset: the worker process's peak
@@ -289,7 +289,7 @@ def scaling(dataset_uri: str, warmup: int, timed: int, runs: Path) -> dict[str, 
 
 
 def predicted_worker_bytes(store: str, workers: int) -> int:
-    """``--plan``'s per-worker host memory for the run :func:`fit` makes (DM naive, --split classes, CPU)."""
+    """``--plan``'s per-worker host memory for the run :func:`fit` makes (DM naive, --worker-split classes, CPU)."""
     from raydd.distill.settings import DistillConfig
     from raydd.distill.stage_presets import resolve_presets
     from raydd.planning.distill import plan_distill

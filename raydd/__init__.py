@@ -2,8 +2,11 @@
 
 from typing import Any
 
+from raydd.console import plain_ray_output
 from raydd.errors import ConfigError, RayddError
 from raydd.provenance import VERSION as __version__
+
+plain_ray_output()  # before any raydd module imports Ray, which reads RAY_DEDUP_LOGS when imported
 
 __all__ = ["ConfigError", "RayddError", "__version__", "load_distilled"]
 

@@ -40,9 +40,19 @@ GROUP_TITLES = {
 ADVANCED_BY_DEFAULT = frozenset({"ray_address", "experiment", "device"})
 
 
-def option(default: Any, help: str, *, choices: Sequence[Any] | None = None, group: str | None = None) -> Any:
-    """A config field with its ``--help`` text, optionally the values it may take and its ``--help`` group."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "group": group})
+def option(
+    default: Any,
+    help: str,
+    *,
+    choices: Sequence[Any] | None = None,
+    group: str | None = None,
+    deprecated: Sequence[str] = (),
+) -> Any:
+    """A config field with its ``--help`` text, optionally the values it may take, its ``--help`` group and the
+    old spellings of its flag (``deprecated``, e.g. ``("--split",)``): they still work for one release, hidden
+    from ``--help``, and print one warning line naming the new flag."""
+    metadata = {"help": help, "choices": choices, "group": group, "deprecated": tuple(deprecated)}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def field_group(field: dataclasses.Field) -> str:
@@ -99,12 +109,66 @@ class SeedSection:
     seed: int = option(0, "seed of every random choice")
 
 
+def prefixed(
+    section: type,
+    prefix: str,
+    name: str,
+    *,
+    only: Sequence[str] | None = None,
+    defaults: dict[str, Any] | None = None,
+    deprecated: dict[str, Sequence[str]] | None = None,
+    notes: dict[str, str] | None = None,
+    group: str | None = None,
+) -> type:
+    """``section``'s fields (``only`` those, if given) as a frozen section of their own, each named ``prefix`` +
+    field (``runs`` -> ``eval_runs``) with the same type, help and choices: one declaration, read by a command
+    whose other flags would collide with the bare names. ``defaults``: a command's own default for a field, by
+    bare name (the caller says why); ``deprecated``: the command's old spellings of a flag, by bare name;
+    ``notes``: what a field means in this command, added to its help; ``group``: the ``--help`` group of every
+    field but the first. :meth:`unprefixed` gives the values back under the section's names."""
+    defaults, deprecated, notes = defaults or {}, deprecated or {}, notes or {}
+    hints = typing.get_type_hints(section)
+    chosen = [f for f in dataclasses.fields(section) if only is None or f.name in only]
+    fields = []
+    for index, field in enumerate(chosen):
+        metadata = {
+            **field.metadata,
+            "help": field.metadata["help"] + (f"; {notes[field.name]}" if field.name in notes else ""),
+            "deprecated": tuple(deprecated.get(field.name, ())),
+            "group": field.metadata.get("group") if index == 0 or group is None else group,
+        }
+        default = defaults.get(field.name, field.default)
+        fields.append((prefix + field.name, hints[field.name], dataclasses.field(default=default, metadata=metadata)))
+
+    def unprefixed(self: Any) -> dict[str, Any]:
+        return {field.name: getattr(self, prefix + field.name) for field in chosen}
+
+    made = dataclasses.make_dataclass(name, fields, frozen=True, namespace={"unprefixed": unprefixed})
+    made.__module__ = section.__module__
+    return made
+
+
 def resolve_defaults(config: C) -> C:
     """Fill the defaults that depend on the environment, after parsing: an unset ``store`` becomes
     :func:`~raydd.layout.default_store` (``$RAYDD_STORE`` read now, not at import)."""
     if isinstance(config, StoreSection) and config.store is None:
         return dataclasses.replace(config, store=default_store())
     return config
+
+
+class _DeprecatedFlag(argparse.Action):
+    """An old spelling of a flag: stores like the new one and prints one warning line naming it."""
+
+    def __init__(self, *args: Any, new_flag: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.new_flag = new_flag
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, flag: Any) -> None:
+        print(
+            f"{parser.prog}: warning: {flag} is deprecated and goes in the next release; use {self.new_flag}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -143,6 +207,19 @@ def build_parser(config_cls: type, prog: str, description: str) -> argparse.Argu
                 kwargs["choices"] = list(field.metadata["choices"])
                 kwargs["metavar"] = "{" + ",".join(map(str, kwargs["choices"])) + "}"
         groups[field_group(field)].add_argument(flag_name(field.name), dest=field.name, **kwargs)
+        for old in field.metadata.get("deprecated", ()):
+            if kind is bool:
+                raise TypeError(f"{field.name}: a deprecated spelling of a boolean flag is not supported")
+            hidden = {k: v for k, v in kwargs.items() if k not in ("help", "default")}
+            parser.add_argument(
+                old,
+                dest=field.name,
+                action=_DeprecatedFlag,
+                new_flag=flag_name(field.name),
+                help=argparse.SUPPRESS,
+                default=argparse.SUPPRESS,
+                **hidden,
+            )
     groups[RUN].add_argument(
         "--print-config",
         action="store_true",

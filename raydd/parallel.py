@@ -8,6 +8,7 @@ either finds its output complete or writes it whole.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +18,7 @@ import ray
 from tqdm import tqdm
 
 from raydd import faults
+from raydd.console import ProgressLines, is_terminal
 from raydd.errors import RayddError
 from raydd.ports import free_port
 from raydd.reaper import start_reaper
@@ -151,7 +153,7 @@ def run_tasks(
     queue = list(range(len(calls)))
     finished_units = shown_units = 0
     try:
-        with tqdm(total=sum(weights), desc=description, unit=unit, file=sys.stderr, mininterval=0.5) as bar:
+        with _progress(sum(weights), description, unit) as bar:
             while queue or pending:
                 while queue and len(pending) < max_in_flight:
                     position = queue.pop(0)
@@ -167,16 +169,33 @@ def run_tasks(
                     running = set(pending.values())
                     reported = ray.get(board.snapshot.remote())
                     units += sum(min(count, weights[p]) for p, count in reported.items() if p in running)
-                if units > shown_units:
-                    bar.update(units - shown_units)
-                    shown_units = units
-                    if on_progress is not None:
+                if units > shown_units or done:
+                    _advance(bar, units - shown_units, task_ended=bool(done))
+                    grew, shown_units = units > shown_units, units
+                    if grew and on_progress is not None:
                         on_progress(units)
                 if done:
                     yield result
     finally:
         if board is not None:
             ray.kill(board)
+
+
+@contextlib.contextmanager
+def _progress(total: int, description: str, unit: str) -> Iterator[tqdm | ProgressLines]:
+    """tqdm's bar on a terminal; on a file or a pipe, a line a task (:class:`~raydd.console.ProgressLines`)."""
+    if is_terminal():
+        with tqdm(total=total, desc=description, unit=unit, file=sys.stderr, mininterval=0.5) as bar:
+            yield bar
+    else:
+        yield ProgressLines(total, description, unit)
+
+
+def _advance(bar: tqdm | ProgressLines, units: int, *, task_ended: bool) -> None:
+    if isinstance(bar, ProgressLines):
+        bar.update(units, task_ended=task_ended)
+    elif units:
+        bar.update(units)
 
 
 def _result(ref: ray.ObjectRef, position: int, pending: dict[ray.ObjectRef, int], description: str) -> Any:

@@ -2,7 +2,7 @@
 
 Stage 1 runs once and every trial's stage 2 starts from its images; each trial ends with a short
 evaluation on validation clips held out of the train split. The best trial becomes a preset file
-(STORE/tune/NAME/best_preset.json) that ``python -m raydd.distill --preset FILE`` reads as is.
+(STORE/tune/NAME/best_preset.json) that ``python -m raydd.distill --preset-file FILE`` reads as is.
 Running the same command again resumes an interrupted sweep. The engine is :mod:`raydd.tuning.sweep`.
 """
 

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +26,7 @@ from raydd.models.hallucinator import Hallucinator
 from raydd.prepare import PrepareConfig, prepare
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +217,47 @@ def test_stills_only_trains_on_stills_and_refuses_others(store: str, tmp_path, c
     write_distilled(naive, videos, torch.arange(10), classes=classes, dataset_uri=dataset_uri, method="dm")
     with pytest.raises(RayddError, match="is a videos: give --data a set distilled with --paradigm static-dynamic"):
         evaluate(_config(store, data=naive, stills_only=True))
+
+
+ANSI = re.compile(r"\x1b\[")
+
+
+def _evaluate_piped(store: str, tmp_path: Path, **env: str) -> tuple[str, str]:
+    """``python -m raydd.evaluate`` as a user runs it into a log file: a process of its own (its own local Ray
+    cluster), stdout and stderr pipes."""
+    argv = ["--data", f"{store}/datasets/builtin", "--store", store, "--model", "cnn_gru", "--runs", "2"]
+    argv += ["--epochs", "2", "--batch-size", "64", "--cpus-per-run", "0.5", "--experiment", "test-piped"]
+    clean = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_DEDUP_LOGS", "RAY_COLOR_PREFIX")}
+    done = subprocess.run(
+        [sys.executable, "-m", "raydd.evaluate", *argv],
+        cwd=tmp_path,
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout, done.stderr
+
+
+@pytest.mark.slow  # two commands, each with a local Ray cluster of its own: about 45 s on 2 cores
+def test_a_piped_evaluation_prints_a_line_per_run_and_the_summary_and_no_worker_noise(
+    store: str, tmp_path: Path
+) -> None:
+    out, err = _evaluate_piped(store, tmp_path)
+    for text in (out, err):
+        assert not ANSI.search(text) and "repeated" not in text and "train loss" not in text, text
+    runs = [line for line in err.splitlines() if line.startswith("evaluate cnn_gru: ")]
+    assert [line.split(" run ")[0] for line in runs] == ["evaluate cnn_gru: 1/2", "evaluate cnn_gru: 2/2"], err
+    assert all(" ETA " in line for line in runs) and "\r" not in err  # lines, not a carriage-return bar
+    (summary,) = [line for line in out.splitlines() if line.startswith("cnn_gru trained on real")]
+    assert "over 2 runs" in summary
+
+    # At DEBUG the per-epoch losses come from the workers: every line as it is, uncoloured, none folded.
+    out, err = _evaluate_piped(store, tmp_path, RAYDD_LOG_LEVEL="DEBUG")
+    for text in (out, err):
+        assert not ANSI.search(text) and "repeated" not in text, text
+    losses = [line for line in (out + err).splitlines() if "train loss" in line]
+    assert sorted(line.split(") ", 1)[1].split(" train loss")[0] for line in losses) == [
+        f"[run {run}] epoch {epoch}/3" for run in (0, 1) for epoch in (1, 2, 3)
+    ], losses

@@ -174,7 +174,7 @@ def test_distill_and_pipeline_accept_the_protocol() -> None:
     assert parse_config(DistillConfig, [], "raydd.distill")[0].eval_protocol == "reference"
     config, _ = parse_config(DistillConfig, ["--eval-protocol", "reference"], "raydd.distill")
     assert config.eval_protocol == "reference"
-    assert parse_config(PipelineConfig, ["--protocol", "reference"], "raydd.pipeline")[0].protocol == "reference"
+    assert parse_config(PipelineConfig, ["--eval-protocol", "raydd"], "raydd.pipeline")[0].eval_protocol == "raydd"
     with pytest.raises(SystemExit):
         parse_config(DistillConfig, ["--eval-protocol", "paper"], "raydd.distill")
 
@@ -185,10 +185,11 @@ def test_pipeline_evaluates_every_row_with_one_lr_preset(tmp_path: Path) -> None
     outputs = {"static-dynamic": str(tmp_path / "sd"), "naive": str(tmp_path / "naive")}
     config = parse_config(PipelineConfig, ["--method", "frepo", "--store", str(tmp_path)], "raydd.pipeline")[0]
     rows = row_settings(config, outputs)
-    assert len(rows) == 4 and {(s.preset, s.epochs, s.protocol) for s in rows.values()} == {
+    assert len(rows) == 4 and {(s.lr_schedule, s.epochs, s.protocol) for s in rows.values()} == {
         ("standard", 100, "reference")
     }
-    config = parse_config(PipelineConfig, ["--eval-preset", "frepo", "--store", str(tmp_path)], "raydd.pipeline")[0]
-    assert {s.preset for s in row_settings(config, outputs).values()} == {"frepo"}
+    argv = ["--eval-lr-schedule", "frepo", "--store", str(tmp_path)]
+    config = parse_config(PipelineConfig, argv, "raydd.pipeline")[0]
+    assert {s.lr_schedule for s in row_settings(config, outputs).values()} == {"frepo"}
     with pytest.raises(SystemExit):
-        parse_config(PipelineConfig, ["--eval-preset", "auto"], "raydd.pipeline")
+        parse_config(PipelineConfig, ["--eval-lr-schedule", "auto"], "raydd.pipeline")

@@ -79,7 +79,7 @@ def test_a_sweep_writes_a_usable_preset_and_nested_runs_with_stage_one_once(
     ]  # stage 1: one folder, every trial reads it
     best = json.loads((folder / "best_preset.json").read_text())
     config, _ = parse_config(
-        DistillConfig, ["--store", store, "--preset", str(folder / "best_preset.json")], "raydd.distill"
+        DistillConfig, ["--store", store, "--preset-file", str(folder / "best_preset.json")], "raydd.distill"
     )
     preset = resolve_presets(config).run
     assert isinstance(preset, Preset) and preset.iterations == 3 and preset.network_width == 8

@@ -101,7 +101,7 @@ def distill(config: DistillConfig, presets: RunPresets) -> DistillOutcome:
         samples_per_worker=config.samples_per_worker,
         memory_bounded=config.memory_bounded,
         device=config.device,
-        split=config.split,
+        split=config.worker_split,
     )
     needs_experts = method_info(config.method).needs_experts
     video_experts = _experts_uri(config, layout, dataset, stage_model(NAIVE)) if needs_experts else None
@@ -268,14 +268,11 @@ def _evaluate(config: DistillConfig, uri: str, tracker: Tracker, run: RunSetting
 
     devices = {"gpus_per_run": 1.0, "cpus_per_run": run.cpus_per_worker} if run.use_gpu else {}
     settings = EvalConfig(
+        **config.unprefixed(),  # runs, epochs, model, protocol, lr_schedule: distill's --eval-* flags
         data=uri,
-        model=config.eval_model,
-        runs=config.eval_runs,
-        epochs=config.eval_epochs,
         store=config.store,
         seed=config.seed,
         ray_address=config.ray_address,
-        protocol=config.eval_protocol,
         experiment=config.experiment,
         **devices,
     )
@@ -293,8 +290,8 @@ def run_params(
 ) -> dict[str, Any]:
     params: dict[str, Any] = {k: v for k, v in to_dict(config).items() if k not in PRESET_FIELDS and v is not None}
     params["preset"] = preset.to_dict()  # flattened to preset.<field>
-    if config.preset is not None:
-        params["preset_file"] = config.preset
+    if config.preset_file is not None:
+        params["preset_file"] = config.preset_file
     if borrowed is not None:
         params["preset"]["borrowed_from"] = borrowed.name
     if config.paradigm != "naive":

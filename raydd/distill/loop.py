@@ -2,7 +2,7 @@
 
 Iteration ``i`` runs matching samples; sample ``j`` draws everything from a generator seeded by
 (seed, stage, i, j), so resuming needs no RNG state: iteration i's randomness is a function of i.
-Two ways to share an iteration between N workers (``--split``):
+Two ways to share an iteration between N workers (``--worker-split``):
 
 * ``samples``: the iteration has ``samples_per_worker x N`` samples; worker ``r`` computes samples
   r*m .. r*m+m-1, the gradients of the synthetic set (and of the method's learnables) are averaged, and

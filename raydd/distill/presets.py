@@ -8,7 +8,7 @@ scripts' --spc 2 --dpc 2 per video), and a learned synthetic lr except for naive
 
 ``builtin`` presets are raydd's own: sized so the whole pipeline runs in minutes on 2 CPU cores. DC
 (gradient matching) has builtin rows only: neither the seed nor the reference scripts give DC settings.
-A preset file (``--preset FILE``, written by ``python -m raydd.tune``) is a JSON object of these
+A preset file (``--preset-file FILE``, written by ``python -m raydd.tune``) is a JSON object of these
 fields; any field it omits keeps the table's value.
 """
 

@@ -10,18 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from raydd.console import duration
+
+__all__ = ["Progress", "duration", "progress_line"]
+
 BAR_WIDTH = 20
 STEPS = 10  # a line at every 1/STEPS of the stage
-
-
-def duration(seconds: float) -> str:
-    """``42s``, ``3m05s``, ``2h07m``."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def progress_line(stage: str, done: int, total: int, seconds_per_iteration: float, loss: float) -> str:

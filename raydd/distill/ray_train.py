@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from raydd import faults, metrics
+from raydd.console import ray_train_log_level
 from raydd.data.cache import admit, cache_entry, file_sha256, local_shard
 from raydd.devices import pick_device
 from raydd.distill.loop import SingleProcess, TorchDistributed
@@ -111,7 +112,7 @@ def _worker(config: dict[str, Any]) -> None:
         if rank == 0 and spec.stage != STATIC:  # the last stage: naive, or static-dynamic's stage 2
             faults.fire("fail_at_iteration", iteration, scope=runs.child(config["name"]), settle=_committed)
         if (iteration + 1) % run.checkpoint_every == 0 or iteration + 1 == run.iterations:
-            distiller.synchronise()  # every worker: under --split classes each holds only its classes' rows
+            distiller.synchronise()  # every worker: under --worker-split classes each holds only its classes' rows
             reported = {
                 "iteration": iteration + 1,
                 "loss": result.loss,
@@ -163,7 +164,7 @@ def fit_stage(
     """Run (or resume) one stage under Ray Train; returns the final state (synthetic tensors, history).
     ``tracking``: the MLflow run that rank 0 sends the stage's curves to every ``log_every`` iterations."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     path, filesystem = _storage(runs)
@@ -190,6 +191,7 @@ def fit_stage(
             failure_config=FailureConfig(max_failures=run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
             worker_runtime_env={"env_vars": {**WORKER_ENV, **faults.environment()}},
+            logging_config=LoggingConfig(log_level=ray_train_log_level()),
         ),
     )
     try:

@@ -11,7 +11,7 @@ at a time, never holding the whole sample as floats.
 
 A worker may keep clips *resident* on its device (:meth:`RealData.keep_resident`): they are copied there
 once as uint8, and loading them is then a gather on the device that copies no clip bytes from the host.
-Whether it does (:func:`should_keep_resident`): a worker that matches only its own classes (``--split classes``)
+Whether it does (:func:`should_keep_resident`): a worker that matches only its own classes (``--worker-split classes``)
 needs only their clips; when they fit in a set fraction of the device's free memory it copies them there once. The
 rest of the device memory is for the matching network's activations. On the CPU nothing is copied: the
 memory-mapped shards already are the resident copy, shared between the processes of a node and not counted as any

@@ -2,7 +2,7 @@
 
 Besides the run's own flags, every :class:`~raydd.distill.presets.Preset` field is a flag (:data:`PresetFlags`,
 derived from Preset's fields) whose default ``None`` means "the preset's value";
-:func:`~raydd.distill.stage_presets.resolve_presets` applies table -> ``--preset FILE`` -> flags, once, at the
+:func:`~raydd.distill.stage_presets.resolve_presets` applies table -> ``--preset-file FILE`` -> flags, once, at the
 command's edge.
 """
 
@@ -25,12 +25,13 @@ from raydd.config import (
     check,
     check_choice,
     option,
+    prefixed,
 )
 from raydd.data.specs import dataset_names
 from raydd.devices import DEVICE_CHOICES
 from raydd.distill import stage_presets
 from raydd.distill.presets import METHODS, PARADIGMS, PRESET_FIELDS, Preset
-from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES
+from raydd.evaluation.section import EvalSection, check_evaluation
 
 PRESETS_VALUE = " (default: the preset's)"
 
@@ -50,9 +51,13 @@ PresetFlags = dataclasses.make_dataclass(
 PresetFlags.__module__ = __name__
 
 
+# The closing evaluation: the evaluation section as --eval-* flags (0 runs: none), advanced but for the run count.
+EvalFlags = prefixed(EvalSection, "eval_", "EvalFlags", notes={"runs": "0: none"}, group=ADVANCED)
+
+
 @dataclasses.dataclass(frozen=True)
-class DistillConfig(StoreSection, RaySection, TrackingSection, DeviceSection, SeedSection, PresetFlags):
-    """The flags of python -m raydd.distill (run flags + one override per preset field)."""
+class DistillConfig(StoreSection, RaySection, TrackingSection, DeviceSection, SeedSection, EvalFlags, PresetFlags):
+    """The flags of python -m raydd.distill (run flags, the closing evaluation's, one override per preset field)."""
 
     dataset: str = option("builtin", "prepared dataset to distil (STORE/datasets/DATASET)", choices=dataset_names())
     method: str = option("dm", "base method", choices=METHODS)
@@ -74,10 +79,11 @@ class DistillConfig(StoreSection, RaySection, TrackingSection, DeviceSection, Se
         "store URI (path, file://, s3://...; default $RAYDD_STORE, else ./raydd-store): reads datasets/ and "
         "experts/, writes distill/ and distilled/",
     )
-    preset: str | None = option(
+    preset_file: str | None = option(
         None,
         "JSON preset file (from python -m raydd.tune) overriding the table's values; flags override it",
         group=PRESET,
+        deprecated=("--preset",),
     )
     static: str | None = option(
         None,
@@ -92,7 +98,7 @@ class DistillConfig(StoreSection, RaySection, TrackingSection, DeviceSection, Se
     output: str | None = option(
         None, "where the distilled set goes (default STORE/distilled/DATASET/METHOD-PARADIGM-ipcK-HASH)", group=ADVANCED
     )
-    workers: int = option(1, "Ray Train workers; how they share an iteration: --split")
+    workers: int = option(1, "Ray Train workers; how they share an iteration: --worker-split")
     use_gpu: bool | None = option(
         None,
         "one GPU per Ray Train worker (NCCL), else CPU workers (gloo); default: GPUs when the Ray cluster has "
@@ -107,16 +113,17 @@ class DistillConfig(StoreSection, RaySection, TrackingSection, DeviceSection, Se
     )
     samples_per_worker: int = option(
         1,
-        "matching samples per iteration (--split classes: shared by the workers; samples: per worker)",
+        "matching samples per iteration (--worker-split classes: shared by the workers; samples: per worker)",
         group=ADVANCED,
     )
-    split: str = option(
+    worker_split: str = option(
         "classes",
         "how --workers share an iteration: classes (every worker runs the same matching samples for its own "
         "block of classes: the result of 1 worker, ~N x faster) or samples (each worker its own matching "
         "samples: N x the samples an iteration)",
         choices=("classes", "samples"),
         group=ADVANCED,
+        deprecated=("--split",),
     )
     memory_bounded: bool = option(
         False,
@@ -129,19 +136,6 @@ class DistillConfig(StoreSection, RaySection, TrackingSection, DeviceSection, Se
     )
     seed: int = option(0, "seed of every random choice (initialisation, batches, experts, pairing)")
     device: str = option("auto", "device of each worker when --no-use-gpu", choices=DEVICE_CHOICES)
-    eval_runs: int = option(3, "evaluation runs of the distilled set at the end (0: none)")
-    eval_epochs: int | None = option(
-        None, "evaluation epochs (default: the evaluation preset's, e.g. 500 for MiniC3D)", group=ADVANCED
-    )
-    eval_model: str = option(
-        "minic3d", "network the evaluation trains", choices=("minic3d", "cnn_gru", "cnn_lstm"), group=ADVANCED
-    )
-    eval_protocol: str = option(
-        DEFAULT_PROTOCOL,
-        "evaluation protocol (see python -m raydd.evaluate --help)",
-        choices=PROTOCOL_NAMES,
-        group=ADVANCED,
-    )
     overwrite: bool = option(False, "distil again even when the output already holds this distilled set")
     experiment: str = option("raydd-distill", "MLflow experiment name")
     plan: bool = option(
@@ -154,22 +148,17 @@ class DistillConfig(StoreSection, RaySection, TrackingSection, DeviceSection, Se
         check_choice(self.dataset, "dataset", dataset_names())
         check_choice(self.method, "method", METHODS)
         check_choice(self.paradigm, "paradigm", PARADIGMS)
-        check_choice(self.eval_protocol, "eval_protocol", PROTOCOL_NAMES)
+        check_evaluation(self.unprefixed(), "eval_", min_runs=0)
         if self.static_method is not None:
             check_choice(self.static_method, "static_method", METHODS)
         for name in ("ipc", "workers", "samples_per_worker", "checkpoint_every"):
             check(getattr(self, name) >= 1, name, "a positive integer")
         check(self.cpus_per_worker is None or self.cpus_per_worker > 0, "cpus_per_worker", "a positive number")
-        check(
-            self.max_failures >= 0 and self.eval_runs >= 0,
-            "max_failures" if self.max_failures < 0 else "eval_runs",
-            "0 or a positive integer",
-        )
+        check(self.max_failures >= 0, "max_failures", "0 or a positive integer")
         for field in PRESET_FIELDS:
             value, bound = getattr(self, field.name), field.metadata["bound"]
             if value is not None and bound is not None:
                 check(bound.accepts(value), field.name, bound.allowed)
-        check(self.eval_epochs is None or self.eval_epochs >= 1, "eval_epochs", "a positive integer")
 
     def overrides(self) -> dict[str, Any]:
         """The preset fields the flags give (not None), by name: what they override in the preset."""

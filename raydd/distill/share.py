@@ -1,4 +1,4 @@
-"""A worker's share of a class-split matching sample (``--split classes``).
+"""A worker's share of a class-split matching sample (``--worker-split classes``).
 
 Worker ``r`` of ``N`` owns a contiguous block of classes. It makes every random choice of the sample, as
 one worker would, and computes only its classes' part; what couples the classes goes through the group:

@@ -1,6 +1,6 @@
 """The presets a :class:`~raydd.distill.settings.DistillConfig` runs with, resolved once, at the command's edge:
 the table's row (or the row a dataset without rows borrows) -> stage 1's method's row for its
-:data:`~raydd.distill.presets.STAGE1_METHOD_FIELDS` -> ``--preset FILE`` -> flags. Engines receive the frozen
+:data:`~raydd.distill.presets.STAGE1_METHOD_FIELDS` -> ``--preset-file FILE`` -> flags. Engines receive the frozen
 :class:`RunPresets`; nothing after it reads the preset file or opens the dataset for a preset."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def _row(
 
 
 def resolve_presets(config: DistillConfig) -> RunPresets:
-    """The run's presets: reads ``--preset FILE`` once and, for a dataset without rows (a folder of videos), its
+    """The run's presets: reads ``--preset-file FILE`` once and, for a dataset without rows (a folder of videos), its
     manifest once."""
     config = resolve_defaults(config)  # a config built in code may leave the store to $RAYDD_STORE
     folder_shape = _folder_shape(config) if borrows(config.dataset) else None
@@ -82,8 +82,8 @@ def resolve_presets(config: DistillConfig) -> RunPresets:
         row, _ = _row(config, static_method, STATIC_DYNAMIC, folder_shape)
         stage1.update({name: row[name] for name in STAGE1_METHOD_FIELDS} if row is not None else {"lr_static": None})
     overrides: dict[str, Any] = {}
-    if config.preset:
-        overrides.update(load_preset_file(read_bytes(resolve(config.preset)).decode(), config.preset))
+    if config.preset_file:
+        overrides.update(load_preset_file(read_bytes(resolve(config.preset_file)).decode(), config.preset_file))
     overrides.update(config.overrides())
     fields.update(overrides)
     stage1.update(overrides)
@@ -95,19 +95,19 @@ def resolve_presets(config: DistillConfig) -> RunPresets:
         raise RayddError(
             f"no preset for {config.method} {config.paradigm} on {config.dataset} at IPC {config.ipc} (the seed's "
             "tables have none): "
-            f"pass {' '.join('--' + n.replace('_', '-') + ' LR' for n in missing)} or --preset FILE"
+            f"pass {' '.join('--' + n.replace('_', '-') + ' LR' for n in missing)} or --preset-file FILE"
         )
     if missing == ["lr_static"]:
         raise RayddError(
             f"no preset for stage 1 with --static-method {static_method} on {config.dataset} at IPC {config.ipc}: "
-            f"pass --lr-static LR, --static-method {config.method} or --preset FILE"
+            f"pass --lr-static LR, --static-method {config.method} or --preset-file FILE"
         )
     return RunPresets(Preset(**fields), Preset(**stage1), static_method, borrowed)
 
 
 def printed_config(config: DistillConfig) -> dict[str, Any]:
     """What ``--print-config`` prints: the flags, every preset field as the run uses it (table row ->
-    ``--preset FILE`` -> flags) and, for static-dynamic, stage 1's method and (``stage1_preset``) the fields its
+    ``--preset-file FILE`` -> flags) and, for static-dynamic, stage 1's method and (``stage1_preset``) the fields its
     preset changes, if any."""
     presets = resolve_presets(config)
     data = {**to_dict(config), **presets.run.to_dict()}

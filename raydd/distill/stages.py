@@ -171,8 +171,8 @@ def build_stage(
     num_classes = len(dataset.classes)
     if spec.split == CLASSES and collective.world_size > num_classes:
         raise RayddError(
-            f"--split classes gives each worker at least one class: "
-            f"use at most {num_classes} workers, or --split samples"
+            f"--worker-split classes gives each worker at least one class: "
+            f"use at most {num_classes} workers, or --worker-split samples"
         )
     real = RealData(
         dataset.split("train"), dataset.mean, dataset.std, device, frames=spec.stage == STATIC, indices=real_indices

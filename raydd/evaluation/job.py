@@ -15,26 +15,27 @@ from raydd.config import (
     StoreSection,
     TrackingSection,
     check,
-    check_choice,
     option,
     to_dict,
 )
 from raydd.devices import DEVICE_CHOICES
 from raydd.evaluation.plan import plan_evaluation
-from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PRESET_NAMES, PROTOCOL_NAMES
 from raydd.evaluation.report import describe, storage_text, summarize
 from raydd.evaluation.runs import execute
+from raydd.evaluation.section import EvalSection, check_evaluation
 from raydd.layout import StoreLayout, default_store
-from raydd.models.registry import CLASSIFIERS
 from raydd.parallel import ensure_ray, run_tasks
 from raydd.resources import tasks_at_once
 from raydd.tracking import mlflow_run
 
 BUILTIN = "builtin"  # the dataset --data defaults to, in the store
+EVAL_FIELDS = tuple(field.name for field in dataclasses.fields(EvalSection))
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalConfig(StoreSection, RaySection, TrackingSection, DeviceSection, SeedSection):
+class EvalConfig(StoreSection, RaySection, TrackingSection, DeviceSection, SeedSection, EvalSection):
+    """The flags of python -m raydd.evaluate: the evaluation section (:class:`EvalSection`) and what to train on."""
+
     data: str | None = option(
         None, "prepared dataset (STORE/datasets/NAME) or distilled set to train on (default: STORE/datasets/builtin)"
     )
@@ -42,28 +43,13 @@ class EvalConfig(StoreSection, RaySection, TrackingSection, DeviceSection, SeedS
         None,
         "prepared dataset whose test split scores the runs (default: --data, or the dataset a distilled set came from)",
     )
-    model: str = option("minic3d", "network trained from scratch (convnet: frame-only probe)", choices=CLASSIFIERS)
-    runs: int = option(5, "independent runs (different seeds); reported as mean ± std")
-    protocol: str = option(
-        DEFAULT_PROTOCOL,
-        "how networks are trained and scored: raydd (fixed rendered pairs, average head) or reference (the "
-        "paper's code: per-batch re-standardisation, re-pairing every fetch, dropout-max head, epochs+1 "
-        "passes); both report the final epoch",
-        choices=PROTOCOL_NAMES,
-    )
     random_ipc: int = option(
         0, "train on K random real clips per class instead of all (the baseline a distilled set must beat)"
     )
     stills_only: bool = option(
         False, "train on a static-dynamic set's stage-1 still images, each repeated over the T frames"
     )
-    preset: str = option(
-        "auto",
-        "lr/epochs preset: standard, frepo (lr 1e-4, 1000 epochs), auto (frepo for FRePo sets)",
-        choices=PRESET_NAMES,
-    )
-    epochs: int | None = option(None, "training epochs (default: the preset's)")
-    lr: float | None = option(None, "SGD learning rate (default: the preset's); x0.1 at half the epochs")
+    lr: float | None = option(None, "SGD learning rate (default: the lr schedule's); x0.1 at half the epochs")
     batch_size: int = option(
         256, "training batch size (256 as the reference for distilled sets; use 32-64 on full real data)"
     )
@@ -76,10 +62,8 @@ class EvalConfig(StoreSection, RaySection, TrackingSection, DeviceSection, SeedS
     experiment: str = option("raydd-evaluate", "MLflow experiment name")
 
     def __post_init__(self) -> None:
-        check(self.runs >= 1, "runs", "a positive integer")
-        check_choice(self.protocol, "protocol", PROTOCOL_NAMES)
+        check_evaluation({name: getattr(self, name) for name in EVAL_FIELDS})
         check(self.random_ipc >= 0, "random_ipc", "0 (all clips) or a positive number of clips per class")
-        check(self.epochs is None or self.epochs >= 1, "epochs", "a positive integer")
         check(self.lr is None or self.lr > 0, "lr", "a positive number")
         check(self.batch_size >= 1, "batch_size", "a positive integer")
         check(self.cpus_per_run > 0, "cpus_per_run", "a positive number")
@@ -98,7 +82,7 @@ def _at_once(config: EvalConfig) -> int:
 
 
 _PLAN_FIELDS = (
-    *("data", "test", "model", "runs", "random_ipc", "preset", "epochs", "lr", "batch_size", "momentum"),
+    *("data", "test", "model", "runs", "random_ipc", "epochs", "lr", "batch_size", "momentum"),
     *("weight_decay", "seed", "device", "protocol", "stills_only"),
 )
 
@@ -109,7 +93,7 @@ def evaluate(config: EvalConfig, *, parent_run_id: str | None = None) -> dict[st
     evaluation's run is nested under (distill's closing evaluation)."""
     config = config.with_store_defaults()
     fields = to_dict(config)
-    plan = plan_evaluation(**{k: fields[k] for k in _PLAN_FIELDS})
+    plan = plan_evaluation(**{k: fields[k] for k in _PLAN_FIELDS}, preset=config.lr_schedule)
     reference = plan.reference
     ensure_ray(config.ray_address)
     tags = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from raydd.classes import random_per_class
+from raydd.console import logger
 from raydd.data.reader import open_prepared
 from raydd.devices import pick_device
 from raydd.distilled_set import STATIC_DYNAMIC, load_distilled, load_static_dynamic
@@ -41,11 +42,10 @@ def execute(task: RunTask, protocol: Protocol | None = None) -> RunResult:
     test = RealClips(reference.split("test"), reference.mean, reference.std)
     train = training_set(task, reference.mean, reference.std, len(reference.classes), protocol)
     passes = protocol.passes(task.settings.epochs)
-    every = max(1, passes // 5)
+    log = logger(__name__)
 
-    def report(epoch: int, loss: float) -> None:
-        if (epoch + 1) % every == 0 or epoch + 1 == passes:
-            print(f"[run {task.run}] epoch {epoch + 1}/{passes} train loss {loss:.4f}", flush=True)
+    def report(epoch: int, loss: float) -> None:  # every epoch's loss also reaches MLflow, from the driver
+        log.debug("[run %d] epoch %d/%d train loss %.4f", task.run, epoch + 1, passes, loss)
 
     return train_and_test(
         task.settings,

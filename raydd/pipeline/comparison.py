@@ -17,6 +17,7 @@ from raydd.config import (
     check_choice,
     option,
     parse_config,
+    prefixed,
     resolve_defaults,
 )
 from raydd.data.preparation import PrepareConfig, prepare
@@ -27,16 +28,35 @@ from raydd.distill.presets import METHODS
 from raydd.distill.settings import DistillConfig
 from raydd.distill.stage_presets import resolve_presets
 from raydd.evaluation.job import EvalConfig, evaluate
-from raydd.evaluation.protocols import DEFAULT_PROTOCOL, FREPO, PROTOCOL_NAMES, STANDARD
+from raydd.evaluation.protocols import FREPO, STANDARD
 from raydd.evaluation.report import RANDOM_REAL_ROW, format_comparison
+from raydd.evaluation.section import EvalSection, check_evaluation
 from raydd.experts.job import ExpertsConfig, train_experts
 from raydd.layout import StoreLayout
 from raydd.parallel import ensure_ray
 from raydd.resources import evaluation_devices
 
+# One schedule for all four rows, so that they compare ("auto" would give a FRePo set's rows frepo and the random
+# row standard).
+ONE_SCHEDULE = (STANDARD, FREPO)
+# Every row's evaluation: the evaluation section as --eval-* flags. Two defaults are the pipeline's own, as the
+# main job's table was made: 100 epochs (the paper's 500 for MiniC3D is GPU-sized; 100 keeps the main job to
+# minutes on CPU) and the standard schedule (lr 1e-2; frepo's lr 1e-4 is made for 1000 epochs: with fewer it does
+# not train). Old spellings: --protocol, --eval-preset.
+PipelineEvalFlags = prefixed(
+    EvalSection,
+    "eval_",
+    "PipelineEvalFlags",
+    only=("runs", "epochs", "protocol", "lr_schedule"),
+    defaults={"epochs": 100, "lr_schedule": STANDARD},
+    deprecated={"protocol": ("--protocol",), "lr_schedule": ("--eval-preset",)},
+)
+
 
 @dataclasses.dataclass(frozen=True)
-class PipelineConfig(StoreSection, RaySection, SeedSection):
+class PipelineConfig(StoreSection, RaySection, SeedSection, PipelineEvalFlags):
+    """The flags of python -m raydd.pipeline: the dataset and method, and the evaluation of every row (--eval-*)."""
+
     dataset: str = option("builtin", "dataset to prepare, distil and evaluate", choices=dataset_names())
     source: str | None = option(None, "raw videos of the dataset (builtin needs none)")
     method: str = option("dm", "base method", choices=METHODS)
@@ -44,18 +64,7 @@ class PipelineConfig(StoreSection, RaySection, SeedSection):
     store: str | None = option(
         None, "store URI for every stage's output and mlflow.db (default $RAYDD_STORE, else ./raydd-store)"
     )
-    eval_runs: int = option(5, "evaluation runs per training set (mean ± std)")
-    eval_epochs: int = option(
-        100, "evaluation epochs (the paper's 500 for MiniC3D is GPU-sized; 100 keeps this to minutes on CPU)"
-    )
-    eval_preset: str = option(
-        STANDARD,
-        "lr preset of every row's evaluation, one for all four rows so that they compare: standard (lr 1e-2) "
-        "or frepo (lr 1e-4, the paper's for FRePo sets, made for 1000 epochs: with fewer it does not train)",
-        choices=(STANDARD, FREPO),
-    )
     iterations: int | None = option(None, "distillation iterations per stage (default: the preset's)")
-    protocol: str = option(DEFAULT_PROTOCOL, "evaluation protocol of every row", choices=PROTOCOL_NAMES)
     seed: int = option(0, "seed of the distillations and of evaluation run 0 (run i uses seed + i)")
     workers: int = option(1, "Ray Train workers per distillation")
     ray_address: str | None = option(None, "Ray cluster to join (default: RAY_ADDRESS, else a new local cluster)")
@@ -63,8 +72,10 @@ class PipelineConfig(StoreSection, RaySection, SeedSection):
     def __post_init__(self) -> None:
         check_choice(self.dataset, "dataset", dataset_names())
         check_choice(self.method, "method", METHODS)
-        check_choice(self.eval_preset, "eval_preset", (STANDARD, FREPO))
-        for name in ("ipc", "eval_runs", "eval_epochs", "workers"):
+        check_evaluation(self.unprefixed(), "eval_")
+        check(self.eval_epochs is not None, "eval_epochs", "a positive integer")
+        check_choice(self.eval_lr_schedule, "eval_lr_schedule", ONE_SCHEDULE)
+        for name in ("ipc", "workers"):
             check(getattr(self, name) >= 1, name, "a positive integer")
 
 
@@ -83,10 +94,7 @@ def row_settings(
     return {
         name: EvalConfig(
             **training_set,
-            runs=config.eval_runs,
-            epochs=config.eval_epochs,
-            preset=config.eval_preset,
-            protocol=config.protocol,
+            **config.unprefixed(),  # runs, epochs, protocol, lr_schedule: the same for every row
             seed=config.seed,
             store=config.store,
             ray_address=config.ray_address,
@@ -110,11 +118,11 @@ def compare(config: PipelineConfig, outputs: dict[str, str]) -> dict[str, dict[s
 
 def format_table(rows: dict[str, dict[str, Any]], config: PipelineConfig) -> str:
     title = (
-        f"\n{config.dataset}, IPC {config.ipc}, MiniC3D trained {config.eval_epochs} epochs ({config.eval_preset} lr), "
-        f"{config.eval_runs} runs"
+        f"\n{config.dataset}, IPC {config.ipc}, MiniC3D trained {config.eval_epochs} epochs "
+        f"({config.eval_lr_schedule} lr), {config.eval_runs} runs"
     )
     table = {name: (row["storage_ratio"], row["metrics"]) for name, row in rows.items()}
-    return format_comparison(table, protocol=config.protocol, title=title)
+    return format_comparison(table, protocol=config.eval_protocol, title=title)
 
 
 # Experts for the built-in dataset: small MiniC3D / ConvNet (width 32), a batch small enough to take

@@ -2,9 +2,9 @@
 
 The run it plans: every node copies the shards its workers touch into its cache once for the whole run
 (both stages and restarts) and memory-maps them. Shards mix classes, so a node's workers touch every train
-shard (plus the test split for the closing evaluation). With ``--split classes`` each of N workers embeds
+shard (plus the test split for the closing evaluation). With ``--worker-split classes`` each of N workers embeds
 only its ~1/N of the classes, a chunk of real clips at a time (a GPU worker keeps its classes' clips on
-the GPU as uint8 when they fit); with ``--split samples`` every worker handles every class of its samples.
+the GPU as uint8 when they fit); with ``--worker-split samples`` every worker handles every class of its samples.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def stage_load(
     memory_bounded: bool = False,
 ) -> WorkerLoad:
     """What one worker of ``stage`` holds when it owns ``own_classes`` of the classes (all of them with
-    ``--split samples``)."""
+    ``--worker-split samples``)."""
     spec = StageSpec(stage=stage, method=method, dataset_uri="", ipc=ipc, preset=preset)
     t, h, w, c = size.clip_shape
     classes = size.classes
@@ -163,7 +163,7 @@ def plan_distill(config: Any, presets: RunPresets, capacity: Capacity | None = N
     size = dataset_size(config.store, config.dataset)
     known = capacity or this_machine()
     use_gpu, cpus, demands = distill_demands(config, known)
-    split = getattr(config, "split", "classes")
+    split = getattr(config, "worker_split", "classes")
     own = math.ceil(size.classes / config.workers) if split == "classes" else size.classes
     gpu_bytes = known.gpu_memory_bytes()
     gpu_memory = "" if not use_gpu else (gpu_size(gpu_bytes) if gpu_bytes else ASSUMED_GPU)

@@ -68,7 +68,8 @@ def format_distill(plan: DistillPlan) -> str:
     lines = [
         f"plan        python -m raydd.distill: {plan.method} {plan.paradigm}, "
         f"{plan.workers} Ray Train worker(s) on {device}, "
-        f"{plan.cpus_per_worker:g} CPU(s) each, --split {plan.split} ({plan.classes_per_worker} classes a worker)",
+        f"{plan.cpus_per_worker:g} CPU(s) each, --worker-split {plan.split} "
+        f"({plan.classes_per_worker} classes a worker)",
         f"preset      {preset}",
         *_dataset(plan.dataset),
         f"memory      per worker, at its peak ({PRIVATE}):",

@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 
-from raydd.config import DeviceSection, RaySection, SeedSection, StoreSection, TrackingSection, check, option, to_dict
+from raydd.config import (
+    DeviceSection,
+    RaySection,
+    SeedSection,
+    StoreSection,
+    TrackingSection,
+    check,
+    option,
+    prefixed,
+    to_dict,
+)
 from raydd.devices import DEVICE_CHOICES
 from raydd.distill.settings import settings_hash
+from raydd.evaluation.section import EvalSection, check_evaluation
+
+# A trial's evaluation: one MiniC3D on its distilled set, scored on the validation clips, for the evaluation
+# section's epochs; the default is the sweep's own, 100, so that a trial stays short (the schedule's is 500).
+TrialEvalFlags = prefixed(EvalSection, "eval_", "TrialEvalFlags", only=("epochs",), defaults={"epochs": 100})
 
 
 @dataclasses.dataclass(frozen=True)
-class TuneConfig(StoreSection, RaySection, TrackingSection, DeviceSection, SeedSection):
+class TuneConfig(StoreSection, RaySection, TrackingSection, DeviceSection, SeedSection, TrialEvalFlags):
     dataset: str = option("builtin", "prepared dataset (STORE/datasets/DATASET)")
     method: str = option("dm", "base method (static-dynamic paradigm)", choices=("dm", "mtt", "frepo"))
     ipc: int = option(1, "instances per class")
@@ -27,7 +42,6 @@ class TuneConfig(StoreSection, RaySection, TrackingSection, DeviceSection, SeedS
         None, "ASHA: iterations every trial runs before it may be stopped (default: a quarter)"
     )
     validation_fraction: float = option(0.2, "fraction of every class of the train split held out to score trials")
-    eval_epochs: int = option(100, "epochs of each trial's evaluation (MiniC3D on the distilled set)")
     cpus_per_trial: float = option(1.0, "CPUs reserved by each trial")
     gpus_per_trial: float | None = option(
         None,
@@ -44,7 +58,9 @@ class TuneConfig(StoreSection, RaySection, TrackingSection, DeviceSection, SeedS
     )
 
     def __post_init__(self) -> None:
-        for name in ("ipc", "num_samples", "max_concurrent", "eval_epochs"):
+        check_evaluation(self.unprefixed(), "eval_")
+        check(self.eval_epochs is not None, "eval_epochs", "a positive integer")
+        for name in ("ipc", "num_samples", "max_concurrent"):
             check(getattr(self, name) >= 1, name, "a positive integer")
         for name in ("iterations", "network_width", "batch_real", "grace_period"):
             check(getattr(self, name) is None or getattr(self, name) >= 1, name, "a positive integer")

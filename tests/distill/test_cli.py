@@ -54,7 +54,7 @@ def test_print_config_prints_every_flag_with_the_preset_resolved(capsys: pytest.
     table = table_preset("mtt", "naive", "builtin", 1)
     assert table is not None and printed["iterations"] == table.iterations and printed["lr_img"] == table.lr_img
     assert printed["syn_steps"] == table.syn_steps and printed["lr_teacher"] == table.lr_teacher
-    assert "fail_at_iteration" not in printed and printed["eval_runs"] == 3  # test faults: $RAYDD_FAULTS
+    assert "fail_at_iteration" not in printed and printed["eval_runs"] == 5  # test faults: $RAYDD_FAULTS
 
 
 @pytest.mark.parametrize("dataset", ["k400", "builtin"])
@@ -72,10 +72,10 @@ def test_print_config_resolves_table_then_preset_file_then_flags(
 
     preset_file = tmp_path / "tuned.json"
     preset_file.write_text(json.dumps({"preset": {"iterations": table.iterations + 7, "lr_hal": 0.25}}))
-    assert main(["--print-config", "--dataset", dataset, "--preset", str(preset_file), "--lr-hal", "0.5"]) == 0
+    assert main(["--print-config", "--dataset", dataset, "--preset-file", str(preset_file), "--lr-hal", "0.5"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["iterations"] == table.iterations + 7 and printed["lr_hal"] == 0.5  # the flag beats the file
-    assert printed["batch_real"] == table.batch_real and printed["preset"] == str(preset_file)
+    assert printed["batch_real"] == table.batch_real and printed["preset_file"] == str(preset_file)
 
     # Stage 1 learnt by another method: the fields its own row gives stage 1 are printed beside the run's preset.
     assert main(["--print-config", "--dataset", dataset, "--static-method", "mtt"]) == 0
@@ -107,8 +107,9 @@ def test_help_is_grouped_into_run_preset_and_advanced(capsys: pytest.CaptureFixt
         "run options"
     ]
     preset_flags = {flag_name(name) for name in Preset.__dataclass_fields__}
-    assert flags["preset options"] == preset_flags | {"--preset"}  # every preset field, and the preset file
-    assert {"--ray-address", "--split", "--checkpoint-every", "--experiment", "--use-gpu"} <= flags["advanced options"]
+    assert flags["preset options"] == preset_flags | {"--preset-file"}  # every preset field, and the preset file
+    advanced = {"--ray-address", "--worker-split", "--checkpoint-every", "--experiment", "--use-gpu", "--eval-epochs"}
+    assert advanced <= flags["advanced options"] and "--eval-runs" in flags["run options"]
     every = {flag_name(field.name) for field in dataclasses.fields(DistillConfig)}
     assert set().union(*flags.values()) >= every and not flags["run options"] & flags["advanced options"]
     text = " ".join(sections["preset options"].split())  # argparse wraps lines
@@ -179,7 +180,7 @@ def test_a_dataset_without_a_preset_asks_for_the_learning_rates(
     assert main(["--store", str(tmp_path), "--method", "frepo", "--dataset", "k400"]) == 1
     line = _one_error_line(capsys)
     assert "no preset for frepo static-dynamic on k400 at IPC 1" in line and line.endswith(
-        "pass --lr-static LR --lr-dynamic LR --lr-hal LR or --preset FILE"
+        "pass --lr-static LR --lr-dynamic LR --lr-hal LR or --preset-file FILE"
     )
     assert "python -m raydd.prepare" not in line
     assert main(["--store", str(tmp_path), "--method", "frepo", "--dataset", "k400", "--paradigm", "naive"]) == 1
@@ -272,6 +273,6 @@ def test_a_run_reads_its_preset_file_once_at_the_edge(
 
     command_resolve = command.resolve_presets
     monkeypatch.setattr(command, "resolve_presets", resolve_then_delete)
-    argv = ["--store", store, "--preset", str(preset_file), "--checkpoint-every", "2", "--eval-runs", "0"]
+    argv = ["--store", store, "--preset-file", str(preset_file), "--checkpoint-every", "2", "--eval-runs", "0"]
     assert main(argv) == 0
     assert len(resolved) == 1 and resolved[0].run.iterations == 2 and not preset_file.exists()

@@ -121,7 +121,7 @@ def test_the_tables_cover_the_seeds_datasets() -> None:
 def test_a_combination_without_a_row_asks_for_its_lrs() -> None:
     with pytest.raises(RayddError, match=r"no preset for frepo static-dynamic on k400 at IPC 1.*--lr-dynamic LR"):
         resolve_presets(DistillConfig(dataset="k400", method="frepo", paradigm="static-dynamic", ipc=1))
-    with pytest.raises(RayddError, match=r"pass --lr-img LR or --preset FILE"):
+    with pytest.raises(RayddError, match=r"pass --lr-img LR or --preset-file FILE"):
         resolve_presets(DistillConfig(dataset="ssv2", method="frepo", paradigm="naive", ipc=5))
     given = resolve_presets(DistillConfig(dataset="k400", method="frepo", paradigm="naive", ipc=1, lr_img=0.5)).run
     assert given.lr_img == 0.5 and given == Preset(lr_img=0.5)  # everything else: the Preset defaults
@@ -137,15 +137,17 @@ def test_flags_override_a_preset_file_which_overrides_the_table(tmp_path: Path) 
     )  # as python -m raydd.tune writes it
     (tmp_path / "plain.json").write_text(json.dumps({"lr_img": 5.0, "batch_real": 3}))
     for name in ("tuned.json", "plain.json"):
-        from_file = resolve_presets(DistillConfig(**base, preset=str(tmp_path / name))).run
+        from_file = resolve_presets(DistillConfig(**base, preset_file=str(tmp_path / name))).run
         assert (from_file.lr_img, from_file.batch_real, from_file.iterations) == (5.0, 3, table.iterations)
-        both = resolve_presets(DistillConfig(**base, preset=str(tmp_path / name), lr_img=7.0)).run
+        both = resolve_presets(DistillConfig(**base, preset_file=str(tmp_path / name), lr_img=7.0)).run
         assert (both.lr_img, both.batch_real) == (7.0, 3)
 
 
 def test_an_unknown_field_in_a_preset_file_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "typo.json").write_text(json.dumps({"lr_imgg": 5.0}))
-    config = DistillConfig(dataset="miniucf", method="dm", paradigm="naive", ipc=1, preset=str(tmp_path / "typo.json"))
+    config = DistillConfig(
+        dataset="miniucf", method="dm", paradigm="naive", ipc=1, preset_file=str(tmp_path / "typo.json")
+    )
     with pytest.raises(
         RayddError, match=r"preset file .*typo.json has unknown fields lr_imgg: known fields are "
     ) as error:

@@ -124,7 +124,19 @@ def _sha(path: Path) -> tuple[int, str]:
 def test_two_workers_compute_what_one_worker_with_two_samples_computes(reference: dict[str, Any]) -> None:
     store = reference["store"]  # the reference's store: its run folder must not be mistaken for these runs'
     assert (
-        main(["--store", store, *NAIVE, "--workers", "2", "--split", "samples", "--output", f"{store}/two-workers"])
+        main(
+            [
+                "--store",
+                store,
+                *NAIVE,
+                "--workers",
+                "2",
+                "--worker-split",
+                "samples",
+                "--output",
+                f"{store}/two-workers",
+            ]
+        )
         == 0
     )
     assert main(["--store", store, *NAIVE, "--samples-per-worker", "2", "--output", f"{store}/two-samples"]) == 0
@@ -148,7 +160,7 @@ def test_two_workers_split_by_classes_compute_what_one_worker_computes(
     tiny_datasets: Path, tmp_path: Path, reference: dict[str, Any]
 ) -> None:
     store = store_holding(tiny_datasets, tmp_path)
-    assert main(["--store", store, *NAIVE, "--workers", "2"]) == 0  # --split classes is the default
+    assert main(["--store", store, *NAIVE, "--workers", "2"]) == 0  # --worker-split classes is the default
     _, states = _only_run(store)
     assert [s["iteration"] for s in states] == [2, 4] and states[-1]["history"]["samples"] == [1] * 4
     _assert_same_run(states[-1], reference["state"])

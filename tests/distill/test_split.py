@@ -1,4 +1,4 @@
-"""``--split classes`` without Ray: N gloo processes compute the one-worker iteration of DM, FRePo, MTT and DC
+"""``--worker-split classes`` without Ray: N gloo processes compute the one-worker iteration of DM, FRePo, MTT and DC
 (synthetic set, optimiser state, method state, losses, and a resume in between); DM's chunked real path gives the
 unchunked loss and gradient; resident clips load as the memory-mapped ones do."""
 
@@ -188,7 +188,7 @@ class _Member:
 
 
 def test_a_class_split_that_cannot_work_is_refused(store: Path) -> None:
-    with pytest.raises(RayddError, match=r"use at most 10 workers, or --split samples"):
+    with pytest.raises(RayddError, match=r"use at most 10 workers, or --worker-split samples"):
         build_stage(_spec(store, "naive", split="classes"), _Member(11), CPU)
 
 

@@ -78,7 +78,7 @@ def test_distill_plan_for_k400_before_prepare_uses_published_sizes_and_starts_no
     assert "lr_dynamic=1.0, lr_hal=1e-05" in text and "batch_real=64" in text  # the K400 IPC 1 row of Suppl. Table 11
     assert (
         "4 x {CPU: 1, GPU: 1} Ray Train workers (all at once)" in text
-        and "3 x {CPU: 1, GPU: 1} evaluation runs" in text
+        and "5 x {CPU: 1, GPU: 1} evaluation runs" in text
     )
     assert "own classes resident on the GPU as uint8" in text and "100 classes a worker" in text
     assert "25.58 GB per node" in text  # 240k + 20k clips of 98,304 bytes (+ Arrow framing)

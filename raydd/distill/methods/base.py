@@ -4,7 +4,7 @@ A *matching sample* is one independent draw of whatever a method compares the sy
 a freshly initialised network and real batches (DM), an expert and a start epoch (MTT), a pool model
 and a real batch (FRePo). Each has its own seeded generator, so a sample is the same computation on
 whichever worker draws it: that is what makes N workers exactly N x the samples of one
-(``--split samples``). Under ``--split classes`` every worker runs the same samples, each for its own
+(``--worker-split samples``). Under ``--worker-split classes`` every worker runs the same samples, each for its own
 block of ``classes``: it makes every random choice of the whole sample and keeps its share, so that the
 shares add up to what one worker computes.
 """

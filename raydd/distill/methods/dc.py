@@ -12,7 +12,7 @@ How much a sample covers: one outer loop at the network's initialisation, no inn
 what the reference's ``get_loops`` uses at IPC 1 and 5 (1 outer, 1 inner: its loop ends before the
 network is trained). At IPC >= 10 the reference trains the network on the synthetic set between outer
 loops; raydd does not: every class's term would then depend on every class's rows (which a worker of a
-``--split classes`` sample does not hold up to date), and the inner epochs would multiply the CPU cost
+``--worker-split classes`` sample does not hold up to date), and the inner epochs would multiply the CPU cost
 of a sample. Matching at fresh initialisations only is DC's outer loop with a new network each time.
 
 Because the loss is a sum of per-class terms, a class-split worker (``sample.classes``) computes

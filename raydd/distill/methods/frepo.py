@@ -11,7 +11,7 @@ being learned; the online step fits the hard labels with cross-entropy (the refe
 labels with MSE); the model learning rate is constant (the reference warms it up and anneals it); and
 synthetic images are not flip-augmented before the regression.
 
-Under ``--split classes`` (``share``) each worker embeds only its own classes' synthetic instances and its
+Under ``--worker-split classes`` (``share``) each worker embeds only its own classes' synthetic instances and its
 part of the real batch; the synthetic features (n x d, small) are gathered from every worker with a
 differentiable gather, so each worker solves the same regression and its own instances receive the
 gradient of every worker's part of the loss. The pool's online step is split the same way: each worker's

@@ -19,7 +19,7 @@ the backward through them; the parameters, their updates and the matching loss s
 is not float32's (cosine ~0.98 to it, tests/distill/test_mtt_precision.py), so ``auto`` keeps MTT in
 float32: only an explicit ``bf16`` turns it on.
 
-Under ``--split classes`` (``sample.share``) every worker follows the same student trajectory and
+Under ``--worker-split classes`` (``sample.share``) every worker follows the same student trajectory and
 computes each step's gradient on the instances of its own classes in the step's batch; the parts are
 summed by an all-reduce whose backward is an all-reduce too (:func:`~raydd.distill.share.sum_over_group`).
 Each worker back-propagates 1/N of the (replicated) loss, so that the gradients reaching the student's
