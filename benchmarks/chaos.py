@@ -163,6 +163,7 @@ class Chaos:
             MLFLOW_TRACKING_URI=f"sqlite:///{self.work / 'mlflow.db'}",
             PYTHONUNBUFFERED="1",
             RAY_USAGE_STATS_ENABLED="0",
+            RAYDD_LOG_LEVEL="DEBUG",  # Ray Train's checkpoint lines, which _checkpoints counts, show only at DEBUG
             **(self.aws if store.startswith("s3://") else {}),
         )
         return env

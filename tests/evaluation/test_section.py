@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from raydd.config import build_parser, parse_config, to_dict
-from raydd.distill.comparison import PipelineConfig
-from raydd.distill.run_params import run_params
+from raydd.distill.driver import run_params
 from raydd.distill.settings import DistillConfig
 from raydd.distill.stage_presets import resolve_presets
 from raydd.evaluation.job import EvalConfig
 from raydd.evaluation.section import EvalSection
+from raydd.pipeline import PipelineConfig
 from raydd.tuning.sweep_config import TuneConfig
 
 SECTION = {field.name: field.default for field in dataclasses.fields(EvalSection)}
