@@ -20,6 +20,18 @@ from raydd.errors import RayddError
 from raydd.resources import EC2_GPU_MEMORY, Capacity, NodeShape, capacity_from_autoscaler, node_shape
 
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+ADDRESS_VARIABLE = "RAY_ADDRESS"  # Ray's own: the cluster a driver joins
+AUTOSCALER_CONFIG_VARIABLE = "RAYDD_AUTOSCALER_CONFIG"
+
+
+def ray_address(given: str | None = None) -> str | None:
+    """The Ray cluster to join or read: ``given`` (``--ray-address``), else ``RAY_ADDRESS``; None for none."""
+    return given or os.environ.get(ADDRESS_VARIABLE) or None
+
+
+def named_autoscaler_config() -> str | None:
+    """The autoscaler config ``RAYDD_AUTOSCALER_CONFIG`` names, if any."""
+    return os.environ.get(AUTOSCALER_CONFIG_VARIABLE) or None
 
 
 def _alive_nodes(address: str | None) -> tuple[list[NodeShape], str] | None:
@@ -28,7 +40,7 @@ def _alive_nodes(address: str | None) -> tuple[list[NodeShape], str] | None:
         return [
             node_shape(node["Resources"], node.get("NodeManagerAddress", "")) for node in nodes
         ], "the connected Ray cluster"
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = ray_address(address)
     if not address:
         return None
     from ray.util.state import list_nodes
@@ -56,7 +68,7 @@ def first_line(error: BaseException) -> str:
 
 
 def _autoscaler_config() -> dict[str, Any] | None:
-    path = Path(os.path.expanduser(os.environ.get("RAYDD_AUTOSCALER_CONFIG", BOOTSTRAP_CONFIG)))
+    path = Path(os.path.expanduser(named_autoscaler_config() or BOOTSTRAP_CONFIG))
     if not path.is_file():
         return None
     import yaml
@@ -71,7 +83,7 @@ def capacity(address: str | None = None) -> Capacity | None:
     alive = _alive_nodes(address)
     config = _autoscaler_config()
     if alive is None:
-        named = os.environ.get("RAYDD_AUTOSCALER_CONFIG")
+        named = named_autoscaler_config()
         if config is None or not named:
             return None
         head = ((config.get("available_node_types") or {}).get(config.get("head_node_type")) or {}).get(

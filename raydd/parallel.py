@@ -18,6 +18,7 @@ import ray
 from tqdm import tqdm
 
 from raydd import faults
+from raydd.cluster import ray_address
 from raydd.console import ProgressLines, is_terminal
 from raydd.errors import RayddError
 from raydd.ports import free_port
@@ -35,7 +36,7 @@ def ensure_ray(address: str | None = None) -> None:
     A local cluster gets a reaper (:mod:`raydd.reaper`): none of its processes outlives this one, even killed."""
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = ray_address(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=True, configure_logging=False)

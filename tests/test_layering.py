@@ -22,6 +22,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # Configs, URIs, bytes, Ray resources and plumbing, tracking: no videos, no networks.
     "foundation": (
         "errors.py",
+        "console.py",
         "provenance.py",
         "ports.py",
         "classes.py",
