@@ -463,7 +463,7 @@ def scenario(
 def node_loss(chaos: Chaos, stage: str, store: str, tag: str, s3_port: int) -> tuple[Run, dict[str, Any], int]:
     """``stage`` on a fresh multi-node cluster, a worker node lost once the stage's work runs on it (distill: after
     its first checkpoint) and a replacement added; the run, the fault's record and the workers left behind."""
-    from benchmarks.multinode import Background, local_cluster, stored_objects
+    from benchmarks.multinode import Background, local_cluster, registered_checkpoint
 
     chaos.runs += 1
     log = chaos.work / "logs" / f"{chaos.runs:03d}-{tag}-{stage}.log"
@@ -480,7 +480,7 @@ def node_loss(chaos: Chaos, stage: str, store: str, tag: str, s3_port: int) -> t
                 import s3fs
 
                 fs = s3fs.S3FileSystem(endpoint_url=f"http://127.0.0.1:{s3_port}")
-                if not stored_objects(fs, f"{store.removeprefix('s3://')}/distill/runs/*/checkpoint_*/state.json"):
+                if not registered_checkpoint(fs, store):
                     return None
             return next((n for n in working if any(WORK_TITLE[stage] in p.title for p in cluster.processes(n))), None)
 

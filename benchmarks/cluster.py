@@ -58,6 +58,7 @@ from benchmarks.multinode import (  # noqa: E402
     gets_by_node,
     launched_nodes,
     local_cluster,
+    registered_checkpoint,
     stored_objects,
 )
 from benchmarks.scale import RESULTS, moto_server, write_k400_like  # noqa: E402
@@ -160,7 +161,7 @@ def node_loss(
     from raydd.distilled_set import load_distilled
 
     losses: list[dict[str, Any]] = []
-    iterations = 20 if quick else 40
+    iterations = 60 if quick else 100  # at ~0.1 s an iteration: the kill lands mid-stage
     distill = [*DM, "--paradigm", "naive", *TWO_WORKERS, "--iterations", str(iterations), "--checkpoint-every", "5"]
     distill += ["--lr-img", "1000"]
     reference = copy_datasets(fs, prepared, f"s3://{BUCKET}/undisturbed")
@@ -168,7 +169,7 @@ def node_loss(
     store = copy_datasets(fs, prepared, f"s3://{BUCKET}/node-lost")
     run = Background(cluster, ["raydd.distill", "--store", store, *distill, "--max-failures", "1"], work / "d.log")
     run.wait_for(
-        lambda: stored_objects(fs, f"{store.removeprefix('s3://')}/distill/runs/*/checkpoint_*/state.json"),
+        lambda: registered_checkpoint(fs, store),
         "the first checkpoint",
     )
     killed_at = cluster.replace_a_worker_node()
@@ -243,7 +244,7 @@ def killed_driver(cluster: LocalCluster, fs: Any, prepared: str, work: Path, orp
     distill = ["raydd.distill", "--store", store, *DM, "--paradigm", "naive", *TWO_WORKERS]
     run = Background(cluster, [*distill, "--iterations", "40", "--checkpoint-every", "5"], work / "k.log")
     run.wait_for(
-        lambda: stored_objects(fs, f"{store.removeprefix('s3://')}/distill/runs/*/checkpoint_*/state.json"),
+        lambda: registered_checkpoint(fs, store),
         "the first checkpoint",
     )
     run.process.send_signal(signal.SIGKILL)

@@ -4,7 +4,8 @@ Every node is its own ``ray start --block`` process (a raylet with its agents an
 CPUs to tasks, as in ``cluster.yaml``, and worker nodes added and removed one at a time. Each node gets its own
 environment, which its raylet and every worker it starts inherit:
 
-* ``RAYDD_CACHE``, ``HOME`` and ``TMPDIR`` in a folder of its own, so nodes share nothing but the store and Ray;
+* ``RAYDD_CACHE``, ``HOME`` and ``TMPDIR`` in a folder of its own, and Ray's temp dir (its session: logs, sockets,
+  spilled objects) of its own, so nodes share nothing but the store and Ray;
 * ``AWS_ENDPOINT_URL_S3`` pointing at a request-counting TCP proxy of its own in front of the S3 server, so every
   S3 request is attributed to the node that made it;
 * ``RAYDD_CHAOS=<cluster id>:<node name>``, the marker :mod:`benchmarks.chaos_tools` finds its processes by.
@@ -158,6 +159,14 @@ def stored_objects(fs: Any, pattern: str) -> dict[str, str]:  # noqa: ANN401 - a
     return {path: fs.info(path)["ETag"] for path in fs.glob(pattern)}
 
 
+def registered_checkpoint(fs: Any, store: str) -> dict[str, str]:  # noqa: ANN401 - an s3fs.S3FileSystem
+    """The distill runs of ``s3://`` store ``store`` that have a checkpoint Ray Train has registered (its checkpoint
+    manager's snapshot in the run's folder): from then on a restarted worker group resumes from a checkpoint. A
+    checkpoint's files in the bucket are not enough: a kill between their upload and the controller's registration
+    restarts the group from the first iteration."""
+    return stored_objects(fs, f"{store.removeprefix('s3://')}/distill/runs/*/checkpoint_manager_snapshot.json")
+
+
 def copy_datasets(fs: Any, source: str, target: str) -> str:  # noqa: ANN401 - an s3fs.S3FileSystem
     """Copy ``source``'s prepared datasets into a fresh ``s3://`` store ``target``; returns ``target``."""
     fs.copy(f"{source.removeprefix('s3://')}/datasets", f"{target.removeprefix('s3://')}/datasets", recursive=True)
@@ -270,6 +279,9 @@ class LocalCluster:
         self._counter += 1
         name = name or f"worker{self._counter}"
         arguments = [f"--address={self.address}", "--min-worker-port=0", "--max-worker-port=0"]
+        # A temp dir of its own: its session logs are its own, so its log monitor forwards only its workers' lines
+        # (with one shared dir every node's monitor forwarded every line, each printed once per node).
+        arguments.append(f"--temp-dir={self.temp / name}")
         arguments.append(f"--resources={json.dumps({**(resources or {}), node_resource(name): 1})}")
         node = self._start(name, arguments, cpus)
         wait_for(

@@ -27,6 +27,7 @@ from benchmarks.multinode import (
     dataset_shards,
     gets_by_node,
     local_cluster,
+    registered_checkpoint,
     stored_objects,
 )
 from raydd.storage import list_names, read_manifest, resolve
@@ -111,18 +112,17 @@ def test_a_lost_node_mid_stage_costs_only_the_work_since_the_last_checkpoint(
     from raydd.distilled_set import load_distilled
 
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
-    distill = [*DM, "--paradigm", "naive", *TWO_WORKERS, "--iterations", "30", "--checkpoint-every", "5"]
+    distill = [*DM, "--paradigm", "naive", *TWO_WORKERS, "--iterations", "60", "--checkpoint-every", "5"]
     distill += ["--lr-img", "1000"]
     reference = _copy_store(prepared, "s3://raydd-multinode/undisturbed", s3_endpoint)
     _ok(cluster.run(["raydd.distill", "--store", reference, *distill], timeout=RUN_S))
     store = _copy_store(prepared, "s3://raydd-multinode/node-lost", s3_endpoint)
     run = Background(cluster, ["raydd.distill", "--store", store, *distill, "--max-failures", "1"], tmp_path / "log")
-    runs = f"{store.removeprefix('s3://')}/distill/runs/*/checkpoint_*/state.json"
-    run.wait_for(lambda: stored_objects(fs, runs), "the first checkpoint")
+    run.wait_for(lambda: registered_checkpoint(fs, store), "the first checkpoint Ray Train registered")
     cluster.replace_a_worker_node()
     output = run.finish()
-    resumed = [int(m) for m in re.findall(r"resuming at iteration (\d+)/30", output)]
-    assert resumed and 0 < resumed[0] < 30, output[-3000:]
+    resumed = [int(m) for m in re.findall(r"resuming at iteration (\d+)/60", output)]
+    assert resumed and 0 < resumed[0] < 60, output[-3000:]
     (ours,) = list_names(resolve(f"{store}/distilled/builtin"))
     (theirs,) = list_names(resolve(f"{reference}/distilled/builtin"))
     lost = load_distilled(f"{store}/distilled/builtin/{ours}").videos_NCTHW
