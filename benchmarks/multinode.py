@@ -381,6 +381,10 @@ class LocalCluster:
             found += [(int(count), kind) for count, kind in LAUNCH_LINE.findall(log.read_text(errors="replace"))]
         return found
 
+    def autoscaler_log(self) -> str:
+        """The autoscaler's log (``monitor.log`` of the head's session): its status before every decision."""
+        return "".join(log.read_text(errors="replace") for log in sorted(self.temp.glob("session_2*/logs/monitor.log")))
+
     def processes(self, name: str) -> list[Proc]:
         """Live processes of node ``name``: marked with its name, or seen descending from its ``ray start``."""
         self.lineage.note()
@@ -487,6 +491,9 @@ def local_autoscaler_config(
             "type": "fake_multinode",
             "gcs_address": gcs_address,
             "use_node_id_as_ip": True,
+            # Create as many nodes as the autoscaler asks for at once: by default the fake provider creates one a
+            # request whatever the count, so the autoscaler, short of nodes, asks again (3 launched for 2 needed).
+            "launch_multiple": True,
             "disable_node_updaters": True,
             "disable_launch_config_check": True,
         },

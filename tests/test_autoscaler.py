@@ -61,7 +61,7 @@ def test_prepare_on_a_cluster_of_no_workers_makes_the_autoscaler_launch_some(
     autoscaled: LocalCluster, store: str
 ) -> None:
     launched = launched_nodes(autoscaled.launches())
-    assert set(launched) == {"cpu_worker"} and launched["cpu_worker"] >= 1, launched  # 1-CPU tasks: CPU nodes
+    assert launched == {"cpu_worker": 2}, launched  # 2 1-CPU tasks at once (--workers 2): 2 CPU nodes, no GPU node
     manifest = read_manifest(resolve(f"{store}/datasets/builtin"))
     assert manifest.shards and all(record.rows for record in manifest.shards)
 
@@ -80,11 +80,8 @@ def test_plan_predicts_the_nodes_the_autoscaler_launches_for_distill(autoscaled:
     assert len(autoscaled.launches()) == before  # planning launched nothing
     _ok(autoscaled.run(["raydd.distill", "--store", store, *DISTILL], timeout=RUN_S))
     launches = autoscaled.launches()[before:]
-    # The autoscaler's first launch for the workers' placement group is the plan's. Ray's v1 autoscaler may then
-    # add a node more while the group is being placed on the new nodes (seen with its 1 s and 5 s updates): of
-    # the plan's type, and gone after the idle timeout. benchmarks/cluster.py counts it.
-    assert launches and f"{launches[0][0]} x {launches[0][1]}" == predicted, launches
-    assert set(launched_nodes(launches)) == {"cpu_worker"}, launches
+    launched = ", ".join(f"{count} x {name}" for name, count in sorted(launched_nodes(launches).items()))
+    assert launched == predicted, launches  # every node the autoscaler launched for the run, as the plan said
     assert len(list_names(resolve(f"{store}/distilled/builtin"))) == 1
     _scaled_to_zero(autoscaled)
 
