@@ -77,6 +77,10 @@ def test_two_workers_run_on_two_nodes_and_each_node_fetches_each_shard_once(
     tracking = f"sqlite:///{cluster.root / 'head' / 'placement-mlflow.db'}"
     output = _ok(cluster.run(distill, timeout=RUN_S, RAYDD_FAULTS="fail_at_iteration=2", MLFLOW_TRACKING_URI=tracking))
     assert "resuming at iteration 2" in output  # stage 2's group restarted from its checkpoint
+    # Piped: no colour codes, no Ray dedup lines, none of Ray Train's per-report lines, each line once.
+    assert "\x1b[" not in output and "repeated" not in output and "Reporting training result" not in output
+    resumes = [line for line in output.splitlines() if "resuming at iteration" in line]
+    assert len(resumes) == len(set(resumes)), resumes  # each node forwards only its own workers' lines
     # Rank 0 runs on a worker node, which cannot reach the driver's SQLite file: the driver sends the curves.
     assert "is on the driver's machine, not on this worker's node" in output
     client = MlflowClient(tracking_uri=tracking)

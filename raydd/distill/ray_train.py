@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pickle
 import tempfile
 import time
@@ -51,9 +52,19 @@ class RunSettings:
     progress_every_s: float = 30.0  # a progress line at least this often (and at every tenth of the stage)
 
 
+def _ray_train_worker_logs_at_our_level() -> None:
+    """Ray Train's per-report INFO line ("Reporting training result N: TrainingReport(...)") is logged in each worker
+    by a logger named after its module's file, outside the ``ray.train`` logger that ``LoggingConfig`` sets: set
+    it to :func:`raydd.console.ray_train_log_level` here."""
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(ray_train_log_level())
+
+
 def _worker(config: dict[str, Any]) -> None:
     import ray.train
 
+    _ray_train_worker_logs_at_our_level()
     spec: StageSpec = config["spec"]
     run: RunSettings = config["run"]
     context = ray.train.get_context()
