@@ -60,7 +60,9 @@ class RealData:
         *,
         frames: bool,
         indices: np.ndarray | None = None,
+        pin_memory: bool | None = None,
     ) -> None:
+        """``pin_memory``: stage host batches in pinned memory (default: when ``device`` is CUDA)."""
         self.videos = videos
         self.device = device
         self.frames = frames
@@ -79,7 +81,7 @@ class RealData:
         self._standardise = Standardiser(mean, std, device)
         self._resident: Tensor | None = None  # uint8 (M, T, H, W, C) on the device
         self._slot: Tensor | None = None  # int64 (len(videos),) on the CPU: a row's position in _resident, -1 if absent
-        self._staging = Staging(pin=device.type == "cuda")
+        self._staging = Staging(pin=device.type == "cuda" if pin_memory is None else pin_memory)
 
     def pixel_range(self) -> tuple[Tensor, Tensor]:
         """Per channel, the standardised values of pixel 0 and pixel 255: the range real clips span."""
@@ -124,13 +126,22 @@ class RealData:
             for draw in draws:
                 yield self._finish(draw, self._resident_frames(draw))
             return
+        for draw, (frames_NTHWC, order, buffer) in zip(draws, self.staged(draws), strict=True):
+            yield self._finish(draw, self._transfer((frames_NTHWC, order), buffer, draw))
+
+    def staged(self, draws: Sequence[RealDraw]) -> Iterator[tuple[Tensor, np.ndarray, int]]:
+        """The host half of :meth:`stream`: each draw's clips gathered into a staging buffer in ascending row
+        order, with the permutation that sorted them and the buffer's number; the next draw is gathered on a
+        background thread while the caller uses this one (a buffer is rewritten once the caller asks for the
+        draw after next)."""
         with ThreadPoolExecutor(1, thread_name_prefix="raydd-gather") as pool:
-            pending = pool.submit(self._stage, draws[0], 0)
-            for k, draw in enumerate(draws):
-                staged = pending.result()
+            pending = pool.submit(self._stage, draws[0], 0) if draws else None
+            for k in range(len(draws)):
+                assert pending is not None
+                frames_NTHWC, order = pending.result()
                 if k + 1 < len(draws):
                     pending = pool.submit(self._stage, draws[k + 1], (k + 1) % 2)
-                yield self._finish(draw, self._transfer(staged, k % 2, draw))
+                yield frames_NTHWC, order, k % 2
 
     def _resident_slots(self, draw: RealDraw) -> Tensor | None:
         if self._slot is None or self._resident is None:
