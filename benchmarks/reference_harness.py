@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+REFERENCE_IMPORTS = ("torchvision", "scipy", "tqdm")  # what the reference tree imports: pyproject's `bench` extra
+
 FLOPS = "FLOPS "
 MODES = {
     ("dm", "naive"): "dm",
@@ -49,6 +51,20 @@ class Harness:
                 f"{self.tree} is not an exported reference tree (no networks.py / reparam_module.py): export "
                 "github:yuz1wan/video_distillation as the harness README says"
             )
+
+        missing = self.missing_modules()
+        if missing:
+            raise SystemExit(
+                f"the reference rows need {', '.join(missing)} (not importable here): pip install -e '.[bench]'"
+            )
+
+    def missing_modules(self) -> list[str]:
+        """The reference's imports that its processes (this Python, ``--reference-pythonpath``) cannot find."""
+        probe = "import importlib.util as u, sys; print(' '.join(m for m in sys.argv[1:] if u.find_spec(m) is None))"
+        found = subprocess.run(
+            [sys.executable, "-c", probe, *REFERENCE_IMPORTS], capture_output=True, text=True, env=self._env()
+        )
+        return found.stdout.split()
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))

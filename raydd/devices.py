@@ -30,8 +30,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def fast_bf16(device: torch.device) -> bool:
     """Whether ``device`` runs bfloat16 convolutions natively: a CUDA GPU that supports bfloat16, or a CPU with
     AVX-512 BF16 or AMX instructions (oneDNN's bf16 kernels; without them bf16 is emulated and slower than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # T4, V100: bf16 only emulated (slower than fp32), so not "fast"
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
         return any(probe() for probe in probes if probe is not None)
@@ -46,3 +46,19 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16" or (precision == "auto" and fast_bf16(device)):
         return torch.bfloat16
     return None
+
+
+def configure_cuda(device: torch.device, *, fixed_shapes: bool) -> None:
+    """The process-wide CUDA choices, made explicitly (nothing on other devices).
+
+    float32 means IEEE float32: cuDNN's convolutions default to TF32 on Ampere and newer (10 mantissa bits), so
+    bounds and golden curves measured on the CPU would not carry over; bf16 is the chosen lower precision
+    (``--precision``). ``fixed_shapes`` (distillation: every iteration has the same shapes) lets cuDNN time its
+    algorithms once per shape (``cudnn.benchmark``); it may pick non-deterministic ones, so a GPU run matches a CPU
+    run to tolerance, never bitwise."""
+    if device.type != "cuda":
+        return
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    torch.backends.cudnn.rnn.fp32_precision = "ieee"
+    torch.backends.cudnn.benchmark = fixed_shapes

@@ -166,15 +166,18 @@ class Distiller:
             sample = MatchingSample(torch.Generator().manual_seed(seed), seed, self.real, self.device, self.share)
             total += self.method.accumulate(self.synthetic, sample, 1.0 / m)
         # Own rows are checked here and the verdict is summed with the rest, so every worker raises together.
-        own_bad = sum(int(not torch.isfinite(p.grad).all()) for p in self.class_learnables)
-        scalars = torch.tensor([total / m, own_bad], device=self.device)
+        # The verdict stays on the device until the one read back of the iteration below.
+        own_bad = torch.zeros((), device=self.device)
+        for p in self.class_learnables:
+            own_bad = own_bad + (~torch.isfinite(p.grad)).any()
+        scalars = torch.stack([torch.tensor(total / m, device=self.device), own_bad.float()])
         flat = torch.cat([p.grad.reshape(-1) for p in self.shared_learnables] + [scalars])
         if self.split == CLASSES:
             self.collective.sum_(flat)
         else:
             self.collective.average_(flat)
-        loss = float(flat[-2])
-        if not math.isfinite(loss) or not torch.isfinite(flat).all() or float(flat[-1]) > 0:
+        loss, bad = torch.stack([flat[-2], (~torch.isfinite(flat)).any() + flat[-1]]).tolist()
+        if not math.isfinite(loss) or bad > 0:
             flags = ", ".join(f"{g.flag} (now {g.lr:g})" for g in self.groups if g.parameters)
             raise RayddError(
                 f"non-finite matching loss at iteration {iteration} of stage {self.stage}: lower {flags}"

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -58,7 +60,9 @@ class RealData:
         *,
         frames: bool,
         indices: np.ndarray | None = None,
+        pin_memory: bool | None = None,
     ) -> None:
+        """``pin_memory``: stage host batches in pinned memory (default: when ``device`` is CUDA)."""
         self.videos = videos
         self.device = device
         self.frames = frames
@@ -77,6 +81,7 @@ class RealData:
         self._standardise = Standardiser(mean, std, device)
         self._resident: Tensor | None = None  # uint8 (M, T, H, W, C) on the device
         self._slot: Tensor | None = None  # int64 (len(videos),) on the CPU: a row's position in _resident, -1 if absent
+        self._staging = Staging(pin=device.type == "cuda" if pin_memory is None else pin_memory)
 
     def pixel_range(self) -> tuple[Tensor, Tensor]:
         """Per channel, the standardised values of pixel 0 and pixel 255: the range real clips span."""
@@ -107,25 +112,74 @@ class RealData:
 
     def load(self, draw: RealDraw) -> Tensor:
         """The drawn clips on the device, standardised: (N, C, T, H, W), or (N, C, H, W) for frames."""
-        frames_NTHWC = self._gather(draw.rows)
-        if draw.frames is not None:
-            where = frames_NTHWC.device
-            frames_NTHWC = frames_NTHWC[torch.arange(len(draw), device=where), draw.frames.to(where)].unsqueeze(1)
+        if self._resident_slots(draw) is not None:
+            return self._finish(draw, self._resident_frames(draw))
+        return self._finish(draw, self._transfer(self._stage(draw, 0), 0, draw))
+
+    def stream(self, draws: Sequence[RealDraw]) -> Iterator[Tensor]:
+        """:meth:`load` of each draw in turn; while the caller computes on one, a background thread gathers
+        the next into the other of two staging buffers (pinned when the device is CUDA), so its transfer
+        starts as soon as it is asked for. The draws are made before, so the sampling order is unchanged."""
+        if not draws:
+            return
+        if all(self._resident_slots(draw) is not None for draw in draws):
+            for draw in draws:
+                yield self._finish(draw, self._resident_frames(draw))
+            return
+        for draw, (frames_NTHWC, order, buffer) in zip(draws, self.staged(draws), strict=True):
+            yield self._finish(draw, self._transfer((frames_NTHWC, order), buffer, draw))
+
+    def staged(self, draws: Sequence[RealDraw]) -> Iterator[tuple[Tensor, np.ndarray, int]]:
+        """The host half of :meth:`stream`: each draw's clips gathered into a staging buffer in ascending row
+        order, with the permutation that sorted them and the buffer's number; the next draw is gathered on a
+        background thread while the caller uses this one (a buffer is rewritten once the caller asks for the
+        draw after next)."""
+        with ThreadPoolExecutor(1, thread_name_prefix="raydd-gather") as pool:
+            pending = pool.submit(self._stage, draws[0], 0) if draws else None
+            for k in range(len(draws)):
+                assert pending is not None
+                frames_NTHWC, order = pending.result()
+                if k + 1 < len(draws):
+                    pending = pool.submit(self._stage, draws[k + 1], (k + 1) % 2)
+                yield frames_NTHWC, order, k % 2
+
+    def _resident_slots(self, draw: RealDraw) -> Tensor | None:
+        if self._slot is None or self._resident is None:
+            return None
+        slots = self._slot[draw.rows]
+        return slots if bool((slots >= 0).all()) else None
+
+    def _resident_frames(self, draw: RealDraw) -> Tensor:
+        """uint8 (N, T, H, W, C) (stage 1: (N, 1, H, W, C)) in drawn order: one gather on the device."""
+        slots = self._resident_slots(draw)
+        assert slots is not None and self._resident is not None
+        if draw.frames is None:
+            return self._resident[slots.to(self._resident.device)]
+        frames_MT1HWC = self._resident.view(-1, 1, *self._resident.shape[2:])
+        return frames_MT1HWC[(slots * self.clip_frames + draw.frames).to(self._resident.device)]
+
+    def _stage(self, draw: RealDraw, buffer: int) -> tuple[Tensor, np.ndarray]:
+        """The drawn clips (stage 1: frames) in ascending row order (shards read front to back) in staging
+        buffer ``buffer``, and the permutation that sorted them."""
+        rows = draw.rows.numpy()
+        order = np.argsort(rows, kind="stable")
+        shape = (len(rows), 1 if draw.frames is not None else self.clip_frames, *self.videos.clip_shape[1:])
+        out = self._staging.get(buffer, shape)
+        frames = None if draw.frames is None else draw.frames.numpy()[order]
+        return self.videos.gather_into(rows[order], out, frames), order
+
+    def _transfer(self, staged: tuple[Tensor, np.ndarray], buffer: int, draw: RealDraw) -> Tensor:
+        """On the device, in drawn order: the copy is asynchronous from pinned memory and the reordering a
+        gather on the device (on the CPU it is the one copy out of the staging buffer)."""
+        frames_NTHWC, order = staged
+        on_device = frames_NTHWC.to(self.device, non_blocking=True)
+        self._staging.sent(buffer, self.device)
+        inverse = torch.from_numpy(np.argsort(order)).to(self.device, non_blocking=True)
+        return on_device[inverse]
+
+    def _finish(self, draw: RealDraw, frames_NTHWC: Tensor) -> Tensor:
         videos = self._standardise(frames_NTHWC, self.device)  # in place: raydd.data.reader
         return videos[:, :, 0] if draw.frames is not None else videos
-
-    def _gather(self, rows: Tensor) -> Tensor:
-        """uint8 (N, T, H, W, C): a gather on the device when every row is resident, else from the reader
-        in ascending row order (shards are read front to back), put back in the drawn order."""
-        if self._slot is not None and self._resident is not None:
-            slots = self._slot[rows]
-            if bool((slots >= 0).all()):
-                return self._resident[slots.to(self._resident.device)]
-        order = torch.argsort(rows)
-        frames_NTHWC, _ = self.videos.batch(rows[order].numpy())
-        out = torch.empty_like(frames_NTHWC)
-        out[order] = frames_NTHWC
-        return out
 
     def per_class(self, n: int, generator: torch.Generator) -> Tensor:
         """The loaded :meth:`draw_per_class`: (num_classes * n, ...)."""
@@ -157,6 +211,36 @@ class RealData:
     @property
     def resident_clips(self) -> int:
         return 0 if self._resident is None else len(self._resident)
+
+
+class Staging:
+    """Two host buffers for clips on their way to the device. Pinned (``pin``, for CUDA) they are made once and
+    grown, never made per batch (pinning costs page locking), and a buffer is reused only after the asynchronous
+    copy out of it has finished (a CUDA event per buffer). Unpinned, each batch gets a fresh one."""
+
+    def __init__(self, *, pin: bool) -> None:
+        self.pin = pin
+        self._buffers: list[Tensor | None] = [None, None]
+        self._sent: list[object | None] = [None, None]
+
+    def get(self, buffer: int, shape: tuple[int, ...]) -> Tensor:
+        event = self._sent[buffer]
+        if event is not None:
+            event.synchronize()  # type: ignore[attr-defined]
+            self._sent[buffer] = None
+        if not self.pin:  # plain memory is cheap to make: held by nobody between batches
+            return torch.empty(shape, dtype=torch.uint8)
+        held, size = self._buffers[buffer], math.prod(shape)
+        if held is None or held.numel() < size:
+            held = torch.empty(size, dtype=torch.uint8, pin_memory=self.pin)
+            self._buffers[buffer] = held
+        return held[:size].view(shape)
+
+    def sent(self, buffer: int, device: torch.device) -> None:
+        if device.type == "cuda":
+            event = torch.cuda.Event()
+            event.record()
+            self._sent[buffer] = event
 
 
 RESIDENT_FRACTION = 0.5  # of the device's free memory at the start; the rest is for activations

@@ -21,7 +21,7 @@ from torch import nn
 
 from raydd.classes import class_major_labels
 from raydd.data.reader import open_prepared
-from raydd.devices import pick_device
+from raydd.devices import configure_cuda, pick_device
 from raydd.distill.artifact import read_static, write_static
 from raydd.distill.loop import CLASSES, Collective, Distiller, LearningRate, SingleProcess, build_optimizer, sample_seed
 from raydd.distill.methods.catalog import BuildContext, method_info
@@ -166,6 +166,7 @@ def build_stage(
     spec: StageSpec, collective: Collective, device: torch.device, *, real_indices: np.ndarray | None = None
 ) -> Distiller:
     """``real_indices``: the training clips the stage may match (default: the whole train split)."""
+    configure_cuda(device, fixed_shapes=True)  # every iteration of a stage has the same shapes
     dataset = open_prepared(spec.dataset_uri)
     clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
     num_classes = len(dataset.classes)

@@ -11,7 +11,7 @@ import dataclasses
 from raydd.classes import random_per_class
 from raydd.console import logger
 from raydd.data.reader import open_prepared
-from raydd.devices import pick_device
+from raydd.devices import configure_cuda, pick_device
 from raydd.distilled_set import STATIC_DYNAMIC, load_distilled, load_static_dynamic
 from raydd.evaluation.protocols import RAYDD, Protocol, get_protocol
 from raydd.evaluation.sources import BatchSource, RealClips, RepairedStaticDynamic, TensorClips
@@ -37,6 +37,7 @@ def execute(task: RunTask, protocol: Protocol | None = None) -> RunResult:
     """Build the training set of ``task``, train a fresh model, score it on the real test split. ``protocol``
     overrides the named ``task.protocol`` (``benchmarks/protocol_ablation.py`` tries one part of it at a time)."""
     device = pick_device(task.device)
+    configure_cuda(device, fixed_shapes=False)  # a last, smaller batch per epoch
     protocol = protocol or get_protocol(task.protocol)
     reference = open_prepared(task.test_uri)
     test = RealClips(reference.split("test"), reference.mean, reference.std)

@@ -54,12 +54,18 @@ class TensorClips:
     def __init__(self, videos_NCTHW: torch.Tensor, labels: torch.Tensor) -> None:
         self.videos = videos_NCTHW
         self.labels = labels
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def batch(self, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.videos[indices].to(device), self.labels[indices].to(device)
+        """Copied to ``device`` once, on the first batch, and gathered there on every later one."""
+        if device not in self._on:
+            self._on[device] = (self.videos.to(device), self.labels.to(device))
+        videos, labels = self._on[device]
+        indices = indices.to(videos.device)
+        return videos[indices], labels[indices]
 
 
 class RepairedStaticDynamic:
@@ -78,7 +84,7 @@ class RepairedStaticDynamic:
         self.per_slot_static, self.per_slot_dynamic = spc // ipc, dpc // ipc
         self.labels = class_major_labels(parts.num_classes, ipc)
         self.generator = torch.Generator().manual_seed(seed)
-        self._on: dict[torch.device, torch.nn.Module] = {}
+        self._on: dict[torch.device, tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -94,8 +100,14 @@ class RepairedStaticDynamic:
     @torch.no_grad()
     def batch(self, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         static_index, dynamic_index = self.draw(indices)
-        if device not in self._on:
-            self._on[device] = self.parts.hallucinator.to(device)
-        static = self.parts.static_NCHW[static_index].to(device)
-        dynamic = self.parts.dynamic_NCTHW[dynamic_index].to(device)
-        return self._on[device](static, dynamic), self.labels[indices].to(device)
+        if device not in self._on:  # the set's parts go to the device once; the draws stay on the CPU's generator
+            parts = self.parts
+            self._on[device] = (
+                parts.hallucinator.to(device),
+                parts.static_NCHW.to(device),
+                parts.dynamic_NCTHW.to(device),
+            )
+        hallucinator, static_NCHW, dynamic_NCTHW = self._on[device]
+        static = static_NCHW[static_index.to(device)]
+        dynamic = dynamic_NCTHW[dynamic_index.to(device)]
+        return hallucinator(static, dynamic), self.labels[indices].to(device)

@@ -19,7 +19,7 @@ from torch import nn
 
 from raydd import faults
 from raydd.data.reader import open_prepared
-from raydd.devices import pick_device
+from raydd.devices import configure_cuda, pick_device
 from raydd.errors import RayddError
 from raydd.evaluation.fit import fit_epochs, frame_picker, score
 from raydd.evaluation.sources import BatchSource, RealClips
@@ -125,6 +125,7 @@ def run_expert(task: ExpertTask, on_epoch: Callable[[int, torch.Tensor], None] |
         return ExpertResult(found, reused=True)
     torch.set_num_threads(max(1, task.threads))
     device = pick_device(task.device)
+    configure_cuda(device, fixed_shapes=False)
     dataset = open_prepared(task.dataset_uri)
     train = RealClips(dataset.split("train"), dataset.mean, dataset.std)
     test = RealClips(dataset.split("test"), dataset.mean, dataset.std)

@@ -105,3 +105,18 @@ def test_a_split_pickles_as_its_location_not_its_frames(prepared: str) -> None:
     assert len(data) < 20_000 < train.clip_shape[0] * 16 * 16 * 3 * len(train)
     copy = pickle.loads(data)
     assert torch.equal(copy.batch([3, 7])[0], train.batch([3, 7])[0]) and torch.equal(copy.labels, train.labels)
+
+
+def test_gather_into_copies_sorted_rows_and_single_frames_across_shards(prepared: str) -> None:
+    train = open_prepared(prepared).split("train")
+    assert len(open_prepared(prepared).manifest.group("train")) > 1  # the rows below span shards
+    rows = np.array([0, 3, 3, 150, 299])
+    out = torch.full((8, 4, 16, 16, 3), 7, dtype=torch.uint8)
+    gathered = train.gather_into(rows, out)
+    assert gathered.data_ptr() == out.data_ptr() and torch.equal(gathered, train.batch(rows)[0])
+    assert out[len(rows) :].eq(7).all()  # nothing past the rows is written
+    frames = np.array([1, 0, 3, 2, 1])
+    one = train.gather_into(rows, torch.empty((5, 1, 16, 16, 3), dtype=torch.uint8), frames)
+    assert torch.equal(one[:, 0], train.batch(rows)[0][torch.arange(5), torch.from_numpy(frames)])
+    with pytest.raises(ValueError, match="ascending"):
+        train.gather_into(np.array([3, 0]), out)

@@ -56,7 +56,7 @@ def test_a_class_matched_by_its_real_batch_sits_at_the_floor_and_only_its_rows_g
     # with tiny gradients).
     net = fresh_network(dc.build_network, 5, CPU)
     drawn = real.draw_per_class(n, torch.Generator().manual_seed(5))
-    g_real = dc.real_gradient(net, matched_parameters(net), real, drawn.part(0, n), 0)
+    g_real = dc.real_gradient(net, matched_parameters(net), real.stream(drawn.part(0, n).chunks(dc.real_chunk)), n, 0)
     assert matched == pytest.approx(gradient_distance(g_real, g_real).item(), abs=1e-4)
     assert noise > 3 * matched
     assert matched_grad[1:].eq(0).all() and noise_grad[torch.arange(CLASSES) != 1].eq(0).all()

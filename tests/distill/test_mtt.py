@@ -7,13 +7,16 @@ import copy
 import pytest
 import torch
 
+from raydd.data.cache import CACHE_ENV, cache_entry
 from raydd.distill.methods.base import MatchingSample
 from raydd.distill.methods.mtt import ExpertBank, TrajectoryMatching
 from raydd.distill.synthetic import FreeTensors, StaticDynamic, SyntheticSet
 from raydd.errors import RayddError
+from raydd.experts.trajectories import EXPERTS_KIND, listed_records
 from raydd.models.hallucinator import Hallucinator
+from raydd.storage import open_manifest, resolve
 
-from .tiny_store import CLASSES, FRAMES, SIDE
+from .tiny_store import CLASSES, FRAMES, SIDE, write_experts
 
 CPU = torch.device("cpu")
 
@@ -91,3 +94,26 @@ def test_experts_too_short_for_the_start_epochs_are_refused(bank: ExpertBank) ->
             learn_lr=False,
             memory_bounded=False,
         )
+
+
+@pytest.mark.s3
+def test_a_remote_bank_reads_its_epochs_from_the_node_cache(
+    s3_bucket: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    folder = f"{s3_bucket}/experts/builtin/minic3d"
+    write_experts(folder, epochs=3)
+    write_experts(str(tmp_path / "local"), epochs=3)
+    make_them = "python -m raydd.experts"
+    expected = ExpertBank(str(tmp_path / "local"), make_them=make_them).epoch(1, 2)
+    bank = ExpertBank(folder, make_them=make_them)
+    assert torch.equal(bank.epoch(1, 2), expected)
+    bank.close()
+    location = resolve(folder)
+    records = listed_records(open_manifest(location, EXPERTS_KIND, what="experts", make_it=make_them))
+    assert all(cache_entry(record.shard).stat().st_size == record.shard.bytes for record in records.values())
+    for record in records.values():  # gone from the store: a later bank on this node reads only the manifest
+        location.fs.rm(location.child(record.shard.name).path)
+    again = ExpertBank(folder, make_them=make_them)
+    assert torch.equal(again.epoch(1, 2), expected) and torch.equal(again.epoch(0, 3), bank.epoch(0, 3))
+    again.close()

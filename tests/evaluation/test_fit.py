@@ -97,3 +97,11 @@ def test_a_diverging_expert_names_its_epoch() -> None:
     settings = ExpertSettings(spec, "sha", 3, 1e12, 0.0, 0.0, 16, "float32", 0)
     with pytest.raises(RayddError, match=r"non-finite training loss at epoch \d of expert 2 \(lr 1e\+12\): lower"):
         train_expert(spec.build(), _clips(40, 0), settings, seed=0, device=CPU, on_epoch=lambda t, v: None, expert=2)
+
+
+def test_a_distilled_set_goes_to_the_device_once_and_is_gathered_there() -> None:
+    clips = _clips(8, 0)
+    for indices in (torch.tensor([3, 0, 5]), torch.tensor([7, 7, 1])):
+        videos, labels = clips.batch(indices, torch.device("cpu"))
+        assert torch.equal(videos, clips.videos[indices]) and torch.equal(labels, clips.labels[indices])
+    assert list(clips._on) == [torch.device("cpu")]  # one copy per device, made on the first batch

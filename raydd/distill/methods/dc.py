@@ -23,14 +23,14 @@ backpropagated to a detached copy of the drawn instances, and the drawn instance
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from raydd.distill.methods.base import MatchingSample, fresh_network
-from raydd.distill.real import RealData, RealDraw
 from raydd.distill.share import Share
 from raydd.distill.synthetic import SyntheticSet
 
@@ -75,28 +75,31 @@ class GradientMatching(nn.Module):
         videos = synthetic.draw_classes(classes, sample.generator)
         leaf = videos.detach().requires_grad_(True)
         n, k = self.batch_real, synthetic.per_class
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=sample.device)  # read back once, not once a class
+        per_class = [drawn.part(c * n, (c + 1) * n).chunks(self.real_chunk) for c in classes]
+        # one stream over the classes' chunks: the next one is gathered while this one computes
+        loaded = sample.real.stream([chunk for chunks in per_class for chunk in chunks])
         for position, c in enumerate(classes):
-            g_real = self.real_gradient(net, params, sample.real, drawn.part(c * n, (c + 1) * n), c)
+            g_real = self.real_gradient(net, params, itertools.islice(loaded, len(per_class[position])), n, c)
             mine = leaf[position * k : (position + 1) * k]
             labels = torch.full((k,), c, dtype=torch.long, device=mine.device)
             g_syn = torch.autograd.grad(F.cross_entropy(net(mine), labels), params, create_graph=True)
             distance = gradient_distance(g_syn, g_real)
             torch.autograd.backward(distance * weight, inputs=[leaf])
-            total += distance.item()
+            total += distance.detach()
+        loaded.close()
         if videos.requires_grad and leaf.grad is not None:
             videos.backward(leaf.grad)
-        return total
+        return total.item()
 
     def real_gradient(
-        self, net: nn.Module, params: list[nn.Parameter], real: RealData, drawn: RealDraw, label: int
+        self, net: nn.Module, params: list[nn.Parameter], chunks: Iterable[Tensor], drawn: int, label: int
     ) -> list[Tensor]:
-        """Gradient of the mean cross-entropy over ``drawn`` (one class's clips), a chunk at a time."""
+        """Gradient of the mean cross-entropy over one class's ``drawn`` clips, loaded a chunk at a time."""
         gradient = [torch.zeros_like(p) for p in params]
-        for chunk in drawn.chunks(self.real_chunk):
-            clips = real.load(chunk)
+        for clips in chunks:
             labels = torch.full((len(clips),), label, dtype=torch.long, device=clips.device)
-            loss = F.cross_entropy(net(clips), labels, reduction="sum") / len(drawn)
+            loss = F.cross_entropy(net(clips), labels, reduction="sum") / drawn
             for total, part in zip(gradient, torch.autograd.grad(loss, params), strict=True):
                 total += part
         return gradient

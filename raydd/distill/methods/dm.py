@@ -85,13 +85,17 @@ class DistributionMatching(nn.Module):
             # A low-precision copy rather than autocast: autocast runs the max-pools in float32, casting every
             # feature map up and back down; max and ReLU are exact in bf16, so the results are the same.
             net = copy.deepcopy(net).to(dtype)
+        firsts = range(classes.start, classes.stop, per_block)
+        blocks = [range(first, min(first + per_block, classes.stop)) for first in firsts]
+        chunks = [drawn.part(block.start * n, block.stop * n).chunks(self.real_chunk) for block in blocks]
+        # one stream over the whole sample: the next chunk is gathered while this one is embedded
+        loaded = real.stream([chunk for block_chunks in chunks for chunk in block_chunks])
         means = []
-        for first in range(classes.start, classes.stop, per_block):
-            block = range(first, min(first + per_block, classes.stop))
-            clips = drawn.part(block.start * n, block.stop * n)
-            parts = [self._embed(net, real.load(chunk).to(dtype)) for chunk in clips.chunks(self.real_chunk)]
+        for block, block_chunks in zip(blocks, chunks, strict=True):
+            parts = [self._embed(net, next(loaded).to(dtype)) for _ in block_chunks]
             embedding = torch.cat([part.float() for part in parts])  # the means in float32
             means.append(embedding.view(len(block), n, -1).mean(1))
+        loaded.close()
         return torch.cat(means)
 
     def after_step(self, synthetic: SyntheticSet, generator: torch.Generator, share: Share | None = None) -> None:

@@ -131,7 +131,7 @@ class FeatureRegression(nn.Module):
             part = share.part(self.batch_real)
             drawn = drawn.part(part.start, part.stop)
         with torch.no_grad():
-            features_t = torch.cat([net.embed(sample.real.load(chunk)) for chunk in drawn.chunks(REAL_CHUNK)])
+            features_t = torch.cat([net.embed(clips) for clips in sample.real.stream(drawn.chunks(REAL_CHUNK))])
         features_s = net.embed(videos)
         if share is not None:
             features_s = share.gather_classes(features_s, synthetic.per_class)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from raydd.data.cache import local_shard
 from raydd.distill.methods.base import MatchingSample
 from raydd.distill.methods.catalog import low_precision_of
 from raydd.distill.share import Share, sum_over_group
@@ -210,6 +211,7 @@ class ExpertBank:
         if not records:
             raise RayddError(f"{self.folder} lists no finished expert: train them with `{make_them}`")
         self.experts = sorted(records)
+        self._records = records
         self._open: dict[int, Trajectory] = {}
         self.spec: ModelSpec = self._trajectory(0).spec
         self.num_epochs = min(self._trajectory(i).num_epochs for i in range(len(self.experts)))
@@ -219,8 +221,15 @@ class ExpertBank:
         return len(self.experts)
 
     def _trajectory(self, position: int) -> Trajectory:
+        """A remote shard goes through the node's cache, as video shards do: fetched once per node (checked
+        against the manifest's size and SHA-256 when filled), then every sample's epochs are read from the
+        memory-mapped local copy instead of ranged reads of the store."""
         if position not in self._open:
-            self._open[position] = Trajectory(self.folder.child(shard_name(self.experts[position])))
+            expert = self.experts[position]
+            location = self.folder.child(shard_name(expert))
+            if not location.is_local:
+                location = resolve(local_shard(location, self._records[expert].shard))
+            self._open[position] = Trajectory(location)
         return self._open[position]
 
     def require_epochs(self, needed: int) -> None:
