@@ -493,13 +493,7 @@ def node_loss(chaos: Chaos, stage: str, store: str, tag: str, s3_port: int) -> t
             cluster.add_node(1)
             fault.update(injected=True, target=f"node {name} (raylet and every process on it)")
         rc = run.process.wait()
-        left = 0
-        deadline = time.monotonic() + LINGER_LIMIT_S
-        while time.monotonic() < deadline:
-            left = sum(len(titles) for titles in cluster.left_behind().values())
-            if not left:
-                break
-            time.sleep(0.5)
+        left = sum(len(titles) for titles in cluster.left_after(LINGER_LIMIT_S).values())
     text = log.read_text(errors="replace")
     errors = [line for line in text.splitlines() if f"raydd.{stage}: error:" in line]
     run_record = Run(

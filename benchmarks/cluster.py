@@ -32,7 +32,6 @@ Prints a table and writes benchmarks/results/cluster.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -62,8 +61,8 @@ from benchmarks.multinode import (  # noqa: E402
     registered_checkpoint,
     stored_objects,
 )
-from benchmarks.scale import RESULTS, moto_server, write_k400_like  # noqa: E402
 from benchmarks.scale import judge as scale_judge  # noqa: E402
+from benchmarks.scale import moto_server, write_k400_like, write_results  # noqa: E402
 from raydd.storage import list_names, read_manifest, resolve  # noqa: E402
 
 BUCKET = "raydd-cluster"
@@ -87,13 +86,7 @@ def _ok(result: subprocess.CompletedProcess, what: str) -> str:
 
 def _orphans(cluster: LocalCluster, found: list[dict[str, Any]], after: str) -> None:
     """Give Ray up to :data:`REAP_S` to free every node of a finished command's workers; note what is left then."""
-    deadline = time.monotonic() + REAP_S
-    left = cluster.left_behind()
-    while any(left.values()) and time.monotonic() < deadline:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            cluster.head.process.wait(timeout=0.5)  # a wait between looks that ends at once if the head dies
-        left = cluster.left_behind()
-    found.append({"after": after, "left": {name: titles for name, titles in left.items() if titles}})
+    found.append({"after": after, "left": cluster.left_after(REAP_S)})
 
 
 class _Stopwatch:
@@ -410,16 +403,9 @@ def main() -> None:
     results["orphan_processes"] = sum(len(titles) for check in orphans for titles in check["left"].values())
     results["wall_s"] = watch()
     results["load_average_after"] = os.getloadavg()
-    rows = judge(results)
-    results["verdicts"] = {key: status for key, _, _, status in rows}
-    print(f"\n{'metric':<36} {'value':>16}  {'target':<16} status")
-    for key, value, target, status in rows:
-        print(f"{key:<36} {value:>16}  {target:<16} {status}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cluster.json").write_text(json.dumps(results, indent=2, default=str))
     for name, error in errors.items():
-        print(f"{name}: FAILED: {error.splitlines()[0]}")
-    print(f"\nwrote {RESULTS / 'cluster.json'} ({results['wall_s']:.0f} s)", file=sys.stderr)
+        print(f"{name}: FAILED: {error.splitlines()[0]}", file=sys.stderr)
+    write_results("cluster", results, judge(results), widths=(36, 16, 16))
 
 
 if __name__ == "__main__":

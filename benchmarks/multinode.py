@@ -326,6 +326,17 @@ class LocalCluster:
             found[name] = [title for title in titles if title not in NODE_DAEMONS]
         return found
 
+    def left_after(self, within_s: float) -> dict[str, list[str]]:
+        """:meth:`left_behind` once it is empty, or as it is after ``within_s`` seconds (Ray reaps a finished
+        command's workers in its own time): per node, the workers a command left, for a benchmark to count."""
+        deadline = time.monotonic() + within_s
+        left = self.left_behind()
+        while any(left.values()) and time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.head.process.wait(timeout=CHECK_EVERY_S)  # a wait between looks that ends if the head dies
+            left = self.left_behind()
+        return {name: titles for name, titles in left.items() if titles}
+
     def wait_on_head(
         self, check: Callable[[], T], *, within_s: float, what: str, detail: Callable[[], str] | None = None
     ) -> T:

@@ -427,6 +427,23 @@ def judge(results: dict[str, Any], targets: dict[str, tuple[str, float]] = TARGE
     return rows
 
 
+def write_results(
+    name: str,
+    results: dict[str, Any],
+    rows: list[tuple[str, str, str, str]],
+    widths: tuple[int, int, int] = (48, 8, 8),
+) -> None:
+    """Print the verdict table and write ``benchmarks/results/NAME.json`` (the results with their verdicts)."""
+    results["verdicts"] = {key: status for key, _, _, status in rows}
+    metric, value, target = widths
+    print(f"\n{'metric':<{metric}} {'value':>{value}}  {'target':<{target}} status")
+    for row in rows:
+        print(f"{row[0]:<{metric}} {row[1]:>{value}}  {row[2]:<{target}} {row[3]}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nwrote {RESULTS / f'{name}.json'} ({results['wall_s']:.0f} s)", file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer iterations (under 10 minutes on 2 cores)")
@@ -473,14 +490,7 @@ def main() -> None:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     results["wall_s"] = time.perf_counter() - started
-    rows = judge(results)
-    results["verdicts"] = {key: status for key, _, _, status in rows}
-    print(f"\n{'metric':<48} {'value':>8}  {'target':<8} status")
-    for key, value, target, status in rows:
-        print(f"{key:<48} {value:>8}  {target:<8} {status}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "scale.json").write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nwrote {RESULTS / 'scale.json'} ({results['wall_s']:.0f} s)", file=sys.stderr)
+    write_results("scale", results, judge(results))
 
 
 if __name__ == "__main__":

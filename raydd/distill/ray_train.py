@@ -56,8 +56,10 @@ def _ray_train_worker_logs_at_our_level() -> None:
     """Ray Train's per-report INFO line ("Reporting training result N: TrainingReport(...)") is logged in each worker
     by a logger named after its module's file, outside the ``ray.train`` logger that ``LoggingConfig`` sets: set
     it to :func:`raydd.console.ray_train_log_level` here."""
-    from ray.train.v2._internal.execution import context as train_context
-
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # a private module: a Ray that moved it may print its lines, and nothing else changes
+        return
     logging.getLogger(train_context.__file__).setLevel(ray_train_log_level())
 
 
