@@ -465,6 +465,28 @@ def launched_nodes(launches: list[tuple[int, str]]) -> dict[str, int]:
     return counts
 
 
+def peak_worker_nodes(log: str) -> dict[str, int]:
+    """The most worker nodes of each type the autoscaler held at once (active, launching or pending), over the
+    status reports of a piece of its log (:meth:`LocalCluster.autoscaler_log`). Unlike :func:`launched_nodes` it
+    does not count a node twice when a short idle timeout let a node go between two attempts of one run (a Ray
+    Train worker group that timed out waiting for its nodes and retried, say): it is what a run needed at once."""
+    peaks: dict[str, int] = {}
+    for report in log.split("Autoscaler status")[1:]:
+        held: dict[str, int] = {}
+        nodes = report.split("Recent failures:")[0]
+        active, _, pending = nodes.partition("Pending:")
+        for count, kind in re.findall(r"^ (\d+) (\S+)$", active, flags=re.M):
+            held[kind] = held.get(kind, 0) + int(count)
+        for kind, count in re.findall(r"^ (\S+), (\d+) launching$", pending, flags=re.M):
+            held[kind] = held.get(kind, 0) + int(count)
+        for kind in re.findall(r"^ \S+: (\S+), \S+", pending, flags=re.M):
+            held[kind] = held.get(kind, 0) + 1
+        for kind, count in held.items():
+            if kind != FAKE_HEAD_TYPE:
+                peaks[kind] = max(peaks.get(kind, 0), count)
+    return peaks
+
+
 def local_autoscaler_config(
     gcs_address: str, *, source: Path = CLUSTER_YAML, idle_timeout_minutes: float = 0.1
 ) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.multinode import LocalCluster, autoscaling_cluster, launched_nodes
+from benchmarks.multinode import LocalCluster, autoscaling_cluster, launched_nodes, peak_worker_nodes
 from raydd.storage import list_names, read_manifest, resolve
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a Ray cluster with an autoscaler of its own
@@ -78,10 +78,14 @@ def test_plan_predicts_the_nodes_the_autoscaler_launches_for_distill(autoscaled:
     (predicted,) = re.findall(r"the autoscaler launches ([^;\n]+)", plan)
     assert predicted == "2 x cpu_worker", plan
     assert len(autoscaled.launches()) == before  # planning launched nothing
+    log_before = len(autoscaled.autoscaler_log())
     _ok(autoscaled.run(["raydd.distill", "--store", store, *DISTILL], timeout=RUN_S))
+    log = autoscaled.autoscaler_log()[log_before:]
     launches = autoscaled.launches()[before:]
-    launched = ", ".join(f"{count} x {name}" for name, count in sorted(launched_nodes(launches).items()))
-    assert launched == predicted, launches  # every node the autoscaler launched for the run, as the plan said
+    assert launches and launches[0] == (2, "cpu_worker"), (launches, log)  # the run's first launch: the plan's nodes
+    assert set(launched_nodes(launches)) == {"cpu_worker"}, (launches, log)  # no other type, ever
+    held = ", ".join(f"{count} x {name}" for name, count in sorted(peak_worker_nodes(log).items()))
+    assert held == predicted, (launches, log)  # the most nodes it held at once for the run, as the plan said
     assert len(list_names(resolve(f"{store}/distilled/builtin"))) == 1
     _scaled_to_zero(autoscaled)
 
