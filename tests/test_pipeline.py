@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from raydd.data import open_prepared
+from raydd.data.layouts import TEST, TRAIN
 from raydd.pipeline.__main__ import main
+from tests.data.videos import folder_tree
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster", "mlflow_in_each_store"), pytest.mark.slow]
 
@@ -35,3 +38,28 @@ def test_the_main_job_runs_end_to_end_and_ends_with_its_table(
     assert len(evaluations) == 4
     assert {run.data.params["protocol"] for run in evaluations} == {"reference"}
     assert {run.data.params["gpus_per_run"] for run in evaluations} == {"0.0"}  # a CPU-only cluster
+
+
+def test_a_users_folder_runs_end_to_end_at_the_clip_shape_and_split_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pipeline prepares the folder itself, at ``--frames/--height/--width`` and ``--test-fraction``: no
+    separate ``raydd.prepare`` first."""
+    source = folder_tree(tmp_path / "videos")  # 3 classes of 4 clips
+    store = tmp_path / "store"
+    shape = ["--frames", "4", "--height", "16", "--width", "16", "--test-fraction", "0.5"]
+    argv = ["--dataset", "folder", "--source", str(source), "--store", str(store), *shape]
+    assert main([*argv, "--iterations", "1", "--eval-runs", "1", "--eval-epochs", "1"]) == 0
+    dataset = open_prepared(str(store / "datasets" / "folder"))
+    assert (dataset.spec.num_frames, dataset.spec.height, dataset.spec.width) == (4, 16, 16)
+    assert dataset.manifest.metadata["clips"] == {TRAIN: 6, TEST: 6}  # half of each class held out
+    assert "random real clips" in capsys.readouterr().out
+
+
+def test_a_bad_clip_shape_is_refused_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_code:
+        main(["--store", str(tmp_path / "store"), "--frames", "0"])
+    assert exit_code.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "--frames: expected a positive integer" in line
+    assert not (tmp_path / "store").exists()

@@ -50,7 +50,7 @@ def test_second_run_is_a_no_op_and_other_settings_need_overwrite(tmp_path) -> No
     after = {name: os.stat(os.path.join(dataset_uri, name)).st_mtime_ns for name in list_names(resolve(dataset_uri))}
     assert before == after
 
-    with pytest.raises(RayddError, match="--overwrite"):
+    with pytest.raises(RayddError, match=r"other settings \(num_frames\): pass --overwrite to raydd.prepare"):
         prepare(dataclasses.replace(config, frames=2))
     assert open_prepared(dataset_uri).spec.num_frames == 4
 

@@ -11,6 +11,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from raydd import faults, metrics
 from raydd.cluster import capacity
@@ -37,16 +38,33 @@ from raydd.storage import (
 
 
 @dataclasses.dataclass(frozen=True)
-class PrepareConfig(StoreSection, RaySection, SeedSection):
-    """The prepared dataset lands in STORE/datasets/DATASET."""
+class ClipSection:
+    """How a dataset's videos become clips and splits: ``raydd.prepare``'s flags, and ``raydd.pipeline``'s, which
+    prepares the dataset it distils (a user's folder needs them there too)."""
 
-    dataset: str = option("builtin", "dataset to prepare", choices=dataset_names())
-    source: str | None = option(None, "folder or URI holding the raw videos (builtin needs none)")
     frames: int | None = option(None, "frames sampled uniformly per clip (default: the dataset's, e.g. 16 for UCF101)")
     height: int | None = option(None, "frame height in pixels (default: the dataset's)")
     width: int | None = option(None, "frame width in pixels (default: the dataset's)")
     split: int = option(1, "official split number for ucf101, miniucf and hmdb51", choices=(1, 2, 3))
     test_fraction: float = option(0.3, "fraction of each class held out for testing (folder datasets)")
+
+    def check_clips(self) -> None:
+        for name in ("frames", "height", "width"):
+            value = getattr(self, name)
+            check(value is None or value > 0, name, "a positive integer")
+        check(0 <= self.test_fraction < 1, "test_fraction", "a number in [0, 1)")
+
+    def clip_options(self) -> dict[str, Any]:
+        """This section's values by field name (to build a :class:`PrepareConfig` from another command's)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(ClipSection)}
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig(StoreSection, RaySection, SeedSection, ClipSection):
+    """The prepared dataset lands in STORE/datasets/DATASET."""
+
+    dataset: str = option("builtin", "dataset to prepare", choices=dataset_names())
+    source: str | None = option(None, "folder or URI holding the raw videos (builtin needs none)")
     shard_mb: float = option(256.0, "target size of one Arrow shard in MiB")
     max_bad_fraction: float = option(0.05, "stop with an error when more than this fraction of videos is unreadable")
     workers: int = option(0, "shard writers running at once (0: one per CPU of the Ray cluster)")
@@ -58,10 +76,7 @@ class PrepareConfig(StoreSection, RaySection, SeedSection):
 
     def __post_init__(self) -> None:
         check_choice(self.dataset, "dataset", dataset_names())
-        for name in ("frames", "height", "width"):
-            value = getattr(self, name)
-            check(value is None or value > 0, name, "a positive integer")
-        check(0 <= self.test_fraction < 1, "test_fraction", "a number in [0, 1)")
+        self.check_clips()
         check(self.shard_mb > 0, "shard_mb", "a positive number of MiB")
         check(0 <= self.max_bad_fraction <= 1, "max_bad_fraction", "a number in [0, 1]")
         check(self.workers >= 0, "workers", "0 (one per CPU) or a positive integer")
@@ -89,9 +104,12 @@ def prepare(config: PrepareConfig) -> Manifest:
     target = layout.dataset(spec.name)
     existing = manifest_or_none(target)
     if existing is not None and not config.overwrite:
-        if DatasetSpec.from_dict(existing.metadata.get("spec", {})) != spec:
+        prepared = DatasetSpec.from_dict(existing.metadata.get("spec", {}))
+        if prepared != spec:
+            differ = [f.name for f in dataclasses.fields(spec) if getattr(prepared, f.name) != getattr(spec, f.name)]
             raise RayddError(
-                f"{target} already holds {spec.name} prepared with other settings: pass --overwrite to replace it"
+                f"{target} already holds {spec.name} prepared with other settings ({', '.join(differ)}): pass "
+                "--overwrite to raydd.prepare to replace it, or another --store"
             )
         damaged = _damaged_shards(target, existing)
         if not damaged:

@@ -20,7 +20,7 @@ from raydd.config import (
     prefixed,
     resolve_defaults,
 )
-from raydd.data.preparation import PrepareConfig, prepare
+from raydd.data.preparation import ClipSection, PrepareConfig, prepare
 from raydd.data.specs import dataset_names
 from raydd.distill.driver import distill
 from raydd.distill.methods.catalog import method_info
@@ -54,8 +54,9 @@ PipelineEvalFlags = prefixed(
 
 
 @dataclasses.dataclass(frozen=True)
-class PipelineConfig(StoreSection, RaySection, SeedSection, PipelineEvalFlags):
-    """The flags of python -m raydd.pipeline: the dataset and method, and the evaluation of every row (--eval-*)."""
+class PipelineConfig(StoreSection, RaySection, SeedSection, ClipSection, PipelineEvalFlags):
+    """The flags of python -m raydd.pipeline: the dataset and how it is prepared (the clip shape, the test split),
+    the method, and the evaluation of every row (--eval-*)."""
 
     dataset: str = option("builtin", "dataset to prepare, distil and evaluate", choices=dataset_names())
     source: str | None = option(None, "raw videos of the dataset (builtin needs none)")
@@ -72,6 +73,7 @@ class PipelineConfig(StoreSection, RaySection, SeedSection, PipelineEvalFlags):
     def __post_init__(self) -> None:
         check_choice(self.dataset, "dataset", dataset_names())
         check_choice(self.method, "method", METHODS)
+        self.check_clips()
         check_evaluation(self.unprefixed(), "eval_")
         check(self.eval_epochs is not None, "eval_epochs", "a positive integer")
         check_choice(self.eval_lr_schedule, "eval_lr_schedule", ONE_SCHEDULE)
@@ -144,7 +146,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, dict[str, Any]]:
     distillations run no closing evaluation of their own."""
     config = resolve_defaults(config)  # a config built in code may leave the store to $RAYDD_STORE
     common = {"store": config.store, "ray_address": config.ray_address}
-    prepare(PrepareConfig(dataset=config.dataset, source=config.source, **common))
+    prepare(PrepareConfig(dataset=config.dataset, source=config.source, **config.clip_options(), **common))
     if method_info(config.method).needs_experts:
         extra = BUILTIN_EXPERTS if config.dataset == "builtin" else []
         for model in ("minic3d", "convnet"):
