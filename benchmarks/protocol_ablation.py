@@ -1,12 +1,14 @@
-"""Which part of the reference protocol a training set's score depends on: raydd's protocol with one part of the
-reference's added at a time.
+"""Which part of the evaluation protocol a training set's score depends on: raydd's old recipe with one part of the
+reference's added at a time, the reference itself (test batches standardised by their own statistics), and raydd's
+protocol (the reference's recipe, each test clip standardised with the training batches' statistics).
 
     .venv/bin/python benchmarks/protocol_ablation.py --data STORE/distilled/builtin/dc-static-dynamic-ipc5-...
     .venv/bin/python benchmarks/protocol_ablation.py --data STORE/datasets/builtin --random-ipc 5
 
-Variants (:data:`VARIANTS`): raydd; raydd + re-pairing (a static-dynamic set's stills and memories drawn anew on
-every fetch); + per-batch re-standardisation; + the dropout-max head; + the reference's passes and lr cut (epochs +
-1 passes, a fresh SGD at the cut); reference. Each variant trains ``--runs`` fresh MiniC3Ds (seeds 0..runs-1, as
+Variants (:data:`VARIANTS`): raydd's old recipe (:data:`RAYDD_RECIPE`); + re-pairing (a static-dynamic set's stills
+and memories drawn anew on every fetch); + per-batch re-standardisation; + the dropout-max head; + the reference's
+passes and lr cut (epochs + 1 passes, a fresh SGD at the cut); the reference; the reference with each test clip
+standardised by its own statistics; raydd's protocol. Each variant trains ``--runs`` fresh MiniC3Ds (seeds 0..runs-1, as
 ``raydd.evaluate``) in this machine's processes, one thread each, and scores them on the test split, final epoch.
 Prints a table (top-1, static and dynamic classes, mean ± std) and writes JSON under ``benchmarks/results/``.
 """
@@ -31,22 +33,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from raydd.errors import RayddError  # noqa: E402
 from raydd.evaluation.job import EvalConfig  # noqa: E402
 from raydd.evaluation.plan import EvaluationPlan, plan_evaluation  # noqa: E402
-from raydd.evaluation.protocols import PROTOCOLS, RAYDD, REFERENCE, Protocol  # noqa: E402
+from raydd.evaluation.protocols import PROTOCOL, Protocol  # noqa: E402
 from raydd.evaluation.report import mean_std_text, summarize  # noqa: E402
 from raydd.evaluation.runs import RunTask, execute  # noqa: E402
 from raydd.evaluation.train import RunResult  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-_BASE = PROTOCOLS[RAYDD]
+# raydd's recipe before 2026-12-07, no longer a protocol of raydd's: the clips as the dataset standardises them, a
+# static-dynamic set rendered once from fixed (still, memory) pairs, MiniC3D's average head, ``epochs`` passes
+# with the lr cut at half of them, test batches of 256.
+RAYDD_RECIPE = Protocol(
+    "raydd",
+    restandardise_batches=False,
+    repair_static_dynamic=False,
+    head="average",
+    extra_pass=False,
+    fresh_optimizer_at_cut=False,
+    test_batch_size=256,
+)
 VARIANTS: dict[str, Protocol] = {
-    "raydd": _BASE,
-    "raydd + re-pairing": dataclasses.replace(_BASE, name="raydd+repair", repair_static_dynamic=True),
-    "raydd + re-standardised batches": dataclasses.replace(_BASE, name="raydd+restd", restandardise_batches=True),
-    "raydd + dropout-max head": dataclasses.replace(_BASE, name="raydd+head", head="dropout-max"),
-    "raydd + reference passes and cut": dataclasses.replace(
-        _BASE, name="raydd+passes", extra_pass=True, fresh_optimizer_at_cut=True
+    "raydd": RAYDD_RECIPE,
+    "raydd + re-pairing": dataclasses.replace(RAYDD_RECIPE, name="raydd+repair", repair_static_dynamic=True),
+    "raydd + re-standardised batches": dataclasses.replace(
+        RAYDD_RECIPE, name="raydd+restd", restandardise_batches=True
     ),
-    "reference": PROTOCOLS[REFERENCE],
+    "raydd + dropout-max head": dataclasses.replace(RAYDD_RECIPE, name="raydd+head", head="dropout-max"),
+    "raydd + reference passes and cut": dataclasses.replace(
+        RAYDD_RECIPE, name="raydd+passes", extra_pass=True, fresh_optimizer_at_cut=True
+    ),
+    # The reference itself: test clips standardised with their test batch's statistics (transductive).
+    "reference": dataclasses.replace(PROTOCOL, name="reference", test_statistics="batch"),
+    "reference, test clips by their own stats": dataclasses.replace(
+        PROTOCOL, name="reference+clip-stats", test_statistics="clip"
+    ),
+    "raydd's protocol (reference, test clips by train stats)": PROTOCOL,
 }
 
 
@@ -107,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{args.data} ({plan.kind}), MiniC3D {args.epochs} epochs, lr 1e-2, {args.runs} runs, test split, final epoch"
     )
-    print(f"{'protocol':34s} {'top-1':>12} {'static':>12} {'dynamic':>12}")
+    print(f"{'protocol':56s} {'top-1':>12} {'static':>12} {'dynamic':>12}")
     for name, metrics in rows.items():
         cells = " ".join(f"{mean_std_text(metrics, k):>12}" for k in ("top1", "static_top1", "dynamic_top1"))
-        print(f"{name:34s} {cells}")
+        print(f"{name:56s} {cells}")
     out = Path(args.out) if args.out else RESULTS / "protocol_ablation.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"data": args.data, "kind": plan.kind, "runs": args.runs, "epochs": args.epochs, "rows": rows}

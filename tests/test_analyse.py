@@ -52,7 +52,7 @@ def test_temporal_study_logs_its_table_and_plot(store: str, tmp_path: Path) -> N
     assert table[0]["graph_mib"] < table[1]["graph_mib"] < table[2]["graph_mib"]
     client, run, artifacts = _run(store, "t-temporal")
     assert run.info.status == "FINISHED" and run.data.params["study"] == "temporal"
-    assert run.data.tags["raydd.protocol"] == "raydd" and run.data.tags["raydd.dataset"] == "builtin"
+    assert run.data.tags["raydd.protocol"] == "reference-inductive" and run.data.tags["raydd.dataset"] == "builtin"
     assert {"temporal.json", "temporal.csv", "temporal.png", "config.json"} <= artifacts
     assert _png(client, run.info.run_id, "temporal.png", tmp_path).startswith(b"\x89PNG")
     assert run.data.metrics["frames4/top1_mean"] == pytest.approx(table[2]["top1_mean"])

@@ -132,7 +132,9 @@ def unknown_flags(page: Path) -> Iterator[str]:
 
 
 def test_every_shown_flag_exists_in_its_command() -> None:
-    pages = doc_files()
+    """Every page but the dated reports: a report shows the commands as they ran at the commit it names, and a
+    flag removed since (``--eval-protocol``, say) stays in its record."""
+    pages = [page for page in doc_files() if page.parent != RESULTS]
     assert sum(1 for page in pages for _ in shown_commands(page)) > 50, "the docs should show the commands"
     problems = [problem for page in pages for problem in unknown_flags(page)]
     assert not problems, "\n".join(problems)

@@ -19,7 +19,7 @@ from raydd.distilled_set import load_distilled, write_distilled, write_static_dy
 from raydd.errors import RayddError
 from raydd.evaluate import EvalConfig, evaluate, main
 from raydd.evaluation.plan import plan_evaluation
-from raydd.evaluation.protocols import PROTOCOLS
+from raydd.evaluation.protocols import PROTOCOL
 from raydd.evaluation.runs import execute, training_set
 from raydd.evaluation.sources import RepairedStaticDynamic
 from raydd.models.hallucinator import Hallucinator
@@ -55,7 +55,7 @@ def _config(store: str, **overrides) -> EvalConfig:
 
 
 def test_evaluation_logs_a_run_that_mlflow_reads_back(store: str) -> None:
-    metrics = evaluate(_config(store, protocol="raydd"))
+    metrics = evaluate(_config(store))
     assert 0 <= metrics["top1_mean"] <= 100 and metrics["top1_std"] >= 0
     assert {"static_top1_mean", "dynamic_top1_mean", "top5_mean"} <= set(metrics)
     client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
@@ -67,8 +67,8 @@ def test_evaluation_logs_a_run_that_mlflow_reads_back(store: str) -> None:
     assert run.data.metrics["train_clips"] == 300
     mean = open_prepared(f"{store}/datasets/builtin").mean
     assert run.data.params["input.mean"] == str(list(mean))  # the standardisation is recorded
-    assert len(client.get_metric_history(run.info.run_id, "run1/train_loss")) == 2  # raydd: epochs passes
-    assert run.data.params["raydd.protocol"] == "raydd" and run.data.tags["raydd.protocol"] == "raydd"
+    assert len(client.get_metric_history(run.info.run_id, "run1/train_loss")) == 3  # epochs + 1 passes
+    assert run.data.params["raydd.protocol"] == run.data.tags["raydd.protocol"] == "reference-inductive"
     assert run.data.tags["raydd.dataset"] == "builtin" and len(run.data.tags["raydd.dataset_manifest_sha256"]) == 64
 
 
@@ -167,30 +167,31 @@ def _static_dynamic(store: str, uri: str, ipc: int = 1) -> str:
 
 def test_the_protocol_is_in_mlflow_and_the_summary(store: str, tmp_path, capsys: pytest.CaptureFixture) -> None:
     data = _static_dynamic(store, str(tmp_path / "sd"))
-    config = _config(store, data=data, model="minic3d", runs=1, protocol="reference", experiment="test-protocol")
+    config = _config(store, data=data, model="minic3d", runs=1, experiment="test-protocol")
     metrics = evaluate(config)
-    assert metrics["protocol"] == "reference"
+    assert metrics["protocol"] == "reference-inductive"
     assert metrics["storage_ratio"] == pytest.approx(load_distilled(data).metadata["storage_ratio"])
-    assert "protocol reference" in capsys.readouterr().out
+    assert "protocol reference-inductive" in capsys.readouterr().out
     client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("test-protocol").experiment_id])
-    assert run.data.params["raydd.protocol"] == "reference" and run.data.tags["raydd.protocol"] == "reference"
+    assert run.data.params["raydd.protocol"] == run.data.tags["raydd.protocol"] == "reference-inductive"
     assert run.data.metrics["train_clips"] == 10  # re-paired: IPC x classes slots, not the 20 fixed pairs
     assert len(client.get_metric_history(run.info.run_id, "run0/train_loss")) == 3  # epochs + 1 passes
 
 
-def test_one_part_of_the_reference_protocol_can_be_tried_alone(store: str, tmp_path) -> None:
-    """benchmarks/protocol_ablation.py hands execute() a protocol of its own: raydd's with re-pairing added trains
-    on re-paired slots; the task's named protocol (raydd) renders the fixed pairs."""
+def test_one_part_of_the_protocol_can_be_changed_alone(store: str, tmp_path) -> None:
+    """benchmarks/protocol_ablation.py hands execute() a protocol of its own: raydd's without re-pairing renders the
+    fixed pairs; raydd's own trains on re-paired slots."""
     data = _static_dynamic(store, str(tmp_path / "sd"))
     fields = dict(model="minic3d", runs=1, random_ipc=0, preset="auto", epochs=1, lr=None, batch_size=8, momentum=0.9)
-    plan = plan_evaluation(data=data, test=None, weight_decay=5e-4, seed=0, device="cpu", protocol="raydd", **fields)
+    plan = plan_evaluation(data=data, test=None, weight_decay=5e-4, seed=0, device="cpu", **fields)
     (task,) = plan.tasks
-    repairing = dataclasses.replace(PROTOCOLS["raydd"], name="raydd+repair", repair_static_dynamic=True)
+    fixed_pairs = dataclasses.replace(PROTOCOL, name="fixed-pairs", repair_static_dynamic=False)
     mean, std = plan.reference.mean, plan.reference.std
-    assert isinstance(training_set(task, mean, std, 10, repairing), RepairedStaticDynamic)
-    assert len(training_set(task, mean, std, 10)) == 20  # the fixed pairs: 2 a class
-    assert execute(task, repairing).train_clips == 10  # one re-paired slot a class at IPC 1
+    assert isinstance(training_set(task, mean, std, 10), RepairedStaticDynamic)
+    assert len(training_set(task, mean, std, 10, fixed_pairs)) == 20  # the fixed pairs: 2 a class
+    assert execute(task, fixed_pairs).train_clips == 20
+    assert execute(task).train_clips == 10  # one re-paired slot a class at IPC 1
 
 
 def test_stills_only_trains_on_stills_and_refuses_others(store: str, tmp_path, capsys: pytest.CaptureFixture) -> None:

@@ -36,7 +36,7 @@ def test_the_main_job_runs_end_to_end_and_ends_with_its_table(
     client = MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
     evaluations = client.search_runs([client.get_experiment_by_name("raydd-evaluate").experiment_id])
     assert len(evaluations) == 4
-    assert {run.data.params["protocol"] for run in evaluations} == {"reference"}
+    assert {run.data.params["raydd.protocol"] for run in evaluations} == {"reference-inductive"}
     assert {run.data.params["gpus_per_run"] for run in evaluations} == {"0.0"}  # a CPU-only cluster
 
 

@@ -1,7 +1,9 @@
-"""Evaluation protocols without Ray: batch re-standardisation, re-pairing, MiniC3D's heads, the comparison table."""
+"""The evaluation protocol without Ray: batch re-standardisation, inductive test standardisation, re-pairing,
+MiniC3D's heads, the comparison table."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from raydd.distill.settings import DistillConfig
 from raydd.distilled_set import StaticDynamicParts
 from raydd.errors import RayddError
 from raydd.evaluate import EvalConfig
-from raydd.evaluation.protocols import PROTOCOLS, get_protocol
+from raydd.evaluation.protocols import PROTOCOL, InputStatistics, Protocol
 from raydd.evaluation.report import format_comparison
 from raydd.evaluation.sources import RepairedStaticDynamic, TensorClips
 from raydd.evaluation.train import TrainSettings, train_and_test
@@ -24,39 +26,61 @@ from raydd.pipeline.comparison import row_settings
 CPU = torch.device("cpu")
 
 
-def test_reference_restandardises_each_batch_and_raydd_does_not() -> None:
+NO_RESTANDARDISATION = dataclasses.replace(PROTOCOL, name="plain", restandardise_batches=False)
+
+
+def test_training_batches_are_restandardised_and_test_clips_read_no_other_test_clip() -> None:
     batch = 3 * torch.randn(4, 3, 2, 5, 5) + 7
-    prepared = PROTOCOLS["reference"].prepare(batch)
+    prepared = PROTOCOL.prepare(batch)
     assert prepared.mean().item() == pytest.approx(0, abs=1e-5) and prepared.std().item() == pytest.approx(1, abs=1e-5)
-    assert PROTOCOLS["raydd"].prepare(batch) is batch
-    with pytest.raises(RayddError, match="unknown evaluation protocol 'paper': use --protocol raydd or reference"):
-        get_protocol("paper")
+    assert NO_RESTANDARDISATION.prepare(batch) is batch
+    seen = InputStatistics()
+    for part in batch.split(3):  # the training batches, pooled
+        seen.add(part)
+    test = 2 * torch.randn(6, 3, 2, 5, 5) + 1
+    expected = (test - batch.mean()) / batch.std(unbiased=False)
+    assert torch.allclose(PROTOCOL.prepare_test(test, seen), expected, atol=1e-5)
+    for statistics in ("train", "clip"):  # a clip alone or among others: the same input
+        protocol = dataclasses.replace(PROTOCOL, test_statistics=statistics)
+        assert torch.allclose(protocol.prepare_test(test, seen)[:1], protocol.prepare_test(test[:1], seen), atol=1e-6)
+    reference = dataclasses.replace(PROTOCOL, test_statistics="batch")  # the reference's: transductive
+    assert not torch.allclose(reference.prepare_test(test, seen)[:1], reference.prepare_test(test[:2], seen)[:1])
+    with pytest.raises(RayddError, match="test_statistics 'test': use one of train, clip, batch"):
+        dataclasses.replace(PROTOCOL, test_statistics="test")
+    with pytest.raises(RayddError, match="no training batch was seen"):
+        InputStatistics().mean_std()
 
 
-def _losses(protocol: str, scale: float, shift: float) -> tuple[float, ...]:
+def _run(protocol: Protocol, scale: float, shift: float, test_scale: float = 1.0, test_shift: float = 0.0):
     generator = torch.Generator().manual_seed(0)
     videos = torch.randn(6, 3, 4, 16, 16, generator=generator)
     labels = torch.arange(3).repeat(2)
     train = TensorClips(scale * videos + shift, labels)
     settings = TrainSettings("minic3d", epochs=2, lr=0.01, batch_size=6, seed=1)  # no normalisation layer in MiniC3D
-    test = TensorClips(videos, labels)
-    result = train_and_test(
-        settings, train, test, num_classes=3, clip_shape=(4, 16, 16, 3), device=CPU, protocol=PROTOCOLS[protocol]
+    test = TensorClips(
+        test_scale * torch.randn(9, 3, 4, 16, 16, generator=generator) + test_shift, torch.arange(3).repeat(3)
     )
-    return result.losses
+    return train_and_test(
+        settings, train, test, num_classes=3, clip_shape=(4, 16, 16, 3), device=CPU, protocol=protocol
+    )
 
 
-def test_training_sees_restandardised_batches_only_under_the_reference_protocol() -> None:
-    """Re-standardised batches make the training blind to an affine change of the whole training set."""
-    assert _losses("reference", 5.0, 3.0) == pytest.approx(_losses("reference", 1.0, 0.0), rel=1e-4)
-    assert _losses("raydd", 5.0, 3.0) != pytest.approx(_losses("raydd", 1.0, 0.0), rel=1e-2)
+def test_training_is_blind_to_an_affine_change_of_the_training_set_and_so_is_the_score_of_the_same_change() -> None:
+    """Re-standardised batches make the training blind to an affine change of the whole training set; test clips
+    standardised with the training batches' statistics make the scores blind to the same change of both sets."""
+    plain, changed = _run(PROTOCOL, 1.0, 0.0), _run(PROTOCOL, 5.0, 3.0, 5.0, 3.0)
+    assert changed.losses == pytest.approx(plain.losses, rel=1e-4)
+    assert changed.per_class == pytest.approx(plain.per_class)
+    assert _run(NO_RESTANDARDISATION, 5.0, 3.0).losses != pytest.approx(
+        _run(NO_RESTANDARDISATION, 1, 0).losses, rel=1e-2
+    )
 
 
-def test_the_reference_runs_one_extra_pass_and_cuts_the_lr_later() -> None:
-    raydd, reference = PROTOCOLS["raydd"], PROTOCOLS["reference"]
-    assert (raydd.passes(10), raydd.cut_at(10)) == (10, 5)
-    assert (reference.passes(10), reference.cut_at(10)) == (11, 7)  # lr x0.1 after pass 6 (Epoch // 2 + 1)
-    assert len(_losses("reference", 1.0, 0.0)) == 3 and len(_losses("raydd", 1.0, 0.0)) == 2
+def test_the_protocol_runs_one_extra_pass_and_cuts_the_lr_later() -> None:
+    assert (PROTOCOL.passes(10), PROTOCOL.cut_at(10)) == (11, 7)  # lr x0.1 after pass 6 (Epoch // 2 + 1)
+    plain = dataclasses.replace(PROTOCOL, extra_pass=False)
+    assert (plain.passes(10), plain.cut_at(10)) == (10, 5)
+    assert len(_run(PROTOCOL, 1.0, 0.0).losses) == 3 and len(_run(plain, 1.0, 0.0).losses) == 2
 
 
 def _parts(num_classes: int = 2, ipc: int = 2, frames: int = 4) -> StaticDynamicParts:
@@ -104,12 +128,17 @@ def test_a_fetch_renders_the_drawn_pair_through_h() -> None:
     assert labels.tolist() == [1, 0, 1]
 
 
-def test_repairing_refuses_stills_that_do_not_split_into_slots() -> None:
+def test_stills_that_do_not_split_into_slots_are_drawn_from_the_whole_class() -> None:
     parts = _parts()
     meta = {**parts.metadata, "spc": 3}
     odd = StaticDynamicParts(parts.static_NCHW[:6], parts.dynamic_NCTHW, parts.hallucinator, meta)
-    with pytest.raises(RayddError, match="3 stills .* 2 video slots.*--protocol raydd"):
-        RepairedStaticDynamic(odd, seed=0)
+    source = RepairedStaticDynamic(odd, seed=0)
+    slots = torch.arange(len(source))
+    drawn: list[set[int]] = [set() for _ in slots]
+    for _ in range(60):
+        for slot, still in zip(slots.tolist(), source.draw(slots)[0].tolist()):
+            drawn[slot].add(still)
+    assert drawn == [{0, 1, 2}, {0, 1, 2}, {3, 4, 5}, {3, 4, 5}]  # any still of its class, never another's
 
 
 def test_still_videos_repeat_each_still_over_the_frames() -> None:
@@ -139,7 +168,7 @@ def test_dropout_max_head_keeps_parameters_and_embed_and_takes_the_max_over_time
         build_model("minic3d", num_classes=7, clip_shape=(8, 32, 32, 3), head="max")
 
 
-def _metrics(top1: float, protocol: str = "raydd", groups: bool = True) -> dict[str, object]:
+def _metrics(top1: float, protocol: str = "reference-inductive", groups: bool = True) -> dict[str, object]:
     metrics: dict[str, object] = {"top1_mean": top1, "top1_std": 1.25, "protocol": protocol}
     if groups:
         metrics.update(static_top1_mean=top1 + 10, static_top1_std=2.0)
@@ -154,29 +183,31 @@ def test_comparison_table_names_the_protocol_and_the_gain_over_random() -> None:
         "random real clips": (1.0, _metrics(25.0)),
         "full train split": (None, _metrics(90.0)),
     }
-    lines = format_comparison(rows, protocol="raydd", title="builtin, IPC 1").splitlines()
-    assert lines[0].startswith("builtin, IPC 1 (protocol raydd;") and "gain" in lines[1]
+    lines = format_comparison(rows, protocol=PROTOCOL.name, title="builtin, IPC 1").splitlines()
+    assert lines[0].startswith("builtin, IPC 1 (protocol reference-inductive;") and "gain" in lines[1]
     by_name = {line[:17].strip(): line.split() for line in lines[2:]}
     expected = ["0.920x", "31.5", "±", "1.2", "41.5", "±", "2.0", "21.5", "±", "3.0", "+6.5"]
     assert by_name["dm static-dynamic"][2:] == expected
     assert by_name["stills only"][-3:] == ["-", "-", "-5.0"] and by_name["random real clips"][-1] == "+0.0"
     assert by_name["full train split"][3] == "-" and by_name["full train split"][-1] == "+65.0"
-    without_random = format_comparison({"a": (1.0, _metrics(3.0))}, protocol="raydd", title="t")
+    without_random = format_comparison({"a": (1.0, _metrics(3.0))}, protocol=PROTOCOL.name, title="t")
     assert without_random.splitlines()[-1].split()[-1] == "-"
     mixed = {**rows, "random real clips": (1.0, _metrics(25.0, "reference"))}
-    refusal = "'random real clips' was evaluated under protocol 'reference'.*--protocol raydd"
+    refusal = "'random real clips' was evaluated under protocol 'reference'.*again with this raydd"
     with pytest.raises(RayddError, match=refusal):
-        format_comparison(mixed, protocol="raydd", title="t")
+        format_comparison(mixed, protocol=PROTOCOL.name, title="t")
 
 
-def test_distill_and_pipeline_accept_the_protocol() -> None:
-    assert EvalConfig().protocol == "reference"  # the default, chosen from evidence (protocols.py)
-    assert parse_config(DistillConfig, [], "raydd.distill")[0].eval_protocol == "reference"
-    config, _ = parse_config(DistillConfig, ["--eval-protocol", "reference"], "raydd.distill")
-    assert config.eval_protocol == "reference"
-    assert parse_config(PipelineConfig, ["--eval-protocol", "raydd"], "raydd.pipeline")[0].eval_protocol == "raydd"
-    with pytest.raises(SystemExit):
-        parse_config(DistillConfig, ["--eval-protocol", "paper"], "raydd.distill")
+def test_no_command_takes_a_protocol_any_more(capsys: pytest.CaptureFixture[str]) -> None:
+    """One protocol: raydd's old recipe is a variant of benchmarks/protocol_ablation.py, not a choice."""
+    for config, prog, flag in (
+        (DistillConfig, "raydd.distill", "--eval-protocol"),
+        (PipelineConfig, "raydd.pipeline", "--eval-protocol"),
+        (EvalConfig, "raydd.evaluate", "--protocol"),
+    ):
+        with pytest.raises(SystemExit):
+            parse_config(config, [flag, "raydd"], prog)
+        assert flag in capsys.readouterr().err
 
 
 def test_pipeline_evaluates_every_row_with_one_lr_preset(tmp_path: Path) -> None:
@@ -185,9 +216,7 @@ def test_pipeline_evaluates_every_row_with_one_lr_preset(tmp_path: Path) -> None
     outputs = {"static-dynamic": str(tmp_path / "sd"), "naive": str(tmp_path / "naive")}
     config = parse_config(PipelineConfig, ["--method", "frepo", "--store", str(tmp_path)], "raydd.pipeline")[0]
     rows = row_settings(config, outputs)
-    assert len(rows) == 4 and {(s.lr_schedule, s.epochs, s.protocol) for s in rows.values()} == {
-        ("standard", 100, "reference")
-    }
+    assert len(rows) == 4 and {(s.lr_schedule, s.epochs) for s in rows.values()} == {("standard", 100)}
     argv = ["--eval-lr-schedule", "frepo", "--store", str(tmp_path)]
     config = parse_config(PipelineConfig, argv, "raydd.pipeline")[0]
     assert {s.lr_schedule for s in row_settings(config, outputs).values()} == {"frepo"}

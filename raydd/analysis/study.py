@@ -18,10 +18,11 @@ from raydd.analysis.report import (
     temporal_metrics,
     temporal_table,
 )
-from raydd.analysis.study_config import GROUPING, PROTOCOL, TEMPORAL, AnalyseConfig
+from raydd.analysis.study_config import GROUPING, TEMPORAL, AnalyseConfig
 from raydd.analysis.temporal import frame_counts, run_temporal
 from raydd.config import to_dict
 from raydd.data.reader import PreparedDataset, open_prepared
+from raydd.evaluation.protocols import PROTOCOL
 from raydd.tracking import Tracker, mlflow_run
 
 
@@ -53,7 +54,7 @@ def run_study(config: AnalyseConfig) -> Study:
     if config.study == TEMPORAL:  # a bad --frames fails here, before any MLflow run is opened
         frame_counts(config.frames, int(dataset.manifest.metadata["clip_shape"][0]))
     tags = {"raydd.dataset": dataset.spec.name, "raydd.dataset_manifest_sha256": dataset.manifest.content_sha256()}
-    tags["raydd.protocol"] = PROTOCOL
+    tags["raydd.protocol"] = PROTOCOL.name  # every evaluated model: raydd's evaluation protocol
     name = f"{config.study}-{dataset.spec.name}"
     with mlflow_run(config.store, config.experiment, name, to_dict(config), tags) as tracker:
         table, footer = {TEMPORAL: _temporal, GROUPING: _grouping}[config.study](config, dataset, tracker)

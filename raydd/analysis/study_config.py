@@ -11,7 +11,6 @@ from raydd.layout import StoreLayout, default_store
 TEMPORAL, GROUPING = "temporal", "grouping"
 STUDIES = (TEMPORAL, GROUPING)
 VIDEO_MODELS = ("cnn_gru", "cnn_lstm", "minic3d")
-PROTOCOL = "raydd"  # every evaluated model: raydd's evaluation (final epoch, no test-set selection)
 
 
 @dataclasses.dataclass(frozen=True)

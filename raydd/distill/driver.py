@@ -268,7 +268,7 @@ def _evaluate(config: DistillConfig, uri: str, tracker: Tracker, run: RunSetting
 
     devices = {"gpus_per_run": 1.0, "cpus_per_run": run.cpus_per_worker} if run.use_gpu else {}
     settings = EvalConfig(
-        **config.unprefixed(),  # runs, epochs, model, protocol, lr_schedule: distill's --eval-* flags
+        **config.unprefixed(),  # runs, epochs, model, lr_schedule: distill's --eval-* flags
         data=uri,
         store=config.store,
         seed=config.seed,

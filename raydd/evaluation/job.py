@@ -83,7 +83,7 @@ def _at_once(config: EvalConfig) -> int:
 
 _PLAN_FIELDS = (
     *("data", "test", "model", "runs", "random_ipc", "epochs", "lr", "batch_size", "momentum"),
-    *("weight_decay", "seed", "device", "protocol", "stills_only"),
+    *("weight_decay", "seed", "device", "stills_only"),
 )
 
 

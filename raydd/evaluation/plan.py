@@ -7,7 +7,7 @@ import dataclasses
 from raydd.data.reader import PreparedDataset, open_prepared
 from raydd.distilled_set import DISTILLED_KIND, STATIC_DYNAMIC, VIDEOS, load_distilled, load_static_dynamic
 from raydd.errors import RayddError
-from raydd.evaluation.protocols import DEFAULT_PROTOCOL, FREPO, STANDARD, get_protocol, lr_and_epochs
+from raydd.evaluation.protocols import FREPO, PROTOCOL, STANDARD, lr_and_epochs
 from raydd.evaluation.runs import DISTILLED, RANDOM_REAL, REAL, STILLS_ONLY, RunTask
 from raydd.evaluation.train import TrainSettings
 from raydd.storage import manifest_or_none, resolve
@@ -20,7 +20,7 @@ class EvaluationPlan:
     reference: PreparedDataset  # the prepared dataset whose test split scores every run
     train_clips: int  # clips one epoch trains on
     storage_ratio: float | None  # stored values against IPC full videos a class (random real: 1.0; full data: None)
-    protocol: str = DEFAULT_PROTOCOL
+    protocol: str = PROTOCOL.name  # what the runs record
 
 
 def plan_evaluation(
@@ -38,10 +38,9 @@ def plan_evaluation(
     weight_decay: float,
     seed: int,
     device: str,
-    protocol: str = DEFAULT_PROTOCOL,
     stills_only: bool = False,
 ) -> EvaluationPlan:
-    repair = get_protocol(protocol).repair_static_dynamic
+    repair = PROTOCOL.repair_static_dynamic
     manifest = manifest_or_none(resolve(data))
     distilled_set = manifest is not None and manifest.kind == DISTILLED_KIND
     representation = manifest.metadata.get("representation", VIDEOS) if distilled_set else "prepared dataset"
@@ -85,11 +84,10 @@ def plan_evaluation(
             test_uri=str(reference.location),
             random_ipc=random_ipc,
             device=device,
-            protocol=protocol,
         )
         for run in range(runs)
     )
-    return EvaluationPlan(tasks, kind, reference, train_clips, storage_ratio, protocol)
+    return EvaluationPlan(tasks, kind, reference, train_clips, storage_ratio)
 
 
 def eval_preset_of(metadata: dict) -> str:

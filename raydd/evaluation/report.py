@@ -75,7 +75,7 @@ def format_comparison(
         if metrics.get("protocol", protocol) != protocol:
             raise RayddError(
                 f"row {name!r} was evaluated under protocol {metrics['protocol']!r}, the table under {protocol!r}: "
-                f"evaluate it again with --protocol {protocol}"
+                "evaluate it again with this raydd"
             )
     baseline = rows[random_row][1]["top1_mean"] if random_row in rows else None
     width = max([len("training set"), *map(len, rows)])

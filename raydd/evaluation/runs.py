@@ -13,7 +13,7 @@ from raydd.console import logger
 from raydd.data.reader import open_prepared
 from raydd.devices import configure_cuda, pick_device
 from raydd.distilled_set import STATIC_DYNAMIC, load_distilled, load_static_dynamic
-from raydd.evaluation.protocols import RAYDD, Protocol, get_protocol
+from raydd.evaluation.protocols import PROTOCOL, Protocol
 from raydd.evaluation.sources import BatchSource, RealClips, RepairedStaticDynamic, TensorClips
 from raydd.evaluation.train import RunResult, TrainSettings, train_and_test
 from raydd.storage import read_manifest, resolve
@@ -30,15 +30,15 @@ class RunTask:
     test_uri: str
     random_ipc: int = 0
     device: str = "auto"
-    protocol: str = RAYDD
 
 
 def execute(task: RunTask, protocol: Protocol | None = None) -> RunResult:
     """Build the training set of ``task``, train a fresh model, score it on the real test split. ``protocol``
-    overrides the named ``task.protocol`` (``benchmarks/protocol_ablation.py`` tries one part of it at a time)."""
+    replaces raydd's :data:`~raydd.evaluation.protocols.PROTOCOL` (``benchmarks/protocol_ablation.py`` varies one
+    part of it at a time)."""
     device = pick_device(task.device)
     configure_cuda(device, fixed_shapes=False)  # a last, smaller batch per epoch
-    protocol = protocol or get_protocol(task.protocol)
+    protocol = protocol or PROTOCOL
     reference = open_prepared(task.test_uri)
     test = RealClips(reference.split("test"), reference.mean, reference.std)
     train = training_set(task, reference.mean, reference.std, len(reference.classes), protocol)
@@ -68,8 +68,8 @@ def training_set(
     num_classes: int,
     protocol: Protocol | None = None,
 ) -> BatchSource:
-    """What ``task`` trains on, as its protocol (``protocol``, else the named ``task.protocol``) presents it."""
-    protocol = protocol or get_protocol(task.protocol)
+    """What ``task`` trains on, as ``protocol`` (default: raydd's) presents it."""
+    protocol = protocol or PROTOCOL
     if task.kind == STILLS_ONLY:
         return TensorClips(*load_static_dynamic(task.data_uri).still_videos())
     if task.kind == DISTILLED:

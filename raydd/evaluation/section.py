@@ -1,7 +1,7 @@
 """How a training set is evaluated, declared once with one set of defaults: ``python -m raydd.evaluate`` reads
 these fields as they are (``--runs``, ``--lr-schedule``, ...); distill, pipeline and tune read them through
 :func:`~raydd.config.prefixed` as ``--eval-runs``, ``--eval-lr-schedule``, ... (their own ``--epochs``,
-``--protocol`` or ``--preset-file`` would collide with the bare names)."""
+or ``--preset-file`` would collide with the bare names)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import dataclasses
 from typing import Any
 
 from raydd.config import check, check_choice, option
-from raydd.evaluation.protocols import DEFAULT_PROTOCOL, PRESET_NAMES, PROTOCOL_NAMES
+from raydd.evaluation.protocols import PRESET_NAMES
 from raydd.models.registry import CLASSIFIERS
 
 # 5 runs: what the main job's table (python -m raydd.pipeline, README command (a)) is the mean ± std of.
@@ -27,13 +27,6 @@ class EvalSection:
     )
     model: str = option(
         "minic3d", "network each run trains from scratch (convnet: frame-only probe)", choices=CLASSIFIERS
-    )
-    protocol: str = option(
-        DEFAULT_PROTOCOL,
-        "how networks are trained and scored: raydd (fixed rendered pairs, average head) or reference (the "
-        "paper's code: per-batch re-standardisation, re-pairing every fetch, dropout-max head, epochs+1 "
-        "passes); both report the final epoch",
-        choices=PROTOCOL_NAMES,
     )
     lr_schedule: str = option(
         "auto",

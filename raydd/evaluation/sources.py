@@ -19,7 +19,6 @@ import torch
 from raydd.classes import class_major_labels
 from raydd.data.reader import PreparedVideos, Standardiser
 from raydd.distilled_set import StaticDynamicParts
-from raydd.errors import RayddError
 
 
 class BatchSource(Protocol):
@@ -74,14 +73,12 @@ class RepairedStaticDynamic:
     def __init__(self, parts: StaticDynamicParts, seed: int) -> None:
         meta = parts.metadata
         ipc, spc, dpc = meta["ipc"], meta["spc"], meta["dpc"]
-        if spc % ipc or dpc % ipc:
-            raise RayddError(
-                f"static-dynamic set with {spc} stills and {dpc} memories a class cannot be split into {ipc} "
-                "video slots (--protocol reference re-pairs within slots): evaluate it with --protocol raydd"
-            )
         self.parts = parts
         self.ipc, self.spc, self.dpc = ipc, spc, dpc
-        self.per_slot_static, self.per_slot_dynamic = spc // ipc, dpc // ipc
+        # Slot k draws from its own share of the class's stills and memories; where they do not split evenly into
+        # IPC slots (say 3 stills at IPC 2), every slot draws from all of its class's.
+        self.sliced = not (spc % ipc or dpc % ipc)
+        self.per_slot_static, self.per_slot_dynamic = (spc // ipc, dpc // ipc) if self.sliced else (spc, dpc)
         self.labels = class_major_labels(parts.num_classes, ipc)
         self.generator = torch.Generator().manual_seed(seed)
         self._on: dict[torch.device, tuple[torch.nn.Module, torch.Tensor, torch.Tensor]] = {}
@@ -94,6 +91,8 @@ class RepairedStaticDynamic:
         label, k = slots // self.ipc, slots % self.ipc
         pick_s = torch.randint(self.per_slot_static, (len(slots),), generator=self.generator)
         pick_d = torch.randint(self.per_slot_dynamic, (len(slots),), generator=self.generator)
+        if not self.sliced:
+            k = torch.zeros_like(k)
         static = label * self.spc + k * self.per_slot_static + pick_s
         return static, label * self.dpc + k * self.per_slot_dynamic + pick_d
 

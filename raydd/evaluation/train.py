@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 from raydd.evaluation.fit import fit_epochs, frame_picker, score
-from raydd.evaluation.protocols import PROTOCOLS, RAYDD, Protocol
+from raydd.evaluation.protocols import PROTOCOL, InputStatistics, Protocol
 from raydd.evaluation.sources import BatchSource
 from raydd.models.registry import build_model
 
@@ -53,7 +53,7 @@ def train_and_test(
     device: torch.device,
     run: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
-    protocol: Protocol = PROTOCOLS[RAYDD],
+    protocol: Protocol = PROTOCOL,
 ) -> RunResult:
     """SGD (momentum, weight decay), lr x0.1 once (where the protocol says); returns final-epoch test accuracy."""
     started = time.perf_counter()
@@ -69,8 +69,14 @@ def train_and_test(
     optimizer = sgd(settings.lr)
     picker = frame_picker(settings.model)
 
+    seen = InputStatistics()  # what the test clips are standardised with (protocol.test_statistics "train")
+
     def to_input(videos: torch.Tensor, training: bool) -> torch.Tensor:
-        return protocol.prepare(picker(videos, training))
+        inputs = picker(videos, training)
+        if not training:
+            return protocol.prepare_test(inputs, seen)
+        seen.add(inputs)
+        return protocol.prepare(inputs)
 
     def optimizer_for(epoch: int) -> torch.optim.Optimizer:
         nonlocal optimizer

@@ -28,7 +28,7 @@ from raydd.distill.presets import METHODS
 from raydd.distill.settings import DistillConfig
 from raydd.distill.stage_presets import resolve_presets
 from raydd.evaluation.job import EvalConfig, evaluate
-from raydd.evaluation.protocols import FREPO, STANDARD
+from raydd.evaluation.protocols import FREPO, PROTOCOL, STANDARD
 from raydd.evaluation.report import RANDOM_REAL_ROW, format_comparison
 from raydd.evaluation.section import EvalSection, check_evaluation
 from raydd.experts.job import ExpertsConfig, train_experts
@@ -42,14 +42,14 @@ ONE_SCHEDULE = (STANDARD, FREPO)
 # Every row's evaluation: the evaluation section as --eval-* flags. Two defaults are the pipeline's own, as the
 # main job's table was made: 100 epochs (the paper's 500 for MiniC3D is GPU-sized; 100 keeps the main job to
 # minutes on CPU) and the standard schedule (lr 1e-2; frepo's lr 1e-4 is made for 1000 epochs: with fewer it does
-# not train). Old spellings: --protocol, --eval-preset.
+# not train). Old spelling: --eval-preset.
 PipelineEvalFlags = prefixed(
     EvalSection,
     "eval_",
     "PipelineEvalFlags",
-    only=("runs", "epochs", "protocol", "lr_schedule"),
+    only=("runs", "epochs", "lr_schedule"),
     defaults={"epochs": 100, "lr_schedule": STANDARD},
-    deprecated={"protocol": ("--protocol",), "lr_schedule": ("--eval-preset",)},
+    deprecated={"lr_schedule": ("--eval-preset",)},
 )
 
 
@@ -96,7 +96,7 @@ def row_settings(
     return {
         name: EvalConfig(
             **training_set,
-            **config.unprefixed(),  # runs, epochs, protocol, lr_schedule: the same for every row
+            **config.unprefixed(),  # runs, epochs, lr_schedule: the same for every row
             seed=config.seed,
             store=config.store,
             ray_address=config.ray_address,
@@ -124,7 +124,7 @@ def format_table(rows: dict[str, dict[str, Any]], config: PipelineConfig) -> str
         f"({config.eval_lr_schedule} lr), {config.eval_runs} runs"
     )
     table = {name: (row["storage_ratio"], row["metrics"]) for name, row in rows.items()}
-    return format_comparison(table, protocol=config.eval_protocol, title=title)
+    return format_comparison(table, protocol=PROTOCOL.name, title=title)
 
 
 # Experts for the built-in dataset: small MiniC3D / ConvNet (width 32), a batch small enough to take

@@ -22,14 +22,13 @@ SECTION = {field.name: field.default for field in dataclasses.fields(EvalSection
 
 
 def test_every_command_that_evaluates_reads_the_one_section_with_its_defaults() -> None:
-    assert SECTION == {"runs": 5, "epochs": None, "model": "minic3d", "protocol": "reference", "lr_schedule": "auto"}
+    assert SECTION == {"runs": 5, "epochs": None, "model": "minic3d", "lr_schedule": "auto"}
     assert {name: getattr(EvalConfig(), name) for name in SECTION} == SECTION
     assert DistillConfig().unprefixed() == SECTION  # the closing evaluation: raydd.evaluate's defaults
     # The pipeline's own two, as the main job's table was made (100 epochs, one standard schedule for every row).
     assert PipelineConfig().unprefixed() == {
         "runs": 5,
         "epochs": 100,
-        "protocol": "reference",
         "lr_schedule": "standard",
     }
     assert TuneConfig().unprefixed() == {"epochs": 100}  # a trial's short evaluation
@@ -45,7 +44,6 @@ def test_every_command_that_evaluates_reads_the_one_section_with_its_defaults() 
     [
         (DistillConfig, "raydd.distill", "--worker-split", "--split", "samples", "worker_split"),
         (EvalConfig, "raydd.evaluate", "--lr-schedule", "--preset", "frepo", "lr_schedule"),
-        (PipelineConfig, "raydd.pipeline", "--eval-protocol", "--protocol", "raydd", "eval_protocol"),
         (PipelineConfig, "raydd.pipeline", "--eval-lr-schedule", "--eval-preset", "frepo", "eval_lr_schedule"),
         (DistillConfig, "raydd.distill", "--preset-file", "--preset", "tuned.json", "preset_file"),
     ],
