@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import math
 import platform
@@ -192,7 +193,8 @@ class GpuCheck:
     ) -> dict[str, Any]:
         """Build the stage (as a worker does) and time its iterations; peak GPU memory of the whole build + run."""
         cuda = device.type == "cuda"
-        if cuda:
+        if cuda:  # the last run's tensors gone (a stage holds reference cycles), so that the peak is this run's
+            gc.collect()
             torch.cuda.empty_cache()
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
