@@ -41,18 +41,34 @@ def conv_flops(input_shape: tuple[int, ...], weight_shape: tuple[int, ...]) -> f
     return 2.0 * n * out_c * math.prod(out) * in_c * kt * kh * kw
 
 
-def best_seconds(run: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """The best wall seconds and the best CPU seconds (all threads) of ``repeats`` calls."""
-    run()
+def best_seconds(run: Callable[[], object], repeats: int, device: torch.device | None = None) -> tuple[float, float]:
+    """The best wall seconds and the best CPU seconds (all threads) of ``repeats`` calls (on a CUDA ``device``, each
+    call waited for: its kernels run asynchronously)."""
+    cuda = device is not None and device.type == "cuda"
+
+    def call() -> None:
+        run()
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    call()
     wall = cpu = math.inf
     for _ in range(repeats):
         started, cpu_started = time.perf_counter(), time.process_time()
-        run()
+        call()
         wall, cpu = min(wall, time.perf_counter() - started), min(cpu, time.process_time() - cpu_started)
     return wall, cpu
 
 
-def measure(threads: int | None, repeats: int) -> dict[str, object]:
+def measure(
+    threads: int | None,
+    repeats: int,
+    device: torch.device | None = None,
+    matmul_side: int = MATMUL_SIDE,
+    convs: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = CONVS,
+) -> dict[str, object]:
+    """The peaks on ``device`` (default the CPU); benchmarks/gpu_check.py asks for a GPU's, and for tiny kernels in
+    its dry run."""
     if threads:
         torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(0)
@@ -61,17 +77,17 @@ def measure(threads: int | None, repeats: int) -> dict[str, object]:
     cpu_rates: dict[str, dict[str, float]] = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         kernels: dict[str, tuple[float, Callable[[], object]]] = {}
-        a = torch.randn(MATMUL_SIDE, MATMUL_SIDE, generator=generator).to(dtype)
-        b = torch.randn(MATMUL_SIDE, MATMUL_SIDE, generator=generator).to(dtype)
-        kernels["matmul"] = (2.0 * MATMUL_SIDE**3, lambda a=a, b=b: a @ b)
-        for kernel, (input_shape, weight_shape) in CONVS.items():
-            x = torch.randn(input_shape, generator=generator).to(dtype)
-            w = torch.randn(weight_shape, generator=generator).to(dtype)
+        a = torch.randn(matmul_side, matmul_side, generator=generator).to(device, dtype)
+        b = torch.randn(matmul_side, matmul_side, generator=generator).to(device, dtype)
+        kernels["matmul"] = (2.0 * matmul_side**3, lambda a=a, b=b: a @ b)
+        for kernel, (input_shape, weight_shape) in convs.items():
+            x = torch.randn(input_shape, generator=generator).to(device, dtype)
+            w = torch.randn(weight_shape, generator=generator).to(device, dtype)
             run = lambda x=x, w=w: F.conv3d(x, w, stride=STRIDE, padding=PADDING)  # noqa: E731
             kernels[kernel] = (conv_flops(input_shape, weight_shape), run)
         wall_rates[name], cpu_rates[name] = {}, {}
         for kernel, (flops, run) in kernels.items():
-            wall, cpu = best_seconds(run, repeats)
+            wall, cpu = best_seconds(run, repeats, device)
             wall_rates[name][kernel], cpu_rates[name][kernel] = flops / wall / 1e9, flops / cpu / 1e9
     for key, rates in (("gflops", wall_rates), ("gflops_per_cpu_s", cpu_rates)):
         result[key] = {

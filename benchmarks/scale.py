@@ -72,41 +72,61 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def write_k400_like(store: str, train_per_class: int, test_per_class: int = 1, *, seed: int = 0) -> str:
     """``STORE/datasets/k400`` holding random uint8 clips at K400's shape, shards mixing classes as prepare's do."""
-    folder = resolve(store).child("datasets", "k400")
+    return write_random_like(store, "k400", CLASSES, CLIP_SHAPE, train_per_class, test_per_class, seed=seed)
+
+
+def write_random_like(
+    store: str,
+    name: str,
+    classes: int,
+    clip_shape: tuple[int, int, int, int],
+    train_per_class: int,
+    test_per_class: int = 1,
+    *,
+    seed: int = 0,
+) -> str:
+    """``STORE/datasets/NAME`` holding random uint8 clips of ``clip_shape`` (T, H, W, C), as a prepared NAME with
+    ``classes`` classes would be laid out (its manifest's class counts are what ``--plan`` reads)."""
+    folder = resolve(store).child("datasets", name)
     found = manifest_or_none(folder)
-    if found is not None and found.metadata.get("clips", {}).get("train") == CLASSES * train_per_class:
+    if (
+        found is not None
+        and found.metadata.get("clips", {}).get("train") == classes * train_per_class
+        and tuple(found.metadata.get("clip_shape", ())) == tuple(clip_shape)
+    ):
         return folder.uri
     rng = np.random.default_rng(seed)
-    clip_bytes = int(np.prod(CLIP_SHAPE))
+    clip_bytes = int(np.prod(clip_shape))
     per_shard = max(1, SHARD_BYTES // clip_bytes)
     records, counts = [], {}
     for split, per_class in (("train", train_per_class), ("test", test_per_class)):
-        labels = rng.permutation(np.repeat(np.arange(CLASSES, dtype=np.int32), per_class))
+        labels = rng.permutation(np.repeat(np.arange(classes, dtype=np.int32), per_class))
         counts[split] = per_class
         for number, start in enumerate(range(0, len(labels), per_shard)):
             chunk = labels[start : start + per_shard]
-            frames_NTHWC = rng.integers(0, 256, (len(chunk), *CLIP_SHAPE), dtype=np.uint8)
+            frames_NTHWC = rng.integers(0, 256, (len(chunk), *clip_shape), dtype=np.uint8)
             location = folder.child(f"{split}-{number:05d}.arrow")
             with atomic_writer(location) as handle:
                 write_clip_shard(
                     handle, frames_NTHWC, chunk, [f"random:{split}:{start + i}" for i in range(len(chunk))], []
                 )
             records.append(ShardRecord(location.name, len(chunk), handle.bytes_written, handle.hexdigest(), split))
-    spec = get_spec("k400")
-    classes = [f"class{c:03d}" for c in range(CLASSES)]
-    spec_dict = {**spec.to_dict(), "classes": classes}
+    frames, height, width, _ = clip_shape
+    spec = dataclasses.replace(get_spec(name), num_frames=frames, height=height, width=width)
+    names = [f"class{c:03d}" for c in range(classes)]
+    spec_dict = {**spec.to_dict(), "classes": names}
     uniform_std = float(np.sqrt((256**2 - 1) / 12) / 255)
     metadata = {
         "spec": spec_dict,
-        "classes": classes,
-        "clip_shape": list(CLIP_SHAPE),
-        "clips": {split: CLASSES * n for split, n in counts.items()},
-        "class_counts": {split: dict.fromkeys(classes, n) for split, n in counts.items()},
+        "classes": names,
+        "clip_shape": list(clip_shape),
+        "clips": {split: classes * n for split, n in counts.items()},
+        "class_counts": {split: dict.fromkeys(names, n) for split, n in counts.items()},
         "skipped": {"count": 0, "files": []},
         "missing": {"count": 0, "examples": []},
         "train_mean": [0.5] * 3,
         "train_std": [round(uniform_std, 6)] * 3,
-        "note": "random uint8 clips at Kinetics-400's shape (benchmarks/scale.py)",
+        "note": f"random uint8 clips at {name}'s layout (benchmarks/scale.py)",
     }
     write_manifest(folder, Manifest(kind=DATASET_KIND, shards=tuple(records), metadata=metadata))
     return folder.uri
@@ -432,16 +452,19 @@ def write_results(
     results: dict[str, Any],
     rows: list[tuple[str, str, str, str]],
     widths: tuple[int, int, int] = (48, 8, 8),
+    path: Path | None = None,
 ) -> None:
-    """Print the verdict table and write ``benchmarks/results/NAME.json`` (the results with their verdicts)."""
+    """Print the verdict table and write ``path`` (default ``benchmarks/results/NAME.json``): the results with their
+    verdicts."""
     results["verdicts"] = {key: status for key, _, _, status in rows}
     metric, value, target = widths
     print(f"\n{'metric':<{metric}} {'value':>{value}}  {'target':<{target}} status")
     for row in rows:
         print(f"{row[0]:<{metric}} {row[1]:>{value}}  {row[2]:<{target}} {row[3]}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nwrote {RESULTS / f'{name}.json'} ({results['wall_s']:.0f} s)", file=sys.stderr)
+    path = path or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nwrote {path} ({results['wall_s']:.0f} s)", file=sys.stderr)
 
 
 def main() -> None:

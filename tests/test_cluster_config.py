@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.metadata
 import inspect
 import json
 import re
@@ -23,9 +24,12 @@ from typing import Any
 import botocore.session
 import jsonschema
 import pytest
+import ray
 import yaml
 from botocore.exceptions import ParamValidationError
 from botocore.validate import validate_parameters
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.dashboard.modules.job.common import JobSubmitRequest
 from ray.job_submission import JobSubmissionClient
@@ -77,6 +81,41 @@ def test_cluster_yaml_exports_what_the_jobs_use() -> None:
         assert re.search(rf"export {name}=s3://", commands), f"cluster.yaml does not export {name} as an s3:// URI"
     for key in ("head_setup_commands", "worker_setup_commands"):
         assert "export MLFLOW_TRACKING_URI=http://" in " ".join(load(CLUSTER)[key])
+
+
+def test_gpu_workers_share_one_availability_zone() -> None:
+    """NCCL's all-reduces (MTT: two of the whole gradient per student step) must not cross zones. Ray chooses every
+    node type's subnets from the provider's zones unless a node type names its own SubnetIds."""
+    config = load(CLUSTER)
+    zones = [zone.strip() for zone in config["provider"]["availability_zone"].split(",")]
+    assert len(zones) == 1 and zones[0].startswith(config["provider"]["region"]), zones
+    for name, node_type in config["available_node_types"].items():
+        if node_type.get("resources", {}).get("GPU"):
+            assert "SubnetIds" not in node_type["node_config"], f"{name} would leave the provider's zone"
+
+
+def test_the_image_is_pinned_to_this_ray_and_the_cuda_of_the_torch_build_it_installs() -> None:
+    config = load(CLUSTER)
+    image = config["docker"]["image"]
+    found = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py(\d)(\d+)-cu(\d+)", image)
+    assert found, f"{image}: not an exact rayproject/ray CUDA tag (a -gpu alias does not say its CUDA)"
+    ray_version, major, minor, cuda = found.groups()
+    assert ray_version == ray.__version__, f"{image}: the client runs Ray {ray.__version__}"
+    pinned = next(Requirement(r) for r in importlib.metadata.requires("raydd") or [] if Requirement(r).name == "ray")
+    assert pinned.specifier.contains(ray_version), f"{image}: outside pyproject's {pinned}"
+    python = SpecifierSet(importlib.metadata.metadata("raydd")["Requires-Python"])
+    assert python.contains(f"{major}.{minor}"), f"{image}: Python {major}.{minor} is outside pyproject's {python}"
+    installs = [c for c in config["setup_commands"] if "pip install" in c]
+    assert installs == [f"pip install -q -e ~/raydd --extra-index-url https://download.pytorch.org/whl/cu{cuda}"], (
+        "each node installs raydd alone, its torch the image's CUDA build"
+    )
+    every = [c for key, value in config.items() if key.endswith("_commands") for c in value]
+    assert sum("pip install" in c for c in every) == 1, "no other command installs packages (torch above all)"
+    gpu_amis = {
+        t["node_config"].get("ImageId") for t in config["available_node_types"].values() if t["resources"].get("GPU")
+    }
+    assert all(ami and "nvidia-driver" in ami for ami in gpu_amis), "GPU nodes name the AMI whose driver runs CUDA"
+    assert any("torch.cuda.is_available()" in c for c in config["worker_setup_commands"]), "a GPU node checks it"
 
 
 def _set_gpu_worker(**fields: Any):

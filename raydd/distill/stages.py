@@ -163,9 +163,16 @@ def _required(lr: float | None, flag: str) -> float:
 
 
 def build_stage(
-    spec: StageSpec, collective: Collective, device: torch.device, *, real_indices: np.ndarray | None = None
+    spec: StageSpec,
+    collective: Collective,
+    device: torch.device,
+    *,
+    real_indices: np.ndarray | None = None,
+    resident: bool | None = None,
 ) -> Distiller:
-    """``real_indices``: the training clips the stage may match (default: the whole train split)."""
+    """``real_indices``: the training clips the stage may match (default: the whole train split). ``resident``: keep
+    the clips the worker reads on ``device`` as uint8 (True), never (False), or where they fit (None, the workers'
+    rule: :func:`~raydd.distill.real.should_keep_resident`); benchmarks/gpu_check.py times both data paths."""
     configure_cuda(device, fixed_shapes=True)  # every iteration of a stage has the same shapes
     dataset = open_prepared(spec.dataset_uri)
     clip_shape = tuple(dataset.manifest.metadata["clip_shape"])
@@ -209,7 +216,7 @@ def build_stage(
     if info.reads_real:
         own = distiller.classes if info.real_per_class and distiller.classes is not None else range(num_classes)
         rows = real.rows_of(own)
-        if should_keep_resident(len(rows), clip_shape, device):
+        if should_keep_resident(len(rows), clip_shape, device) if resident is None else resident:
             real.keep_resident(rows)
     return distiller
 

@@ -229,13 +229,26 @@ def test_resident_clips_load_as_the_mapped_ones(store: Path) -> None:
     mapped, resident = _real(store, frames=True), _real(store, frames=True)
     rows = resident.rows_of(range(2, 5))
     assert torch.equal(resident.videos.labels[rows].unique(), torch.tensor([2, 3, 4]))
-    resident.keep_resident(rows, chunk=7)  # on the CPU only by hand: build_stage never copies clips there
+    resident.keep_resident(rows, chunk=7)  # on the CPU only when asked: build_stage's own rule never copies clips there
     assert resident.resident_clips == len(rows)
     for generator_seed in (0, 1):
         draw = mapped.draw_per_class(3, torch.Generator().manual_seed(generator_seed))
         own = draw.part(2 * 3, 5 * 3)  # resident: a gather of the resident copy
         assert torch.equal(resident.load(own), mapped.load(own))
         assert torch.equal(resident.load(draw), mapped.load(draw))  # some rows are not resident: read as before
+
+
+@pytest.mark.parametrize("method", ["dm", "frepo"])
+def test_a_stage_asked_to_keep_its_clips_resident_computes_what_the_streamed_one_does(store: Path, method: str) -> None:
+    """``build_stage(resident=...)`` overrides the workers' rule (benchmarks/gpu_check.py times both data paths)."""
+    spec = _spec(store, "naive", method)
+    resident = build_stage(spec, SingleProcess(), CPU, resident=True)
+    streamed = build_stage(spec, SingleProcess(), CPU, resident=False)
+    assert resident.real.resident_clips == len(resident.real.indices) and streamed.real.resident_clips == 0
+    assert build_stage(spec, SingleProcess(), CPU).real.resident_clips == 0  # the rule: never on the CPU
+    for iteration in range(2):
+        assert resident.step(iteration).loss == streamed.step(iteration).loss
+    assert torch.equal(resident.synthetic.values, streamed.synthetic.values)
 
 
 def test_resident_bytes_and_what_fits() -> None:
