@@ -1,12 +1,14 @@
 """Benchmark scale (issue 11): strong scaling of DM over Ray Train workers, worker memory against dataset size,
-bytes a node fetches from S3 over a two-stage run with a worker killed, and the error of ``--plan``'s memory.
+bytes a node fetches from S3 over a two-stage run with a worker killed and over an MTT run (dataset and expert
+trajectories), and the error of ``--plan``'s memory.
 
     .venv/bin/python benchmarks/scale.py --quick     # < 10 min on 2 cores
     .venv/bin/python benchmarks/scale.py             # more iterations per measurement
 
 Inputs: a Kinetics-400-shaped dataset (400 classes, 8x64x64 uint8 clips, random but seeded, written with raydd's
 own shard and manifest writers as ``STORE/datasets/k400``) at two sizes, ``--clips`` a class (default 10 and 40),
-on local disk; the smaller one also on moto's standalone S3 server on 127.0.0.1.
+on local disk; the smaller one also on moto's standalone S3 server on 127.0.0.1 (s3-mtt writes its own, smaller
+one there).
 
 Sections (each judged against its target; every number comes from this run):
 
@@ -22,6 +24,15 @@ s3       ``python -m raydd.distill --dataset k400 --paradigm static-dynamic --wo
          worker once (Ray Train restarts it from the last checkpoint). Every S3 request of the run (driver and
          workers) goes through a byte-counting TCP proxy on 127.0.0.1 in front of moto; target: bytes received / the
          bytes of the train split's shards <= 1.05.
+s3-mtt   The same count for MTT, whose workers also read expert trajectories: on a fresh moto store, a dataset at
+         builtin's layout (10 classes, 8x32x32 uint8 clips, 30 a class, in 4 shards) and 3 MiniC3D experts of 2
+         epochs trained by ``python -m raydd.experts`` (straight to moto, not counted), then ``python -m
+         raydd.distill --method mtt --paradigm naive --workers 2`` from a fresh node cache, every S3 request of the
+         distill through the proxy. Target: bytes received / (the train split's shard bytes + the experts'
+         trajectory shard bytes) <= 1.05. The GETs and bytes of every object are kept (``mtt_gets_by_object``), so
+         a refetch names its object. No worker is killed here: a restart reads its checkpoint back, at this size
+         at least the synthetic videos' 1 MB (6 % of the denominator), which is no refetch (the s3 section covers
+         restarts, where the dataset dwarfs the checkpoint).
 
 Prints a table and writes benchmarks/results/scale.json.
 """
@@ -60,6 +71,7 @@ TARGETS = {
     "dm_strong_scaling_2_workers": (">=", 1.7),
     "worker_rss_growth_4x_data": ("<=", 1.15),
     "s3_bytes_per_node_per_run_over_dataset_bytes": ("<=", 1.05),
+    "s3_bytes_per_node_mtt_over_dataset_and_experts_bytes": ("<=", 1.05),
     "plan_memory_error": ("<=", 0.25),
 }
 # DM at K400 shape, made cheap enough for 2 cores: an iteration embeds CLASSES x BATCH_REAL real clips.
@@ -84,9 +96,11 @@ def write_random_like(
     test_per_class: int = 1,
     *,
     seed: int = 0,
+    shard_bytes: int = SHARD_BYTES,
 ) -> str:
     """``STORE/datasets/NAME`` holding random uint8 clips of ``clip_shape`` (T, H, W, C), as a prepared NAME with
-    ``classes`` classes would be laid out (its manifest's class counts are what ``--plan`` reads)."""
+    ``classes`` classes would be laid out (its manifest's class counts are what ``--plan`` reads), in shards of
+    about ``shard_bytes``."""
     folder = resolve(store).child("datasets", name)
     found = manifest_or_none(folder)
     if (
@@ -97,7 +111,7 @@ def write_random_like(
         return folder.uri
     rng = np.random.default_rng(seed)
     clip_bytes = int(np.prod(clip_shape))
-    per_shard = max(1, SHARD_BYTES // clip_bytes)
+    per_shard = max(1, shard_bytes // clip_bytes)
     records, counts = [], {}
     for split, per_class in (("train", train_per_class), ("test", test_per_class)):
         labels = rng.permutation(np.repeat(np.arange(classes, dtype=np.int32), per_class))
@@ -350,84 +364,190 @@ def memory(datasets: dict[int, str], iterations: int, runs: Path) -> dict[str, A
     }
 
 
-def s3_run(clips: int, iterations: int, work: Path) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class S3Store:
+    """moto's S3 server with a bucket: ``uri`` a store in it, ``env`` a child's environment that reaches it
+    directly (not through a proxy), ``port`` the server's."""
+
+    port: int
+    uri: str
+    env: dict[str, str]
+
+
+@contextmanager
+def s3_store() -> Iterator[S3Store]:
+    """A fresh moto S3 server holding bucket ``bench``; this process's AWS variables point at it for as long as it
+    runs, so raydd's own writers (``write_random_like``, manifests) write straight to it."""
     import s3fs
 
     with moto_server() as port:
-        env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+        env = dict(
+            os.environ,
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_DEFAULT_REGION="us-east-1",
+            AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{port}",
+        )
         os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")})
-        os.environ["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{port}"
-        s3fs.S3FileSystem(endpoint_url=os.environ["AWS_ENDPOINT_URL_S3"]).mkdir("bench")
-        store = "s3://bench/store"
+        os.environ["AWS_ENDPOINT_URL_S3"] = env["AWS_ENDPOINT_URL_S3"]
+        s3fs.S3FileSystem(endpoint_url=env["AWS_ENDPOINT_URL_S3"]).mkdir("bench")
+        yield S3Store(port, "s3://bench/store", env)
+
+
+@dataclasses.dataclass(frozen=True)
+class CountedRun:
+    proxy: ByteCountingProxy
+    output: str  # stdout and stderr
+    wall_s: float
+
+
+def node_env(s3: S3Store, work: Path, name: str, **env: str) -> dict[str, str]:
+    """A child's environment on ``s3`` as a fresh node: its own, empty ``RAYDD_CACHE`` (``WORK/NAME-cache``) and the
+    run's MLflow database in ``work``."""
+    cache = work / f"{name}-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    return dict(
+        s3.env,
+        RAYDD_CACHE=str(cache),
+        MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
+        PYTHONUNBUFFERED="1",
+        **env,
+    )
+
+
+def run_as_fresh_node(s3: S3Store, command: list[str], work: Path, name: str, **env: str) -> CountedRun:
+    """``command`` as a node that has never read the store: a new, empty ``RAYDD_CACHE`` (so everything it reads
+    comes from S3) and every S3 request through a :class:`ByteCountingProxy`, which counts only this command."""
+    proxy = ByteCountingProxy(s3.port)
+    run_env = node_env(s3, work, name, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{proxy.port}", **env)
+    started = time.perf_counter()
+    done = subprocess.run(command, env=run_env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    proxy.close()
+    print(f" {wall:.0f} s (exit {done.returncode})", file=sys.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} on S3 failed: {done.stderr.strip().splitlines()[-1:]}")
+    return CountedRun(proxy, done.stdout + done.stderr, wall)
+
+
+def object_gets(proxy: ByteCountingProxy, under: str) -> dict[str, dict[str, int]]:
+    """GET requests and response bytes per object key below ``under`` (``/bench/store/...``): an object fetched
+    twice shows as ``gets`` 2, and its ``bytes`` say how much of it the node took each time."""
+    found: dict[str, dict[str, int]] = {}
+    for line in proxy.requests:
+        method, path = line.split(" ", 1)
+        key = path.split("?")[0]
+        if method == "GET" and key.startswith(under) and not key.endswith("/"):
+            found.setdefault(key, {"gets": 0, "bytes": 0})["gets"] += 1
+    for line, received in proxy.bytes_by_request.items():
+        method, path = line.split(" ", 1) if " " in line else ("", line)
+        key = path.split("?")[0]
+        if method == "GET" and key in found:
+            found[key]["bytes"] += received
+    return found
+
+
+def _largest(proxy: ByteCountingProxy, n: int = 12) -> dict[str, int]:
+    return dict(sorted(proxy.bytes_by_request.items(), key=lambda kv: -kv[1])[:n])
+
+
+def _distill_command(store: str, dataset: str, method: str, paradigm: str, iterations: int, *flags: str) -> list[str]:
+    return [
+        *(sys.executable, "-m", "raydd.distill", "--dataset", dataset, "--store", store, "--method", method),
+        *("--paradigm", paradigm, "--ipc", "1", "--workers", "2", "--cpus-per-worker", "1"),
+        *("--iterations", str(iterations), "--eval-runs", "0", *flags),
+    ]
+
+
+def s3_run(clips: int, iterations: int, work: Path) -> dict[str, Any]:
+    with s3_store() as s3:
         print(f"  s3: writing {clips} clips a class to moto ...", end="", flush=True, file=sys.stderr)
-        dataset_uri = write_k400_like(store, clips)
+        dataset_uri = write_k400_like(s3.uri, clips)
         train_bytes = split_bytes(dataset_uri, "train")
         print(f" {train_bytes / 1e6:.0f} MB", file=sys.stderr)
-        proxy = ByteCountingProxy(port)
-        cache = work / "node-cache"
-        shutil.rmtree(cache, ignore_errors=True)  # a fresh node: everything it reads comes from S3
-        command = [
-            sys.executable,
-            "-m",
-            "raydd.distill",
-            "--dataset",
+        command = _distill_command(
+            s3.uri,
             "k400",
-            "--store",
-            store,
-            "--method",
             "dm",
-            "--paradigm",
             "static-dynamic",
-            "--ipc",
-            "1",
-            "--workers",
-            "2",
-            "--cpus-per-worker",
-            "1",
-            "--iterations",
-            str(iterations),
-            "--checkpoint-every",
-            "2",
-            "--max-failures",
-            "1",
-            "--eval-runs",
-            "0",
+            iterations,
+            *("--checkpoint-every", "2", "--max-failures", "1"),
             *[f"--{k.replace('_', '-')}={v}" for k, v in DM_OVERRIDES.items()],
-        ]
-        run_env = dict(
-            env,
-            AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{proxy.port}",
-            RAYDD_CACHE=str(cache),
-            MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
-            PYTHONUNBUFFERED="1",
-            RAYDD_FAULTS="fail_at_iteration=2",
         )
         print(
             "  s3: two-stage distill on 2 workers, a worker killed in stage 2 ...", end="", flush=True, file=sys.stderr
         )
-        started = time.perf_counter()
-        done = subprocess.run(command, env=run_env, capture_output=True, text=True)
-        wall = time.perf_counter() - started
-        proxy.close()
-        print(f" {wall:.0f} s (exit {done.returncode})", file=sys.stderr)
-        if done.returncode != 0:
-            raise RuntimeError(f"distill on S3 failed: {done.stderr.strip().splitlines()[-1:]}")
-        restarted = "resuming at iteration" in done.stdout + done.stderr
-        shard_gets: dict[str, int] = {}
-        for line in proxy.requests:
-            method, path = line.split(" ", 1)
-            name = path.split("?")[0].rsplit("/", 1)[-1]
-            if method == "GET" and "/datasets/k400/" in path and name.endswith(".arrow"):
-                shard_gets[name] = shard_gets.get(name, 0) + 1
+        run = run_as_fresh_node(s3, command, work, "s3", RAYDD_FAULTS="fail_at_iteration=2")
+        gets = object_gets(run.proxy, "/bench/store/datasets/k400/")
         return {
-            "s3_bytes_per_node_per_run_over_dataset_bytes": proxy.received / train_bytes,
-            "s3_bytes_received": proxy.received,
+            "s3_bytes_per_node_per_run_over_dataset_bytes": run.proxy.received / train_bytes,
+            "s3_bytes_received": run.proxy.received,
             "train_split_bytes": train_bytes,
-            "s3_requests": len(proxy.requests),
-            "shard_get_requests": shard_gets,
-            "worker_restarted": restarted,
-            "wall_s": wall,
-            "largest_responses": dict(sorted(proxy.bytes_by_request.items(), key=lambda kv: -kv[1])[:12]),
+            "s3_requests": len(run.proxy.requests),
+            "shard_get_requests": {k.rsplit("/", 1)[-1]: v["gets"] for k, v in gets.items() if k.endswith(".arrow")},
+            "worker_restarted": "resuming at iteration" in run.output,
+            "wall_s": run.wall_s,
+            "largest_responses": _largest(run.proxy),
+        }
+
+
+# MTT at builtin's layout (10 classes, 8x32x32), small enough that experts and distill take a minute or two on 2
+# cores: MiniC3D experts of width 32 as the pipeline trains builtin's (raydd/pipeline/comparison.py), 2 epochs, and
+# a student that matches 1 epoch from a start in the first.
+MTT_CLASSES, MTT_CLIP_SHAPE, MTT_SHARD_BYTES = 10, (8, 32, 32, 3), 2 << 20
+MTT_EXPERTS = ["--width", "32", "--batch-size", "32", "--lr-teacher", "0.05", "--epochs", "2", "--num-experts", "3"]
+MTT_OVERRIDES = {"max_start_epoch": 1, "expert_epochs": 1, "syn_steps": 4, "batch_syn": 10}
+
+
+def s3_mtt_run(clips: int, iterations: int, work: Path) -> dict[str, Any]:
+    """MTT naive on 2 workers from a fresh node, after experts trained by another node (straight to moto, not counted).
+    What the distill should fetch, once per node: the train split (each worker opens it whole, as every stage does)
+    and every expert trajectory (each worker's ExpertBank opens them all); a little more for manifests and headers."""
+    from raydd.experts.trajectories import EXPERTS_KIND
+
+    with s3_store() as s3:
+        print(f"  s3-mtt: writing {clips} clips a class of builtin's layout to moto ...", end="", file=sys.stderr)
+        dataset_uri = write_random_like(
+            s3.uri, "builtin", MTT_CLASSES, MTT_CLIP_SHAPE, clips, shard_bytes=MTT_SHARD_BYTES
+        )
+        train_bytes = split_bytes(dataset_uri, "train")
+        print(f" {train_bytes / 1e6:.1f} MB", file=sys.stderr)
+        print("  s3-mtt: training experts into the store ...", end="", flush=True, file=sys.stderr)
+        started = time.perf_counter()
+        experts = [sys.executable, "-m", "raydd.experts", "--dataset", "builtin", "--store", s3.uri, *MTT_EXPERTS]
+        done = subprocess.run(experts, env=node_env(s3, work, "experts"), capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"experts on S3 failed: {done.stderr.strip().splitlines()[-1:]}")
+        experts_folder = resolve(s3.uri).child("experts", "builtin", "minic3d")
+        manifest = manifest_or_none(experts_folder)
+        assert manifest is not None and manifest.kind == EXPERTS_KIND, experts_folder
+        expert_bytes = sum(record.bytes for record in manifest.shards)
+        print(
+            f" {len(manifest.shards)}, {expert_bytes / 1e6:.1f} MB in {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+        )
+        command = _distill_command(
+            s3.uri,
+            "builtin",
+            "mtt",
+            "naive",
+            iterations,
+            *("--checkpoint-every", str(iterations)),
+            *[f"--{k.replace('_', '-')}={v}" for k, v in MTT_OVERRIDES.items()],
+        )
+        print("  s3-mtt: MTT naive on 2 workers, a fresh node cache ...", end="", flush=True, file=sys.stderr)
+        run = run_as_fresh_node(s3, command, work, "s3-mtt")
+        denominator = train_bytes + expert_bytes
+        return {
+            "s3_bytes_per_node_mtt_over_dataset_and_experts_bytes": run.proxy.received / denominator,
+            "mtt_s3_bytes_received": run.proxy.received,
+            "mtt_train_split_bytes": train_bytes,
+            "mtt_expert_bytes": expert_bytes,
+            "mtt_experts": len(manifest.shards),
+            "mtt_s3_requests": len(run.proxy.requests),
+            "mtt_gets_by_object": object_gets(run.proxy, "/bench/store/"),
+            "mtt_wall_s": run.wall_s,
+            "mtt_largest_responses": _largest(run.proxy),
         }
 
 
@@ -471,7 +591,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer iterations (under 10 minutes on 2 cores)")
     parser.add_argument("--clips", default="10,40", help="train clips a class of the small and the large dataset")
-    parser.add_argument("--sections", default="scaling,memory,s3", help="comma-separated: scaling, memory, s3")
+    parser.add_argument(
+        "--sections", default="scaling,memory,s3,s3-mtt", help="comma-separated: scaling, memory, s3, s3-mtt"
+    )
     parser.add_argument(
         "--workdir", type=Path, default=None, help="where datasets and runs go (default: a temporary folder)"
     )
@@ -509,11 +631,13 @@ def main() -> None:
                 ray.shutdown()
         if "s3" in sections:
             results.update(s3_run(small, 4 if args.quick else 6, work))
+        if "s3-mtt" in sections:
+            results.update(s3_mtt_run(30, 4 if args.quick else 10, work))
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     results["wall_s"] = time.perf_counter() - started
-    write_results("scale", results, judge(results))
+    write_results("scale", results, judge(results), widths=(max(map(len, TARGETS)), 8, 8))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,25 @@ def test_training_batches_are_restandardised_and_test_clips_read_no_other_test_c
         InputStatistics().mean_std()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_input_statistics_summed_by_chunks_equal_a_whole_float64_copy(
+    monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
+) -> None:
+    """The chunks (3 and a part per batch here) change only the order of float64 additions, never a term: the
+    float32 mean and std are those of one float64 copy of everything, to float32's rounding. Squaring in the inputs'
+    own dtype before a float64 sum fails it for both dtypes (the offset of 100 magnifies the rounded squares)."""
+    monkeypatch.setattr(InputStatistics, "CHUNK", 1000)
+    generator = torch.Generator().manual_seed(0)
+    batches = [(3 * torch.randn(7, 3, 2, 12, 12, generator=generator) + 100).to(dtype) for _ in range(3)]
+    seen = InputStatistics()
+    for batch in batches:
+        seen.add(batch)
+    whole = torch.cat([batch.reshape(-1) for batch in batches]).double()
+    mean, std = seen.mean_std()
+    assert mean.item() == pytest.approx(whole.mean().item(), rel=1e-7)
+    assert std.item() == pytest.approx(whole.std(unbiased=False).item(), rel=1e-7)
+
+
 def _run(protocol: Protocol, scale: float, shift: float, test_scale: float = 1.0, test_shift: float = 0.0):
     generator = torch.Generator().manual_seed(0)
     videos = torch.randn(6, 3, 4, 16, 16, generator=generator)

@@ -90,13 +90,23 @@ class InputStatistics:
     """Running mean and std over every element of the batches given to :meth:`add`; the sums stay on the batches'
     device (no host sync per batch)."""
 
+    # Elements cast to float64 at a time (2 MB): the sums need float64, a whole batch's float64 copy is not needed.
+    CHUNK = 1 << 18
+
     def __init__(self) -> None:
         self._count = 0
         self._sums: torch.Tensor | None = None  # (sum, sum of squares), float64
 
     def add(self, inputs: torch.Tensor) -> None:
-        flat = inputs.detach().double()
-        sums = torch.stack([flat.sum(), flat.square().sum()])
+        """Sums a chunk at a time in float64. A float32 (or bf16) value's square is exact in float64, so the sums
+        are those of a whole-batch float64 copy up to the order of the additions; squaring in float32 first would
+        round every term. ``sum(dtype=torch.float64)`` is no way out: on CPU it casts the whole input internally
+        (torch 2.14.1)."""
+        flat = inputs.detach().reshape(-1)
+        sums = torch.zeros(2, dtype=torch.float64, device=flat.device)
+        for chunk in flat.split(self.CHUNK):
+            part = chunk.double()
+            sums += torch.stack([part.sum(), torch.dot(part, part)])
         self._sums = sums if self._sums is None else self._sums + sums
         self._count += flat.numel()
 
