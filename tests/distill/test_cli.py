@@ -256,6 +256,7 @@ def test_a_second_identical_run_has_nothing_to_do(store: str, capsys: pytest.Cap
     assert len(os.listdir(Path(store) / "distill" / "runs")) == 1
 
 
+@pytest.mark.slow
 def test_a_run_reads_its_preset_file_once_at_the_edge(
     store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
