@@ -176,11 +176,12 @@ class Preset:
     network_width: int = preset_field(
         128, "width of the matching networks (ConvNet; MiniC3D w/2, w, w)", stage=BOTH, bound=POSITIVE_INTEGER
     )
-    # fp32 until bf16 is shown to keep the distilled sets' accuracy.
+    # auto: bf16 where it is shown to keep the distilled sets' accuracy (DM's real side, 5 runs:
+    # docs/results/2026-12-03-bf16-accuracy.md) and the hardware runs it natively; MTT's student only when asked.
     precision: str = preset_field(
-        "fp32",
-        "DM's real embedding (and with bf16, MTT's student) in bfloat16 (bf16) or float32 (fp32); auto: DM's in bf16 "
-        "where the hardware runs it natively, MTT in fp32",
+        "auto",
+        "where to compute in bfloat16: auto (the default): DM's real embedding where the hardware runs bf16 natively, "
+        "MTT in fp32; bf16: DM's real embedding and MTT's student; fp32: nothing",
         stage=BOTH,
         choices=PRECISIONS,
     )

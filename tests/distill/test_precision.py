@@ -116,3 +116,12 @@ def test_a_bf16_run_has_its_own_checkpoints_and_output(dataset: Path) -> None:
     # MTT computes in bf16 only when asked; FRePo never: the other values keep the fp32 run's name
     assert key("auto", method="mtt") == key("fp32", method="mtt") != key("bf16", method="mtt")
     assert key("bf16", method="frepo") == key("fp32", method="frepo")
+
+
+def test_the_default_precision_is_auto_bf16_for_dm_where_native_and_fp32_for_mtt() -> None:
+    from raydd.distill.methods.catalog import low_precision_of
+
+    (default,) = (field.default for field in dataclasses.fields(Preset) if field.name == "precision")
+    assert default == "auto"
+    assert low_precision_of("dm", default, CPU) == (torch.bfloat16 if fast_bf16(CPU) else None)
+    assert low_precision_of("mtt", default, CPU) is None  # bf16 MTT only when asked
