@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from raydd.data.reader import PreparedVideos, Standardiser
+from raydd.devices import to_device
 from raydd.errors import RayddError
 
 
@@ -153,10 +154,11 @@ class RealData:
         """uint8 (N, T, H, W, C) (stage 1: (N, 1, H, W, C)) in drawn order: one gather on the device."""
         slots = self._resident_slots(draw)
         assert slots is not None and self._resident is not None
+        device = self._resident.device
         if draw.frames is None:
-            return self._resident[slots.to(self._resident.device)]
+            return self._resident[to_device(slots, device)]
         frames_MT1HWC = self._resident.view(-1, 1, *self._resident.shape[2:])
-        return frames_MT1HWC[(slots * self.clip_frames + draw.frames).to(self._resident.device)]
+        return frames_MT1HWC[to_device(slots * self.clip_frames + draw.frames, device)]
 
     def _stage(self, draw: RealDraw, buffer: int) -> tuple[Tensor, np.ndarray]:
         """The drawn clips (stage 1: frames) in ascending row order (shards read front to back) in staging
@@ -174,7 +176,7 @@ class RealData:
         frames_NTHWC, order = staged
         on_device = frames_NTHWC.to(self.device, non_blocking=True)
         self._staging.sent(buffer, self.device)
-        inverse = torch.from_numpy(np.argsort(order)).to(self.device, non_blocking=True)
+        inverse = to_device(torch.from_numpy(np.argsort(order)), self.device)
         return on_device[inverse]
 
     def _finish(self, draw: RealDraw, frames_NTHWC: Tensor) -> Tensor:
@@ -188,10 +190,10 @@ class RealData:
     def random(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """``n`` clips drawn uniformly from the split and their labels."""
         draw = self.draw_random(n, generator)
-        return self.load(draw), self.videos.labels[draw.rows].to(self.device)
+        return self.load(draw), self.labels_of(draw)
 
     def labels_of(self, draw: RealDraw) -> Tensor:
-        return self.videos.labels[draw.rows].to(self.device)
+        return to_device(self.videos.labels[draw.rows], self.device)
 
     def rows_of(self, classes: range) -> Tensor:
         """The split's rows of ``classes``, ascending."""
