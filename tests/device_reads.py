@@ -113,6 +113,17 @@ def _blocking_upload(name: str, args: tuple, kwargs: dict) -> bool:
     return name in ("tensor", "as_tensor") and isinstance(kwargs.get("device"), torch.device)
 
 
+def _copy_as_on_a_gpu(tensor: torch.Tensor, to_host: bool) -> torch.Tensor:
+    """On the CPU ``.to(device)`` and ``.cpu()`` return the tensor itself; on a GPU they return another tensor, and
+    the host's stays the host's. A host copy is a copy here too, and a tensor sent "to the device" an alias, so
+    that following one does not follow the other (a parameter is followed itself: modules move them in place)."""
+    if to_host:
+        return tensor.clone()
+    if isinstance(tensor, torch.nn.Parameter) or tensor.requires_grad:
+        return tensor
+    return tensor.view_as(tensor)
+
+
 class _Follow(TorchFunctionMode):
     def __init__(self, reads: DeviceReads) -> None:
         super().__init__()
@@ -134,6 +145,8 @@ class _Follow(TorchFunctionMode):
             self.reads.record(name)
         elif not on_device and self.reads.active and _blocking_upload(name, args, kwargs):
             self.reads.record(f"blocking {name} to the device")
+        if args and out is args[0] and name in ("to", "cpu", "cuda"):
+            out = _copy_as_on_a_gpu(out, read)
         if not read and (on_device or _moves_to_device(func, name, args, kwargs)):
             for tensor in _tensors(out):
                 followed[tensor] = True
