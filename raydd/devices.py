@@ -62,3 +62,18 @@ def configure_cuda(device: torch.device, *, fixed_shapes: bool) -> None:
     torch.backends.cudnn.conv.fp32_precision = "ieee"
     torch.backends.cudnn.rnn.fp32_precision = "ieee"
     torch.backends.cudnn.benchmark = fixed_shapes
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` (on the host) on ``device`` without the host waiting for the copy: on CUDA it is pinned first
+    (a copy from pageable memory is staged by the driver and may block the host) and sent ``non_blocking``; the
+    pinned block comes from torch's caching host allocator, which keeps it until the copy has finished, so the
+    caller may drop it at once. Elsewhere ``.to(device, non_blocking=True)`` (on the CPU: the tensor itself)."""
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device, non_blocking=True)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def module_to_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """:func:`to_device` of every parameter and buffer of ``module`` (a network built on the host each sample)."""
+    return module._apply(lambda tensor: to_device(tensor, device))

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from raydd.data.cache import cached, local_shard, local_shards
 from raydd.data.shards import DATASET_KIND, map_clip_frames, read_label_column
 from raydd.data.specs import DatasetSpec
+from raydd.devices import to_device
 from raydd.errors import RayddError
 from raydd.storage import Location, Manifest, ShardRecord, open_manifest, resolve
 
@@ -206,13 +207,21 @@ class Standardiser:
     def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device | None = None) -> None:
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1, 1) * 255
+        self._copies: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     def __call__(self, frames_NTHWC: Tensor, device: torch.device) -> Tensor:
         """uint8 (N, T, H, W, C), anywhere -> standardised float (N, C, T, H, W) on ``device``."""
         if frames_NTHWC.dtype != torch.uint8:  # .float() of a float tensor is the tensor itself: never edit it
             raise TypeError(f"expected uint8 frames, got {frames_NTHWC.dtype}")
         videos = frames_NTHWC.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float()
-        return videos.sub_(self.mean.to(device)).div_(self.std.to(device))
+        mean, std = self._on(device)
+        return videos.sub_(mean).div_(std)
+
+    def _on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The mean and std on ``device``, copied there once: a copy per batch would be a blocking one on CUDA."""
+        if device not in self._copies:
+            self._copies[device] = (to_device(self.mean, device), to_device(self.std, device))
+        return self._copies[device]
 
     def pixel_range(self) -> tuple[Tensor, Tensor]:
         """Per channel, the standardised values of pixel 0 and pixel 255 (on the CPU): the range real clips span."""

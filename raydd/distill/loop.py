@@ -160,17 +160,18 @@ class Distiller:
                 p.grad = torch.zeros_like(p)
         m, rank = self.samples_per_worker, self.collective.rank
         first = 0 if self.split == CLASSES else rank * m
-        total = 0.0
+        # The samples' losses are summed on the device in float64 (what summing the floats on the host did, to the
+        # bit), and the sum, the verdict on the gradients, stays there until the one read back of the iteration below.
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
         for j in range(first, first + m):
             seed = sample_seed(self.seed, self.stage, iteration, j)
             sample = MatchingSample(torch.Generator().manual_seed(seed), seed, self.real, self.device, self.share)
-            total += self.method.accumulate(self.synthetic, sample, 1.0 / m)
+            total = total + self.method.accumulate(self.synthetic, sample, 1.0 / m).double()
         # Own rows are checked here and the verdict is summed with the rest, so every worker raises together.
-        # The verdict stays on the device until the one read back of the iteration below.
         own_bad = torch.zeros((), device=self.device)
         for p in self.class_learnables:
             own_bad = own_bad + (~torch.isfinite(p.grad)).any()
-        scalars = torch.stack([torch.tensor(total / m, device=self.device), own_bad.float()])
+        scalars = torch.stack([(total / m).float(), own_bad.float()])
         flat = torch.cat([p.grad.reshape(-1) for p in self.shared_learnables] + [scalars])
         if self.split == CLASSES:
             self.collective.sum_(flat)

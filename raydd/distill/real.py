@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 
 from raydd.data.reader import PreparedVideos, Standardiser
+from raydd.data.staging import StagedGather
+from raydd.devices import to_device
 from raydd.errors import RayddError
 
 
@@ -81,7 +83,7 @@ class RealData:
         self._standardise = Standardiser(mean, std, device)
         self._resident: Tensor | None = None  # uint8 (M, T, H, W, C) on the device
         self._slot: Tensor | None = None  # int64 (len(videos),) on the CPU: a row's position in _resident, -1 if absent
-        self._staging = Staging(pin=device.type == "cuda" if pin_memory is None else pin_memory)
+        self._gather = StagedGather(videos, device, pin=pin_memory)
 
     def pixel_range(self) -> tuple[Tensor, Tensor]:
         """Per channel, the standardised values of pixel 0 and pixel 255: the range real clips span."""
@@ -153,29 +155,20 @@ class RealData:
         """uint8 (N, T, H, W, C) (stage 1: (N, 1, H, W, C)) in drawn order: one gather on the device."""
         slots = self._resident_slots(draw)
         assert slots is not None and self._resident is not None
+        device = self._resident.device
         if draw.frames is None:
-            return self._resident[slots.to(self._resident.device)]
+            return self._resident[to_device(slots, device)]
         frames_MT1HWC = self._resident.view(-1, 1, *self._resident.shape[2:])
-        return frames_MT1HWC[(slots * self.clip_frames + draw.frames).to(self._resident.device)]
+        return frames_MT1HWC[to_device(slots * self.clip_frames + draw.frames, device)]
 
     def _stage(self, draw: RealDraw, buffer: int) -> tuple[Tensor, np.ndarray]:
-        """The drawn clips (stage 1: frames) in ascending row order (shards read front to back) in staging
-        buffer ``buffer``, and the permutation that sorted them."""
-        rows = draw.rows.numpy()
-        order = np.argsort(rows, kind="stable")
-        shape = (len(rows), 1 if draw.frames is not None else self.clip_frames, *self.videos.clip_shape[1:])
-        out = self._staging.get(buffer, shape)
-        frames = None if draw.frames is None else draw.frames.numpy()[order]
-        return self.videos.gather_into(rows[order], out, frames), order
+        """The drawn clips (stage 1: frames) in ascending row order in staging buffer ``buffer``, and the
+        permutation that sorted them (:class:`~raydd.data.staging.StagedGather`)."""
+        return self._gather.stage(draw.rows.numpy(), buffer, None if draw.frames is None else draw.frames.numpy())
 
     def _transfer(self, staged: tuple[Tensor, np.ndarray], buffer: int, draw: RealDraw) -> Tensor:
-        """On the device, in drawn order: the copy is asynchronous from pinned memory and the reordering a
-        gather on the device (on the CPU it is the one copy out of the staging buffer)."""
-        frames_NTHWC, order = staged
-        on_device = frames_NTHWC.to(self.device, non_blocking=True)
-        self._staging.sent(buffer, self.device)
-        inverse = torch.from_numpy(np.argsort(order)).to(self.device, non_blocking=True)
-        return on_device[inverse]
+        """On the device, in drawn order (:meth:`~raydd.data.staging.StagedGather.send`)."""
+        return self._gather.send(staged, buffer)
 
     def _finish(self, draw: RealDraw, frames_NTHWC: Tensor) -> Tensor:
         videos = self._standardise(frames_NTHWC, self.device)  # in place: raydd.data.reader
@@ -188,10 +181,10 @@ class RealData:
     def random(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """``n`` clips drawn uniformly from the split and their labels."""
         draw = self.draw_random(n, generator)
-        return self.load(draw), self.videos.labels[draw.rows].to(self.device)
+        return self.load(draw), self.labels_of(draw)
 
     def labels_of(self, draw: RealDraw) -> Tensor:
-        return self.videos.labels[draw.rows].to(self.device)
+        return to_device(self.videos.labels[draw.rows], self.device)
 
     def rows_of(self, classes: range) -> Tensor:
         """The split's rows of ``classes``, ascending."""
@@ -211,36 +204,6 @@ class RealData:
     @property
     def resident_clips(self) -> int:
         return 0 if self._resident is None else len(self._resident)
-
-
-class Staging:
-    """Two host buffers for clips on their way to the device. Pinned (``pin``, for CUDA) they are made once and
-    grown, never made per batch (pinning costs page locking), and a buffer is reused only after the asynchronous
-    copy out of it has finished (a CUDA event per buffer). Unpinned, each batch gets a fresh one."""
-
-    def __init__(self, *, pin: bool) -> None:
-        self.pin = pin
-        self._buffers: list[Tensor | None] = [None, None]
-        self._sent: list[object | None] = [None, None]
-
-    def get(self, buffer: int, shape: tuple[int, ...]) -> Tensor:
-        event = self._sent[buffer]
-        if event is not None:
-            event.synchronize()  # type: ignore[attr-defined]
-            self._sent[buffer] = None
-        if not self.pin:  # plain memory is cheap to make: held by nobody between batches
-            return torch.empty(shape, dtype=torch.uint8)
-        held, size = self._buffers[buffer], math.prod(shape)
-        if held is None or held.numel() < size:
-            held = torch.empty(size, dtype=torch.uint8, pin_memory=self.pin)
-            self._buffers[buffer] = held
-        return held[:size].view(shape)
-
-    def sent(self, buffer: int, device: torch.device) -> None:
-        if device.type == "cuda":
-            event = torch.cuda.Event()
-            event.record()
-            self._sent[buffer] = event
 
 
 RESIDENT_FRACTION = 0.5  # of the device's free memory at the start; the rest is for activations

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from raydd.classes import class_major_labels
+from raydd.devices import to_device
 from raydd.distilled_set import render_pairs
 from raydd.models.hallucinator import Hallucinator
 
@@ -32,8 +33,9 @@ class SyntheticSet(nn.Module):
     labels: Tensor
 
     def draw(self, indices: Tensor, generator: torch.Generator, keep: Tensor | None = None) -> Tensor:
-        """Instances ``indices`` with fresh random choices; ``keep`` (a mask over ``indices``): only those
-        are made, with the random choices drawn for all (a worker's part of a class-split batch)."""
+        """Instances ``indices`` with fresh random choices; ``keep`` (positions in ``indices``, ascending, on their
+        device; not a mask, whose true count a GPU would read back): only those are made, with the random choices
+        drawn for all (a worker's part of a class-split batch)."""
         raise NotImplementedError
 
     def draw_classes(self, classes: range, generator: torch.Generator) -> Tensor:
@@ -150,8 +152,10 @@ class StaticDynamic(SyntheticSet):
     def draw(self, indices: Tensor, generator: torch.Generator, keep: Tensor | None = None) -> Tensor:
         classes = indices // self.per_class
         n = len(indices)
-        static_slot = torch.randint(self.spc, (n,), generator=generator).to(indices.device)
-        dynamic_slot = torch.randint(self.dpc, (n,), generator=generator).to(indices.device)
+        # drawn on the host (the generator's) and sent in one copy that the host does not wait for
+        static_slot = torch.randint(self.spc, (n,), generator=generator)
+        dynamic_slot = torch.randint(self.dpc, (n,), generator=generator)
+        static_slot, dynamic_slot = to_device(torch.stack([static_slot, dynamic_slot]), indices.device)
         if keep is not None:
             classes, static_slot, dynamic_slot = classes[keep], static_slot[keep], dynamic_slot[keep]
         return self._videos(classes, static_slot, dynamic_slot)
@@ -165,7 +169,8 @@ class StaticDynamic(SyntheticSet):
         rows = slice(classes.start * self.per_class, classes.stop * self.per_class)
         device = self.labels.device
         own = class_major_labels(self.num_classes, self.per_class, device)[rows]
-        return self._videos(own, static_slot[rows].to(device), dynamic_slot[rows].to(device))
+        static_slot, dynamic_slot = to_device(torch.stack([static_slot[rows], dynamic_slot[rows]]), device)
+        return self._videos(own, static_slot, dynamic_slot)
 
     @torch.no_grad()
     def render(self) -> Tensor:

@@ -69,19 +69,24 @@ def fit_epochs(
         optimizer = optimizer_for(epoch)
         model.train()
         order = torch.randperm(len(train), generator=generator)
-        total, correct = 0.0, 0
+        # The epoch's sums stay on the device and are read back once, after its last batch: a read per batch
+        # would make a GPU wait for every step. float64, as the host summed the batches' float32 losses before.
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
         for start in range(0, len(order), batch_size):
             videos, labels = train.batch(order[start : start + batch_size], device)
             logits = model(to_input(videos))
             loss = F.cross_entropy(logits, labels)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise RayddError(diverged(epoch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += value * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
+            total += loss.detach().double() * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
+        # A non-finite batch loss makes the sum non-finite: the run stops at the end of the epoch it diverged in.
+        loss_sum, correct_count = torch.stack([total, correct.double()]).tolist()
+        if not math.isfinite(loss_sum):
+            raise RayddError(diverged(epoch))
+        total, correct = loss_sum, int(correct_count)
         history.append(EpochStats(total / len(order), correct / len(order)))
         if on_epoch is not None:
             on_epoch(epoch, history[-1])
@@ -100,14 +105,17 @@ def score(
     """(top-1, top-k, k, per-class top-1) of ``model`` on ``test``: fractions, k = min(5, classes)."""
     model.eval()
     top_k = min(5, num_classes)
-    correct1 = torch.zeros(num_classes)
-    correct_k = 0
+    # counted on the device and read back once, after the last batch (index_add_, not bincount: bincount reads its
+    # input's maximum on the host); the counts are whole numbers, exact in float32
+    correct1 = torch.zeros(num_classes, device=device)
+    correct_k = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, len(test), batch_size):
         videos, labels = test.batch(torch.arange(start, min(start + batch_size, len(test))), device)
         logits = model(to_input(videos, False))
         best = logits.topk(top_k, dim=1).indices
-        hit1 = (best[:, 0] == labels).float().cpu()
-        correct1 += torch.bincount(labels.cpu(), weights=hit1, minlength=num_classes)
-        correct_k += (best == labels[:, None]).any(1).sum().item()
+        correct1.index_add_(0, labels, (best[:, 0] == labels).float())
+        correct_k += (best == labels[:, None]).any(1).sum()
+    read = torch.cat([correct1.double(), correct_k.double().view(1)]).to("cpu")
+    correct1, hits_k = read[:-1].float(), int(read[-1])
     counts = torch.bincount(test.labels, minlength=num_classes).clamp(min=1)
-    return float(correct1.sum() / len(test)), correct_k / len(test), top_k, tuple((correct1 / counts).tolist())
+    return float(correct1.sum() / len(test)), hits_k / len(test), top_k, tuple((correct1 / counts).tolist())

@@ -18,6 +18,8 @@ import torch
 
 from raydd.classes import class_major_labels
 from raydd.data.reader import PreparedVideos, Standardiser
+from raydd.data.staging import StagedGather
+from raydd.devices import module_to_device, to_device
 from raydd.distilled_set import StaticDynamicParts
 
 
@@ -29,7 +31,11 @@ class BatchSource(Protocol):
 
 
 class RealClips:
-    """Clips of a prepared split (all, or the subset ``indices``), standardised with ``mean``/``std``."""
+    """Clips of a prepared split (all, or the subset ``indices``), standardised with ``mean``/``std``.
+
+    A batch comes to the device as distillation's real clips do (:class:`~raydd.data.staging.StagedGather`):
+    gathered into a staging buffer, pinned on CUDA, the two buffers taken in turn, so that the copy of one batch
+    may still run while the next is gathered; the host never waits for its copy."""
 
     def __init__(
         self, videos: PreparedVideos, mean: tuple[float, ...], std: tuple[float, ...], indices: np.ndarray | None = None
@@ -38,13 +44,19 @@ class RealClips:
         self.indices = np.arange(len(videos)) if indices is None else np.asarray(indices)
         self.labels = videos.labels[torch.from_numpy(self.indices)]
         self._standardise = Standardiser(mean, std)
+        self._gathers: dict[torch.device, StagedGather] = {}
+        self._buffer = 0
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def batch(self, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        frames_NTHWC, labels = self.videos.batch(self.indices[indices.numpy()])
-        return self._standardise(frames_NTHWC, device), labels.to(device)
+        if device not in self._gathers:
+            self._gathers[device] = StagedGather(self.videos, device)
+        gather, buffer = self._gathers[device], self._buffer
+        self._buffer = 1 - buffer
+        frames_NTHWC = gather.send(gather.stage(self.indices[indices.numpy()], buffer), buffer)
+        return self._standardise(frames_NTHWC, device), to_device(self.labels[indices], device)
 
 
 class TensorClips:
@@ -61,9 +73,9 @@ class TensorClips:
     def batch(self, indices: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Copied to ``device`` once, on the first batch, and gathered there on every later one."""
         if device not in self._on:
-            self._on[device] = (self.videos.to(device), self.labels.to(device))
+            self._on[device] = (to_device(self.videos, device), to_device(self.labels, device))
         videos, labels = self._on[device]
-        indices = indices.to(videos.device)
+        indices = to_device(indices, videos.device)
         return videos[indices], labels[indices]
 
 
@@ -102,11 +114,12 @@ class RepairedStaticDynamic:
         if device not in self._on:  # the set's parts go to the device once; the draws stay on the CPU's generator
             parts = self.parts
             self._on[device] = (
-                parts.hallucinator.to(device),
-                parts.static_NCHW.to(device),
-                parts.dynamic_NCTHW.to(device),
+                module_to_device(parts.hallucinator, device),
+                to_device(parts.static_NCHW, device),
+                to_device(parts.dynamic_NCTHW, device),
             )
         hallucinator, static_NCHW, dynamic_NCTHW = self._on[device]
-        static = static_NCHW[static_index.to(device)]
-        dynamic = dynamic_NCTHW[dynamic_index.to(device)]
-        return hallucinator(static, dynamic), self.labels[indices].to(device)
+        static_index, dynamic_index = to_device(torch.stack([static_index, dynamic_index]), device)
+        return hallucinator(static_NCHW[static_index], dynamic_NCTHW[dynamic_index]), to_device(
+            self.labels[indices], device
+        )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import torch
 
+from raydd.devices import module_to_device
 from raydd.evaluation.fit import fit_epochs, frame_picker, score
 from raydd.evaluation.protocols import PROTOCOL, InputStatistics, Protocol
 from raydd.evaluation.sources import BatchSource
@@ -60,7 +61,8 @@ def train_and_test(
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     head = {"head": protocol.head} if settings.model == "minic3d" else {}
-    model = build_model(settings.model, num_classes=num_classes, clip_shape=clip_shape, **head).to(device)
+    model = build_model(settings.model, num_classes=num_classes, clip_shape=clip_shape, **head)
+    model = module_to_device(model, device)
 
     def sgd(lr: float) -> torch.optim.Optimizer:
         momentum, weight_decay = settings.momentum, settings.weight_decay

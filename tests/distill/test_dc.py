@@ -46,7 +46,7 @@ def test_a_class_matched_by_its_real_batch_sits_at_the_floor_and_only_its_rows_g
     def term(c: int, synthetic: FreeTensors) -> tuple[float, torch.Tensor]:
         sample = MatchingSample(torch.Generator().manual_seed(5), 5, real, CPU, Share(_OneClass(c), CLASSES))
         synthetic.values.grad = None
-        loss = dc.accumulate(synthetic, sample, 1.0)
+        loss = dc.accumulate(synthetic, sample, 1.0).item()
         return loss, synthetic.values.grad.view(CLASSES, n, -1).norm(dim=2).norm(dim=1)
 
     synthetic = FreeTensors(CLASSES, n, item, initial=initial)
@@ -74,7 +74,8 @@ def _stats(uri: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def _loss(distiller, seeds: list[int]) -> float:  # noqa: ANN001
     """Mean matching loss over the samples of ``seeds`` (the same networks and real batches every call)."""
     samples = [MatchingSample(torch.Generator().manual_seed(s), s, distiller.real, CPU) for s in seeds]
-    return sum(distiller.method.accumulate(distiller.synthetic, sample, 0.0) for sample in samples) / len(samples)
+    losses = [distiller.method.accumulate(distiller.synthetic, sample, 0.0).item() for sample in samples]
+    return sum(losses) / len(losses)
 
 
 @pytest.mark.slow

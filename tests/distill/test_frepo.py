@@ -80,7 +80,7 @@ def _run(method: FeatureRegression, synthetic: SyntheticSet, real: RealData, ite
     losses = []
     for iteration in iterations:
         optimizer.zero_grad(set_to_none=True)
-        losses.append(method.accumulate(synthetic, _sample(real, 1000 + iteration), 1.0))
+        losses.append(method.accumulate(synthetic, _sample(real, 1000 + iteration), 1.0).item())
         optimizer.step()
         method.after_step(synthetic, torch.Generator().manual_seed(2000 + iteration))
     return losses
@@ -112,7 +112,7 @@ def test_gradients_reach_only_the_synthetic_set_and_lower_the_loss(dataset_uri: 
     losses = []
     for _ in range(5):  # the same sample (pool model and real batch) every time
         optimizer.zero_grad(set_to_none=True)
-        losses.append(method.accumulate(synthetic, _sample(real, 7), 1.0))
+        losses.append(method.accumulate(synthetic, _sample(real, 7), 1.0).item())
         assert synthetic.values.grad is not None and synthetic.values.grad.abs().sum() > 0
         optimizer.step()
     assert all(p.grad is None for p in method.pool.parameters())

@@ -63,7 +63,7 @@ def _gradients(
 ) -> tuple[float, list[torch.Tensor]]:
     method, synthetic = _method(bank, memory_bounded=memory_bounded), copy.deepcopy(synthetic)
     sample = MatchingSample(torch.Generator().manual_seed(seed), seed, None, CPU)  # MTT reads no real clips
-    loss = method.accumulate(synthetic, sample, 0.5)
+    loss = method.accumulate(synthetic, sample, 0.5).item()
     learnables = [p for p in synthetic.parameters() if p.requires_grad] + method.learnable()
     return loss, [p.grad.clone() for p in learnables]
 

@@ -25,7 +25,7 @@ BF16_COSINE = 0.95
 def _gradient(bank: ExpertBank, synthetic: SyntheticSet, precision: str) -> tuple[float, torch.Tensor]:
     method = _method(bank, memory_bounded=False, precision=precision)
     synthetic = copy.deepcopy(synthetic)
-    loss = method.accumulate(synthetic, MatchingSample(torch.Generator().manual_seed(5), 5, None, CPU), 1.0)
+    loss = method.accumulate(synthetic, MatchingSample(torch.Generator().manual_seed(5), 5, None, CPU), 1.0).item()
     learnables = [p for p in synthetic.parameters() if p.requires_grad] + method.learnable()
     return loss, torch.cat([p.grad.flatten() for p in learnables])
 

@@ -14,7 +14,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from raydd.data.reader import open_prepared
-from raydd.distill.artifact import write_static
 from raydd.distill.driver import _stage_key
 from raydd.distill.loop import SingleProcess, TorchDistributed
 from raydd.distill.methods.base import MatchingSample, fresh_network
@@ -26,7 +25,7 @@ from raydd.distill.stages import StageSpec, build_stage, matching_network
 from raydd.distill.synthetic import FreeTensors
 from raydd.errors import RayddError
 
-from .tiny_store import CLASSES, CLIP_SHAPE, FRAMES, SIDE, write_builtin, write_experts
+from .tiny_store import CLASSES, CLIP_SHAPE, FRAMES, SIDE, write_stages_store
 
 CPU = torch.device("cpu")
 # Momentum and large lrs: three iterations move the set far from its start, and the momentum buffers (part of
@@ -58,13 +57,7 @@ DC = Preset(
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("store")
-    write_builtin(str(root))
-    write_experts(str(root / "experts" / "minic3d"))
-    write_experts(str(root / "experts" / "convnet"), model="convnet")
-    static = torch.randn(CLASSES * 2, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(0))
-    write_static(str(root / "static"), static, torch.arange(CLASSES).repeat_interleave(2), {"method": "dm"})
-    return root
+    return Path(write_stages_store(str(tmp_path_factory.mktemp("store"))))
 
 
 def _spec(store: Path, stage: str, method: str = "dm", **overrides) -> StageSpec:  # noqa: ANN003
@@ -221,7 +214,7 @@ def test_chunked_dm_gives_the_loss_and_gradient_of_the_whole_sample_as_floats(st
         chunked = FreeTensors(CLASSES, 2, item, initial=initial)
         method = DistributionMatching(build, batch_real=batch_real, real_chunk=chunk)
         loss = method.accumulate(chunked, MatchingSample(torch.Generator().manual_seed(seed), seed, real, CPU), 1.0)
-        assert loss == pytest.approx(expected.item(), rel=1e-5)
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
         torch.testing.assert_close(chunked.values.grad, synthetic.values.grad, rtol=1e-4, atol=1e-7)
 
 

@@ -64,3 +64,16 @@ def write_experts(
         records.append(TrajectoryRecord(expert, expert, shard, 0.0, 0.0, 0.0))
     write_manifest(folder, experts_manifest({"model": spec.to_dict()}, records))
     return spec
+
+
+def write_stages_store(root: str) -> str:
+    """The store every stage of every method runs from: the built-in dataset, MiniC3D experts (naive, stage 2),
+    ConvNet experts (stage 1) and two stills a class (stage 2's static images); returns ``root``."""
+    from raydd.distill.artifact import write_static
+
+    write_builtin(root)
+    write_experts(f"{root}/experts/minic3d")
+    write_experts(f"{root}/experts/convnet", model="convnet")
+    static = torch.randn(CLASSES * 2, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(0))
+    write_static(f"{root}/static", static, torch.arange(CLASSES).repeat_interleave(2), {"method": "dm"})
+    return root

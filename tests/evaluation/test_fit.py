@@ -17,6 +17,7 @@ from raydd.evaluation.train import TrainSettings, train_and_test
 from raydd.experts.trainer import ExpertSettings, model_options, train_expert
 from raydd.experts.trajectories import ModelSpec, flatten_parameters
 from raydd.models.registry import build_model
+from tests.device_reads import DeviceReads
 
 SHAPE = (4, 16, 16, 3)
 CPU = torch.device("cpu")
@@ -112,3 +113,19 @@ def test_a_distilled_set_goes_to_the_device_once_and_is_gathered_there() -> None
         videos, labels = clips.batch(indices, torch.device("cpu"))
         assert torch.equal(videos, clips.videos[indices]) and torch.equal(labels, clips.labels[indices])
     assert list(clips._on) == [torch.device("cpu")]  # one copy per device, made on the first batch
+
+
+def test_training_reads_the_device_once_an_epoch_and_scoring_once() -> None:
+    # Three training batches an epoch and two test batches: a read per batch would show as more reads.
+    protocol = dataclasses.replace(PROTOCOL, test_batch_size=4)
+    settings = TrainSettings(model="convnet", epochs=2, lr=0.01, batch_size=16, seed=3)
+    train, test = _clips(40, 0), _clips(8, 1)
+    with DeviceReads() as reads:
+        train_and_test(settings, train, test, num_classes=4, clip_shape=SHAPE, device=CPU, protocol=protocol)
+    assert reads.reads == ["tolist"] * protocol.passes(settings.epochs) + ["to"]
+
+
+def test_a_diverging_evaluation_names_its_epoch() -> None:
+    settings = TrainSettings(model="convnet", epochs=2, lr=1e12, batch_size=16, seed=3)
+    with pytest.raises(RayddError, match=r"non-finite training loss at epoch 1 of run 4 \(lr 1e\+12\): lower --lr"):
+        train_and_test(settings, _clips(40, 0), _clips(8, 1), num_classes=4, clip_shape=SHAPE, device=CPU, run=4)

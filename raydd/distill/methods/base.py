@@ -15,8 +15,9 @@ import dataclasses
 from typing import Protocol
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from raydd.devices import module_to_device
 from raydd.distill.real import RealData
 from raydd.distill.share import Share
 from raydd.distill.synthetic import SyntheticSet
@@ -36,12 +37,15 @@ class MatchingSample:
 
 class Method(Protocol):
     """``accumulate`` computes one sample's loss and adds ``weight`` x its gradient to the ``.grad`` of
-    the synthetic set's parameters (and the method's own, e.g. MTT's learnable lr); returns the loss.
+    the synthetic set's parameters (and the method's own, e.g. MTT's learnable lr); returns the loss, a 0-d
+    tensor left on the device (float32, or float64 where it sums terms) for the loop's one read back of the
+    iteration: a method that reads a value on the host (``.item()``, ``bool(t)``, a boolean mask, ``nonzero``)
+    makes a GPU wait (tests/distill/test_host_syncs.py counts them).
     Methods that keep state between iterations (FRePo's model pool) update it in ``after_step``; under a
     class split (``share``) every worker calls it and the state must stay the same on all of them."""
 
     def learnable(self) -> list[nn.Parameter]: ...
-    def accumulate(self, synthetic: SyntheticSet, sample: MatchingSample, weight: float) -> float: ...
+    def accumulate(self, synthetic: SyntheticSet, sample: MatchingSample, weight: float) -> Tensor: ...
     def after_step(self, synthetic: SyntheticSet, generator: torch.Generator, share: Share | None = None) -> None: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> object: ...
@@ -53,7 +57,9 @@ def low_precision(method: Method, device: torch.device) -> torch.dtype | None:
 
 
 def fresh_network(build, seed: int, device: torch.device) -> nn.Module:  # noqa: ANN001
-    """A network initialised from ``seed`` without touching the caller's global RNG state."""
+    """A network initialised from ``seed`` without touching the caller's global RNG state. It is built on the
+    host (the same initial weights on every device) and sent with :func:`~raydd.devices.module_to_device`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build().to(device)
+        network = build()
+    return module_to_device(network, device)

@@ -65,7 +65,7 @@ class GradientMatching(nn.Module):
     def learnable(self) -> list[nn.Parameter]:
         return []
 
-    def accumulate(self, synthetic: SyntheticSet, sample: MatchingSample, weight: float) -> float:
+    def accumulate(self, synthetic: SyntheticSet, sample: MatchingSample, weight: float) -> Tensor:
         net = fresh_network(self.build_network, sample.seed, sample.device)
         net.train()
         params = matched_parameters(net)
@@ -75,7 +75,7 @@ class GradientMatching(nn.Module):
         videos = synthetic.draw_classes(classes, sample.generator)
         leaf = videos.detach().requires_grad_(True)
         n, k = self.batch_real, synthetic.per_class
-        total = torch.zeros((), dtype=torch.float64, device=sample.device)  # read back once, not once a class
+        total = torch.zeros((), dtype=torch.float64, device=sample.device)  # on the device: the loop reads it
         per_class = [drawn.part(c * n, (c + 1) * n).chunks(self.real_chunk) for c in classes]
         # one stream over the classes' chunks: the next one is gathered while this one computes
         loaded = sample.real.stream([chunk for chunks in per_class for chunk in chunks])
@@ -90,7 +90,7 @@ class GradientMatching(nn.Module):
         loaded.close()
         if videos.requires_grad and leaf.grad is not None:
             videos.backward(leaf.grad)
-        return total.item()
+        return total
 
     def real_gradient(
         self, net: nn.Module, params: list[nn.Parameter], chunks: Iterable[Tensor], drawn: int, label: int

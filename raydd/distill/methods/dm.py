@@ -56,7 +56,7 @@ class DistributionMatching(nn.Module):
     def learnable(self) -> list[nn.Parameter]:
         return []
 
-    def accumulate(self, synthetic: SyntheticSet, sample: MatchingSample, weight: float) -> float:
+    def accumulate(self, synthetic: SyntheticSet, sample: MatchingSample, weight: float) -> Tensor:
         net = fresh_network(self.build_network, sample.seed, sample.device)
         net.train()
         net.requires_grad_(False)
@@ -68,7 +68,7 @@ class DistributionMatching(nn.Module):
         synthetic_mean = self._embed(net, videos).view(len(classes), synthetic.per_class, -1).mean(1)
         loss: Tensor = ((real_mean - synthetic_mean) ** 2).sum()
         (loss * weight).backward()
-        return loss.item()
+        return loss.detach()
 
     def low_precision(self, device: torch.device) -> torch.dtype | None:
         """The dtype of the real embedding where it is not float32 (``precision``, on this device)."""

@@ -36,8 +36,11 @@ SEED_RANGE = 2**62
 
 
 def centred_one_hot(labels: Tensor, num_classes: int) -> Tensor:
-    """FRePo's regression targets: one-hot minus 1/C, so that every target row sums to zero."""
-    return F.one_hot(labels, num_classes).float() - 1.0 / num_classes
+    """FRePo's regression targets: one-hot minus 1/C, so that every target row sums to zero. A comparison with
+    ``arange`` rather than ``F.one_hot``, which checks the labels' range with a host read (on the CPU always, on
+    CUDA without ``num_classes``): the same 0/1 values, and nothing for the GPU to wait on."""
+    classes = torch.arange(num_classes, device=labels.device)
+    return (labels[:, None] == classes).float() - 1.0 / num_classes
 
 
 def feature_regression(features_s: Tensor, targets_s: Tensor, features_t: Tensor, ridge: float) -> Tensor:
@@ -47,15 +50,19 @@ def feature_regression(features_s: Tensor, targets_s: Tensor, features_t: Tensor
     With more instances than feature dimensions the same predictions come from the d x d primal system
     F_t (F_s^T F_s + lambda I)^-1 F_s^T Y_s (push-through identity): smaller, and much better conditioned,
     since the n x n kernel then has rank d and n - d of its eigenvalues are lambda alone.
+
+    ``solve_ex``, not ``solve``: ``solve`` reads the factorisation's error flag on the host, a sync on CUDA every
+    sample. The system is positive definite for ``ridge`` > 0; a singular one (``ridge`` 0) gives non-finite
+    predictions, and the loop's non-finite check stops the run.
     """
     n, d = features_s.shape
     lam = ridge * features_s.pow(2).sum() / n  # trace(F F^T) is the squared Frobenius norm of F
     if n <= d:
         k_ss = features_s @ features_s.T
-        alpha = torch.linalg.solve(k_ss + lam * torch.eye(n, device=k_ss.device), targets_s)
+        alpha = torch.linalg.solve_ex(k_ss + lam * torch.eye(n, device=k_ss.device), targets_s).result
         return (features_t @ features_s.T) @ alpha
     gram = features_s.T @ features_s
-    weights = torch.linalg.solve(gram + lam * torch.eye(d, device=gram.device), features_s.T @ targets_s)
+    weights = torch.linalg.solve_ex(gram + lam * torch.eye(d, device=gram.device), features_s.T @ targets_s).result
     return features_t @ weights
 
 
@@ -122,7 +129,7 @@ class FeatureRegression(nn.Module):
     def learnable(self) -> list[nn.Parameter]:
         return []
 
-    def accumulate(self, synthetic: SyntheticSet, sample: MatchingSample, weight: float) -> float:
+    def accumulate(self, synthetic: SyntheticSet, sample: MatchingSample, weight: float) -> Tensor:
         net = self._ready(self._pick(sample.generator), sample.device).eval()
         classes, share = synthetic.num_classes, sample.share
         drawn = sample.real.draw_random(self.batch_real, sample.generator)
@@ -140,7 +147,7 @@ class FeatureRegression(nn.Module):
         # Under a class split: this worker's part of the mean over the real batch.
         loss: Tensor = errors.mean() if share is None else errors.sum() / self.batch_real
         (loss * weight).backward()
-        return loss.item()
+        return loss.detach()
 
     def after_step(self, synthetic: SyntheticSet, generator: torch.Generator, share: Share | None = None) -> None:
         device = synthetic.labels.device

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from raydd.data.cache import local_shard
+from raydd.devices import module_to_device, to_device
 from raydd.distill.methods.base import MatchingSample
 from raydd.distill.methods.catalog import low_precision_of
 from raydd.distill.methods.float32_convs import float32_small_convolutions
@@ -65,8 +66,10 @@ MIN_SYN_LR = 1e-3  # the reference clips the learned lr here after every update
 
 @dataclasses.dataclass(frozen=True)
 class StudentStep:
-    indices: Tensor  # synthetic instances of this step's batch
+    indices: Tensor  # synthetic instances of this step's batch, on the device
     draw_seed: int  # seeds the random choices of drawing them (static/dynamic pairing)
+    size: int  # instances in the whole batch (of every worker)
+    keep: Tensor | None = None  # under a class split: positions in ``indices`` of this worker's instances
 
 
 class TrajectoryMatching(nn.Module):
@@ -96,25 +99,35 @@ class TrajectoryMatching(nn.Module):
     def learnable(self) -> list[nn.Parameter]:
         return [self.syn_lr] if self.learn_lr else []
 
-    def _plan(self, synthetic: SyntheticSet, generator: torch.Generator, device: torch.device) -> list[StudentStep]:
+    def _plan(
+        self, synthetic: SyntheticSet, generator: torch.Generator, device: torch.device, share: Share | None
+    ) -> list[StudentStep]:
         """The reference's batching: a random permutation of the synthetic set, cut into ``batch_syn``
-        chunks, refilled when used up."""
+        chunks, refilled when used up. Drawn on the host and sent in one copy; a class split's own positions are
+        found there too, so that no step indexes with a mask on the device (a host read of its true count)."""
         batch = min(self.batch_syn or len(synthetic), len(synthetic))
-        steps: list[StudentStep] = []
+        chosen: list[Tensor] = []
+        seeds: list[int] = []
         chunks: list[Tensor] = []
         for _ in range(self.syn_steps):
             if not chunks:
                 chunks = list(torch.randperm(len(synthetic), generator=generator).split(batch))
-            indices = chunks.pop(0)
-            steps.append(StudentStep(indices.to(device), int(torch.randint(2**62, (1,), generator=generator))))
-        return steps
+            chosen.append(chunks.pop(0))
+            seeds.append(int(torch.randint(2**62, (1,), generator=generator)))
+        keeps = [None if share is None else share.owns(c, synthetic.per_class).nonzero().flatten() for c in chosen]
+        sizes = [len(c) for c in chosen] + [len(k) for k in keeps if k is not None]
+        sent = to_device(torch.cat(chosen + [k for k in keeps if k is not None]), device).split(sizes)
+        on_device = iter(sent[len(chosen) :])
+        return [
+            StudentStep(indices, seed, len(indices), None if keep is None else next(on_device))
+            for indices, seed, keep in zip(sent[: len(chosen)], seeds, keeps, strict=True)
+        ]
 
-    def _draw(self, synthetic: SyntheticSet, step: StudentStep, share: Share | None) -> tuple[Tensor, Tensor]:
+    def _draw(self, synthetic: SyntheticSet, step: StudentStep) -> tuple[Tensor, Tensor]:
         """The step's instances and labels (under a class split: this worker's part of them)."""
-        keep = None if share is None else share.owns(step.indices, synthetic.per_class)
         labels = synthetic.labels[step.indices]
-        inputs = synthetic.draw(step.indices, torch.Generator().manual_seed(step.draw_seed), keep)
-        return inputs, labels if keep is None else labels[keep]
+        inputs = synthetic.draw(step.indices, torch.Generator().manual_seed(step.draw_seed), step.keep)
+        return inputs, labels if step.keep is None else labels[step.keep]
 
     def _step(
         self, theta_P: Tensor, batch: tuple[Tensor, Tensor], size: int, share: Share | None, *, create_graph: bool
@@ -154,27 +167,28 @@ class TrajectoryMatching(nn.Module):
     def _distance(theta_P: Tensor, start_P: Tensor, target_P: Tensor) -> Tensor:
         return ((theta_P - target_P) ** 2).sum() / ((start_P - target_P) ** 2).sum()
 
-    def accumulate(self, synthetic: SyntheticSet, sample: MatchingSample, weight: float) -> float:
+    def accumulate(self, synthetic: SyntheticSet, sample: MatchingSample, weight: float) -> Tensor:
         generator, device = sample.generator, sample.device
-        self._student[0].to(device)
-        expert = int(torch.randint(self.bank.num_experts, (1,), generator=generator))
+        if next(self._student[0].parameters()).device != device:  # moved once: .to() of each sample would copy
+            module_to_device(self._student[0], device)
+        expert = int(torch.randint(self.bank.num_experts, (1,), generator=generator))  # host draws: no device read
         start = int(torch.randint(self.max_start_epoch, (1,), generator=generator))
-        start_P = self.bank.epoch(expert, start).to(device)
-        target_P = self.bank.epoch(expert, start + self.expert_epochs).to(device)
-        steps = self._plan(synthetic, generator, device)
+        start_P = to_device(self.bank.epoch(expert, start), device)
+        target_P = to_device(self.bank.epoch(expert, start + self.expert_epochs), device)
         share = sample.share
+        steps = self._plan(synthetic, generator, device, share)
         weight = weight if share is None else weight / share.group.world_size  # each worker: 1/N of the replicated loss
         if self.memory_bounded:
             loss = self._bounded(synthetic, steps, start_P, target_P, weight, share)
         else:
             theta_P = start_P.clone().requires_grad_(True)
             for step in steps:
-                batch = self._draw(synthetic, step, share)
-                theta_P = self._step(theta_P, batch, len(step.indices), share, create_graph=True)
+                theta_P = self._step(theta_P, self._draw(synthetic, step), step.size, share, create_graph=True)
             distance = self._distance(theta_P, start_P, target_P)
             (distance * weight).backward()
-            loss = distance.item()
-        return loss if share is None else loss / share.group.world_size
+            loss = distance.detach()
+        # float64, as the loop sums the samples' losses: the 1/N share is then the one the host used to compute
+        return loss if share is None else loss.double() / share.group.world_size
 
     def _bounded(
         self,
@@ -184,23 +198,22 @@ class TrajectoryMatching(nn.Module):
         target_P: Tensor,
         weight: float,
         share: Share | None,
-    ) -> float:
+    ) -> Tensor:
         thetas = [start_P]
         for step in steps:
             with torch.no_grad():
-                batch = self._draw(synthetic, step, share)
+                batch = self._draw(synthetic, step)
             theta_P = thetas[-1].detach().requires_grad_(True)
-            thetas.append(self._step(theta_P, batch, len(step.indices), share, create_graph=False).detach())
+            thetas.append(self._step(theta_P, batch, step.size, share, create_graph=False).detach())
         final_P = thetas[-1].requires_grad_(True)
         loss = self._distance(final_P, start_P, target_P)
         (grad_P,) = torch.autograd.grad(loss * weight, final_P)
         for step, theta_P in zip(reversed(steps), reversed(thetas[:-1])):
             theta_P = theta_P.detach().requires_grad_(True)
-            batch = self._draw(synthetic, step, share)
-            after_P = self._step(theta_P, batch, len(step.indices), share, create_graph=True)
+            after_P = self._step(theta_P, self._draw(synthetic, step), step.size, share, create_graph=True)
             after_P.backward(grad_P)
             grad_P = theta_P.grad
-        return loss.item()
+        return loss.detach()
 
     def after_step(self, synthetic: SyntheticSet, generator: torch.Generator, share: Share | None = None) -> None:
         if self.learn_lr:
