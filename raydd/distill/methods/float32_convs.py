@@ -1,16 +1,17 @@
 """Under CPU bfloat16 autocast, the convolutions whose input is smaller than their kernel run in float32.
 
-Why: oneDNN v3.x, as torch 2.14.1 ships it, computes such a convolution's bfloat16 weight gradient wrongly and
-not deterministically on a CPU with AVX-512 BF16 (the jit avx512_core_bf16 backward-weights kernel): relative
-errors of 50-140% against float32, NaN or inf, and other values on a second call with identical inputs
-(benchmarks/onednn_bf16.py measures it; the forward and the input gradient are right). MiniC3D's later convolutions
-meet it on small clips (builtin 8x32x32: the third sees 4x2x2 maps against its 3x7x7 kernel), and MTT's student,
-which trains through its weights, then diverged (parameters to 1e26-1e37) or crashed. Every convolution with an
-input at least its (dilated) kernel's size in each dimension was right in that measurement; not every smaller one is
-wrong, but the rule is the narrowest one that covers every wrong shape seen and needs no probing of the kernel.
+Why: oneDNN v3.x, as torch 2.14.1 ships it, computes such a convolution's bfloat16 weight gradient wrongly and not
+deterministically on a CPU with AVX-512 BF16 (the jit avx512_core_bf16 backward-weights kernel): in
+``benchmarks/onednn_bf16.py --grid``, 7 of 31 shapes gave relative errors of 1 to 6e12 against float32, NaN or inf, and
+other values on a second call with identical inputs (the forward and the input gradient were right in all). MiniC3D's
+later convolutions meet it on small clips (builtin 8x32x32: the third sees 4x2x2 maps against its 3x7x7 kernel), and
+MTT's student, which trains through its weights, then diverged (parameters to 1e26-1e37) or crashed. Every convolution
+with an input at least its (dilated) kernel's size in each dimension was right in that measurement; not every smaller
+one is wrong, but the rule is the narrowest one that covers every wrong shape seen and needs no probing of the kernel.
 
 Only on the CPU: CUDA runs cuDNN, which has no such fault known, so GPU convolutions stay in bfloat16. The
-float32 convolutions are the small ones, a small share of the time (benchmarks/onednn_bf16.py ``--cost``).
+float32 convolutions are the small ones (``--cost`` times a student step with and without this; not yet on an idle
+machine).
 """
 
 from __future__ import annotations
