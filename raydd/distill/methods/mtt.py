@@ -68,7 +68,6 @@ MIN_SYN_LR = 1e-3  # the reference clips the learned lr here after every update
 class StudentStep:
     indices: Tensor  # synthetic instances of this step's batch, on the device
     draw_seed: int  # seeds the random choices of drawing them (static/dynamic pairing)
-    size: int  # instances in the whole batch (of every worker)
     keep: Tensor | None = None  # under a class split: positions in ``indices`` of this worker's instances
 
 
@@ -119,7 +118,7 @@ class TrajectoryMatching(nn.Module):
         sent = to_device(torch.cat(chosen + [k for k in keeps if k is not None]), device).split(sizes)
         on_device = iter(sent[len(chosen) :])
         return [
-            StudentStep(indices, seed, len(indices), None if keep is None else next(on_device))
+            StudentStep(indices, seed, None if keep is None else next(on_device))
             for indices, seed, keep in zip(sent[: len(chosen)], seeds, keeps, strict=True)
         ]
 
@@ -183,7 +182,7 @@ class TrajectoryMatching(nn.Module):
         else:
             theta_P = start_P.clone().requires_grad_(True)
             for step in steps:
-                theta_P = self._step(theta_P, self._draw(synthetic, step), step.size, share, create_graph=True)
+                theta_P = self._step(theta_P, self._draw(synthetic, step), len(step.indices), share, create_graph=True)
             distance = self._distance(theta_P, start_P, target_P)
             (distance * weight).backward()
             loss = distance.detach()
@@ -204,13 +203,13 @@ class TrajectoryMatching(nn.Module):
             with torch.no_grad():
                 batch = self._draw(synthetic, step)
             theta_P = thetas[-1].detach().requires_grad_(True)
-            thetas.append(self._step(theta_P, batch, step.size, share, create_graph=False).detach())
+            thetas.append(self._step(theta_P, batch, len(step.indices), share, create_graph=False).detach())
         final_P = thetas[-1].requires_grad_(True)
         loss = self._distance(final_P, start_P, target_P)
         (grad_P,) = torch.autograd.grad(loss * weight, final_P)
         for step, theta_P in zip(reversed(steps), reversed(thetas[:-1])):
             theta_P = theta_P.detach().requires_grad_(True)
-            after_P = self._step(theta_P, self._draw(synthetic, step), step.size, share, create_graph=True)
+            after_P = self._step(theta_P, self._draw(synthetic, step), len(step.indices), share, create_graph=True)
             after_P.backward(grad_P)
             grad_P = theta_P.grad
         return loss.detach()
