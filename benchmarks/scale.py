@@ -377,21 +377,28 @@ class S3Store:
 @contextmanager
 def s3_store() -> Iterator[S3Store]:
     """A fresh moto S3 server holding bucket ``bench``; this process's AWS variables point at it for as long as it
-    runs, so raydd's own writers (``write_random_like``, manifests) write straight to it."""
+    runs, so raydd's own writers (``write_random_like``, manifests) write straight to it, and are put back after
+    (each section starts a server of its own, on another port)."""
     import s3fs
 
     with moto_server() as port:
-        env = dict(
-            os.environ,
-            AWS_ACCESS_KEY_ID="bench",
-            AWS_SECRET_ACCESS_KEY="bench",
-            AWS_DEFAULT_REGION="us-east-1",
-            AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{port}",
-        )
-        os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")})
-        os.environ["AWS_ENDPOINT_URL_S3"] = env["AWS_ENDPOINT_URL_S3"]
-        s3fs.S3FileSystem(endpoint_url=env["AWS_ENDPOINT_URL_S3"]).mkdir("bench")
-        yield S3Store(port, "s3://bench/store", env)
+        ours = {
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+        }
+        saved = {name: os.environ.get(name) for name in ours}
+        os.environ.update(ours)
+        try:
+            s3fs.S3FileSystem(endpoint_url=ours["AWS_ENDPOINT_URL_S3"]).mkdir("bench")
+            yield S3Store(port, "s3://bench/store", dict(os.environ))
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 @dataclasses.dataclass(frozen=True)
